@@ -1,0 +1,40 @@
+"""An embeddable Mealy state-machine engine with a compiled hot path, for trio."""
+
+# General layout:
+#
+# _machine.py   sans-IO Mealy core: Machine definitions compiled to int32 tables
+# _hotpath.py   selects the dispatcher: engine._native (Cython, from _native/) or the twin
+# _hotpath_py.py  pure-Python twin of the compiled dispatcher
+# _runtime.py   synchronous Runtime: agent registry, sending, running, statistics
+# _types.py     public value types (priorities, statuses, steps, dead letters, batches)
+# _exceptions.py  the EngineError tree
+
+from ._exceptions import AgentExistsError as AgentExistsError
+from ._exceptions import AgentNotFoundError as AgentNotFoundError
+from ._exceptions import AgentStoppedError as AgentStoppedError
+from ._exceptions import EngineError as EngineError
+from ._exceptions import HandlerError as HandlerError
+from ._exceptions import InvalidArgumentError as InvalidArgumentError
+from ._exceptions import InvalidTransitionError as InvalidTransitionError
+from ._exceptions import MachineDefinitionError as MachineDefinitionError
+from ._exceptions import MailboxFullError as MailboxFullError
+from ._exceptions import RuntimeBusyError as RuntimeBusyError
+from ._exceptions import UnknownEventError as UnknownEventError
+from ._exceptions import UnknownStateError as UnknownStateError
+from ._hotpath import USE_EXTENSIONS as USE_EXTENSIONS
+from ._hotpath import AgentContext as AgentContext
+from ._hotpath import AgentRef as AgentRef
+from ._hotpath import Event as Event
+from ._machine import Machine as Machine
+from ._runtime import AgentStatistics as AgentStatistics
+from ._runtime import Runtime as Runtime
+from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._types import AgentStatus as AgentStatus
+from ._types import DeadLetter as DeadLetter
+from ._types import DeadLetterReason as DeadLetterReason
+from ._types import OutputBatch as OutputBatch
+from ._types import OverflowPolicy as OverflowPolicy
+from ._types import Priority as Priority
+from ._types import Step as Step
+
+__version__ = "0.1.0"

@@ -1,0 +1,47 @@
+"""Argument coercion for ``send_many``, shared by the compiled dispatcher and its twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._exceptions import InvalidArgumentError
+
+
+_I32 = np.iinfo(np.int32)
+
+
+def as_int32(name: str, values: Any) -> npt.NDArray[np.int32]:
+    """Return ``values`` as a contiguous int32 array, refusing non-integers and overflow."""
+    arr = np.asarray(values)
+    if arr.size == 0:
+        return np.zeros(arr.shape, dtype=np.int32)
+    if arr.dtype.kind not in "iu":
+        raise InvalidArgumentError(f"{name} must be integers, got dtype {arr.dtype}")
+    if np.can_cast(arr.dtype, np.int32):
+        return np.ascontiguousarray(arr, dtype=np.int32)
+    if arr.min() < _I32.min or arr.max() > _I32.max:
+        raise InvalidArgumentError(f"{name} has values outside the int32 range")
+    return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def batch_arrays(
+    slots: Any, events: Any, priorities: Any
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """Coerce ``send_many`` inputs to equal-length int32 arrays (a scalar priority broadcasts)."""
+    sl = as_int32("slots", slots)
+    ev = as_int32("events", events)
+    pr = as_int32("priorities", priorities)
+    if sl.ndim != 1 or ev.shape != sl.shape:
+        raise InvalidArgumentError(
+            f"slots and events must be 1-d and the same length ({sl.shape}, {ev.shape})"
+        )
+    if pr.ndim == 0:
+        pr = np.full(sl.shape, int(pr), dtype=np.int32)
+    elif pr.shape != sl.shape:
+        raise InvalidArgumentError(
+            f"priorities must be a scalar or match slots ({pr.shape} != {sl.shape})"
+        )
+    return sl, ev, pr

@@ -1,0 +1,125 @@
+"""The one exception tree of the engine: everything it raises on purpose is an ``EngineError``.
+
+Mailbox flow control reuses trio's exceptions: ``MailboxFullError`` *is* a ``trio.WouldBlock``,
+so code written against trio's channels handles it unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+
+class EngineError(Exception):
+    """Base class: raised for every error the engine reports on purpose."""
+
+
+class AgentNotFoundError(EngineError, KeyError):
+    """Raised when an agent id (or an ``AgentRef``) names no live agent."""
+
+    def __init__(self, agent_id: object) -> None:
+        super().__init__(agent_id)
+        self.agent_id = agent_id
+
+    def __str__(self) -> str:
+        return f"no agent with id {self.agent_id!r}"
+
+
+class AgentExistsError(EngineError):
+    """Raised when ``spawn`` is given an id that a live agent already has."""
+
+    def __init__(self, agent_id: object) -> None:
+        super().__init__(f"an agent with id {agent_id!r} already exists")
+        self.agent_id = agent_id
+
+
+class AgentStoppedError(EngineError):
+    """Raised when an operation targets an agent that was terminated or stopped."""
+
+    def __init__(self, agent_id: object, detail: str = "was terminated") -> None:
+        super().__init__(f"agent {agent_id!r} {detail}")
+        self.agent_id = agent_id
+
+
+class UnknownEventError(EngineError, KeyError):
+    """Raised when an event name (or code) is not an event of the agent's machine."""
+
+    def __init__(self, machine: str, event: object) -> None:
+        super().__init__(machine, event)
+        self.machine = machine
+        self.event = event
+
+    def __str__(self) -> str:
+        return f"machine {self.machine!r} has no event {self.event!r}"
+
+
+class InvalidTransitionError(EngineError):
+    """Raised when a (state, event) pair has no transition; the state is left unchanged."""
+
+    def __init__(self, machine: str, state: str, event: str, detail: str = "") -> None:
+        msg = f"machine {machine!r}: no transition for event {event!r} in state {state!r}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+        self.machine = machine
+        self.state = state
+        self.event = event
+
+
+class MachineDefinitionError(EngineError):
+    """Raised when a machine definition is invalid; ``problems`` lists every fault found."""
+
+    def __init__(self, name: str, problems: Sequence[str]) -> None:
+        self.name = name
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"machine {name!r} is invalid ({len(self.problems)} problems):\n{lines}")
+
+
+class HandlerError(EngineError):
+    """Raised (and recorded as a dead letter's error) when a handler raises or misbehaves.
+
+    The original exception is ``__cause__``.
+    """
+
+    def __init__(self, agent_id: object, state: str, event: str, cause: BaseException) -> None:
+        super().__init__(
+            f"handler for agent {agent_id!r} in state {state!r} on event {event!r} failed: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.agent_id = agent_id
+        self.state = state
+        self.event = event
+        self.__cause__ = cause
+
+
+class MailboxFullError(EngineError, trio.WouldBlock):
+    """Raised by ``send_nowait`` when a bounded mailbox with the REJECT policy is full.
+
+    It is a ``trio.WouldBlock``, so trio-style code can catch that instead.
+    """
+
+    def __init__(self, agent_id: object, capacity: int) -> None:
+        super().__init__(f"mailbox of agent {agent_id!r} is full ({capacity} messages)")
+        self.agent_id = agent_id
+        self.capacity = capacity
+
+
+class UnknownStateError(EngineError, KeyError):
+    """Raised when a state name is not a state of the machine."""
+
+    def __init__(self, machine: str, state: object) -> None:
+        super().__init__(machine, state)
+        self.machine = machine
+        self.state = state
+
+    def __str__(self) -> str:
+        return f"machine {self.machine!r} has no state {self.state!r}"
+
+
+class InvalidArgumentError(EngineError, ValueError):
+    """Raised when an argument has a bad value or type: an unhashable agent id, a priority
+    outside 0..3, a negative capacity, arrays of different lengths."""
+
+
+class RuntimeBusyError(EngineError):
+    """Raised when an operation that needs a quiescent dispatcher is called from inside a run."""

@@ -1,0 +1,376 @@
+"""The sans-IO Mealy core: a machine definition compiled once into int32 tables.
+
+Theory of operation: a machine has S states and E events, both interned to indexes in
+definition order. Three tables of S*E int32 cells, indexed ``state * E + event``, say what a
+step does: ``next`` (destination state, -1 = no transition), ``output`` (index into
+``outputs``, -1 = none) and ``handler`` (index into the bound handler list, -1 = none). The
+dispatcher reads the same arrays, so a handler registered later is seen by running agents.
+Nothing here knows about time, I/O, trio or agents: ``step()`` is a pure table lookup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
+
+import numpy as np
+
+from ._exceptions import (
+    InvalidTransitionError,
+    MachineDefinitionError,
+    UnknownEventError,
+    UnknownStateError,
+)
+
+if TYPE_CHECKING:
+    import numpy.typing as npt
+
+ANY_STATE = "*"
+"""Source wildcard: the row applies to every state without an explicit row for its event."""
+
+Handler = Callable[[Any, Any], Any]
+"""A handler: ``(context, event) -> Step | None``."""
+H = TypeVar("H", bound=Handler)
+
+Row = tuple[Any, ...]
+
+
+@final
+class Machine:
+    """A Mealy machine definition: states, events, a transition table and optional handlers.
+
+    Args:
+        name: A name for messages and diagrams.
+        states: State names, in order; the first index is 0.
+        initial: The state new agents start in.
+        transitions: Rows ``(source, event, dest)`` or ``(source, event, dest, output)``.
+            ``source`` is a state, a list of states, or ``"*"`` (every state that has no
+            explicit row for the event). ``dest=None`` stays in the current state. ``output``
+            is any hashable value; ``None`` means no output.
+        events: Optional event names, to fix their order or declare events without rows.
+        unhandled: ``"error"`` (an event with no transition is a failure, state unchanged) or
+            ``"ignore"`` (it is consumed and does nothing).
+
+    Raises:
+        MachineDefinitionError: Listing every problem in the definition at once.
+    """
+
+    __slots__ = (
+        "_event_index",
+        "_handler_fns",
+        "_handler_rows",
+        "_state_index",
+        "events",
+        "handler_table",
+        "initial",
+        "name",
+        "next_table",
+        "output_table",
+        "outputs",
+        "states",
+        "unhandled",
+    )
+
+    name: str
+    states: tuple[str, ...]
+    events: tuple[str, ...]
+    outputs: tuple[Hashable, ...]
+    initial: str
+    unhandled: Literal["error", "ignore"]
+    next_table: npt.NDArray[np.int32]
+    output_table: npt.NDArray[np.int32]
+    handler_table: npt.NDArray[np.int32]
+
+    def __init__(
+        self,
+        name: str,
+        states: Sequence[str],
+        initial: str,
+        transitions: Iterable[Row],
+        *,
+        events: Sequence[str] | None = None,
+        unhandled: Literal["error", "ignore"] = "error",
+    ) -> None:
+        problems: list[str] = []
+        if not isinstance(name, str) or not name:
+            problems.append(f"name must be a non-empty string, got {name!r}")
+            name = str(name)
+        state_list = _names("state", states, problems)
+        if ANY_STATE in state_list:
+            problems.append(f"{ANY_STATE!r} is reserved for 'any state' and cannot be a state")
+        state_index = {s: i for i, s in enumerate(state_list)}
+        if not state_list:
+            problems.append("a machine needs at least one state")
+        if initial not in state_index:
+            problems.append(f"initial state {initial!r} is not one of the states")
+        if unhandled not in ("error", "ignore"):
+            problems.append(f"unhandled must be 'error' or 'ignore', got {unhandled!r}")
+
+        declared = _names("event", events, problems) if events is not None else None
+        event_index: dict[str, int] = {e: i for i, e in enumerate(declared or ())}
+        rows = _parse_rows(transitions, state_index, event_index, declared is not None, problems)
+        if problems:
+            raise MachineDefinitionError(name, problems)
+
+        n_s, n_e = len(state_list), len(event_index)
+        outputs: dict[Hashable, int] = {}
+        next_t = np.full(n_s * n_e, -1, dtype=np.int32)
+        out_t = np.full(n_s * n_e, -1, dtype=np.int32)
+        # wildcard rows first, explicit rows overwrite them
+        for srcs, ev, dest, out in sorted(rows, key=lambda r: r[0] is not None):
+            code = -1 if out is None else outputs.setdefault(out, len(outputs))
+            for s in range(n_s) if srcs is None else srcs:
+                cell = s * n_e + ev
+                next_t[cell] = s if dest is None else dest
+                out_t[cell] = code
+
+        self.name = name
+        self.states = tuple(state_list)
+        self.events = tuple(event_index)
+        self.outputs = tuple(outputs)
+        self.initial = initial
+        self.unhandled = unhandled
+        self.next_table = next_t
+        self.output_table = out_t
+        self.handler_table = np.full(n_s * n_e, -1, dtype=np.int32)
+        self._state_index = state_index
+        self._event_index = event_index
+        self._handler_fns: list[Handler] = []
+        self._handler_rows: dict[tuple[int | None, int], int] = {}
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def state_code(self, state: str) -> int:
+        """Return the index of ``state``.
+
+        Raises:
+            UnknownStateError: If it is not a state of this machine.
+        """
+        try:
+            return self._state_index[state]
+        except (KeyError, TypeError):
+            raise UnknownStateError(self.name, state) from None
+
+    def event_code(self, event: str) -> int:
+        """Return the index of ``event`` (what ``send_many`` takes as an event code).
+
+        Raises:
+            UnknownEventError: If it is not an event of this machine.
+        """
+        try:
+            return self._event_index[event]
+        except (KeyError, TypeError):
+            raise UnknownEventError(self.name, event) from None
+
+    @property
+    def state_index(self) -> Mapping[str, int]:
+        """Read-only mapping of state name to index."""
+        return self._state_index
+
+    @property
+    def event_index(self) -> Mapping[str, int]:
+        """Read-only mapping of event name to index (the hot path reads it directly)."""
+        return self._event_index
+
+    @property
+    def handlers(self) -> Sequence[Handler]:
+        """Bound handlers, indexed by ``handler_table`` cells (the hot path reads it directly)."""
+        return self._handler_fns
+
+    # -- the pure step -------------------------------------------------------------------
+
+    def step(self, state: str, event: str) -> tuple[str, Hashable | None]:
+        """Apply the table to ``(state, event)`` and return ``(next_state, output)``.
+
+        Handlers are not called (they need an agent); with ``unhandled="ignore"`` a missing
+        transition returns ``(state, None)``.
+
+        Raises:
+            UnknownStateError: ``state`` is not a state.
+            UnknownEventError: ``event`` is not an event.
+            InvalidTransitionError: No transition and ``unhandled="error"``.
+        """
+        s, e = self.state_code(state), self.event_code(event)
+        cell = s * len(self.events) + e
+        nxt = int(self.next_table[cell])
+        if nxt < 0:
+            if self.unhandled == "ignore":
+                return state, None
+            raise InvalidTransitionError(self.name, state, event)
+        out = int(self.output_table[cell])
+        return self.states[nxt], (self.outputs[out] if out >= 0 else None)
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def handler(self, state: str, event: str) -> Callable[[H], H]:
+        """Decorator binding a Python handler to one ``(state, event)`` slot (``"*"`` = all).
+
+        The handler is called as ``handler(context, event)`` when an agent in ``state``
+        processes ``event``; it may return a ``Step`` to choose the next state and outputs,
+        or ``None`` to apply the slot's table row. A slot with a handler but no row is
+        handled (it stays in its state unless the handler says otherwise). An explicit
+        state's handler takes precedence over a ``"*"`` handler.
+
+        Raises:
+            MachineDefinitionError: Unknown state or event, a slot bound twice, or a
+                non-callable.
+        """
+        problems = []
+        if state != ANY_STATE and state not in self._state_index:
+            problems.append(f"handler for unknown state {state!r}")
+        if event not in self._event_index:
+            problems.append(f"handler for unknown event {event!r}")
+        if problems:
+            raise MachineDefinitionError(self.name, problems)
+        key = (None if state == ANY_STATE else self._state_index[state], self._event_index[event])
+        if key in self._handler_rows:
+            raise MachineDefinitionError(
+                self.name, [f"a handler is already bound to ({state!r}, {event!r})"]
+            )
+
+        def bind(fn: H) -> H:
+            if not callable(fn):
+                raise MachineDefinitionError(self.name, [f"handler {fn!r} is not callable"])
+            self._handler_rows[key] = len(self._handler_fns)
+            self._handler_fns.append(fn)
+            self._compile_handlers()
+            return fn
+
+        return bind
+
+    def _compile_handlers(self) -> None:
+        n_e = len(self.events)
+        table = np.full(len(self.states) * n_e, -1, dtype=np.int32)
+        for (s, e), idx in sorted(self._handler_rows.items(), key=lambda kv: kv[0][0] is not None):
+            for st in range(len(self.states)) if s is None else (s,):
+                table[st * n_e + e] = idx
+        self.handler_table[:] = table  # in place: dispatchers hold this array
+
+    # -- import and export ---------------------------------------------------------------
+
+    @classmethod
+    def from_transitions(
+        cls,
+        source: Mapping[str, Any] | Any,
+        *,
+        name: str | None = None,
+        unhandled: Literal["error", "ignore"] = "error",
+    ) -> Machine:
+        """Build a machine from the ``transitions`` library's dict format or a live machine.
+
+        The dict format has ``states``, ``transitions`` (lists ``[trigger, source, dest]`` or
+        dicts with ``trigger``/``source``/``dest``) and ``initial``. A live flat
+        ``transitions.Machine`` is read as it is (its automatic ``to_<state>`` triggers are
+        left out). Outputs are ``None``: transitions has no outputs.
+
+        Raises:
+            MachineDefinitionError: Nested (hierarchical) machines, conditional transitions
+                and anything else a flat Mealy table cannot express.
+        """
+        from ._transitions_import import read_transitions
+
+        spec = read_transitions(source, name)
+        return cls(
+            spec.name, spec.states, spec.initial, spec.rows, events=spec.events,
+            unhandled=unhandled,
+        )
+
+    def to_mermaid(self) -> str:
+        """Return a Mermaid ``stateDiagram-v2`` of the table (edges labelled event / output)."""
+        ids = {s: f"s{i}" for i, s in enumerate(self.states)}
+        lines = ["stateDiagram-v2"]
+        lines += [f'    state "{_esc(s)}" as {ids[s]}' for s in self.states]
+        lines.append(f"    [*] --> {ids[self.initial]}")
+        n_e = len(self.events)
+        for s, sname in enumerate(self.states):
+            for e, ename in enumerate(self.events):
+                cell = s * n_e + e
+                nxt, out = int(self.next_table[cell]), int(self.output_table[cell])
+                if nxt < 0:
+                    continue
+                label = _esc(ename) + (f" / {_esc(str(self.outputs[out]))}" if out >= 0 else "")
+                lines.append(f"    {ids[sname]} --> {ids[self.states[nxt]]} : {label}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return (
+            f"<Machine {self.name!r}: {len(self.states)} states, {len(self.events)} events, "
+            f"{len(self._handler_fns)} handlers>"
+        )
+
+
+def _esc(text: str) -> str:
+    return text.replace('"', "#quot;").replace(":", "#colon;")
+
+
+def _names(kind: str, names: object, problems: list[str]) -> list[str]:
+    if isinstance(names, str | bytes) or not isinstance(names, Iterable):
+        problems.append(f"{kind}s must be a sequence of strings, got {names!r}")
+        return []
+    out: list[str] = []
+    for n in names:
+        if not isinstance(n, str) or not n:
+            problems.append(f"{kind} name must be a non-empty string, got {n!r}")
+        elif n in out:
+            problems.append(f"duplicate {kind} {n!r}")
+        else:
+            out.append(n)
+    return out
+
+
+def _parse_rows(
+    transitions: Iterable[Row],
+    state_index: Mapping[str, int],
+    event_index: dict[str, int],
+    events_declared: bool,
+    problems: list[str],
+) -> list[tuple[tuple[int, ...] | None, int, int | None, Hashable | None]]:
+    """Validate rows; collect problems; intern new events unless they were declared."""
+    rows: list[tuple[tuple[int, ...] | None, int, int | None, Hashable | None]] = []
+    seen: dict[tuple[int | None, int], int] = {}
+    if isinstance(transitions, str | bytes) or not isinstance(transitions, Iterable):
+        problems.append(f"transitions must be a sequence of rows, got {transitions!r}")
+        return rows
+    for i, row in enumerate(transitions):
+        where = f"row {i} {row!r}"
+        if not isinstance(row, tuple | list) or len(row) not in (3, 4):
+            problems.append(f"{where}: must be (source, event, dest[, output])")
+            continue
+        src, event, dest = row[0], row[1], row[2]
+        out = row[3] if len(row) == 4 else None
+        bad = len(problems)
+        srcs: tuple[int, ...] | None = None
+        if src != ANY_STATE:
+            src_names = [src] if isinstance(src, str) else src
+            if not isinstance(src_names, list | tuple) or not src_names:
+                problems.append(f"{where}: source must be a state, a list of states or '*'")
+            else:
+                for s in src_names:
+                    if s not in state_index:
+                        problems.append(f"{where}: unknown source state {s!r}")
+                srcs = tuple(state_index.get(s, -1) for s in src_names)
+        if not isinstance(event, str) or not event:
+            problems.append(f"{where}: event must be a non-empty string")
+        elif event not in event_index:
+            if events_declared:
+                problems.append(f"{where}: event {event!r} is not among the declared events")
+            else:
+                event_index[event] = len(event_index)
+        if dest is not None and dest not in state_index:
+            problems.append(f"{where}: unknown destination state {dest!r}")
+        try:
+            hash(out)
+        except TypeError:
+            problems.append(f"{where}: output {out!r} is not hashable")
+        if len(problems) > bad:
+            continue
+        ev = event_index[event]
+        for s in (None,) if srcs is None else srcs:
+            if (s, ev) in seen:
+                what = "'*'" if s is None else repr(next(k for k, v in state_index.items() if v == s))
+                problems.append(
+                    f"{where}: a second row for ({what}, {event!r}) (first was row {seen[s, ev]})"
+                )
+            seen[s, ev] = i
+        rows.append((srcs, ev, None if dest is None else state_index[dest], out))
+    return rows
