@@ -21,10 +21,10 @@ def as_int32(name: str, values: Any) -> npt.NDArray[np.int32]:
     if arr.dtype.kind not in "iu":
         raise InvalidArgumentError(f"{name} must be integers, got dtype {arr.dtype}")
     if np.can_cast(arr.dtype, np.int32):
-        return np.ascontiguousarray(arr, dtype=np.int32)
+        return np.asarray(arr, dtype=np.int32, order="C")
     if arr.min() < _I32.min or arr.max() > _I32.max:
         raise InvalidArgumentError(f"{name} has values outside the int32 range")
-    return np.ascontiguousarray(arr, dtype=np.int32)
+    return np.asarray(arr, dtype=np.int32, order="C")
 
 
 def batch_arrays(

@@ -113,12 +113,15 @@ class Machine:
             raise MachineDefinitionError(name, problems)
 
         n_s, n_e = len(state_list), len(event_index)
-        outputs: dict[Hashable, int] = {}
+        outputs: dict[Hashable, int] = {}  # interned in definition order
+        for *_, out in rows:
+            if out is not None:
+                outputs.setdefault(out, len(outputs))
         next_t = np.full(n_s * n_e, -1, dtype=np.int32)
         out_t = np.full(n_s * n_e, -1, dtype=np.int32)
         # wildcard rows first, explicit rows overwrite them
         for srcs, ev, dest, out in sorted(rows, key=lambda r: r[0] is not None):
-            code = -1 if out is None else outputs.setdefault(out, len(outputs))
+            code = -1 if out is None else outputs[out]
             for s in range(n_s) if srcs is None else srcs:
                 cell = s * n_e + ev
                 next_t[cell] = s if dest is None else dest

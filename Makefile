@@ -1,0 +1,54 @@
+# Two commands matter: `make demo` and `make test`. Each creates .venv when it is missing and
+# installs the project with its compiled extension first.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NATIVE_SRC := $(wildcard _native/*.pyx _native/*.pxi) setup.py
+NATIVE_SO := $(VENV)/.native-built
+BENCH_MESSAGES ?= 1000000
+
+.PHONY: demo test bench bench-compare install build lint typecheck clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Rebuild the extension in place when its sources change (pip built it once at install).
+build: $(NATIVE_SO)
+
+$(NATIVE_SO): $(STAMP) $(NATIVE_SRC)
+	$(PY) setup.py --quiet build_ext --inplace
+	touch $(NATIVE_SO)
+
+demo: build
+	$(PY) examples/demo.py
+
+test: build
+	$(PY) -m pytest tests
+	$(PY) -m ruff check engine tests bench examples
+	$(PY) -m mypy
+	BENCH_MESSAGES=20000 $(PY) -m pytest bench --benchmark-disable -q
+
+bench: build
+	BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest bench --benchmark-only \
+		--benchmark-save=baseline --benchmark-columns=min,median,mean,rounds
+	$(PY) bench/report.py
+
+bench-compare: build
+	BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest bench --benchmark-only \
+		--benchmark-compare --benchmark-columns=min,median,mean,rounds
+
+lint:
+	$(PY) -m ruff check engine tests bench examples
+
+typecheck:
+	$(PY) -m mypy
+
+clean:
+	rm -rf build engine/*.so _native/*.c $(NATIVE_SO)
