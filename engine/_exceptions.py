@@ -12,7 +12,7 @@ import trio
 
 
 class EngineError(Exception):
-    """Base class: raised for every error the engine reports on purpose."""
+    """Raised for every error the engine reports on purpose: the base of the tree."""
 
 
 class AgentNotFoundError(EngineError, KeyError):
