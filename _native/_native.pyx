@@ -2,7 +2,7 @@
 """Compiled hot path of the engine: the dispatcher, its mailboxes and the drain loop.
 
 Layout: this module ``include``s small pieces (``decl.pxi``: the C structs;
-``mailbox.pxi``: message arena and mailbox pool; ``idtable.pxi``: id -> slot table;
+``mailbox.pxi``: mailbox and message-chunk pools; ``idtable.pxi``: id -> slot table;
 ``handles.pxi``: Event, AgentContext, AgentRef; ``dispatch.pxi``: the Dispatcher).
 The pure-Python twin ``engine/_hotpath_py.py`` defines the behaviour; both run the same tests.
 """
@@ -46,6 +46,13 @@ from engine._types import (
 
 IMPLEMENTATION = "native"
 
+AGENT_DTYPE = np.dtype([
+    ("state", np.int32), ("machine", np.int32), ("box", np.int32), ("capacity", np.int32),
+    ("generation", np.uint32), ("_reserved", np.uint32),
+    ("processed", np.int64), ("failed", np.int64), ("dropped", np.int64),
+], align=True)
+"""Layout of one agent record (the C struct ``Agent``): what ``Dispatcher.agents`` holds."""
+
 cdef tuple _PRIORITIES = tuple(Priority)
 cdef object _STATUS_IDLE = AgentStatus.IDLE
 cdef object _STATUS_PROCESSING = AgentStatus.PROCESSING
@@ -61,3 +68,6 @@ include "mailbox.pxi"
 include "idtable.pxi"
 include "handles.pxi"
 include "dispatch.pxi"
+
+if AGENT_DTYPE.itemsize != sizeof(Agent):  # the numpy view and the C struct must agree
+    raise ImportError(f"AGENT_DTYPE is {AGENT_DTYPE.itemsize} bytes, Agent is {sizeof(Agent)}")

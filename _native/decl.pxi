@@ -1,19 +1,59 @@
 # C structs shared by the pieces of engine._native (see _native.pyx for the layout).
 
+cdef enum:
+    CHUNK = 8             # messages per chunk: 8 x 16 bytes = two cache lines
 
-cdef struct Node:
-    # One queued message. Nodes live in one arena and are linked by index, so a mailbox
-    # costs nothing until it holds mail and memory follows the mail, not the agents.
-    int32_t next          # next node in the lane (or in the free list); -1 = none
+
+cdef struct Msg:
     int32_t event         # event code of the agent's machine
+    int32_t _reserved
     PyObject* payload     # owned reference, or NULL for None
 
 
+cdef struct Chunk:
+    # A run of one lane's messages. Lanes are lists of chunks, so a drain reads memory in
+    # order and a mailbox costs nothing until it holds mail.
+    Msg m[CHUNK]
+
+
+cdef struct ChunkPool:
+    # Free items are kept on a stack of indexes, not linked through their own memory: a pop
+    # then reads a contiguous array instead of chasing a cold pointer per message.
+    Chunk* chunks
+    int32_t* next         # next chunk of a lane; -1 = none
+    int32_t* free         # stack of free chunk indexes
+    int32_t nfree
+    int32_t cap
+
+
 cdef struct Box:
-    # The four lanes of one agent's mailbox; allocated from a pool while it holds mail.
-    int32_t head[4]       # first node per lane (head[0] links free boxes); -1 = empty
-    int32_t tail[4]
-    int32_t count
+    # The four lanes of one agent's mailbox; taken from a pool while it holds mail.
+    int32_t head[4]       # chunk holding the lane's oldest message; -1 = lane empty
+    int32_t tail[4]       # chunk receiving the lane's next message
+    uint8_t hpos[4]       # read position in head[lane]
+    uint8_t tpos[4]       # write position in tail[lane]
+    int32_t count         # messages in all lanes
+
+
+cdef struct BoxPool:
+    Box* boxes
+    int32_t* free         # stack of free box indexes
+    int32_t nfree
+    int32_t cap
+
+
+cdef struct Agent:
+    # One agent slot. The layout is AGENT_DTYPE's (a numpy structured array holds the
+    # records, so counters are numpy-visible); one cache line covers what a step touches.
+    int32_t state         # state index; links free slots while unused
+    int32_t mach          # machine index in the dispatcher
+    int32_t box           # mailbox index, -1 = no mail
+    int32_t cap           # mailbox capacity, 0 = unbounded
+    uint32_t gen          # bumped on terminate, so stale AgentRefs are detected
+    uint32_t _reserved
+    int64_t processed
+    int64_t failed
+    int64_t dropped
 
 
 cdef struct MachTab:
@@ -24,23 +64,11 @@ cdef struct MachTab:
     int32_t n_states
     int32_t n_events
     bint ignore
-    PyObject* machine     # borrowed: Dispatcher._machines keeps them alive
+    PyObject* machine     # borrowed: Dispatcher._keep holds them
     PyObject* handlers
     PyObject* event_index
     PyObject* events
     PyObject* states
-
-
-cdef struct NodeArena:
-    Node* nodes
-    int32_t cap
-    int32_t free          # head of the free list; -1 = arena full
-
-
-cdef struct BoxPool:
-    Box* boxes
-    int32_t cap
-    int32_t free
 
 
 cdef struct IdTable:

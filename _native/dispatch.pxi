@@ -7,6 +7,7 @@ cdef enum:
     F_DEAD = 4          # terminated while on the ready queue; released when popped
     F_ERROR = 8
     F_DROP_OLDEST = 16
+    F_REJECT = 32       # bounded with the REJECT policy
 
 
 cdef int _realloc(void** p, size_t n, size_t size) except -1:
@@ -18,6 +19,7 @@ cdef int _realloc(void** p, size_t n, size_t size) except -1:
 
 
 @cython.final
+@cython.no_gc_clear  # __dealloc__ reads the agent records, which live in self._agents
 cdef class Dispatcher:
     """Agent slots, four-lane mailboxes, the ready queue and the drain loop.
 
@@ -46,27 +48,19 @@ cdef class Dispatcher:
     cdef MachTab* _mt
     cdef int32_t _n_mach
     cdef int32_t _mt_cap
-    # agent slots (struct of arrays)
+    # agent slots: one Agent record each (in a numpy array), flags apart (a byte each, so
+    # batch validation scans a compact array)
     cdef int32_t _n_slots
     cdef int32_t _slot_cap
     cdef int32_t _free_slot
-    cdef int32_t* _state
-    cdef int32_t* _mach
-    cdef int32_t* _box
-    cdef int32_t* _cap
-    cdef uint32_t* _gen
+    cdef object _agents
+    cdef Agent* _ag
     cdef uint8_t* _flags
     cdef list _ids
     cdef list _data
-    cdef object _processed_arr
-    cdef object _failed_arr
-    cdef object _dropped_arr
-    cdef int64_t* _processed
-    cdef int64_t* _failed
-    cdef int64_t* _dropped
     cdef IdTable _tab
     # mailboxes
-    cdef NodeArena _arena
+    cdef ChunkPool _chunks
     cdef BoxPool _pool
     # ready queue: a ring with room for every slot (a slot is on it at most once)
     cdef int32_t* _ready
@@ -80,8 +74,6 @@ cdef class Dispatcher:
     cdef list _extras
 
     def __cinit__(self):
-        self._arena.free = -1
-        self._pool.free = -1
         self._free_slot = -1
         idt_init(&self._tab, 8)
 
@@ -104,33 +96,27 @@ cdef class Dispatcher:
         self._ids = []
         self._data = []
         self._extras = []
-        self._processed_arr = np.zeros(0, dtype=np.int64)
-        self._failed_arr = np.zeros(0, dtype=np.int64)
-        self._dropped_arr = np.zeros(0, dtype=np.int64)
+        self._agents = np.zeros(0, dtype=AGENT_DTYPE)
 
     def __dealloc__(self):
-        cdef int32_t slot, b, lane, n
+        cdef int32_t slot, b
         cdef Box* box
-        if self._box != NULL and self._pool.boxes != NULL:
-            for slot in range(self._n_slots):
-                b = self._box[slot]
-                if b < 0:
-                    continue
-                box = &self._pool.boxes[b]
-                for lane in range(4):
-                    n = box.head[lane]
-                    while n >= 0:
-                        Py_XDECREF(self._arena.nodes[n].payload)
-                        n = self._arena.nodes[n].next
-        free(self._arena.nodes)
+        cdef Msg m
+        for slot in range(self._n_slots):  # release payloads still queued
+            b = self._ag[slot].box
+            if b < 0 or not (self._flags[slot] & F_LIVE):
+                continue
+            box = &self._pool.boxes[b]
+            while box.count:
+                m = lane_pop(box, &self._chunks, top_lane(box))
+                Py_XDECREF(m.payload)
+        free(self._chunks.chunks)
+        free(self._chunks.next)
+        free(self._chunks.free)
         free(self._pool.boxes)
+        free(self._pool.free)
         free(self._tab.cells)
         free(self._mt)
-        free(self._state)
-        free(self._mach)
-        free(self._box)
-        free(self._cap)
-        free(self._gen)
         free(self._flags)
         free(self._ready)
         free(self._oslot)
@@ -194,14 +180,8 @@ cdef class Dispatcher:
         cdef int32_t new = old * 2 if old else 64
         cdef int32_t* ring
         cdef Py_ssize_t i
-        cdef int64_t[::1] mv
-        _realloc(<void**>&self._state, new, sizeof(int32_t))
-        _realloc(<void**>&self._mach, new, sizeof(int32_t))
-        _realloc(<void**>&self._box, new, sizeof(int32_t))
-        _realloc(<void**>&self._cap, new, sizeof(int32_t))
-        _realloc(<void**>&self._gen, new, sizeof(uint32_t))
+        cdef uint8_t[::1] raw
         _realloc(<void**>&self._flags, new, sizeof(uint8_t))
-        memset(&self._gen[old], 0, (new - old) * sizeof(uint32_t))
         memset(&self._flags[old], 0, (new - old) * sizeof(uint8_t))
         # the ready ring is laid out again in order, starting at 0
         ring = <int32_t*>malloc(new * sizeof(int32_t))
@@ -212,18 +192,11 @@ cdef class Dispatcher:
         free(self._ready)
         self._ready = ring
         self._rhead = 0
-        arrays = []
-        for arr in (self._processed_arr, self._failed_arr, self._dropped_arr):
-            grown = np.zeros(new, dtype=np.int64)
-            grown[:old] = arr
-            arrays.append(grown)
-        self._processed_arr, self._failed_arr, self._dropped_arr = arrays
-        mv = self._processed_arr
-        self._processed = &mv[0]
-        mv = self._failed_arr
-        self._failed = &mv[0]
-        mv = self._dropped_arr
-        self._dropped = &mv[0]
+        grown = np.zeros(new, dtype=AGENT_DTYPE)
+        grown[:old] = self._agents
+        raw = grown.view(np.uint8)
+        self._agents = grown
+        self._ag = <Agent*>&raw[0]
         self._slot_cap = new
         return 0
 
@@ -232,7 +205,8 @@ cdef class Dispatcher:
         cdef int32_t m = self.register(machine)
         cdef int32_t s = machine.state_code(machine.initial if state is None else state)
         cdef int32_t slot
-        if not isinstance(capacity, int) or capacity < 0:
+        cdef Agent* ag
+        if not isinstance(capacity, int) or capacity < 0 or capacity > 0x7FFFFFFF:
             raise InvalidArgumentError(
                 f"capacity must be an int >= 0 (0 = unbounded): {capacity!r}")
         try:
@@ -247,7 +221,7 @@ cdef class Dispatcher:
             raise AgentExistsError(agent_id)
         if self._free_slot >= 0:
             slot = self._free_slot
-            self._free_slot = self._state[slot]
+            self._free_slot = self._ag[slot].state
             self._ids[slot] = agent_id
             self._data[slot] = data
         else:
@@ -257,40 +231,43 @@ cdef class Dispatcher:
             self._ids.append(agent_id)
             self._data.append(data)
             self._n_slots += 1
-        self._state[slot] = s
-        self._mach[slot] = m
-        self._box[slot] = -1
-        self._cap[slot] = capacity
-        self._flags[slot] = F_LIVE | (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else 0)
-        self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
+        ag = &self._ag[slot]
+        ag.state = s
+        ag.mach = m
+        ag.box = -1
+        ag.cap = capacity
+        ag.processed = ag.failed = ag.dropped = 0
+        self._flags[slot] = F_LIVE | (
+            (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
         idt_insert(&self._tab, self._ids, agent_id, slot)
         return _make_ref(self, slot)
 
     def terminate(self, agent_id):
         """Remove an agent; its queued mail becomes TERMINATED dead letters (returns how many)."""
         cdef int32_t slot = self._slot_of(agent_id)
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
-        cdef int32_t b, node
+        cdef Agent* ag = &self._ag[slot]
+        cdef MachTab* mt = &self._mt[ag.mach]
+        cdef Box* box
+        cdef Msg m
         cdef int lane
         cdef Py_ssize_t n = 0
-        while self._box[slot] >= 0:
-            b = self._box[slot]
-            lane = top_lane(&self._pool.boxes[b])
-            node = lane_pop(&self._pool.boxes[b], self._arena.nodes, lane)
-            if self._pool.boxes[b].count == 0:
-                box_free(&self._pool, b)
-                self._box[slot] = -1
-            ev = self._arena.nodes[node].event
-            payload = take_payload(&self._arena.nodes[node])
-            node_free(&self._arena, node)
-            self._dead_letter(agent_id, mt, ev, payload, lane, _TERMINATED, None, None)
+        while self._ag[slot].box >= 0:
+            box = &self._pool.boxes[self._ag[slot].box]
+            lane = top_lane(box)
+            m = lane_pop(box, &self._chunks, lane)
+            if box.count == 0:
+                box_free(&self._pool, self._ag[slot].box)
+                self._ag[slot].box = -1
+            payload = take(m.payload)
+            self._dead_letter(agent_id, mt, m.event, payload, lane, _TERMINATED, None, None)
             n += 1
         idt_remove(&self._tab, self._ids, agent_id)
-        self.retired[0] += self._processed[slot]
-        self.retired[1] += self._failed[slot]
-        self.retired[2] += self._dropped[slot]
-        self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
-        self._gen[slot] += 1
+        ag = &self._ag[slot]
+        self.retired[0] += ag.processed
+        self.retired[1] += ag.failed
+        self.retired[2] += ag.dropped
+        ag.processed = ag.failed = ag.dropped = 0
+        ag.gen += 1
         self._ids[slot] = None
         self._data[slot] = None
         if self._flags[slot] & F_QUEUED:
@@ -301,7 +278,7 @@ cdef class Dispatcher:
 
     cdef void _release(self, int32_t slot) noexcept:
         self._flags[slot] = 0
-        self._state[slot] = self._free_slot
+        self._ag[slot].state = self._free_slot
         self._free_slot = slot
 
     def ref(self, agent_id):
@@ -347,33 +324,44 @@ cdef class Dispatcher:
         cdef const int32_t[::1] e_mv = ev
         cdef const int32_t[::1] p_mv = pr
         cdef Py_ssize_t i, n = s_mv.shape[0]
-        cdef int32_t slot, e, p
+        cdef int32_t slot, e, p, min_events = 0x7FFFFFFF
+        cdef uint8_t f
         cdef list pl = None
         cdef dict bounded = None
+        cdef Box* box
         if payloads is not None:
             pl = list(payloads)
             if len(pl) != n:
                 raise InvalidArgumentError(f"payloads has {len(pl)} items for {n} messages")
-        for i in range(n):
+        for i in range(self._n_mach):
+            min_events = min(min_events, self._mt[i].n_events)
+        for i in range(n):  # validate: touches the flag bytes, agent records only if needed
             slot, e, p = s_mv[i], e_mv[i], p_mv[i]
-            if slot < 0 or slot >= self._n_slots or (self._flags[slot] & (F_LIVE | F_DEAD)) != F_LIVE:
+            if slot < 0 or slot >= self._n_slots:
                 raise AgentNotFoundError(f"<slot {slot}>")
-            if e < 0 or e >= self._mt[self._mach[slot]].n_events:
-                raise UnknownEventError((<object>self._mt[self._mach[slot]].machine).name, e)
+            f = self._flags[slot]
+            if (f & (F_LIVE | F_DEAD)) != F_LIVE:
+                raise AgentNotFoundError(f"<slot {slot}>")
+            if (e < 0 or e >= min_events) and (e < 0 or e >= self._mt[self._ag[slot].mach].n_events):
+                raise UnknownEventError((<object>self._mt[self._ag[slot].mach].machine).name, e)
             if p < 0 or p > 3:
-                raise InvalidArgumentError(p)
-            if self._cap[slot] and not (self._flags[slot] & F_DROP_OLDEST):
+                raise InvalidArgumentError(f"priority must be 0..3, got {p}")
+            if f & F_REJECT:
                 if bounded is None:
                     bounded = {}
                 bounded[slot] = bounded.get(slot, 0) + 1
         if bounded is not None:
             for key, k in bounded.items():
                 slot = key
-                depth = self._pool.boxes[self._box[slot]].count if self._box[slot] >= 0 else 0
-                if depth + k > self._cap[slot]:
-                    raise MailboxFullError(self._ids[slot], self._cap[slot])
-        for i in range(n):
-            self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i])
+                depth = self._pool.boxes[self._ag[slot].box].count if self._ag[slot].box >= 0 else 0
+                if depth + k > self._ag[slot].cap:
+                    raise MailboxFullError(self._ids[slot], self._ag[slot].cap)
+        if pl is None:
+            for i in range(n):
+                self._enqueue(s_mv[i], e_mv[i], None, p_mv[i])
+        else:
+            for i in range(n):
+                self._enqueue(s_mv[i], e_mv[i], pl[i], p_mv[i])
 
     cdef int32_t _slot_of(self, object agent_id) except -1:
         cdef int32_t slot
@@ -386,12 +374,12 @@ cdef class Dispatcher:
         return slot
 
     cdef int32_t _check(self, int32_t slot, uint32_t gen) except -1:
-        if self._gen[slot] != gen or not (self._flags[slot] & F_LIVE):
+        if self._ag[slot].gen != gen or not (self._flags[slot] & F_LIVE):
             raise AgentStoppedError("(stale reference)", "was terminated")
         return slot
 
     cdef int32_t _event_code(self, int32_t slot, object event) except -1:
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef PyObject* code
         cdef long v
         if type(event) is str:
@@ -408,31 +396,30 @@ cdef class Dispatcher:
         raise UnknownEventError((<object>mt.machine).name, event)
 
     cdef int _enqueue(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
-        cdef int32_t b = self._box[slot]
-        cdef int32_t n
-        cdef Node* node
-        if self._cap[slot] and b >= 0 and self._pool.boxes[b].count >= self._cap[slot]:
+        cdef Agent* ag = &self._ag[slot]
+        cdef int32_t b = ag.box
+        cdef PyObject* ref = NULL
+        if ag.cap and b >= 0 and self._pool.boxes[b].count >= ag.cap:
             if not (self._flags[slot] & F_DROP_OLDEST):
-                raise MailboxFullError(self._ids[slot], self._cap[slot])
+                raise MailboxFullError(self._ids[slot], ag.cap)
             if self._drop_for(slot, ev, payload, lane):
                 return 0  # the newcomer itself was dropped
-            b = self._box[slot]
-        n = node_alloc(&self._arena)
+            ag = &self._ag[slot]
+            b = ag.box
         if b < 0:
-            try:
-                b = box_alloc(&self._pool)
-            except MemoryError:
-                node_free(&self._arena, n)
-                raise
-            self._box[slot] = b
-        node = &self._arena.nodes[n]
-        node.event = ev
-        if payload is None:
-            node.payload = NULL
-        else:
+            b = box_alloc(&self._pool)
+            ag.box = b
+        if payload is not None:
+            ref = <PyObject*>payload
             Py_INCREF(payload)
-            node.payload = <PyObject*>payload
-        lane_push(&self._pool.boxes[b], self._arena.nodes, n, lane)
+        try:
+            lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref)
+        except MemoryError:
+            Py_XDECREF(ref)
+            if self._pool.boxes[b].count == 0:
+                box_free(&self._pool, b)
+                ag.box = -1
+            raise
         if not (self._flags[slot] & F_QUEUED):
             self._flags[slot] |= F_QUEUED
             self._ready_push(slot)
@@ -440,28 +427,26 @@ cdef class Dispatcher:
 
     cdef int _drop_for(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
         """Make room in a full DROP_OLDEST mailbox; return 1 if the newcomer is dropped."""
-        cdef int32_t b = self._box[slot]
-        cdef Box* box = &self._pool.boxes[b]
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
+        cdef Agent* ag = &self._ag[slot]
+        cdef Box* box = &self._pool.boxes[ag.box]
+        cdef MachTab* mt = &self._mt[ag.mach]
         cdef int victim = -1
         cdef int lo
-        cdef int32_t n
+        cdef Msg m
         for lo in range(lane + 1):
             if box.head[lo] >= 0:
                 victim = lo
                 break
-        self._dropped[slot] += 1
+        ag.dropped += 1
         if victim < 0:
             self._dead_letter(self._ids[slot], mt, ev, payload, lane, _DROPPED, None, None)
             return 1
-        n = lane_pop(box, self._arena.nodes, victim)
-        old_ev = self._arena.nodes[n].event
-        old_payload = take_payload(&self._arena.nodes[n])
-        node_free(&self._arena, n)
+        m = lane_pop(box, &self._chunks, victim)
         if box.count == 0:
-            box_free(&self._pool, b)
-            self._box[slot] = -1
-        self._dead_letter(self._ids[slot], mt, old_ev, old_payload, victim, _DROPPED, None, None)
+            box_free(&self._pool, ag.box)
+            ag.box = -1
+        old_payload = take(m.payload)
+        self._dead_letter(self._ids[slot], mt, m.event, old_payload, victim, _DROPPED, None, None)
         return 0
 
     cdef inline void _ready_push(self, int32_t slot) noexcept:
@@ -496,7 +481,7 @@ cdef class Dispatcher:
                 finally:
                     if self._flags[slot] & F_DEAD:
                         self._release(slot)
-                    elif self._box[slot] >= 0:
+                    elif self._ag[slot].box >= 0:
                         self._ready_push(slot)
                     else:
                         self._flags[slot] &= ~F_QUEUED
@@ -509,31 +494,51 @@ cdef class Dispatcher:
 
     cdef Py_ssize_t _turn(self, int32_t slot, Py_ssize_t budget) except -1:
         cdef Py_ssize_t k = 0
-        cdef int32_t b, n, ev
+        cdef int32_t b
         cdef int lane
         cdef Box* box
+        cdef Msg m
         while k < budget:
-            b = self._box[slot]
+            b = self._ag[slot].box
             if b < 0:
                 break
             box = &self._pool.boxes[b]
             lane = top_lane(box)
-            n = lane_pop(box, self._arena.nodes, lane)
+            m = lane_pop(box, &self._chunks, lane)
             if box.count == 0:
                 box_free(&self._pool, b)
-                self._box[slot] = -1
-            ev = self._arena.nodes[n].event
-            payload = take_payload(&self._arena.nodes[n])
-            node_free(&self._arena, n)
+                self._ag[slot].box = -1
             k += 1
-            self._step(slot, ev, payload, lane)
+            if m.payload == NULL and self._mt[self._ag[slot].mach].handler[
+                    self._ag[slot].state * self._mt[self._ag[slot].mach].n_events + m.event] < 0:
+                self._step_table(slot, m.event, lane)  # the common case: no Python at all
+            else:
+                self._step(slot, m.event, take(m.payload), lane)
             if self._flags[slot] & F_DEAD:
                 break
         return k
 
+    cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane) except -1:
+        """A step with no handler and no payload: table lookups and counters only."""
+        cdef Agent* ag = &self._ag[slot]
+        cdef MachTab* mt = &self._mt[ag.mach]
+        cdef int32_t cell = ag.state * mt.n_events + ev
+        cdef int32_t nxt = mt.next[cell]
+        cdef int32_t code
+        if nxt < 0:
+            return self._step(slot, ev, None, lane)
+        ag.state = nxt
+        code = mt.out[cell]
+        if code >= 0 and self._has_sink:
+            self._out_push(slot, code)
+        ag.processed += 1
+        self._flags[slot] &= ~F_ERROR
+        return 0
+
     cdef int _step(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
-        cdef int32_t s = self._state[slot]
+        cdef Agent* ag = &self._ag[slot]
+        cdef MachTab* mt = &self._mt[ag.mach]
+        cdef int32_t s = ag.state
         cdef int32_t cell = s * mt.n_events + ev
         cdef int32_t h = mt.handler[cell]
         cdef int32_t nxt
@@ -543,31 +548,30 @@ cdef class Dispatcher:
         nxt = mt.next[cell]
         if nxt < 0:
             if mt.ignore:
-                self._processed[slot] += 1
+                ag.processed += 1
                 self._flags[slot] &= ~F_ERROR
                 return 0
             err = InvalidTransitionError((<object>mt.machine).name,
                                          (<tuple>mt.states)[s], (<tuple>mt.events)[ev])
             return self._fail(slot, self._ids[slot], s, ev, payload, lane, _INVALID, err)
-        self._state[slot] = nxt
+        ag.state = nxt
         code = mt.out[cell]
         if code >= 0 and self._has_sink:
             self._out_push(slot, code)
-        self._processed[slot] += 1
+        ag.processed += 1
         self._flags[slot] &= ~F_ERROR
         return 0
 
     cdef int _step_handler(self, int32_t slot, int32_t ev, object payload, int lane,
                            int32_t cell, int32_t h) except -1:
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
-        cdef int32_t s = self._state[slot]
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        cdef int32_t s = self._ag[slot].state
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code = mt.out[cell]
-        cdef uint32_t gen = self._gen[slot]
+        cdef uint32_t gen = self._ag[slot].gen
         cdef AgentContext ctx = AgentContext.__new__(AgentContext)
         cdef Event event = Event.__new__(Event)
         cdef tuple extras = None
-        cdef Py_ssize_t i
         agent_id = self._ids[slot]
         ctx._d = self
         ctx._slot = slot
@@ -577,7 +581,7 @@ cdef class Dispatcher:
         event._lane = lane
         try:
             result = (<list>mt.handlers)[h](ctx, event)
-            if self._gen[slot] != gen:  # the handler terminated its own agent
+            if self._ag[slot].gen != gen:  # the handler terminated its own agent
                 return 0
             if nxt < 0:
                 nxt = s
@@ -594,7 +598,7 @@ cdef class Dispatcher:
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
             self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, exc)
             raise
-        self._state[slot] = nxt
+        self._ag[slot].state = nxt
         if self._has_sink:
             if extras is None:
                 if code >= 0:
@@ -603,7 +607,7 @@ cdef class Dispatcher:
                 for value in extras:
                     self._extras.append(value)
                     self._out_push(slot, -<int32_t>len(self._extras))
-        self._processed[slot] += 1
+        self._ag[slot].processed += 1
         self._flags[slot] &= ~F_ERROR
         return 0
 
@@ -622,8 +626,8 @@ cdef class Dispatcher:
     cdef int _fail(self, int32_t slot, object agent_id, int32_t state, int32_t ev,
                    object payload, int lane, object reason, object error) except -1:
         """Record a failed message: count it, flag ERROR (if still alive), dead-letter it."""
-        cdef MachTab* mt = &self._mt[self._mach[slot]]
-        self._failed[slot] += 1
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        self._ag[slot].failed += 1
         if self._ids[slot] is agent_id:
             self._flags[slot] |= F_ERROR
         return self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
@@ -677,24 +681,29 @@ cdef class Dispatcher:
         return self._n_slots
 
     @property
+    def agents(self):
+        """The agent records (a numpy structured array of ``AGENT_DTYPE``), one per slot."""
+        return self._agents[:self._n_slots]
+
+    @property
     def processed(self):
         """Messages processed per slot (a view; index with ``AgentRef.slot``)."""
-        return self._processed_arr[:self._n_slots]
+        return self._agents["processed"][:self._n_slots]
 
     @property
     def failed(self):
         """Messages failed per slot (handler raised, or no transition)."""
-        return self._failed_arr[:self._n_slots]
+        return self._agents["failed"][:self._n_slots]
 
     @property
     def dropped(self):
         """Messages dropped per slot by a ``DROP_OLDEST`` mailbox."""
-        return self._dropped_arr[:self._n_slots]
+        return self._agents["dropped"][:self._n_slots]
 
     def state(self, agent_id):
         """Current state name of ``agent_id``."""
         cdef int32_t slot = self._slot_of(agent_id)
-        return (<tuple>self._mt[self._mach[slot]].states)[self._state[slot]]
+        return (<tuple>self._mt[self._ag[slot].mach].states)[self._ag[slot].state]
 
     def status(self, agent_id):
         """Current status of ``agent_id``."""
@@ -703,11 +712,11 @@ cdef class Dispatcher:
     cdef object _status(self, int32_t slot):
         if self._flags[slot] & F_ERROR:
             return _STATUS_ERROR
-        return _STATUS_PROCESSING if self._box[slot] >= 0 else _STATUS_IDLE
+        return _STATUS_PROCESSING if self._ag[slot].box >= 0 else _STATUS_IDLE
 
     def machine(self, agent_id):
         """The machine of ``agent_id``."""
-        return <object>self._mt[self._mach[self._slot_of(agent_id)]].machine
+        return <object>self._mt[self._ag[self._slot_of(agent_id)].mach].machine
 
     def data(self, agent_id):
         """The data object of ``agent_id``."""
@@ -715,25 +724,18 @@ cdef class Dispatcher:
 
     def depth(self, agent_id):
         """Messages queued for ``agent_id``."""
-        cdef int32_t b = self._box[self._slot_of(agent_id)]
+        cdef int32_t b = self._ag[self._slot_of(agent_id)].box
         return self._pool.boxes[b].count if b >= 0 else 0
 
     def queued(self, agent_id):
         """Queued messages of ``agent_id`` as ``(priority, event, payload)``, in process order."""
         cdef int32_t slot = self._slot_of(agent_id)
-        cdef int32_t b = self._box[slot]
-        cdef int32_t n
+        cdef int32_t b = self._ag[slot].box
         cdef int lane
-        cdef Node* node
-        events = <tuple>self._mt[self._mach[slot]].events
-        out = []
-        if b < 0:
-            return out
-        for lane in range(3, -1, -1):
-            n = self._pool.boxes[b].head[lane]
-            while n >= 0:
-                node = &self._arena.nodes[n]
-                out.append((_PRIORITIES[lane], events[node.event],
-                            None if node.payload == NULL else <object>node.payload))
-                n = node.next
+        cdef list out = []
+        if b >= 0:
+            for lane in range(3, -1, -1):
+                if self._pool.boxes[b].head[lane] >= 0:
+                    lane_items(&self._pool.boxes[b], &self._chunks, lane, out,
+                               <tuple>self._mt[self._ag[slot].mach].events, _PRIORITIES[lane])
         return out

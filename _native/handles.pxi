@@ -47,7 +47,7 @@ cdef class AgentContext:
     def state(self):
         """The agent's state (during a handler: the state the event arrived in)."""
         cdef int32_t slot = self._d._check(self._slot, self._gen)
-        return (<tuple>self._d._mt[self._d._mach[slot]].states)[self._d._state[slot]]
+        return (<tuple>self._d._mt[self._d._ag[slot].mach].states)[self._d._ag[slot].state]
 
     @property
     def data(self):
@@ -62,7 +62,7 @@ cdef class AgentContext:
     def machine(self):
         """The agent's machine definition."""
         cdef int32_t slot = self._d._check(self._slot, self._gen)
-        return <object>self._d._mt[self._d._mach[slot]].machine
+        return <object>self._d._mt[self._d._ag[slot].mach].machine
 
 
 @cython.final
@@ -96,13 +96,13 @@ cdef class AgentRef:
     @property
     def alive(self):
         """False once the agent was terminated."""
-        return self._d._gen[self._slot] == self._gen and (self._d._flags[self._slot] & F_LIVE) != 0
+        return self._d._ag[self._slot].gen == self._gen and (self._d._flags[self._slot] & F_LIVE) != 0
 
     @property
     def state(self):
         """The agent's current state name."""
         cdef int32_t slot = self._d._check(self._slot, self._gen)
-        return (<tuple>self._d._mt[self._d._mach[slot]].states)[self._d._state[slot]]
+        return (<tuple>self._d._mt[self._d._ag[slot].mach].states)[self._d._ag[slot].state]
 
     @property
     def status(self):
@@ -139,7 +139,7 @@ cdef inline AgentRef _make_ref(Dispatcher d, int32_t slot):
     cdef AgentRef ref = AgentRef.__new__(AgentRef)
     ref._d = d
     ref._slot = slot
-    ref._gen = d._gen[slot]
+    ref._gen = d._ag[slot].gen
     return ref
 
 

@@ -1,53 +1,45 @@
-# Message arena and mailbox pool: free lists over realloc-grown C arrays, linked by index.
+# Mailboxes: a pool of four-lane boxes and a pool of message chunks, free lists over
+# realloc-grown C arrays, linked by index (indexes survive a realloc, pointers do not).
 
-cdef int _grow_nodes(NodeArena* a) except -1:
-    cdef int32_t old = a.cap
-    cdef int32_t new = old * 2 if old else 1024
-    cdef Node* p
+cdef int _grow_chunks(ChunkPool* p) except -1:
+    cdef int32_t old = p.cap
+    cdef int32_t new = old * 2 if old else 256
     cdef int32_t i
     if new <= old:
-        raise MemoryError("message arena is full (2**31 queued messages)")
-    p = <Node*>realloc(a.nodes, <size_t>new * sizeof(Node))
-    if p == NULL:
-        raise MemoryError()
-    a.nodes = p
-    for i in range(old, new - 1):
-        p[i].next = i + 1
-    p[new - 1].next = a.free
-    a.free = old
-    a.cap = new
+        raise MemoryError("message pool is full")
+    _realloc(<void**>&p.chunks, new, sizeof(Chunk))
+    _realloc(<void**>&p.next, new, sizeof(int32_t))
+    _realloc(<void**>&p.free, new, sizeof(int32_t))
+    for i in range(new - old):  # lowest index on top
+        p.free[p.nfree + i] = new - 1 - i
+    p.nfree += new - old
+    p.cap = new
     return 0
 
 
-cdef inline int32_t node_alloc(NodeArena* a) except -1:
-    cdef int32_t n
-    if a.free < 0:
-        _grow_nodes(a)
-    n = a.free
-    a.free = a.nodes[n].next
-    return n
+cdef inline int32_t chunk_alloc(ChunkPool* p) except -1:
+    if p.nfree == 0:
+        _grow_chunks(p)
+    p.nfree -= 1
+    return p.free[p.nfree]
 
 
-cdef inline void node_free(NodeArena* a, int32_t n) noexcept nogil:
-    a.nodes[n].next = a.free
-    a.free = n
+cdef inline void chunk_free(ChunkPool* p, int32_t c) noexcept nogil:
+    p.free[p.nfree] = c
+    p.nfree += 1
 
 
 cdef int _grow_boxes(BoxPool* p) except -1:
     cdef int32_t old = p.cap
     cdef int32_t new = old * 2 if old else 256
-    cdef Box* b
     cdef int32_t i
     if new <= old:
         raise MemoryError("mailbox pool is full")
-    b = <Box*>realloc(p.boxes, <size_t>new * sizeof(Box))
-    if b == NULL:
-        raise MemoryError()
-    p.boxes = b
-    for i in range(old, new - 1):
-        b[i].head[0] = i + 1
-    b[new - 1].head[0] = p.free
-    p.free = old
+    _realloc(<void**>&p.boxes, new, sizeof(Box))
+    _realloc(<void**>&p.free, new, sizeof(int32_t))
+    for i in range(new - old):
+        p.free[p.nfree + i] = new - 1 - i
+    p.nfree += new - old
     p.cap = new
     return 0
 
@@ -55,39 +47,58 @@ cdef int _grow_boxes(BoxPool* p) except -1:
 cdef inline int32_t box_alloc(BoxPool* p) except -1:
     cdef int32_t b
     cdef Box* box
-    if p.free < 0:
+    if p.nfree == 0:
         _grow_boxes(p)
-    b = p.free
+    p.nfree -= 1
+    b = p.free[p.nfree]
     box = &p.boxes[b]
-    p.free = box.head[0]
     box.head[0] = box.head[1] = box.head[2] = box.head[3] = -1
-    box.tail[0] = box.tail[1] = box.tail[2] = box.tail[3] = -1
     box.count = 0
     return b
 
 
 cdef inline void box_free(BoxPool* p, int32_t b) noexcept nogil:
-    p.boxes[b].head[0] = p.free
-    p.free = b
+    p.free[p.nfree] = b
+    p.nfree += 1
 
 
-cdef inline void lane_push(Box* box, Node* nodes, int32_t n, int lane) noexcept nogil:
-    nodes[n].next = -1
-    if box.tail[lane] >= 0:
-        nodes[box.tail[lane]].next = n
-    else:
-        box.head[lane] = n
-    box.tail[lane] = n
-    box.count += 1
-
-
-cdef inline int32_t lane_pop(Box* box, Node* nodes, int lane) noexcept nogil:
-    cdef int32_t n = box.head[lane]
-    box.head[lane] = nodes[n].next
+cdef inline int lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
+                          PyObject* payload) except -1:
+    """Append a message (taking over the payload reference) to a lane."""
+    cdef int32_t c = box.tail[lane]
+    cdef int32_t n
+    cdef Msg* m
     if box.head[lane] < 0:
-        box.tail[lane] = -1
+        c = chunk_alloc(pool)
+        box.head[lane] = box.tail[lane] = c
+        box.hpos[lane] = box.tpos[lane] = 0
+    elif box.tpos[lane] == CHUNK:
+        n = chunk_alloc(pool)
+        pool.next[c] = n
+        box.tail[lane] = c = n
+        box.tpos[lane] = 0
+    m = &pool.chunks[c].m[box.tpos[lane]]
+    m.event = event
+    m.payload = payload
+    box.tpos[lane] += 1
+    box.count += 1
+    return 0
+
+
+cdef inline Msg lane_pop(Box* box, ChunkPool* pool, int lane) noexcept nogil:
+    """Remove the lane's oldest message; the caller owns its payload reference."""
+    cdef int32_t c = box.head[lane]
+    cdef Msg m = pool.chunks[c].m[box.hpos[lane]]
+    box.hpos[lane] += 1
     box.count -= 1
-    return n
+    if c == box.tail[lane] and box.hpos[lane] == box.tpos[lane]:
+        chunk_free(pool, c)
+        box.head[lane] = -1
+    elif box.hpos[lane] == CHUNK:
+        box.head[lane] = pool.next[c]
+        box.hpos[lane] = 0
+        chunk_free(pool, c)
+    return m
 
 
 cdef inline int top_lane(Box* box) noexcept nogil:
@@ -100,13 +111,30 @@ cdef inline int top_lane(Box* box) noexcept nogil:
     return 0
 
 
-cdef inline object take_payload(Node* node):
-    """Move the node's payload reference into a Python object (None when NULL)."""
-    cdef PyObject* p = node.payload
+cdef inline object take(PyObject* p):
+    """Turn an owned payload reference into a Python object (None when NULL)."""
     cdef object obj
-    node.payload = NULL
     if p == NULL:
         return None
     obj = <object>p
     Py_DECREF(obj)
     return obj
+
+
+cdef int lane_items(Box* box, ChunkPool* pool, int lane, list out, tuple events,
+                    object priority) except -1:
+    """Append ``(priority, event name, payload)`` for each message of a lane, oldest first."""
+    cdef int32_t c = box.head[lane]
+    cdef int pos = box.hpos[lane]
+    cdef int end
+    cdef Msg* m
+    while c >= 0:
+        end = box.tpos[lane] if c == box.tail[lane] else CHUNK
+        while pos < end:
+            m = &pool.chunks[c].m[pos]
+            out.append((priority, events[m.event],
+                        None if m.payload == NULL else <object>m.payload))
+            pos += 1
+        c = -1 if c == box.tail[lane] else pool.next[c]
+        pos = 0
+    return 0

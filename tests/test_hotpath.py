@@ -609,3 +609,35 @@ def test_payload_references_are_released(make_runtime: MakeRuntime, light: Machi
     del rt
     gc.collect()
     assert [r() for r in refs] == [None] * 8  # the dispatcher released queued payloads
+
+
+def test_cycle_with_queued_mail_is_collected_safely(impl: str) -> None:
+    """A runtime in a reference cycle, collected by the GC with payloads still queued.
+
+    Runs in a subprocess: the failure this guards against (the GC clearing the array that
+    holds the agent records before the dispatcher's deallocator reads it) is a crash.
+    """
+    code = f"""
+import gc, weakref, engine
+from engine import _hotpath
+m = engine.Machine("m", ["a"], "a", [("a", "go", "a", "out")])
+class P: pass
+p = P()
+probe = weakref.ref(p)
+gc.disable()
+for _ in range(50):
+    d = _hotpath.implementation({impl!r}).Dispatcher()
+    for i in range(200):
+        d.spawn(m, i, data=d)  # agent data points back at the dispatcher: a cycle
+        d.send_nowait(i, "go", p)
+del d, p
+gc.collect()
+assert probe() is None, "queued payloads were not released"
+print("ok")
+"""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
