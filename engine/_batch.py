@@ -9,7 +9,6 @@ import numpy.typing as npt
 
 from ._exceptions import InvalidArgumentError
 
-
 _I32 = np.iinfo(np.int32)
 
 

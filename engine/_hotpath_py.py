@@ -300,7 +300,9 @@ class Dispatcher:
         m = self.register(machine)
         s = machine.state_code(machine.initial if state is None else state)
         if not isinstance(capacity, int) or capacity < 0:
-            raise InvalidArgumentError(f"capacity must be an int >= 0 (0 = unbounded): {capacity!r}")
+            raise InvalidArgumentError(
+                f"capacity must be an int >= 0 (0 = unbounded): {capacity!r}"
+            )
         try:
             policy = OverflowPolicy(policy)
         except ValueError:
@@ -585,8 +587,8 @@ class Dispatcher:
                 if result.outputs is not None:
                     extras = tuple(result.outputs)
         except Exception as exc:
-            err = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
-            self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, err)
+            wrapped = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
+            self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, wrapped)
             return
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
             self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, exc)
@@ -621,7 +623,9 @@ class Dispatcher:
         self._failed[slot] += 1
         if self._ids[slot] is agent_id:
             self._flags[slot] |= _ERROR
-        self._dead_letter(agent_id, machine, ev, payload, lane, reason, error, machine.states[state])
+        self._dead_letter(
+            agent_id, machine, ev, payload, lane, reason, error, machine.states[state]
+        )
 
     def _dead_letter(
         self,
@@ -635,7 +639,9 @@ class Dispatcher:
         state: str | None = None,
     ) -> None:
         self.dead_letters.append(
-            DeadLetter(agent_id, machine.events[ev], payload, _PRIORITIES[lane], reason, error, state)
+            DeadLetter(
+                agent_id, machine.events[ev], payload, _PRIORITIES[lane], reason, error, state
+            )
         )
         self.dead_letter_count += 1
 

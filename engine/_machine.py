@@ -274,7 +274,11 @@ class Machine:
 
         spec = read_transitions(source, name)
         return cls(
-            spec.name, spec.states, spec.initial, spec.rows, events=spec.events,
+            spec.name,
+            spec.states,
+            spec.initial,
+            spec.rows,
+            events=spec.events,
             unhandled=unhandled,
         )
 
@@ -322,7 +326,7 @@ def _names(kind: str, names: object, problems: list[str]) -> list[str]:
 
 
 def _parse_rows(
-    transitions: Iterable[Row],
+    transitions: object,
     state_index: Mapping[str, int],
     event_index: dict[str, int],
     events_declared: bool,
@@ -370,7 +374,9 @@ def _parse_rows(
         ev = event_index[event]
         for s in (None,) if srcs is None else srcs:
             if (s, ev) in seen:
-                what = "'*'" if s is None else repr(next(k for k, v in state_index.items() if v == s))
+                what = (
+                    "'*'" if s is None else repr(next(k for k, v in state_index.items() if v == s))
+                )
                 problems.append(
                     f"{where}: a second row for ({what}, {event!r}) (first was row {seen[s, ev]})"
                 )

@@ -190,8 +190,10 @@ class Runtime:
         if not (isinstance(events, np.ndarray) and events.dtype.kind in "iu"):
             machines = [self._d.machine(a) for a in ids]
             events = np.array(
-                [m.event_code(e) if isinstance(e, str) else e for m, e in zip(machines, events,
-                                                                                 strict=True)],
+                [
+                    m.event_code(e) if isinstance(e, str) else e
+                    for m, e in zip(machines, events, strict=True)
+                ],
                 dtype=np.int32,
             )
         self._d.send_many_slots(slots, events, priorities, payloads)

@@ -45,7 +45,9 @@ def read_transitions(source: Mapping[str, Any] | Any, name: str | None) -> Impor
         from transitions import Machine as TMachine
         from transitions.extensions.nesting import HierarchicalMachine
     except ImportError as exc:  # pragma: no cover - transitions is a dependency
-        raise MachineDefinitionError(name or "?", [f"transitions is not importable: {exc}"])
+        raise MachineDefinitionError(
+            name or "?", [f"transitions is not importable: {exc}"]
+        ) from exc
     if isinstance(source, HierarchicalMachine):
         raise MachineDefinitionError(
             name or source.name or "machine",
@@ -73,7 +75,9 @@ def _read_dict(spec: Mapping[str, Any], name: str | None) -> ImportedSpec:
     for st in raw_states:
         if isinstance(st, Mapping):
             if st.get("children") or st.get("states"):
-                problems.append(f"state {st.get('name')!r} is nested: nested machines are not supported")
+                problems.append(
+                    f"state {st.get('name')!r} is nested: nested machines are not supported"
+                )
             problems += [
                 f"state {st.get('name')!r}: {k} callbacks cannot be imported; bind a handler"
                 for k in _STATE_CALLBACKS
@@ -100,7 +104,9 @@ def _read_dict(spec: Mapping[str, Any], name: str | None) -> ImportedSpec:
         elif isinstance(row, Sequence) and not isinstance(row, str) and len(row) == 3:
             trigger, src, dest = row
         else:
-            problems.append(f"transition {i}: expected [trigger, source, dest] or a dict, got {row!r}")
+            problems.append(
+                f"transition {i}: expected [trigger, source, dest] or a dict, got {row!r}"
+            )
             continue
         if dest == "=":
             dest = None
@@ -132,7 +138,8 @@ def _read_live(machine: Any, name: str | None) -> ImportedSpec:
             if getattr(st, k, None)
         ]
     problems += [
-        f"machine-level {k} callbacks cannot be imported" for k in _MACHINE_CALLBACKS
+        f"machine-level {k} callbacks cannot be imported"
+        for k in _MACHINE_CALLBACKS
         if getattr(machine, k, None)
     ]
     auto = {f"to_{s}" for s in states} if machine.auto_transitions else set()

@@ -54,8 +54,13 @@ def run(impl: str, n_agents: int, agents: Any, events: Any, prios: Any) -> dict[
     stats = rt.statistics()
     states = Counter(rt.state(i) for i in range(n_agents))
     return {
-        "impl": impl, "spawn_s": t1 - t0, "run_s": t2 - t1, "processed": processed,
-        "failed": stats.failed, "outputs": outputs, "states": states,
+        "impl": impl,
+        "spawn_s": t1 - t0,
+        "run_s": t2 - t1,
+        "processed": processed,
+        "failed": stats.failed,
+        "outputs": outputs,
+        "states": states,
     }
 
 
@@ -71,20 +76,28 @@ def main() -> None:
     prios = rng.integers(0, 4, args.messages, dtype=np.int32)
 
     impls = ["native", "python"] if engine.USE_EXTENSIONS else ["python"]
-    print(f"{args.agents:,} agents, {args.messages:,} messages (seed {args.seed}), "
-          f"priorities LOW..CRITICAL uniform; compiled module loaded: {engine.USE_EXTENSIONS}\n")
-    print(f"{'hot path':<9} {'spawn s':>8} {'send+run s':>10} {'msg/s':>12} {'processed':>10} "
-          f"{'failed':>7}")
+    print(
+        f"{args.agents:,} agents, {args.messages:,} messages (seed {args.seed}), "
+        f"priorities LOW..CRITICAL uniform; compiled module loaded: {engine.USE_EXTENSIONS}\n"
+    )
+    print(
+        f"{'hot path':<9} {'spawn s':>8} {'send+run s':>10} {'msg/s':>12} {'processed':>10} "
+        f"{'failed':>7}"
+    )
     results = [run(impl, args.agents, agents, events, prios) for impl in impls]
     for r in results:
         rate = (r["processed"] + r["failed"]) / r["run_s"]
-        print(f"{r['impl']:<9} {r['spawn_s']:>8.2f} {r['run_s']:>10.3f} {rate:>12,.0f} "
-              f"{r['processed']:>10,} {r['failed']:>7,}")
+        print(
+            f"{r['impl']:<9} {r['spawn_s']:>8.2f} {r['run_s']:>10.3f} {rate:>12,.0f} "
+            f"{r['processed']:>10,} {r['failed']:>7,}"
+        )
     if len(results) == 2:
         a, b = results
         same = a["states"] == b["states"] and a["outputs"] == b["outputs"]
-        print(f"\ncompiled / twin speed: {b['run_s'] / a['run_s']:.0f}x; "
-              f"same final states and outputs: {same}")
+        print(
+            f"\ncompiled / twin speed: {b['run_s'] / a['run_s']:.0f}x; "
+            f"same final states and outputs: {same}"
+        )
         if not same:
             raise SystemExit("the two implementations disagree")
     final = results[0]

@@ -21,8 +21,8 @@ from engine import (
     Priority,
     Runtime,
     Step,
+    _hotpath,
 )
-from engine import _hotpath
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -173,7 +173,9 @@ def test_send_many_validates_everything_first(
     assert [len(rt.queued(i)) for i in range(3)] == [1, 0, 0]
 
 
-def test_send_errors_are_typed_and_change_nothing(make_runtime: MakeRuntime, light: Machine) -> None:
+def test_send_errors_are_typed_and_change_nothing(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
     rt = make_runtime()
     ref = rt.spawn(light, "a")
     rt.send_nowait("a", "tick")
@@ -246,7 +248,9 @@ def test_reject_policy(make_runtime: MakeRuntime, light: Machine) -> None:
     assert rt.dead_letters() == []
 
 
-def test_send_many_reject_is_atomic_across_agents(make_runtime: MakeRuntime, light: Machine) -> None:
+def test_send_many_reject_is_atomic_across_agents(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
     rt = make_runtime()
     rt.spawn(light, "free")
     rt.spawn(light, "tight", capacity=1)
@@ -294,7 +298,10 @@ def test_drop_oldest_in_send_many(make_runtime: MakeRuntime, light: Machine) -> 
 
 def test_handler_context_and_step(make_runtime: MakeRuntime) -> None:
     m = Machine(
-        "m", ["a", "b", "c"], "a", [("a", "go", "b", "row-out"), ("b", "go", "c", "b-out")],
+        "m",
+        ["a", "b", "c"],
+        "a",
+        [("a", "go", "b", "row-out"), ("b", "go", "c", "b-out")],
         events=["go", "jump", "quiet"],
     )
     calls: list[Any] = []
@@ -360,7 +367,9 @@ def test_handler_failures_are_dead_letters(make_runtime: MakeRuntime) -> None:
     causes = [type(d.error.__cause__) for d in dead if d.error is not None]
     assert causes == [ValueError, TypeError, engine.UnknownStateError]
     assert [(d.agent_id, d.event, d.payload, d.state) for d in dead] == [
-        (1, "bad", "raise", "a"), (1, "bad", "type", "a"), (1, "bad", "state", "a")
+        (1, "bad", "raise", "a"),
+        (1, "bad", "type", "a"),
+        (1, "bad", "state", "a"),
     ]
     rt.run_until_idle()  # other agents go on; a success clears ERROR
     assert (rt.state(1), rt.state(2)) == ("b", "b")
@@ -413,8 +422,9 @@ def test_base_exception_is_recorded_then_propagates(make_runtime: MakeRuntime) -
 
 
 def test_handlers_may_send_spawn_and_terminate(make_runtime: MakeRuntime) -> None:
-    m = Machine("m", ["idle"], "idle", [], events=["fork", "ping", "kill", "suicide"],
-                unhandled="ignore")
+    m = Machine(
+        "m", ["idle"], "idle", [], events=["fork", "ping", "kill", "suicide"], unhandled="ignore"
+    )
     rt = make_runtime()
     log: list[Any] = []
 
@@ -477,8 +487,13 @@ def test_terminate_dead_letters_in_order_and_stale_refs(
     assert all(d.reason is DeadLetterReason.TERMINATED for d in rt.dead_letters())
     assert not ref.alive
     assert ref.status is AgentStatus.STOPPED
-    for attempt in (lambda: ref.send_nowait("tick"), lambda: ref.state, lambda: ref.id,
-                    lambda: ref.data, lambda: ref.slot):
+    for attempt in (
+        lambda: ref.send_nowait("tick"),
+        lambda: ref.state,
+        lambda: ref.id,
+        lambda: ref.data,
+        lambda: ref.slot,
+    ):
         with pytest.raises(engine.AgentStoppedError):
             attempt()
     assert "terminated" in repr(ref)
@@ -545,7 +560,9 @@ def test_output_batches(impl: str, light: Machine) -> None:
     assert silent.run() == 1
 
 
-def test_sink_error_propagates_and_runtime_stays_consistent(make_runtime: MakeRuntime, light: Machine) -> None:
+def test_sink_error_propagates_and_runtime_stays_consistent(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
     got: list[Any] = []
 
     def sink(batch: engine.OutputBatch) -> None:
@@ -594,8 +611,9 @@ def test_payload_references_are_released(make_runtime: MakeRuntime, light: Machi
     payloads = [Payload() for _ in range(8)]
     refs = [weakref.ref(p) for p in payloads]
     base = sys.getrefcount(payloads[0])
-    for agent, p in zip(["run", "run", "term", "term", "drop", "drop", "kept", "kept"], payloads,
-                        strict=True):
+    for agent, p in zip(
+        ["run", "run", "term", "term", "drop", "drop", "kept", "kept"], payloads, strict=True
+    ):
         rt.send_nowait(agent, "tick", p)
     queued = sys.getrefcount(payloads[0])  # outside the assert: rewriting adds references
     assert queued == base + 1
@@ -637,7 +655,8 @@ print("ok")
 """
     import subprocess
 
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

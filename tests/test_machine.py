@@ -113,7 +113,10 @@ def test_every_problem_is_reported_at_once() -> None:
 )
 def test_bad_types_are_definition_errors(kwargs: dict[str, Any], fragment: str) -> None:
     args: dict[str, Any] = {
-        "name": "m", "states": ["a"], "initial": "a", "transitions": [("a", "go", "a")],
+        "name": "m",
+        "states": ["a"],
+        "initial": "a",
+        "transitions": [("a", "go", "a")],
     }
     args.update(kwargs)
     with pytest.raises(MachineDefinitionError, match=fragment):
@@ -227,7 +230,8 @@ def test_from_transitions_rejects_what_a_table_cannot_hold() -> None:
             {"states": ["a", {"name": "b", "children": ["x"]}], "initial": "a", "transitions": []}
         )
     conditional = TMachine(
-        states=["a", "b"], initial="a",
+        states=["a", "b"],
+        initial="a",
         transitions=[{"trigger": "go", "source": "a", "dest": "b", "conditions": "ok"}],
     )
     with pytest.raises(MachineDefinitionError, match="conditions"):
@@ -259,10 +263,24 @@ def definitions(draw: st.DrawFn) -> tuple[list[str], list[tuple[Any, ...]]]:
     rows: list[tuple[Any, ...]] = []
     for e in events:
         if draw(st.booleans()):
-            rows.append(("*", e, draw(st.sampled_from([*states, None])), draw(st.none() | st.integers(0, 3))))
+            rows.append(
+                (
+                    "*",
+                    e,
+                    draw(st.sampled_from([*states, None])),
+                    draw(st.none() | st.integers(0, 3)),
+                )
+            )
         for s in states:
             if draw(st.booleans()):
-                rows.append((s, e, draw(st.sampled_from([*states, None])), draw(st.none() | st.integers(0, 3))))
+                rows.append(
+                    (
+                        s,
+                        e,
+                        draw(st.sampled_from([*states, None])),
+                        draw(st.none() | st.integers(0, 3)),
+                    )
+                )
     return states, rows
 
 

@@ -42,8 +42,10 @@ def specs(draw: st.DrawFn) -> Spec:
     handlers = {}
     for cell in cells:
         if draw(st.integers(0, 3)):
-            rows[cell] = (draw(st.integers(0, n_states - 1)),
-                          draw(st.sampled_from([None, "x", "y", "z"])))
+            rows[cell] = (
+                draw(st.integers(0, n_states - 1)),
+                draw(st.sampled_from([None, "x", "y", "z"])),
+            )
         kind = draw(st.sampled_from(["none", "none", "record", "override", "raise"]))
         if kind != "none":
             handlers[cell] = (kind, draw(st.integers(0, n_states - 1)))
@@ -56,22 +58,37 @@ def specs(draw: st.DrawFn) -> Spec:
     )
     many = st.tuples(
         st.just("many"),
-        st.lists(st.tuples(st.integers(0, n_agents - 1), st.integers(0, n_events - 1),
-                           st.integers(0, 3)), max_size=12),
+        st.lists(
+            st.tuples(
+                st.integers(0, n_agents - 1), st.integers(0, n_events - 1), st.integers(0, 3)
+            ),
+            max_size=12,
+        ),
     )
     run = st.tuples(st.just("run"), st.integers(-1, 8))
     ops = draw(st.lists(st.one_of(send, send, many, run), max_size=40))
-    return Spec(n_states, n_events, rows, handlers, draw(st.booleans()), n_agents,
-                draw(st.integers(1, 4)), [*ops, ("run", -1)])
+    return Spec(
+        n_states,
+        n_events,
+        rows,
+        handlers,
+        draw(st.booleans()),
+        n_agents,
+        draw(st.integers(1, 4)),
+        [*ops, ("run", -1)],
+    )
 
 
 def build_machine(spec: Spec) -> Machine:
     states = [f"s{i}" for i in range(spec.n_states)]
     events = [f"e{i}" for i in range(spec.n_events)]
     m = Machine(
-        "prop", states, states[0],
+        "prop",
+        states,
+        states[0],
         [(states[s], events[e], states[d], out) for (s, e), (d, out) in spec.rows.items()],
-        events=events, unhandled="ignore" if spec.ignore else "error",
+        events=events,
+        unhandled="ignore" if spec.ignore else "error",
     )
     for (s, e), (kind, target) in spec.handlers.items():
         m.handler(states[s], events[e])(make_handler(kind, states[target]))
@@ -130,8 +147,9 @@ class Reference:
         if handler is None:
             if row is None:
                 if not self.spec.ignore:
-                    self.dead.append((agent, f"e{event}", payload,
-                                      DeadLetterReason.INVALID_TRANSITION))
+                    self.dead.append(
+                        (agent, f"e{event}", payload, DeadLetterReason.INVALID_TRANSITION)
+                    )
                 return
             self.state[agent] = row[0]
             if row[1] is not None:
@@ -176,8 +194,9 @@ def test_both_implementations_match_the_reference(spec: Spec) -> None:
             msgs = op[1]
             payloads = list(range(payload, payload + len(msgs)))
             for rt in runtimes.values():
-                rt.send_many([m[0] for m in msgs], [f"e{m[1]}" for m in msgs],
-                             [m[2] for m in msgs], payloads)
+                rt.send_many(
+                    [m[0] for m in msgs], [f"e{m[1]}" for m in msgs], [m[2] for m in msgs], payloads
+                )
             for (agent, event, prio), pl in zip(msgs, payloads, strict=True):
                 ref.send(agent, event, prio, pl)
             payload += len(msgs)
@@ -185,14 +204,16 @@ def test_both_implementations_match_the_reference(spec: Spec) -> None:
             expected = ref.run(op[1])
             for name, rt in runtimes.items():
                 assert rt.run(op[1]) == expected, name
-                assert [rt.machine(a).state_code(rt.state(a)) for a in range(spec.n_agents)] \
-                    == ref.state, name
-                assert [[(int(p), e, pl) for p, e, pl in rt.queued(a)]
-                        for a in range(spec.n_agents)] \
-                    == [ref.queued(a) for a in range(spec.n_agents)], name
+                assert [
+                    rt.machine(a).state_code(rt.state(a)) for a in range(spec.n_agents)
+                ] == ref.state, name
+                assert [
+                    [(int(p), e, pl) for p, e, pl in rt.queued(a)] for a in range(spec.n_agents)
+                ] == [ref.queued(a) for a in range(spec.n_agents)], name
                 assert outputs[name] == ref.outputs, name
-                assert [(d.agent_id, d.event, d.payload, d.reason)
-                        for d in rt.dead_letters()] == ref.dead, name
+                assert [
+                    (d.agent_id, d.event, d.payload, d.reason) for d in rt.dead_letters()
+                ] == ref.dead, name
     for rt in runtimes.values():
         stats = rt.statistics()
         assert stats.failed == len(ref.dead)

@@ -56,4 +56,5 @@ def test_exceptions_form_one_tree() -> None:
         obj = getattr(engine, name)
         if inspect.isclass(obj) and issubclass(obj, BaseException):
             assert issubclass(obj, engine.EngineError)
-            assert obj.__doc__ and "Raised" in obj.__doc__
+            assert obj.__doc__
+            assert "Raised" in obj.__doc__
