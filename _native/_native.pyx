@@ -17,6 +17,12 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
 
+
+cdef extern from "bigmem.h" nogil:
+    void* big_grow(void* p, size_t old_size, size_t new_size)
+    void big_free(void* p, size_t size)
+
+import mmap
 from collections import deque
 
 import numpy as np
@@ -48,8 +54,8 @@ IMPLEMENTATION = "native"
 
 AGENT_DTYPE = np.dtype([
     ("state", np.int32), ("machine", np.int32), ("box", np.int32), ("capacity", np.int32),
-    ("generation", np.uint32), ("_reserved", np.uint32),
-    ("processed", np.int64), ("failed", np.int64), ("dropped", np.int64),
+    ("generation", np.uint32), ("_reserved", np.uint32), ("_reserved2", np.float64),
+    ("processed", np.int64), ("failed", np.int64),
 ], align=True)
 """Layout of one agent record (the C struct ``Agent``): what ``Dispatcher.agents`` holds."""
 

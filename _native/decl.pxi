@@ -50,10 +50,10 @@ cdef struct Agent:
     int32_t box           # mailbox index, -1 = no mail
     int32_t cap           # mailbox capacity, 0 = unbounded
     uint32_t gen          # bumped on terminate, so stale AgentRefs are detected
-    uint32_t _reserved
+    uint32_t _reserved    # room for the trio runtime's per-agent fields (same 48 bytes)
+    double _reserved2
     int64_t processed
     int64_t failed
-    int64_t dropped
 
 
 cdef struct MachTab:

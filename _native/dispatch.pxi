@@ -10,11 +10,14 @@ cdef enum:
     F_REJECT = 32       # bounded with the REJECT policy
 
 
-cdef int _realloc(void** p, size_t n, size_t size) except -1:
-    cdef void* q = realloc(p[0], n * size)
+cdef int _grow(void** p, size_t old_n, size_t new_n, size_t size) except -1:
+    """Grow an array of ``old_n`` items to ``new_n`` (see bigmem.h); new items are zero."""
+    cdef void* q = big_grow(p[0], old_n * size, new_n * size)
     if q == NULL:
         raise MemoryError()
     p[0] = q
+    if new_n > old_n:
+        memset(<char*>q + old_n * size, 0, (new_n - old_n) * size)
     return 0
 
 
@@ -55,6 +58,8 @@ cdef class Dispatcher:
     cdef int32_t _free_slot
     cdef object _agents
     cdef Agent* _ag
+    cdef object _dropped_arr  # created with the first bounded mailbox
+    cdef int64_t* _dropped
     cdef uint8_t* _flags
     cdef list _ids
     cdef list _data
@@ -110,17 +115,17 @@ cdef class Dispatcher:
             while box.count:
                 m = lane_pop(box, &self._chunks, top_lane(box))
                 Py_XDECREF(m.payload)
-        free(self._chunks.chunks)
-        free(self._chunks.next)
-        free(self._chunks.free)
-        free(self._pool.boxes)
-        free(self._pool.free)
-        free(self._tab.cells)
+        big_free(self._chunks.chunks, self._chunks.cap * sizeof(Chunk))
+        big_free(self._chunks.next, self._chunks.cap * sizeof(int32_t))
+        big_free(self._chunks.free, self._chunks.cap * sizeof(int32_t))
+        big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
+        big_free(self._pool.free, self._pool.cap * sizeof(int32_t))
+        big_free(self._tab.cells, (self._tab.mask + 1) * sizeof(int32_t))
+        big_free(self._flags, self._slot_cap * sizeof(uint8_t))
+        big_free(self._ready, self._slot_cap * sizeof(int32_t))
+        big_free(self._oslot, self._ocap * sizeof(int32_t))
+        big_free(self._ocode, self._ocap * sizeof(int32_t))
         free(self._mt)
-        free(self._flags)
-        free(self._ready)
-        free(self._oslot)
-        free(self._ocode)
 
     # -- machines ------------------------------------------------------------------------
 
@@ -136,7 +141,10 @@ cdef class Dispatcher:
         out = np.array([codes[c] if c >= 0 else -1 for c in machine.output_table.tolist()],
                        dtype=np.int32)
         if self._n_mach == self._mt_cap:
-            _realloc(<void**>&self._mt, self._mt_cap * 2 + 4, sizeof(MachTab))
+            mt = <MachTab*>realloc(self._mt, (self._mt_cap * 2 + 4) * sizeof(MachTab))
+            if mt == NULL:
+                raise MemoryError()
+            self._mt = mt
             self._mt_cap = self._mt_cap * 2 + 4
         cdef const int32_t[::1] nxt = machine.next_table
         cdef const int32_t[::1] outv = out
@@ -178,26 +186,38 @@ cdef class Dispatcher:
     cdef int _grow_slots(self) except -1:
         cdef int32_t old = self._slot_cap
         cdef int32_t new = old * 2 if old else 64
-        cdef int32_t* ring
+        cdef int32_t* ring = NULL
         cdef Py_ssize_t i
         cdef uint8_t[::1] raw
-        _realloc(<void**>&self._flags, new, sizeof(uint8_t))
-        memset(&self._flags[old], 0, (new - old) * sizeof(uint8_t))
+        cdef int64_t[::1] counts
+        _grow(<void**>&self._flags, old, new, sizeof(uint8_t))
         # the ready ring is laid out again in order, starting at 0
-        ring = <int32_t*>malloc(new * sizeof(int32_t))
-        if ring == NULL:
-            raise MemoryError()
+        _grow(<void**>&ring, 0, new, sizeof(int32_t))
         for i in range(self._rlen):
             ring[i] = self._ready[(self._rhead + i) % old]
-        free(self._ready)
+        big_free(self._ready, old * sizeof(int32_t))
         self._ready = ring
         self._rhead = 0
-        grown = np.zeros(new, dtype=AGENT_DTYPE)
+        # records live in an anonymous mapping of their own, which numpy views keep alive
+        grown = np.frombuffer(mmap.mmap(-1, new * sizeof(Agent)), dtype=AGENT_DTYPE)
         grown[:old] = self._agents
         raw = grown.view(np.uint8)
         self._agents = grown
         self._ag = <Agent*>&raw[0]
+        if self._dropped_arr is not None:
+            self._dropped_arr = np.concatenate([self._dropped_arr, np.zeros(new - old, np.int64)])
+            counts = self._dropped_arr
+            self._dropped = &counts[0]
         self._slot_cap = new
+        return 0
+
+    cdef int _count_drops(self) except -1:
+        """Create the dropped counters (when the first bounded mailbox appears)."""
+        cdef int64_t[::1] counts
+        if self._dropped_arr is None:
+            self._dropped_arr = np.zeros(self._slot_cap, dtype=np.int64)
+            counts = self._dropped_arr
+            self._dropped = &counts[0]
         return 0
 
     def spawn(self, machine, agent_id, data=None, *, capacity=0, policy=0, state=None):
@@ -236,7 +256,10 @@ cdef class Dispatcher:
         ag.mach = m
         ag.box = -1
         ag.cap = capacity
-        ag.processed = ag.failed = ag.dropped = 0
+        ag.processed = ag.failed = 0
+        if capacity:
+            self._count_drops()
+            self._dropped[slot] = 0
         self._flags[slot] = F_LIVE | (
             (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
         idt_insert(&self._tab, self._ids, agent_id, slot)
@@ -265,8 +288,10 @@ cdef class Dispatcher:
         ag = &self._ag[slot]
         self.retired[0] += ag.processed
         self.retired[1] += ag.failed
-        self.retired[2] += ag.dropped
-        ag.processed = ag.failed = ag.dropped = 0
+        ag.processed = ag.failed = 0
+        if self._dropped != NULL:
+            self.retired[2] += self._dropped[slot]
+            self._dropped[slot] = 0
         ag.gen += 1
         self._ids[slot] = None
         self._data[slot] = None
@@ -437,7 +462,7 @@ cdef class Dispatcher:
             if box.head[lo] >= 0:
                 victim = lo
                 break
-        ag.dropped += 1
+        self._dropped[slot] += 1
         if victim < 0:
             self._dead_letter(self._ids[slot], mt, ev, payload, lane, _DROPPED, None, None)
             return 1
@@ -615,8 +640,8 @@ cdef class Dispatcher:
         cdef Py_ssize_t cap
         if self._olen == self._ocap:
             cap = self._ocap * 2 if self._ocap else 1024
-            _realloc(<void**>&self._oslot, cap, sizeof(int32_t))
-            _realloc(<void**>&self._ocode, cap, sizeof(int32_t))
+            _grow(<void**>&self._oslot, self._ocap, cap, sizeof(int32_t))
+            _grow(<void**>&self._ocode, self._ocap, cap, sizeof(int32_t))
             self._ocap = cap
         self._oslot[self._olen] = slot
         self._ocode[self._olen] = code
@@ -698,7 +723,9 @@ cdef class Dispatcher:
     @property
     def dropped(self):
         """Messages dropped per slot by a ``DROP_OLDEST`` mailbox."""
-        return self._agents["dropped"][:self._n_slots]
+        if self._dropped_arr is None:
+            return np.zeros(self._n_slots, dtype=np.int64)
+        return self._dropped_arr[:self._n_slots]
 
     def state(self, agent_id):
         """Current state name of ``agent_id``."""

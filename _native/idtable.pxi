@@ -6,11 +6,11 @@ cdef enum:
 
 
 cdef int idt_init(IdTable* t, size_t cap) except -1:
-    cdef int32_t* cells = <int32_t*>malloc(cap * sizeof(int32_t))
+    """Give ``t`` ``cap`` empty cells (a power of two); the caller releases any old cells."""
+    cdef int32_t* cells = <int32_t*>big_grow(NULL, 0, cap * sizeof(int32_t))
     if cells == NULL:
         raise MemoryError()
     memset(cells, 0xFF, cap * sizeof(int32_t))  # every cell CELL_EMPTY
-    free(t.cells)
     t.cells = cells
     t.mask = cap - 1
     t.used = 0
@@ -70,7 +70,7 @@ cdef int idt_insert(IdTable* t, list ids, object key, int32_t slot) except -1:
         for i in range(old_cap):
             if old[i] >= 0:
                 _idt_place(t, hash(<object>PyList_GET_ITEM(ids, old[i])), old[i])
-        free(old)
+        big_free(old, old_cap * sizeof(int32_t))
     _idt_place(t, h, slot)
     return 0
 

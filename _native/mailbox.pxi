@@ -7,9 +7,9 @@ cdef int _grow_chunks(ChunkPool* p) except -1:
     cdef int32_t i
     if new <= old:
         raise MemoryError("message pool is full")
-    _realloc(<void**>&p.chunks, new, sizeof(Chunk))
-    _realloc(<void**>&p.next, new, sizeof(int32_t))
-    _realloc(<void**>&p.free, new, sizeof(int32_t))
+    _grow(<void**>&p.chunks, old, new, sizeof(Chunk))
+    _grow(<void**>&p.next, old, new, sizeof(int32_t))
+    _grow(<void**>&p.free, old, new, sizeof(int32_t))
     for i in range(new - old):  # lowest index on top
         p.free[p.nfree + i] = new - 1 - i
     p.nfree += new - old
@@ -35,8 +35,8 @@ cdef int _grow_boxes(BoxPool* p) except -1:
     cdef int32_t i
     if new <= old:
         raise MemoryError("mailbox pool is full")
-    _realloc(<void**>&p.boxes, new, sizeof(Box))
-    _realloc(<void**>&p.free, new, sizeof(int32_t))
+    _grow(<void**>&p.boxes, old, new, sizeof(Box))
+    _grow(<void**>&p.free, old, new, sizeof(int32_t))
     for i in range(new - old):
         p.free[p.nfree + i] = new - 1 - i
     p.nfree += new - old
