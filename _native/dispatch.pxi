@@ -11,13 +11,11 @@ cdef enum:
 
 
 cdef int _grow(void** p, size_t old_n, size_t new_n, size_t size) except -1:
-    """Grow an array of ``old_n`` items to ``new_n`` (see bigmem.h); new items are zero."""
+    """Grow an array of ``old_n`` items to ``new_n`` (see bigmem.h); new items are undefined."""
     cdef void* q = big_grow(p[0], old_n * size, new_n * size)
     if q == NULL:
         raise MemoryError()
     p[0] = q
-    if new_n > old_n:
-        memset(<char*>q + old_n * size, 0, (new_n - old_n) * size)
     return 0
 
 
@@ -191,6 +189,7 @@ cdef class Dispatcher:
         cdef uint8_t[::1] raw
         cdef int64_t[::1] counts
         _grow(<void**>&self._flags, old, new, sizeof(uint8_t))
+        memset(&self._flags[old], 0, new - old)
         # the ready ring is laid out again in order, starting at 0
         _grow(<void**>&ring, 0, new, sizeof(int32_t))
         for i in range(self._rlen):
