@@ -60,7 +60,7 @@ def run(impl: str, n_agents: int, agents: Any, events: Any, prios: Any) -> dict[
         "impl": impl,
         "spawn_s": t1 - t0,
         "run_s": t2 - t1,
-        "processed": processed,
+        "taken": processed,
         "failed": stats.failed,
         "outputs": outputs,
         "states": states,
