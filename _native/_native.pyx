@@ -13,7 +13,7 @@ from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLong
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
 
@@ -27,11 +27,13 @@ from collections import deque
 
 import numpy as np
 
+from engine._actions import Send, prepare
 from engine._batch import batch_arrays
 from engine._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentStoppedError,
+    EngineError,
     HandlerError,
     InvalidArgumentError,
     InvalidTransitionError,
@@ -54,7 +56,7 @@ IMPLEMENTATION = "native"
 
 AGENT_DTYPE = np.dtype([
     ("state", np.int32), ("machine", np.int32), ("box", np.int32), ("capacity", np.int32),
-    ("generation", np.uint32), ("_reserved", np.uint32), ("_reserved2", np.float64),
+    ("generation", np.uint32), ("epoch", np.uint32), ("since", np.float64),
     ("processed", np.int64), ("failed", np.int64),
 ], align=True)
 """Layout of one agent record (the C struct ``Agent``): what ``Dispatcher.agents`` holds."""
@@ -68,6 +70,8 @@ cdef object _HANDLER_FAILED = DeadLetterReason.HANDLER_FAILED
 cdef object _INVALID = DeadLetterReason.INVALID_TRANSITION
 cdef object _DROPPED = DeadLetterReason.DROPPED
 cdef object _TERMINATED = DeadLetterReason.TERMINATED
+cdef object _STOPPED_REASON = DeadLetterReason.STOPPED
+cdef object _UNDELIVERABLE = DeadLetterReason.UNDELIVERABLE
 
 include "decl.pxi"
 include "mailbox.pxi"

@@ -6,7 +6,7 @@ cdef enum:
 
 cdef struct Msg:
     int32_t event         # event code of the agent's machine
-    int32_t _reserved
+    int32_t request       # request id (Runtime.request), 0 = none
     PyObject* payload     # owned reference, or NULL for None
 
 
@@ -50,8 +50,8 @@ cdef struct Agent:
     int32_t box           # mailbox index, -1 = no mail
     int32_t cap           # mailbox capacity, 0 = unbounded
     uint32_t gen          # bumped on terminate, so stale AgentRefs are detected
-    uint32_t _reserved    # room for the trio runtime's per-agent fields (same 48 bytes)
-    double _reserved2
+    uint32_t epoch        # state changes (a state timeout armed at epoch e dies after it)
+    double since          # Dispatcher.now when the status last changed
     int64_t processed
     int64_t failed
 

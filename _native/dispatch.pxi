@@ -1,5 +1,7 @@
 # The Dispatcher: agent slots, four-lane mailboxes, the ready queue and the drain loop.
-# Behaviour is defined by the twin (engine/_hotpath_py.py); keep the two in step.
+# Behaviour is defined by the twin (engine/_hotpath_py.py), whose docstring explains it; keep
+# the two in step. The common step (no handler, no payload, no request, nobody recording) runs
+# without touching a Python object; everything else takes the general path.
 
 cdef enum:
     F_LIVE = 1
@@ -8,6 +10,11 @@ cdef enum:
     F_ERROR = 8
     F_DROP_OLDEST = 16
     F_REJECT = 32       # bounded with the REJECT policy
+    F_PAUSED = 64
+    F_STOPPED = 128
+    F_FRONT = 256       # has a front queue: self._front[slot]
+    F_POSTPONED = 512   # has postponed messages: self._postponed[slot]
+    F_HOLD = 64 | 128   # paused or stopped: not stepped
 
 
 cdef int _grow(void** p, size_t old_n, size_t new_n, size_t size) except -1:
@@ -31,12 +38,18 @@ cdef class Dispatcher:
         output_buffer: Outputs buffered before a batch is flushed mid-run (between turns).
     """
 
-    # configuration and records
+    # configuration, records and hooks
     cdef object _sink
     cdef bint _has_sink
     cdef public object dead_letters
     cdef public Py_ssize_t dead_letter_count
     cdef public list retired
+    cdef public double now
+    cdef public object on_wake
+    cdef public object on_request
+    cdef public object on_actions
+    cdef public object on_failure
+    cdef object _on_record
     cdef int32_t _budget
     cdef Py_ssize_t _out_limit
     cdef bint _running
@@ -49,8 +62,8 @@ cdef class Dispatcher:
     cdef MachTab* _mt
     cdef int32_t _n_mach
     cdef int32_t _mt_cap
-    # agent slots: one Agent record each (in a numpy array), flags apart (a byte each, so
-    # batch validation scans a compact array)
+    # agent slots: one Agent record each (in a numpy array), flags apart (compact, so batch
+    # validation scans a small array)
     cdef int32_t _n_slots
     cdef int32_t _slot_cap
     cdef int32_t _free_slot
@@ -58,10 +71,12 @@ cdef class Dispatcher:
     cdef Agent* _ag
     cdef object _dropped_arr  # created with the first bounded mailbox
     cdef int64_t* _dropped
-    cdef uint8_t* _flags
+    cdef uint16_t* _flags
     cdef list _ids
     cdef list _data
     cdef IdTable _tab
+    cdef dict _front       # slot -> deque of (event, payload, lane, request)
+    cdef dict _postponed   # slot -> list of the same
     # mailboxes
     cdef ChunkPool _chunks
     cdef BoxPool _pool
@@ -99,6 +114,8 @@ cdef class Dispatcher:
         self._ids = []
         self._data = []
         self._extras = []
+        self._front = {}
+        self._postponed = {}
         self._agents = np.zeros(0, dtype=AGENT_DTYPE)
 
     def __dealloc__(self):
@@ -119,11 +136,20 @@ cdef class Dispatcher:
         big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
         big_free(self._pool.free, self._pool.cap * sizeof(int32_t))
         big_free(self._tab.cells, (self._tab.mask + 1) * sizeof(int32_t))
-        big_free(self._flags, self._slot_cap * sizeof(uint8_t))
+        big_free(self._flags, self._slot_cap * sizeof(uint16_t))
         big_free(self._ready, self._slot_cap * sizeof(int32_t))
         big_free(self._oslot, self._ocap * sizeof(int32_t))
         big_free(self._ocode, self._ocap * sizeof(int32_t))
         free(self._mt)
+
+    @property
+    def on_record(self):
+        """Called as ``(agent_id, from_state, event, to_state, outputs)`` after every step."""
+        return self._on_record
+
+    @on_record.setter
+    def on_record(self, hook):
+        self._on_record = hook
 
     # -- machines ------------------------------------------------------------------------
 
@@ -188,8 +214,8 @@ cdef class Dispatcher:
         cdef Py_ssize_t i
         cdef uint8_t[::1] raw
         cdef int64_t[::1] counts
-        _grow(<void**>&self._flags, old, new, sizeof(uint8_t))
-        memset(&self._flags[old], 0, new - old)
+        _grow(<void**>&self._flags, old, new, sizeof(uint16_t))
+        memset(&self._flags[old], 0, (new - old) * sizeof(uint16_t))
         # the ready ring is laid out again in order, starting at 0
         _grow(<void**>&ring, 0, new, sizeof(int32_t))
         for i in range(self._rlen):
@@ -255,6 +281,8 @@ cdef class Dispatcher:
         ag.mach = m
         ag.box = -1
         ag.cap = capacity
+        ag.epoch = 0
+        ag.since = self.now
         ag.processed = ag.failed = 0
         if capacity:
             self._count_drops()
@@ -265,24 +293,14 @@ cdef class Dispatcher:
         return _make_ref(self, slot)
 
     def terminate(self, agent_id):
-        """Remove an agent; its queued mail becomes TERMINATED dead letters (returns how many)."""
+        """Remove an agent; its queued and postponed mail becomes TERMINATED dead letters.
+
+        Returns:
+            How many messages were dead-lettered.
+        """
         cdef int32_t slot = self._slot_of(agent_id)
-        cdef Agent* ag = &self._ag[slot]
-        cdef MachTab* mt = &self._mt[ag.mach]
-        cdef Box* box
-        cdef Msg m
-        cdef int lane
-        cdef Py_ssize_t n = 0
-        while self._ag[slot].box >= 0:
-            box = &self._pool.boxes[self._ag[slot].box]
-            lane = top_lane(box)
-            m = lane_pop(box, &self._chunks, lane)
-            if box.count == 0:
-                box_free(&self._pool, self._ag[slot].box)
-                self._ag[slot].box = -1
-            payload = take(m.payload)
-            self._dead_letter(agent_id, mt, m.event, payload, lane, _TERMINATED, None, None)
-            n += 1
+        cdef Agent* ag
+        n = self._evict(slot, _TERMINATED)
         idt_remove(&self._tab, self._ids, agent_id)
         ag = &self._ag[slot]
         self.retired[0] += ag.processed
@@ -299,6 +317,31 @@ cdef class Dispatcher:
         else:
             self._release(slot)
         return n
+
+    cdef Py_ssize_t _evict(self, int32_t slot, object reason) except -1:
+        """Dead-letter everything queued or postponed for ``slot``, in processing order."""
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        cdef Box* box
+        cdef Msg m
+        cdef int lane
+        cdef list evicted = list(self._front.pop(slot, ()))
+        agent_id = self._ids[slot]
+        while self._ag[slot].box >= 0:
+            box = &self._pool.boxes[self._ag[slot].box]
+            lane = top_lane(box)
+            m = lane_pop(box, &self._chunks, lane)
+            if box.count == 0:
+                box_free(&self._pool, self._ag[slot].box)
+                self._ag[slot].box = -1
+            evicted.append((m.event, take(m.payload), lane, m.request))
+        evicted += self._postponed.pop(slot, [])
+        self._flags[slot] &= ~(F_FRONT | F_POSTPONED)
+        error = AgentStoppedError(agent_id, "was " + reason.value)
+        for ev, payload, lane, request in evicted:
+            self._dead_letter(agent_id, mt, ev, payload, lane, reason, None, None)
+            if request:
+                self._answer(request, False, error)
+        return len(evicted)
 
     cdef void _release(self, int32_t slot) noexcept:
         self._flags[slot] = 0
@@ -334,12 +377,67 @@ cdef class Dispatcher:
             mv[i] = self._slot_of(agent_ids[i])
         return out
 
+    # -- lifecycle controls (used by the runtime: pause/resume, supervision) -------------
+
+    def pause(self, agent_id):
+        """Stop stepping an agent; it keeps receiving mail."""
+        self._flags[self._slot_of(agent_id)] |= F_PAUSED
+
+    def resume(self, agent_id):
+        """Step a paused agent again."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        self._flags[slot] &= ~F_PAUSED
+        self._wake(slot)
+
+    def paused(self, agent_id):
+        """True while the agent is paused."""
+        return (self._flags[self._slot_of(agent_id)] & F_PAUSED) != 0
+
+    def stop(self, agent_id):
+        """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
+        (sends raise ``AgentStoppedError``); it stays registered until terminated."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        n = self._evict(slot, _STOPPED_REASON)
+        self._flags[slot] = (self._flags[slot] | F_STOPPED) & ~F_ERROR
+        self._ag[slot].since = self.now
+        return n
+
+    def restart(self, agent_id, state=None):
+        """Put an agent back in ``state`` (default: initial), clearing ERROR; its mail stays
+        and its postponed events are replayed first."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        if self._flags[slot] & F_STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
+        machine = <object>self._mt[self._ag[slot].mach].machine
+        self._ag[slot].state = machine.state_code(machine.initial if state is None else state)
+        self._ag[slot].epoch += 1
+        self._flags[slot] &= ~F_ERROR
+        self._ag[slot].since = self.now
+        self._replay(slot, None, True)
+        self._wake(slot)
+
+    cdef int _wake(self, int32_t slot) except -1:
+        """Put ``slot`` on the ready queue if it has mail and may run."""
+        cdef uint16_t f = self._flags[slot]
+        if (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & (F_QUEUED | F_HOLD)):
+            self._flags[slot] = f | F_QUEUED
+            self._ready[(self._rhead + self._rlen) % self._slot_cap] = slot
+            self._rlen += 1
+            if self._rlen == 1 and self.on_wake is not None:
+                self.on_wake()
+        return 0
+
     # -- sending -------------------------------------------------------------------------
 
-    def send_nowait(self, agent_id, event, payload=None, priority=1):
-        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``."""
+    def send_nowait(self, agent_id, event, payload=None, priority=1, int32_t request=0):
+        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``.
+
+        ``request`` (non-zero) tags the message so ``on_request`` reports its answer.
+        """
         cdef int32_t slot = self._slot_of(agent_id)
-        self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority))
+        if self._flags[slot] & F_STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
+        self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority), request)
 
     def send_many_slots(self, slots, events, priorities=1, payloads=None):
         """Queue many messages at once; all are validated before any is queued."""
@@ -349,23 +447,24 @@ cdef class Dispatcher:
         cdef const int32_t[::1] p_mv = pr
         cdef Py_ssize_t i, n = s_mv.shape[0]
         cdef int32_t slot, e, p, min_events = 0x7FFFFFFF
-        cdef uint8_t f
+        cdef uint16_t f
         cdef list pl = None
         cdef dict bounded = None
-        cdef Box* box
         if payloads is not None:
             pl = list(payloads)
             if len(pl) != n:
                 raise InvalidArgumentError(f"payloads has {len(pl)} items for {n} messages")
         for i in range(self._n_mach):
             min_events = min(min_events, self._mt[i].n_events)
-        for i in range(n):  # validate: touches the flag bytes, agent records only if needed
+        for i in range(n):  # validate: touches the flag array, agent records only if needed
             slot, e, p = s_mv[i], e_mv[i], p_mv[i]
             if slot < 0 or slot >= self._n_slots:
                 raise AgentNotFoundError(f"<slot {slot}>")
             f = self._flags[slot]
             if (f & (F_LIVE | F_DEAD)) != F_LIVE:
                 raise AgentNotFoundError(f"<slot {slot}>")
+            if f & F_STOPPED:
+                raise AgentStoppedError(self._ids[slot], "is stopped")
             if (e < 0 or e >= min_events) and (e < 0 or e >= self._mt[self._ag[slot].mach].n_events):
                 raise UnknownEventError((<object>self._mt[self._ag[slot].mach].machine).name, e)
             if p < 0 or p > 3:
@@ -382,10 +481,10 @@ cdef class Dispatcher:
                     raise MailboxFullError(self._ids[slot], self._ag[slot].cap)
         if pl is None:
             for i in range(n):
-                self._enqueue(s_mv[i], e_mv[i], None, p_mv[i])
+                self._enqueue(s_mv[i], e_mv[i], None, p_mv[i], 0)
         else:
             for i in range(n):
-                self._enqueue(s_mv[i], e_mv[i], pl[i], p_mv[i])
+                self._enqueue(s_mv[i], e_mv[i], pl[i], p_mv[i], 0)
 
     cdef int32_t _slot_of(self, object agent_id) except -1:
         cdef int32_t slot
@@ -419,41 +518,47 @@ cdef class Dispatcher:
                 return <int32_t>v
         raise UnknownEventError((<object>mt.machine).name, event)
 
-    cdef int _enqueue(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
+    cdef int _enqueue(self, int32_t slot, int32_t ev, object payload, int lane,
+                      int32_t request) except -1:
         cdef Agent* ag = &self._ag[slot]
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
         if ag.cap and b >= 0 and self._pool.boxes[b].count >= ag.cap:
-            if not (self._flags[slot] & F_DROP_OLDEST):
+            if self._flags[slot] & F_REJECT:
                 raise MailboxFullError(self._ids[slot], ag.cap)
-            if self._drop_for(slot, ev, payload, lane):
+            if self._drop_for(slot, ev, payload, lane, request):
                 return 0  # the newcomer itself was dropped
             ag = &self._ag[slot]
             b = ag.box
         if b < 0:
             b = box_alloc(&self._pool)
             ag.box = b
+            if not (self._flags[slot] & (F_FRONT | F_ERROR | F_STOPPED)):
+                ag.since = self.now  # IDLE -> PROCESSING
         if payload is not None:
             ref = <PyObject*>payload
             Py_INCREF(payload)
         try:
-            lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref)
+            lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref, request)
         except MemoryError:
             Py_XDECREF(ref)
             if self._pool.boxes[b].count == 0:
                 box_free(&self._pool, b)
                 ag.box = -1
             raise
-        if not (self._flags[slot] & F_QUEUED):
+        if not (self._flags[slot] & (F_QUEUED | F_HOLD)):
             self._flags[slot] |= F_QUEUED
-            self._ready_push(slot)
+            self._ready[(self._rhead + self._rlen) % self._slot_cap] = slot
+            self._rlen += 1
+            if self._rlen == 1 and self.on_wake is not None:
+                self.on_wake()
         return 0
 
-    cdef int _drop_for(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
+    cdef int _drop_for(self, int32_t slot, int32_t ev, object payload, int lane,
+                       int32_t request) except -1:
         """Make room in a full DROP_OLDEST mailbox; return 1 if the newcomer is dropped."""
         cdef Agent* ag = &self._ag[slot]
         cdef Box* box = &self._pool.boxes[ag.box]
-        cdef MachTab* mt = &self._mt[ag.mach]
         cdef int victim = -1
         cdef int lo
         cdef Msg m
@@ -463,19 +568,23 @@ cdef class Dispatcher:
                 break
         self._dropped[slot] += 1
         if victim < 0:
-            self._dead_letter(self._ids[slot], mt, ev, payload, lane, _DROPPED, None, None)
+            self._drop(slot, ev, payload, lane, request)
             return 1
         m = lane_pop(box, &self._chunks, victim)
         if box.count == 0:
             box_free(&self._pool, ag.box)
             ag.box = -1
-        old_payload = take(m.payload)
-        self._dead_letter(self._ids[slot], mt, m.event, old_payload, victim, _DROPPED, None, None)
+        self._drop(slot, m.event, take(m.payload), victim, m.request)
         return 0
 
-    cdef inline void _ready_push(self, int32_t slot) noexcept:
-        self._ready[(self._rhead + self._rlen) % self._slot_cap] = slot
-        self._rlen += 1
+    cdef int _drop(self, int32_t slot, int32_t ev, object payload, int lane,
+                   int32_t request) except -1:
+        agent_id = self._ids[slot]
+        self._dead_letter(agent_id, &self._mt[self._ag[slot].mach], ev, payload, lane, _DROPPED,
+                          None, None)
+        if request:
+            self._answer(request, False, MailboxFullError(agent_id, self._ag[slot].cap))
+        return 0
 
     # -- running -------------------------------------------------------------------------
 
@@ -488,6 +597,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t done = 0
         cdef Py_ssize_t budget
         cdef int32_t slot
+        cdef uint16_t f
         if self._running:
             raise RuntimeBusyError("run() called from inside a run (from a handler?)")
         self._running = True
@@ -496,19 +606,27 @@ cdef class Dispatcher:
                 slot = self._ready[self._rhead]
                 self._rhead = (self._rhead + 1) % self._slot_cap
                 self._rlen -= 1
-                if self._flags[slot] & F_DEAD:
+                f = self._flags[slot]
+                if f & F_DEAD:
                     self._release(slot)
+                    continue
+                if f & F_HOLD:
+                    self._flags[slot] = f & ~F_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
                 try:
                     done += self._turn(slot, budget)
                 finally:
-                    if self._flags[slot] & F_DEAD:
+                    f = self._flags[slot]
+                    if f & F_DEAD:
                         self._release(slot)
-                    elif self._ag[slot].box >= 0:
-                        self._ready_push(slot)
+                    elif (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & F_HOLD):
+                        self._ready[(self._rhead + self._rlen) % self._slot_cap] = slot
+                        self._rlen += 1
                     else:
-                        self._flags[slot] &= ~F_QUEUED
+                        self._flags[slot] = f & ~F_QUEUED
+                        if self._ag[slot].box < 0 and not (f & (F_FRONT | F_ERROR | F_STOPPED)):
+                            self._ag[slot].since = self.now  # PROCESSING -> IDLE
                 if self._olen >= self._out_limit:
                     self._flush()
         finally:
@@ -522,72 +640,88 @@ cdef class Dispatcher:
         cdef int lane
         cdef Box* box
         cdef Msg m
+        cdef Agent* ag
+        cdef uint16_t f
         while k < budget:
-            b = self._ag[slot].box
-            if b < 0:
-                break
-            box = &self._pool.boxes[b]
-            lane = top_lane(box)
-            m = lane_pop(box, &self._chunks, lane)
-            if box.count == 0:
-                box_free(&self._pool, b)
-                self._ag[slot].box = -1
-            k += 1
-            if m.payload == NULL and self._mt[self._ag[slot].mach].handler[
-                    self._ag[slot].state * self._mt[self._ag[slot].mach].n_events + m.event] < 0:
-                self._step_table(slot, m.event, lane)  # the common case: no Python at all
+            f = self._flags[slot]
+            if f & F_FRONT:
+                k += 1
+                self._step_front(slot)
             else:
-                self._step(slot, m.event, take(m.payload), lane)
-            if self._flags[slot] & F_DEAD:
+                ag = &self._ag[slot]
+                b = ag.box
+                if b < 0:
+                    break
+                box = &self._pool.boxes[b]
+                lane = top_lane(box)
+                m = lane_pop(box, &self._chunks, lane)
+                if box.count == 0:
+                    box_free(&self._pool, b)
+                    ag.box = -1
+                k += 1
+                if (m.payload == NULL and m.request == 0 and self._on_record is None
+                        and not (f & F_POSTPONED)
+                        and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
+                                                      + m.event] < 0):
+                    self._step_table(slot, m.event, lane)  # the common case: no Python at all
+                else:
+                    self._step(slot, m.event, take(m.payload), lane, m.request)
+            if self._flags[slot] & (F_DEAD | F_HOLD):
                 break
         return k
 
+    cdef int _step_front(self, int32_t slot) except -1:
+        """Step the first message of the front queue."""
+        front = self._front[slot]
+        ev, payload, lane, request = front.popleft()
+        if not front:
+            del self._front[slot]
+            self._flags[slot] &= ~F_FRONT
+        return self._step(slot, ev, payload, lane, request)
+
     cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane) except -1:
-        """A step with no handler and no payload: table lookups and counters only."""
+        """A table step with no payload, request, postponed mail or recording."""
         cdef Agent* ag = &self._ag[slot]
         cdef MachTab* mt = &self._mt[ag.mach]
         cdef int32_t cell = ag.state * mt.n_events + ev
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code
         if nxt < 0:
-            return self._step(slot, ev, None, lane)
-        ag.state = nxt
+            return self._step(slot, ev, None, lane, 0)
+        if nxt != ag.state:
+            ag.state = nxt
+            ag.epoch += 1
         code = mt.out[cell]
         if code >= 0 and self._has_sink:
             self._out_push(slot, code)
         ag.processed += 1
-        self._flags[slot] &= ~F_ERROR
+        if self._flags[slot] & F_ERROR:
+            self._flags[slot] &= ~F_ERROR
+            ag.since = self.now
         return 0
 
-    cdef int _step(self, int32_t slot, int32_t ev, object payload, int lane) except -1:
-        cdef Agent* ag = &self._ag[slot]
-        cdef MachTab* mt = &self._mt[ag.mach]
-        cdef int32_t s = ag.state
+    cdef int _step(self, int32_t slot, int32_t ev, object payload, int lane,
+                   int32_t request) except -1:
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        cdef int32_t s = self._ag[slot].state
         cdef int32_t cell = s * mt.n_events + ev
         cdef int32_t h = mt.handler[cell]
-        cdef int32_t nxt
-        cdef int32_t code
+        cdef int32_t nxt = mt.next[cell]
+        cdef int32_t code = mt.out[cell]
+        agent_id = self._ids[slot]
         if h >= 0:
-            return self._step_handler(slot, ev, payload, lane, cell, h)
-        nxt = mt.next[cell]
+            return self._step_handler(slot, agent_id, ev, payload, lane, request, cell, h)
         if nxt < 0:
             if mt.ignore:
-                ag.processed += 1
-                self._flags[slot] &= ~F_ERROR
-                return 0
+                return self._commit(slot, agent_id, s, s, ev, payload, lane, request, -1,
+                                    None, None)
             err = InvalidTransitionError((<object>mt.machine).name,
                                          (<tuple>mt.states)[s], (<tuple>mt.events)[ev])
-            return self._fail(slot, self._ids[slot], s, ev, payload, lane, _INVALID, err)
-        ag.state = nxt
-        code = mt.out[cell]
-        if code >= 0 and self._has_sink:
-            self._out_push(slot, code)
-        ag.processed += 1
-        self._flags[slot] &= ~F_ERROR
-        return 0
+            return self._fail(slot, agent_id, s, ev, payload, lane, request, _INVALID, err)
+        return self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, None, None)
 
-    cdef int _step_handler(self, int32_t slot, int32_t ev, object payload, int lane,
-                           int32_t cell, int32_t h) except -1:
+    cdef int _step_handler(self, int32_t slot, object agent_id, int32_t ev, object payload,
+                           int lane, int32_t request, int32_t cell, int32_t h) except -1:
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef int32_t s = self._ag[slot].state
         cdef int32_t nxt = mt.next[cell]
@@ -596,7 +730,7 @@ cdef class Dispatcher:
         cdef AgentContext ctx = AgentContext.__new__(AgentContext)
         cdef Event event = Event.__new__(Event)
         cdef tuple extras = None
-        agent_id = self._ids[slot]
+        prepared = None
         ctx._d = self
         ctx._slot = slot
         ctx._gen = gen
@@ -606,6 +740,8 @@ cdef class Dispatcher:
         try:
             result = (<list>mt.handlers)[h](ctx, event)
             if self._ag[slot].gen != gen:  # the handler terminated its own agent
+                if request:
+                    self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return 0
             if nxt < 0:
                 nxt = s
@@ -616,13 +752,40 @@ cdef class Dispatcher:
                     nxt = (<object>mt.machine).state_code((<object>result).state)
                 if (<object>result).outputs is not None:
                     extras = tuple((<object>result).outputs)
+                if (<object>result).actions:
+                    prepared = prepare(<object>mt.machine, (<object>result).actions)
+                    if prepared.runtime and self.on_actions is None:
+                        raise TypeError("timer and work actions need a Runtime")
         except Exception as exc:
             err = HandlerError(agent_id, (<tuple>mt.states)[s], event.name, exc)
-            return self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, err)
+            return self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, err)
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
-            self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, exc)
+            self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, exc)
             raise
-        self._ag[slot].state = nxt
+        return self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras,
+                            prepared)
+
+    cdef int _commit(self, int32_t slot, object agent_id, int32_t s, int32_t nxt, int32_t ev,
+                     object payload, int lane, int32_t request, int32_t code, tuple extras,
+                     object prepared) except -1:
+        """Apply a successful step: state, mailbox actions, outputs, counters, then the
+        answer to a request, records, sends and runtime actions (which may re-enter)."""
+        cdef Agent* ag = &self._ag[slot]
+        cdef bint postpone = prepared is not None and prepared.postpone
+        cdef list postponed
+        if postpone:
+            postponed = self._postponed.get(slot)
+            if postponed is None:
+                postponed = self._postponed[slot] = []
+                self._flags[slot] |= F_POSTPONED
+            postponed.append((ev, payload, lane, request))
+        ag.state = nxt
+        if nxt != s:
+            ag.epoch += 1
+        if ((prepared is not None and prepared.front)
+                or (nxt != s and self._flags[slot] & F_POSTPONED)):
+            self._replay(slot, None if prepared is None else prepared.front, nxt != s)
+            ag = &self._ag[slot]
         if self._has_sink:
             if extras is None:
                 if code >= 0:
@@ -631,8 +794,61 @@ cdef class Dispatcher:
                 for value in extras:
                     self._extras.append(value)
                     self._out_push(slot, -<int32_t>len(self._extras))
-        self._ag[slot].processed += 1
-        self._flags[slot] &= ~F_ERROR
+        ag.processed += 1
+        if self._flags[slot] & F_ERROR:
+            self._flags[slot] &= ~F_ERROR
+            ag.since = self.now
+        if request == 0 and self._on_record is None and prepared is None:
+            return 0
+        outputs = extras if extras is not None else (() if code < 0 else (self._values[code],))
+        if request and not postpone:
+            if prepared is not None and prepared.reply is not None:
+                self._answer(request, prepared.reply[0], prepared.reply[1])
+            else:
+                self._answer(request, True, outputs)
+        if self._on_record is not None:
+            states = <tuple>self._mt[self._ag[slot].mach].states
+            self._on_record(agent_id, states[s],
+                            (<tuple>self._mt[self._ag[slot].mach].events)[ev], states[nxt],
+                            outputs)
+        if prepared is not None:  # a Reply with no request to answer goes nowhere
+            for send in prepared.sends:
+                self._deliver(send)
+            if prepared.runtime and self._ids[slot] is agent_id:
+                self.on_actions(agent_id, slot, self._ag[slot].gen, prepared.runtime)
+        return 0
+
+    cdef int _replay(self, int32_t slot, list inserted, bint replay) except -1:
+        """Front queue := inserted NextEvents, then postponed events (if ``replay``), then
+        what was already in front."""
+        cdef list items = [] if inserted is None else [(e, p, l, 0) for e, p, l in inserted]
+        if replay and self._flags[slot] & F_POSTPONED:
+            items += self._postponed.pop(slot)
+            self._flags[slot] &= ~F_POSTPONED
+        if not items:
+            return 0
+        if self._flags[slot] & F_FRONT:
+            (<object>self._front[slot]).extendleft(reversed(items))
+        else:
+            if self._ag[slot].box < 0 and not (self._flags[slot] & (F_ERROR | F_STOPPED)):
+                self._ag[slot].since = self.now
+            self._front[slot] = deque(items)
+            self._flags[slot] |= F_FRONT
+        return 0
+
+    cdef int _deliver(self, object send) except -1:
+        """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
+        try:
+            self.send_nowait(send.agent_id, send.event, send.payload, send.priority)
+        except EngineError as exc:
+            self.dead_letters.append(DeadLetter(send.agent_id, str(send.event), send.payload,
+                                                send.priority, _UNDELIVERABLE, exc))
+            self.dead_letter_count += 1
+        return 0
+
+    cdef int _answer(self, int32_t request, bint ok, object value) except -1:
+        if self.on_request is not None:
+            self.on_request(request, ok, value)
         return 0
 
     cdef inline int _out_push(self, int32_t slot, int32_t code) except -1:
@@ -648,14 +864,23 @@ cdef class Dispatcher:
         return 0
 
     cdef int _fail(self, int32_t slot, object agent_id, int32_t state, int32_t ev,
-                   object payload, int lane, object reason, object error) except -1:
-        """Record a failed message: count it, flag ERROR (if still alive), dead-letter it."""
+                   object payload, int lane, int32_t request, object reason,
+                   object error) except -1:
+        """Record a failed message: count it, flag ERROR (if still alive), dead-letter it,
+        fail its request, and tell supervision."""
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        cdef bint alive = self._ids[slot] is agent_id
         self._ag[slot].failed += 1
-        if self._ids[slot] is agent_id:
+        if alive and not (self._flags[slot] & F_ERROR):
             self._flags[slot] |= F_ERROR
-        return self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
-                                 (<tuple>mt.states)[state])
+            self._ag[slot].since = self.now
+        self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
+                          (<tuple>mt.states)[state])
+        if request:
+            self._answer(request, False, error)
+        if alive and self.on_failure is not None:
+            self.on_failure(agent_id, slot, error)
+        return 0
 
     cdef int _dead_letter(self, object agent_id, MachTab* mt, int32_t ev, object payload,
                           int lane, object reason, object error, object state) except -1:
@@ -690,9 +915,16 @@ cdef class Dispatcher:
         """Agents on the ready queue (with mail and not yet drained)."""
         cdef Py_ssize_t i, n = 0
         for i in range(self._rlen):
-            if not (self._flags[self._ready[(self._rhead + i) % self._slot_cap]] & F_DEAD):
+            if not (self._flags[self._ready[(self._rhead + i) % self._slot_cap]]
+                    & (F_DEAD | F_HOLD)):
                 n += 1
         return n
+
+    @property
+    def has_ready(self):
+        """True if the ready queue is not empty (it may hold only agents that will turn out
+        paused or terminated: ``run()`` then discards them). O(1), unlike ``ready``."""
+        return self._rlen > 0
 
     @property
     def running(self):
@@ -736,9 +968,23 @@ cdef class Dispatcher:
         return self._status(self._slot_of(agent_id))
 
     cdef object _status(self, int32_t slot):
-        if self._flags[slot] & F_ERROR:
+        cdef uint16_t f = self._flags[slot]
+        if f & F_STOPPED:
+            return _STATUS_STOPPED
+        if f & F_ERROR:
             return _STATUS_ERROR
-        return _STATUS_PROCESSING if self._ag[slot].box >= 0 else _STATUS_IDLE
+        return _STATUS_PROCESSING if self._ag[slot].box >= 0 or f & F_FRONT else _STATUS_IDLE
+
+    def status_since(self, agent_id):
+        """The ``now`` reading when the agent's status last changed."""
+        return self._ag[self._slot_of(agent_id)].since
+
+    def timer_guard(self, int32_t slot):
+        """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
+        if slot < 0 or slot >= self._n_slots:
+            raise InvalidArgumentError(f"no slot {slot}")
+        return (self._ag[slot].gen, self._ag[slot].epoch,
+                self._ag[slot].processed + self._ag[slot].failed)
 
     def machine(self, agent_id):
         """The machine of ``agent_id``."""
@@ -749,19 +995,30 @@ cdef class Dispatcher:
         return self._data[self._slot_of(agent_id)]
 
     def depth(self, agent_id):
-        """Messages queued for ``agent_id``."""
-        cdef int32_t b = self._ag[self._slot_of(agent_id)].box
-        return self._pool.boxes[b].count if b >= 0 else 0
+        """Messages queued for ``agent_id`` (front queue and lanes; not postponed ones)."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        cdef int32_t b = self._ag[slot].box
+        n = len(self._front[slot]) if self._flags[slot] & F_FRONT else 0
+        return n + (self._pool.boxes[b].count if b >= 0 else 0)
 
     def queued(self, agent_id):
         """Queued messages of ``agent_id`` as ``(priority, event, payload)``, in process order."""
         cdef int32_t slot = self._slot_of(agent_id)
         cdef int32_t b = self._ag[slot].box
         cdef int lane
+        cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
         cdef list out = []
+        if self._flags[slot] & F_FRONT:
+            out += [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._front[slot]]
         if b >= 0:
             for lane in range(3, -1, -1):
                 if self._pool.boxes[b].head[lane] >= 0:
-                    lane_items(&self._pool.boxes[b], &self._chunks, lane, out,
-                               <tuple>self._mt[self._ag[slot].mach].events, _PRIORITIES[lane])
+                    lane_items(&self._pool.boxes[b], &self._chunks, lane, out, events,
+                               _PRIORITIES[lane])
         return out
+
+    def postponed(self, agent_id):
+        """Postponed messages of ``agent_id``, oldest first."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
+        return [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._postponed.get(slot, ())]

@@ -81,7 +81,9 @@ cdef class AgentRef:
         """Queue ``event`` for this agent (see ``Runtime.send_nowait``)."""
         cdef Dispatcher d = self._d
         cdef int32_t slot = d._check(self._slot, self._gen)
-        d._enqueue(slot, d._event_code(slot, event), payload, _lane(priority))
+        if d._flags[slot] & F_STOPPED:
+            raise AgentStoppedError(d._ids[slot], "is stopped")
+        d._enqueue(slot, d._event_code(slot, event), payload, _lane(priority), 0)
 
     @property
     def id(self):

@@ -63,7 +63,7 @@ cdef inline void box_free(BoxPool* p, int32_t b) noexcept nogil:
 
 
 cdef inline int lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
-                          PyObject* payload) except -1:
+                          PyObject* payload, int32_t request) except -1:
     """Append a message (taking over the payload reference) to a lane."""
     cdef int32_t c = box.tail[lane]
     cdef int32_t n
@@ -80,6 +80,7 @@ cdef inline int lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
     m = &pool.chunks[c].m[box.tpos[lane]]
     m.event = event
     m.payload = payload
+    m.request = request
     box.tpos[lane] += 1
     box.count += 1
     return 0

@@ -5,10 +5,24 @@
 # _machine.py   sans-IO Mealy core: Machine definitions compiled to int32 tables
 # _hotpath.py   selects the dispatcher: engine._native (Cython, from _native/) or the twin
 # _hotpath_py.py  pure-Python twin of the compiled dispatcher
-# _runtime.py   synchronous Runtime: agent registry, sending, running, statistics
+# _runtime.py   Runtime: agent registry, sending, running, timers, supervision, statistics
+# _trio_host.py open_runtime: the dispatch task under trio, async sends, requests, streams
+# _actions.py   actions a handler returns (Postpone, NextEvent, timers, Reply, Send, Work)
+# _timers.py    one heap for every timer, with lazy cancellation
+# _ring.py      retention rings for transition records and dead letters
+# _supervision.py  resume / restart with backoff / stop
 # _types.py     public value types (priorities, statuses, steps, dead letters, batches)
 # _exceptions.py  the EngineError tree
 
+from ._actions import CancelTimer as CancelTimer
+from ._actions import EventTimeout as EventTimeout
+from ._actions import NextEvent as NextEvent
+from ._actions import Postpone as Postpone
+from ._actions import Reply as Reply
+from ._actions import Send as Send
+from ._actions import StateTimeout as StateTimeout
+from ._actions import Timer as Timer
+from ._actions import Work as Work
 from ._exceptions import AgentExistsError as AgentExistsError
 from ._exceptions import AgentNotFoundError as AgentNotFoundError
 from ._exceptions import AgentStoppedError as AgentStoppedError
@@ -19,6 +33,7 @@ from ._exceptions import InvalidTransitionError as InvalidTransitionError
 from ._exceptions import MachineDefinitionError as MachineDefinitionError
 from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import RuntimeBusyError as RuntimeBusyError
+from ._exceptions import RuntimeNotRunningError as RuntimeNotRunningError
 from ._exceptions import UnknownEventError as UnknownEventError
 from ._exceptions import UnknownStateError as UnknownStateError
 from ._hotpath import USE_EXTENSIONS as USE_EXTENSIONS
@@ -26,9 +41,15 @@ from ._hotpath import AgentContext as AgentContext
 from ._hotpath import AgentRef as AgentRef
 from ._hotpath import Event as Event
 from ._machine import Machine as Machine
+from ._ring import Gap as Gap
+from ._ring import Transition as Transition
 from ._runtime import AgentStatistics as AgentStatistics
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
+from ._supervision import Supervision as Supervision
+from ._trio_host import RuntimePortal as RuntimePortal
+from ._trio_host import Subscription as Subscription
+from ._trio_host import open_runtime as open_runtime
 from ._types import AgentStatus as AgentStatus
 from ._types import DeadLetter as DeadLetter
 from ._types import DeadLetterReason as DeadLetterReason

@@ -121,5 +121,10 @@ class InvalidArgumentError(EngineError, ValueError):
     outside 0..3, a negative capacity, arrays of different lengths."""
 
 
+class RuntimeNotRunningError(EngineError):
+    """Raised when an operation needs the runtime to run under ``open_runtime`` (async
+    sends, requests, subscriptions, ``Work`` actions, interrupts, portals) and it does not."""
+
+
 class RuntimeBusyError(EngineError):
     """Raised when an operation that needs a quiescent dispatcher is called from inside a run."""

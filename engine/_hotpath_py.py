@@ -2,12 +2,19 @@
 
 Theory of operation: agents live in *slots* (dense integers reused after termination, with a
 generation counter so a stale ``AgentRef`` is detected). Each slot has a state, a machine, and
-a mailbox of four FIFO lanes that exists only while it holds mail. A slot with mail is on the
-*ready queue* exactly once. ``run()`` pops a ready slot, processes up to ``budget`` messages
-from it (always the head of its highest non-empty lane), and puts it back at the end of the
-queue if it still has mail. Outputs are buffered and handed to the sink in one batch per run
-(or sooner when the buffer fills), between agent turns. Every message that is not processed
-normally becomes a ``DeadLetter``.
+a mailbox of four FIFO lanes that exists only while it holds mail, plus two rarely used
+queues: the *front* queue (``NextEvent`` actions and postponed events being replayed, served
+before any lane) and the *postponed* list. A slot with mail is on the *ready queue* exactly
+once (unless paused or stopped). ``run()`` pops a ready slot, processes up to ``budget``
+messages from it (front first, then the head of its highest non-empty lane), and puts it back
+at the end of the queue if it still has mail. Outputs are buffered and handed to the sink in
+one batch per run (or sooner when the buffer fills), between agent turns. Every message that
+is not processed normally becomes a ``DeadLetter``.
+
+The runtime plugs in through hooks that cost nothing while unset: ``on_wake`` (the ready
+queue became non-empty), ``on_request`` (a request message was answered or failed),
+``on_actions`` (timers and work to schedule), ``on_failure`` (supervision) and ``on_record``
+(a transition, for subscribers). ``now`` is the clock reading stamped on status changes.
 
 The compiled module must behave identically: the same tests run against both.
 """
@@ -20,11 +27,13 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import numpy as np
 
+from ._actions import Prepared, Send, prepare
 from ._batch import batch_arrays
 from ._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentStoppedError,
+    EngineError,
     HandlerError,
     InvalidArgumentError,
     InvalidTransitionError,
@@ -53,10 +62,16 @@ _QUEUED: Final = 2
 _DEAD: Final = 4  # terminated while on the ready queue; released when popped
 _ERROR: Final = 8
 _DROP_OLDEST: Final = 16
+_REJECT: Final = 32
+_PAUSED: Final = 64
+_STOPPED: Final = 128
 _PRIORITIES: Final = tuple(Priority)
 _HANDLER_FAILED: Final = DeadLetterReason.HANDLER_FAILED
 _INVALID: Final = DeadLetterReason.INVALID_TRANSITION
 _DROPPED: Final = DeadLetterReason.DROPPED
+
+Entry = tuple[int, Any, int, int]
+"""A queued message: (event code, payload, lane, request id or 0)."""
 
 
 @final
@@ -66,6 +81,8 @@ class Event:
     __slots__ = ("_lane", "name", "payload")
 
     def __init__(self, name: str, payload: Any = None, priority: int = Priority.NORMAL) -> None:
+        if not isinstance(priority, int) or not 0 <= priority <= 3:
+            raise InvalidArgumentError(f"priority must be 0..3, got {priority!r}")
         self.name = name
         self.payload = payload
         self._lane = int(priority)
@@ -98,9 +115,7 @@ class AgentContext:
     @property
     def state(self) -> str:
         """The agent's state (during a handler: the state the event arrived in)."""
-        d = self._d
-        slot = d._check(self._slot, self._gen)
-        return d._machines[d._mach[slot]].states[d._state[slot]]
+        return self._d._state_name(self._d._check(self._slot, self._gen))
 
     @property
     def data(self) -> Any:
@@ -134,8 +149,8 @@ class AgentRef:
     ) -> None:
         """Queue ``event`` for this agent (see ``Runtime.send_nowait``)."""
         d = self._d
-        slot = d._check(self._slot, self._gen)
-        d._enqueue(slot, d._event_code(slot, event), payload, d._lane(priority))
+        slot = d._sendable(d._check(self._slot, self._gen))
+        d._enqueue(slot, d._event_code(slot, event), payload, d._lane(priority), 0)
 
     @property
     def id(self) -> Any:
@@ -225,6 +240,13 @@ class Dispatcher:
         self.dead_letter_count = 0
         self.retired = [0, 0, 0]
         """Processed, failed and dropped counts of terminated agents."""
+        self.now = 0.0
+        """Clock reading stamped on status changes (the runtime keeps it current)."""
+        self.on_wake: Callable[[], object] | None = None
+        self.on_request: Callable[[int, bool, Any], object] | None = None
+        self.on_actions: Callable[[Any, int, int, list[tuple[Any, int]]], object] | None = None
+        self.on_failure: Callable[[Any, int, BaseException], object] | None = None
+        self.on_record: Callable[[Any, str, str, str, tuple[Any, ...]], object] | None = None
         self._budget = budget
         self._out_limit = output_buffer
         self._running = False
@@ -242,10 +264,14 @@ class Dispatcher:
         self._mach: list[int] = []
         self._flags: list[int] = []
         self._gen: list[int] = []
+        self._epoch: list[int] = []
+        self._since: list[float] = []
         self._cap: list[int] = []
-        self._box: list[list[deque[tuple[int, Any]]] | None] = []
+        self._box: list[list[deque[tuple[int, Any, int]]] | None] = []
         self._count: list[int] = []
         self._free: list[int] = []
+        self._front: dict[int, deque[Entry]] = {}
+        self._postponed: dict[int, list[Entry]] = {}
         self._processed = np.zeros(0, dtype=np.int64)
         self._failed = np.zeros(0, dtype=np.int64)
         self._dropped = np.zeros(0, dtype=np.int64)
@@ -299,7 +325,7 @@ class Dispatcher:
         """Create an agent in ``state`` (default: the machine's initial state)."""
         m = self.register(machine)
         s = machine.state_code(machine.initial if state is None else state)
-        if not isinstance(capacity, int) or capacity < 0:
+        if not isinstance(capacity, int) or not 0 <= capacity <= 0x7FFFFFFF:
             raise InvalidArgumentError(
                 f"capacity must be an int >= 0 (0 = unbounded): {capacity!r}"
             )
@@ -313,46 +339,54 @@ class Dispatcher:
             raise InvalidArgumentError(f"agent id {agent_id!r} is not hashable") from None
         if agent_id in self._index:
             raise AgentExistsError(agent_id)
-        flags = _LIVE | (_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else 0)
+        flags = _LIVE
+        if capacity:
+            flags |= _DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else _REJECT
         if self._free:
             slot = self._free.pop()
             self._ids[slot] = agent_id
             self._data[slot] = data
-            self._state[slot] = s
-            self._mach[slot] = m
-            self._flags[slot] = flags
-            self._cap[slot] = capacity
-            self._box[slot] = None
-            self._count[slot] = 0
         else:
             slot = len(self._ids)
             self._ids.append(agent_id)
             self._data.append(data)
-            self._state.append(s)
-            self._mach.append(m)
-            self._flags.append(flags)
-            self._gen.append(0)
-            self._cap.append(capacity)
+            for ints in (
+                self._state,
+                self._mach,
+                self._flags,
+                self._gen,
+                self._epoch,
+                self._cap,
+                self._count,
+            ):
+                ints.append(0)
+            self._since.append(0.0)
             self._box.append(None)
-            self._count.append(0)
             if slot >= len(self._processed):
                 n = max(64, 2 * len(self._processed))
                 self._processed = _grow(self._processed, n)
                 self._failed = _grow(self._failed, n)
                 self._dropped = _grow(self._dropped, n)
+        self._state[slot] = s
+        self._mach[slot] = m
+        self._flags[slot] = flags
+        self._epoch[slot] = 0
+        self._since[slot] = self.now
+        self._cap[slot] = capacity
+        self._box[slot] = None
+        self._count[slot] = 0
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
         self._index[agent_id] = slot
         return AgentRef(self, slot, self._gen[slot])
 
     def terminate(self, agent_id: Any) -> int:
-        """Remove an agent; its queued mail becomes TERMINATED dead letters (returns how many)."""
+        """Remove an agent; its queued and postponed mail becomes TERMINATED dead letters.
+
+        Returns:
+            How many messages were dead-lettered.
+        """
         slot = self._slot_of(agent_id)
-        machine = self._machines[self._mach[slot]]
-        n = 0
-        while self._count[slot]:
-            lane, ev, payload = self._dequeue(slot)
-            self._dead_letter(agent_id, machine, ev, payload, lane, DeadLetterReason.TERMINATED)
-            n += 1
+        n = self._evict(slot, DeadLetterReason.TERMINATED)
         del self._index[agent_id]
         self.retired[0] += int(self._processed[slot])
         self.retired[1] += int(self._failed[slot])
@@ -366,6 +400,21 @@ class Dispatcher:
         else:
             self._release(slot)
         return n
+
+    def _evict(self, slot: int, reason: DeadLetterReason) -> int:
+        """Dead-letter everything queued or postponed for ``slot``, in processing order."""
+        agent_id = self._ids[slot]
+        machine = self._machines[self._mach[slot]]
+        evicted = list(self._front.pop(slot, ()))
+        while self._count[slot]:
+            evicted.append(self._dequeue(slot))
+        evicted += self._postponed.pop(slot, [])
+        error = AgentStoppedError(agent_id, "was " + reason.value)
+        for ev, payload, lane, request in evicted:
+            self._dead_letter(agent_id, machine, ev, payload, lane, reason)
+            if request:
+                self._answer(request, False, error)
+        return len(evicted)
 
     def _release(self, slot: int) -> None:
         self._flags[slot] = 0
@@ -393,14 +442,74 @@ class Dispatcher:
         """Return the slots of ``agent_ids`` as an int32 array (for ``send_many_slots``)."""
         return np.array([self._slot_of(a) for a in agent_ids], dtype=np.int32)
 
+    # -- lifecycle controls (used by the runtime: pause/resume, supervision) -------------
+
+    def pause(self, agent_id: Any) -> None:
+        """Stop stepping an agent; it keeps receiving mail."""
+        self._flags[self._slot_of(agent_id)] |= _PAUSED
+
+    def resume(self, agent_id: Any) -> None:
+        """Step a paused agent again."""
+        slot = self._slot_of(agent_id)
+        self._flags[slot] &= ~_PAUSED
+        self._wake(slot)
+
+    def paused(self, agent_id: Any) -> bool:
+        """True while the agent is paused."""
+        return bool(self._flags[self._slot_of(agent_id)] & _PAUSED)
+
+    def stop(self, agent_id: Any) -> int:
+        """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
+        (sends raise ``AgentStoppedError``); it stays registered until terminated."""
+        slot = self._slot_of(agent_id)
+        n = self._evict(slot, DeadLetterReason.STOPPED)
+        self._flags[slot] = (self._flags[slot] | _STOPPED) & ~_ERROR
+        self._since[slot] = self.now
+        return n
+
+    def restart(self, agent_id: Any, state: str | None = None) -> None:
+        """Put an agent back in ``state`` (default: initial), clearing ERROR; its mail stays
+        and its postponed events are replayed first."""
+        slot = self._slot_of(agent_id)
+        if self._flags[slot] & _STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
+        machine = self._machines[self._mach[slot]]
+        self._state[slot] = machine.state_code(machine.initial if state is None else state)
+        self._epoch[slot] += 1
+        self._flags[slot] &= ~_ERROR
+        self._since[slot] = self.now
+        self._replay(slot, [])
+        self._wake(slot)
+
+    def _wake(self, slot: int) -> None:
+        """Put ``slot`` on the ready queue if it has mail and may run."""
+        flags = self._flags[slot]
+        if (self._count[slot] or slot in self._front) and not flags & (
+            _QUEUED | _PAUSED | _STOPPED
+        ):
+            self._flags[slot] |= _QUEUED
+            if not self._ready and self.on_wake is not None:
+                self._ready.append(slot)
+                self.on_wake()
+            else:
+                self._ready.append(slot)
+
     # -- sending -------------------------------------------------------------------------
 
     def send_nowait(
-        self, agent_id: Any, event: str | int, payload: Any = None, priority: int = 1
+        self,
+        agent_id: Any,
+        event: str | int,
+        payload: Any = None,
+        priority: int = 1,
+        request: int = 0,
     ) -> None:
-        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``."""
-        slot = self._slot_of(agent_id)
-        self._enqueue(slot, self._event_code(slot, event), payload, self._lane(priority))
+        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``.
+
+        ``request`` (non-zero) tags the message so ``on_request`` reports its answer.
+        """
+        slot = self._sendable(self._slot_of(agent_id))
+        self._enqueue(slot, self._event_code(slot, event), payload, self._lane(priority), request)
 
     def send_many_slots(
         self,
@@ -420,18 +529,19 @@ class Dispatcher:
             slot, e, p = int(sl[i]), int(ev[i]), int(pr[i])
             if not 0 <= slot < nslots or self._flags[slot] & (_LIVE | _DEAD) != _LIVE:
                 raise AgentNotFoundError(f"<slot {slot}>")
+            self._sendable(slot)
             if not 0 <= e < len(self._machines[self._mach[slot]].events):
                 raise UnknownEventError(self._machines[self._mach[slot]].name, e)
             if not 0 <= p <= 3:
-                raise InvalidArgumentError(p)
-            if self._cap[slot] and not self._flags[slot] & _DROP_OLDEST:
+                raise InvalidArgumentError(f"priority must be 0..3, got {p}")
+            if self._flags[slot] & _REJECT:
                 bounded[slot] = bounded.get(slot, 0) + 1
         for slot, k in bounded.items():
             if self._count[slot] + k > self._cap[slot]:
                 raise MailboxFullError(self._ids[slot], self._cap[slot])
         for i in range(n):
             self._enqueue(
-                int(sl[i]), int(ev[i]), None if payloads is None else payloads[i], int(pr[i])
+                int(sl[i]), int(ev[i]), None if payloads is None else payloads[i], int(pr[i]), 0
             )
 
     def _slot_of(self, agent_id: Any) -> int:
@@ -443,6 +553,11 @@ class Dispatcher:
     def _check(self, slot: int, gen: int) -> int:
         if self._gen[slot] != gen or not self._flags[slot] & _LIVE:
             raise AgentStoppedError("(stale reference)", "was terminated")
+        return slot
+
+    def _sendable(self, slot: int) -> int:
+        if self._flags[slot] & _STOPPED:
+            raise AgentStoppedError(self._ids[slot], "is stopped")
         return slot
 
     def _event_code(self, slot: int, event: str | int) -> int:
@@ -459,12 +574,12 @@ class Dispatcher:
     def _lane(priority: int) -> int:
         if isinstance(priority, int) and 0 <= priority <= 3:
             return int(priority)
-        raise InvalidArgumentError(priority)
+        raise InvalidArgumentError(f"priority must be 0..3 (a Priority), got {priority!r}")
 
-    def _enqueue(self, slot: int, ev: int, payload: Any, lane: int) -> None:
+    def _enqueue(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         cap = self._cap[slot]
         if cap and self._count[slot] >= cap:
-            if not self._flags[slot] & _DROP_OLDEST:
+            if self._flags[slot] & _REJECT:
                 raise MailboxFullError(self._ids[slot], cap)
             box = self._box[slot]
             assert box is not None
@@ -472,31 +587,45 @@ class Dispatcher:
             self._dropped[slot] += 1
             machine = self._machines[self._mach[slot]]
             if victim < 0:  # everything queued outranks the newcomer: drop the newcomer
-                self._dead_letter(self._ids[slot], machine, ev, payload, lane, _DROPPED)
+                self._drop(slot, machine, ev, payload, lane, request)
                 return
-            old_ev, old_payload = box[victim].popleft()
+            old_ev, old_payload, old_request = box[victim].popleft()
             self._count[slot] -= 1
-            self._dead_letter(self._ids[slot], machine, old_ev, old_payload, victim, _DROPPED)
+            self._drop(slot, machine, old_ev, old_payload, victim, old_request)
         box = self._box[slot]
         if box is None:
             box = self._box[slot] = [deque(), deque(), deque(), deque()]
-        box[lane].append((ev, payload))
+        box[lane].append((ev, payload, request))
         self._count[slot] += 1
-        if not self._flags[slot] & _QUEUED:
-            self._flags[slot] |= _QUEUED
-            self._ready.append(slot)
+        if self._count[slot] == 1 and slot not in self._front:
+            self._stamp(slot)
+        self._wake(slot)
 
-    def _dequeue(self, slot: int) -> tuple[int, int, Any]:
+    def _drop(
+        self, slot: int, machine: Machine, ev: int, payload: Any, lane: int, request: int
+    ) -> None:
+        agent_id = self._ids[slot]
+        self._dead_letter(agent_id, machine, ev, payload, lane, _DROPPED)
+        if request:
+            self._answer(request, False, MailboxFullError(agent_id, self._cap[slot]))
+
+    def _dequeue(self, slot: int) -> Entry:
+        """Take the next message from the lanes (not the front queue)."""
         box = self._box[slot]
         assert box is not None
         lane = 3
         while not box[lane]:
             lane -= 1
-        ev, payload = box[lane].popleft()
+        ev, payload, request = box[lane].popleft()
         self._count[slot] -= 1
         if not self._count[slot]:
             self._box[slot] = None
-        return lane, ev, payload
+        return ev, payload, lane, request
+
+    def _stamp(self, slot: int) -> None:
+        """Record that the status (not ERROR/STOPPED) changed now."""
+        if not self._flags[slot] & (_ERROR | _STOPPED):
+            self._since[slot] = self.now
 
     # -- running -------------------------------------------------------------------------
 
@@ -513,19 +642,28 @@ class Dispatcher:
         try:
             while self._ready and (limit < 0 or done < limit):
                 slot = self._ready.popleft()
-                if self._flags[slot] & _DEAD:
+                flags = self._flags[slot]
+                if flags & _DEAD:
                     self._release(slot)
+                    continue
+                if flags & (_PAUSED | _STOPPED):
+                    self._flags[slot] &= ~_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
                 try:
                     done += self._turn(slot, budget)
                 finally:
-                    if self._flags[slot] & _DEAD:
+                    flags = self._flags[slot]
+                    if flags & _DEAD:
                         self._release(slot)
-                    elif self._count[slot]:
+                    elif (self._count[slot] or slot in self._front) and not flags & (
+                        _PAUSED | _STOPPED
+                    ):
                         self._ready.append(slot)
                     else:
                         self._flags[slot] &= ~_QUEUED
+                        if not (self._count[slot] or slot in self._front):
+                            self._stamp(slot)
                 if len(self._out_codes) >= self._out_limit:
                     self._flush()
         finally:
@@ -535,50 +673,55 @@ class Dispatcher:
 
     def _turn(self, slot: int, budget: int) -> int:
         k = 0
-        while k < budget and self._count[slot]:
-            lane, ev, payload = self._dequeue(slot)
+        while k < budget:
+            front = self._front.get(slot)
+            if front:
+                entry = front.popleft()
+                if not front:
+                    del self._front[slot]
+            elif self._count[slot]:
+                entry = self._dequeue(slot)
+            else:
+                break
             k += 1
-            self._step(slot, ev, payload, lane)
-            if self._flags[slot] & _DEAD:
+            self._step(slot, *entry)
+            if self._flags[slot] & (_DEAD | _PAUSED | _STOPPED):
                 break
         return k
 
-    def _step(self, slot: int, ev: int, payload: Any, lane: int) -> None:
+    def _step(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         entry = self._entries[self._mach[slot]]
         s = self._state[slot]
         cell = s * entry.n_events + ev
         h = entry.handlers.item(cell)
         nxt = entry.next[cell]
         code = entry.out[cell]
+        agent_id = self._ids[slot]
         if h < 0:
             if nxt < 0:
                 if entry.ignore:
-                    self._processed[slot] += 1
-                    self._flags[slot] &= ~_ERROR
+                    self._commit(slot, agent_id, s, s, ev, payload, lane, request, -1, None, None)
                     return
                 machine = entry.machine
                 err = InvalidTransitionError(machine.name, machine.states[s], machine.events[ev])
-                self._fail(slot, self._ids[slot], s, ev, payload, lane, _INVALID, err)
+                self._fail(slot, agent_id, s, ev, payload, lane, request, _INVALID, err)
                 return
-            self._state[slot] = nxt
-            if code >= 0 and self._sink is not None:
-                self._out_slots.append(slot)
-                self._out_codes.append(code)
-            self._processed[slot] += 1
-            self._flags[slot] &= ~_ERROR
+            self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, None, None)
             return
         machine = entry.machine
         gen = self._gen[slot]
-        agent_id = self._ids[slot]
+        extras: tuple[Any, ...] | None = None
+        prepared: Prepared | None = None
         try:
             result = machine.handlers[h](
                 AgentContext(self, slot, gen), Event(machine.events[ev], payload, lane)
             )
             if self._gen[slot] != gen:  # the handler terminated its own agent
+                if request:
+                    self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return
             if nxt < 0:
                 nxt = s
-            extras: tuple[Any, ...] | None = None
             if result is not None:
                 if type(result) is not Step:
                     raise TypeError(f"handler returned {result!r}; expected Step or None")
@@ -586,14 +729,44 @@ class Dispatcher:
                     nxt = machine.state_code(result.state)
                 if result.outputs is not None:
                     extras = tuple(result.outputs)
+                if result.actions:
+                    prepared = prepare(machine, result.actions)
+                    if prepared.runtime and self.on_actions is None:
+                        raise TypeError("timer and work actions need a Runtime")
         except Exception as exc:
             wrapped = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
-            self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, wrapped)
+            self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, wrapped)
             return
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
-            self._fail(slot, agent_id, s, ev, payload, lane, _HANDLER_FAILED, exc)
+            self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, exc)
             raise
+        self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras, prepared)
+
+    def _commit(
+        self,
+        slot: int,
+        agent_id: Any,
+        s: int,
+        nxt: int,
+        ev: int,
+        payload: Any,
+        lane: int,
+        request: int,
+        code: int,
+        extras: tuple[Any, ...] | None,
+        prepared: Prepared | None,
+    ) -> None:
+        """Apply a successful step: state, mailbox actions, outputs, counters, then the
+        answer to a request, records, sends and runtime actions (which may re-enter)."""
+        postpone = prepared is not None and prepared.postpone
+        if postpone:
+            self._postponed.setdefault(slot, []).append((ev, payload, lane, request))
         self._state[slot] = nxt
+        if nxt != s:
+            self._epoch[slot] += 1
+        if (prepared is not None and prepared.front) or (nxt != s and slot in self._postponed):
+            self._replay(slot, [] if prepared is None else prepared.front, nxt != s)
+        outputs = extras if extras is not None else (() if code < 0 else (self._values[code],))
         if self._sink is not None:
             if extras is None:
                 if code >= 0:
@@ -605,7 +778,62 @@ class Dispatcher:
                     self._out_slots.append(slot)
                     self._out_codes.append(-len(self._extras))
         self._processed[slot] += 1
-        self._flags[slot] &= ~_ERROR
+        if self._flags[slot] & _ERROR:
+            self._flags[slot] &= ~_ERROR
+            self._since[slot] = self.now
+        if request and not postpone:
+            if prepared is not None and prepared.reply is not None:
+                self._answer(request, *prepared.reply)
+            else:
+                self._answer(request, True, outputs)
+        if self.on_record is not None:
+            machine = self._machines[self._mach[slot]]
+            self.on_record(
+                agent_id, machine.states[s], machine.events[ev], machine.states[nxt], outputs
+            )
+        if prepared is not None:  # a Reply with no request to answer goes nowhere
+            for send in prepared.sends:
+                self._deliver(send)
+            if prepared.runtime and self._ids[slot] is agent_id:
+                assert self.on_actions is not None
+                self.on_actions(agent_id, slot, self._gen[slot], prepared.runtime)
+
+    def _replay(self, slot: int, inserted: list[tuple[int, Any, int]], replay: bool = True) -> None:
+        """Front queue := inserted NextEvents, then postponed events (if ``replay``), then
+        what was already in front."""
+        items: list[Entry] = [(e, p, lane, 0) for e, p, lane in inserted]
+        if replay:
+            items += self._postponed.pop(slot, [])
+        if not items:
+            return
+        front = self._front.get(slot)
+        if front is None:
+            if not self._count[slot]:
+                self._stamp(slot)
+            self._front[slot] = deque(items)
+        else:
+            front.extendleft(reversed(items))
+
+    def _deliver(self, send: Send) -> None:
+        """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
+        try:
+            self.send_nowait(send.agent_id, send.event, send.payload, send.priority)
+        except EngineError as exc:
+            self.dead_letters.append(
+                DeadLetter(
+                    send.agent_id,
+                    str(send.event),
+                    send.payload,
+                    send.priority,
+                    DeadLetterReason.UNDELIVERABLE,
+                    exc,
+                )
+            )
+            self.dead_letter_count += 1
+
+    def _answer(self, request: int, ok: bool, value: Any) -> None:
+        if self.on_request is not None:
+            self.on_request(request, ok, value)
 
     def _fail(
         self,
@@ -615,17 +843,25 @@ class Dispatcher:
         ev: int,
         payload: Any,
         lane: int,
+        request: int,
         reason: DeadLetterReason,
         error: BaseException,
     ) -> None:
-        """Record a failed message: count it, flag ERROR (if still alive), dead-letter it."""
+        """Record a failed message: count it, flag ERROR (if still alive), dead-letter it,
+        fail its request, and tell supervision."""
         machine = self._machines[self._mach[slot]]
         self._failed[slot] += 1
-        if self._ids[slot] is agent_id:
+        alive = self._ids[slot] is agent_id
+        if alive and not self._flags[slot] & _ERROR:
             self._flags[slot] |= _ERROR
+            self._since[slot] = self.now
         self._dead_letter(
             agent_id, machine, ev, payload, lane, reason, error, machine.states[state]
         )
+        if request:
+            self._answer(request, False, error)
+        if alive and self.on_failure is not None:
+            self.on_failure(agent_id, slot, error)
 
     def _dead_letter(
         self,
@@ -665,7 +901,13 @@ class Dispatcher:
     @property
     def ready(self) -> int:
         """Agents on the ready queue (with mail and not yet drained)."""
-        return sum(1 for s in self._ready if not self._flags[s] & _DEAD)
+        return sum(1 for s in self._ready if not self._flags[s] & (_DEAD | _PAUSED | _STOPPED))
+
+    @property
+    def has_ready(self) -> bool:
+        """True if the ready queue is not empty (it may hold only agents that will turn out
+        paused or terminated: ``run()`` then discards them). O(1), unlike ``ready``."""
+        return bool(self._ready)
 
     @property
     def running(self) -> bool:
@@ -704,9 +946,22 @@ class Dispatcher:
         return self._status(self._slot_of(agent_id))
 
     def _status(self, slot: int) -> AgentStatus:
-        if self._flags[slot] & _ERROR:
+        flags = self._flags[slot]
+        if flags & _STOPPED:
+            return AgentStatus.STOPPED
+        if flags & _ERROR:
             return AgentStatus.ERROR
-        return AgentStatus.PROCESSING if self._count[slot] else AgentStatus.IDLE
+        if self._count[slot] or slot in self._front:
+            return AgentStatus.PROCESSING
+        return AgentStatus.IDLE
+
+    def status_since(self, agent_id: Any) -> float:
+        """The ``now`` reading when the agent's status last changed."""
+        return self._since[self._slot_of(agent_id)]
+
+    def timer_guard(self, slot: int) -> tuple[int, int, int]:
+        """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
+        return self._gen[slot], self._epoch[slot], int(self._processed[slot] + self._failed[slot])
 
     def machine(self, agent_id: Any) -> Machine:
         """The machine of ``agent_id``."""
@@ -717,20 +972,30 @@ class Dispatcher:
         return self._data[self._slot_of(agent_id)]
 
     def depth(self, agent_id: Any) -> int:
-        """Messages queued for ``agent_id``."""
-        return self._count[self._slot_of(agent_id)]
+        """Messages queued for ``agent_id`` (front queue and lanes; not postponed ones)."""
+        slot = self._slot_of(agent_id)
+        return self._count[slot] + len(self._front.get(slot, ()))
 
     def queued(self, agent_id: Any) -> list[tuple[Priority, str, Any]]:
         """Queued messages of ``agent_id`` as ``(priority, event, payload)``, in process order."""
         slot = self._slot_of(agent_id)
+        events = self._machines[self._mach[slot]].events
+        out = [(_PRIORITIES[lane], events[ev], p) for ev, p, lane, _ in self._front.get(slot, ())]
         box = self._box[slot]
-        if box is None:
-            return []
+        if box is not None:
+            out += [
+                (_PRIORITIES[lane], events[ev], payload)
+                for lane in (3, 2, 1, 0)
+                for ev, payload, _ in box[lane]
+            ]
+        return out
+
+    def postponed(self, agent_id: Any) -> list[tuple[Priority, str, Any]]:
+        """Postponed messages of ``agent_id``, oldest first."""
+        slot = self._slot_of(agent_id)
         events = self._machines[self._mach[slot]].events
         return [
-            (_PRIORITIES[lane], events[ev], payload)
-            for lane in (3, 2, 1, 0)
-            for ev, payload in box[lane]
+            (_PRIORITIES[lane], events[ev], p) for ev, p, lane, _ in self._postponed.get(slot, ())
         ]
 
 

@@ -1,35 +1,56 @@
-"""The synchronous runtime: an agent registry in front of one hot-path dispatcher.
+"""The runtime: an agent registry in front of one hot-path dispatcher, plus time and tasks.
 
-``Runtime`` is a plain object with no event loop: a host drives it with ``send_nowait`` /
-``send_many`` and ``run_until_idle``. Everything per message happens in the dispatcher
-(compiled or twin); this layer resolves names, checks arguments once, and reports.
+``Runtime`` works with no event loop at all (a host drives it with ``send_nowait`` /
+``send_many`` / ``run_until_idle`` and, for timers, ``fire_timers``), and under trio through
+``open_runtime``, which attaches a dispatch task (``_trio_host.py``) and enables the async
+methods. Everything per message happens in the dispatcher; this layer resolves names, checks
+arguments once, and owns what the dispatcher must not know: the clock, the timer heap,
+supervision, pending requests and the transition log.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 import numpy as np
+import trio
 
 from . import _hotpath
-from ._exceptions import InvalidArgumentError
+from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
+from ._exceptions import EngineError, InvalidArgumentError, RuntimeNotRunningError
 from ._machine import Machine
-from ._types import AgentStatus, DeadLetter, OutputBatch, OverflowPolicy, Priority
+from ._ring import Ring, Transition
+from ._supervision import Supervision
+from ._timers import EVENT_GUARD, NO_GUARD, STATE_GUARD, Due, TimerQueue
+from ._types import (
+    AgentStatus,
+    DeadLetter,
+    DeadLetterReason,
+    OutputBatch,
+    OverflowPolicy,
+    Priority,
+)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from ._trio_host import Host, RuntimePortal, Subscription
 
 _ALL: Any = object()
+_RESTART = ("restart",)
+_STATE_KEY = ("state_timeout",)
+_EVENT_KEY = ("event_timeout",)
 
 
 @final
 @attrs.frozen
 class AgentStatistics:
-    """Counters of one agent."""
+    """Counters and status of one agent."""
 
     agent_id: Any
     """The agent."""
@@ -45,6 +66,14 @@ class AgentStatistics:
     """Messages dropped by a full ``DROP_OLDEST`` mailbox; each is a dead letter."""
     depth: int
     """Messages queued now."""
+    status_since: float = 0.0
+    """Clock reading when the status last changed."""
+    paused: bool = False
+    """True while paused."""
+    restarts: int = 0
+    """Restarts by supervision."""
+    timers: int = 0
+    """Armed timers."""
 
 
 @final
@@ -55,7 +84,7 @@ class RuntimeStatistics:
     agents: int
     """Live agents."""
     ready: int
-    """Agents with mail waiting."""
+    """Agents with mail waiting (not paused)."""
     processed: int
     """Messages processed since the runtime started (terminated agents included)."""
     failed: int
@@ -66,11 +95,15 @@ class RuntimeStatistics:
     """Dead letters recorded since the runtime started (some may have aged out)."""
     implementation: str
     """``"native"`` or ``"python"``."""
+    timers: int = 0
+    """Armed timers."""
+    pending_requests: int = 0
+    """Requests waiting for an answer."""
 
 
 @final
 class Runtime:
-    """Hosts agents and drives them synchronously.
+    """Hosts agents and drives them: synchronously, or under trio with ``open_runtime``.
 
     Args:
         on_output: Called with an ``OutputBatch`` after each drain (``None``: outputs are not
@@ -79,6 +112,12 @@ class Runtime:
         policy: Default overflow policy for bounded mailboxes.
         dead_letter_limit: Dead letters kept for reading (oldest age out; all are counted).
         budget: Messages an agent may process per turn before the next ready agent runs.
+        supervision: Default supervision (``resume`` unless given).
+        clock: Seconds, for timers and status stamps (``open_runtime`` uses trio's clock;
+            default ``time.monotonic``).
+        retention: Transition records kept for subscribers.
+        record: Record transitions even while nobody subscribes (to read history later).
+        batch: Messages the trio dispatch task processes before it yields to other tasks.
         implementation: ``"native"``, ``"python"`` or ``None`` for the live one.
     """
 
@@ -88,18 +127,45 @@ class Runtime:
         on_output: Callable[[OutputBatch], object] | None = None,
         capacity: int = 0,
         policy: OverflowPolicy = OverflowPolicy.REJECT,
-        dead_letter_limit: int | None = 100_000,
+        dead_letter_limit: int = 100_000,
         budget: int = 64,
+        supervision: Supervision | None = None,
+        clock: Callable[[], float] | None = None,
+        retention: int = 65_536,
+        record: bool = False,
+        batch: int = 4096,
         implementation: str | None = None,
     ) -> None:
+        if not isinstance(batch, int) or batch < 1:
+            raise InvalidArgumentError(f"batch must be a positive int, got {batch!r}")
         impl = _hotpath.implementation(implementation)
-        self._impl = impl
         self.implementation: str = impl.IMPLEMENTATION
         """Which hot path this runtime runs on: ``"native"`` or ``"python"``."""
-        self._dead: deque[DeadLetter] = deque(maxlen=dead_letter_limit)
+        self._dead: Ring[DeadLetter] = Ring(dead_letter_limit)
+        self._log: Ring[Transition] = Ring(retention)
         self._d = impl.Dispatcher(sink=on_output, dead_letters=self._dead, budget=budget)
         self._capacity = capacity
         self._policy = policy
+        self._batch = batch
+        self._clock = clock or time.monotonic
+        self._timers = TimerQueue()
+        self._supervision = supervision or Supervision()
+        self._by_machine: dict[int, Supervision] = {}
+        self._by_agent: dict[Any, Supervision] = {}
+        self._history: dict[Any, deque[float]] = {}
+        self._restarts: dict[Any, int] = {}
+        self._requests: dict[int, _Pending] = {}
+        self._last_request = 0
+        self._record_always = record
+        self._subscribers = 0
+        self._host: Host | None = None
+        d = self._d
+        d.on_actions = self._on_actions
+        d.on_failure = self._on_failure
+        d.on_request = self._on_request
+        d.now = self._clock()
+        if record:
+            d.on_record = self._on_record
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -112,6 +178,7 @@ class Runtime:
         capacity: int | None = None,
         policy: OverflowPolicy | None = None,
         state: str | None = None,
+        supervision: Supervision | None = None,
     ) -> Any:
         """Create an agent running ``machine`` and return its ``AgentRef``.
 
@@ -120,7 +187,9 @@ class Runtime:
             InvalidArgumentError: Unhashable id, bad capacity or policy.
             UnknownStateError: ``state`` is not a state of the machine.
         """
-        return self._d.spawn(
+        if supervision is not None and not isinstance(supervision, Supervision):
+            raise InvalidArgumentError(f"supervision must be a Supervision, got {supervision!r}")
+        ref = self._d.spawn(
             machine,
             agent_id,
             data,
@@ -128,17 +197,46 @@ class Runtime:
             policy=self._policy if policy is None else policy,
             state=state,
         )
+        if supervision is not None:
+            self._by_agent[ref] = supervision
+        return ref
+
+    def supervise(self, machine: Machine, supervision: Supervision) -> None:
+        """Set the supervision of every agent of ``machine`` without its own."""
+        if not isinstance(supervision, Supervision):
+            raise InvalidArgumentError(f"supervision must be a Supervision, got {supervision!r}")
+        self._by_machine[id(machine)] = supervision
 
     def terminate(self, agent_id: Any) -> int:
-        """Remove an agent. Its queued messages become ``TERMINATED`` dead letters.
+        """Remove an agent. Its queued and postponed messages become ``TERMINATED`` dead
+        letters, its pending requests fail with ``AgentStoppedError``, its timers and work
+        are cancelled.
 
         Returns:
-            How many queued messages were dead-lettered.
+            How many messages were dead-lettered.
 
         Raises:
             AgentNotFoundError: No such agent.
         """
+        ref = self._d.ref(agent_id)
+        self._forget(ref)
         return int(self._d.terminate(agent_id))
+
+    def _forget(self, ref: Any) -> None:
+        self._timers.cancel_all(ref)
+        self._by_agent.pop(ref, None)
+        self._history.pop(ref, None)
+        self._restarts.pop(ref, None)
+        if self._host is not None:
+            self._host.cancel_work(ref)
+
+    def pause(self, agent_id: Any) -> None:
+        """Stop stepping an agent; it keeps receiving mail (and its timers keep running)."""
+        self._d.pause(agent_id)
+
+    def resume(self, agent_id: Any) -> None:
+        """Step a paused agent again."""
+        self._d.resume(agent_id)
 
     def ref(self, agent_id: Any) -> Any:
         """Return the ``AgentRef`` of a live agent (raises ``AgentNotFoundError``)."""
@@ -167,6 +265,7 @@ class Runtime:
 
         Raises:
             AgentNotFoundError: No such agent.
+            AgentStoppedError: Supervision stopped it.
             UnknownEventError: The event is not one of the agent's machine.
             InvalidArgumentError: ``priority`` is not 0..3.
             MailboxFullError: The mailbox is bounded, full and rejects (a ``trio.WouldBlock``).
@@ -213,22 +312,265 @@ class Runtime:
         ids = agent_ids if isinstance(agent_ids, np.ndarray) else list(agent_ids)
         return self._d.slots(ids)  # type: ignore[no-any-return]
 
-    # -- running -------------------------------------------------------------------------
+    # -- running (synchronous hosts) -----------------------------------------------------
 
     def run(self, limit: int = -1) -> int:
         """Process up to ``limit`` messages (negative: until idle); return how many."""
         if not isinstance(limit, int):
             raise InvalidArgumentError(f"limit must be an int, got {limit!r}")
+        self._d.now = self._clock()
         return int(self._d.run(limit))
 
     def run_until_idle(self) -> int:
-        """Process messages until no agent has mail; return how many were processed."""
+        """Process messages until no agent has mail; return how many were processed.
+
+        Timers are not waited for; ``fire_timers`` delivers the due ones.
+        """
         total = 0
         while True:
-            n = int(self._d.run(-1))
+            n = self.run(-1)
             total += n
             if n == 0:
                 return total
+
+    def fire_timers(self, now: float | None = None) -> int:
+        """Deliver every timer due at ``now`` (default: the clock); return how many fired.
+
+        Under ``open_runtime`` the dispatch task does this by itself.
+        """
+        now = self._clock() if now is None else now
+        self._d.now = now
+        fired = 0
+        for due in self._timers.pop_due(now):
+            fired += self._fire(due)
+        return fired
+
+    def next_deadline(self) -> float | None:
+        """When the earliest armed timer is due, or None."""
+        return self._timers.next_deadline()
+
+    def _fire(self, due: Due) -> int:
+        ref = due.ref
+        if not ref.alive:
+            return 0
+        if due.guard != NO_GUARD:
+            _, epoch, events = self._d.timer_guard(ref.slot)
+            if due.guard_value != (epoch if due.guard == STATE_GUARD else events):
+                return 0
+        if due.key == _RESTART:
+            self._d.restart(ref.id)
+            self._d.resume(ref.id)
+            return 1
+        try:
+            ref.send_nowait(due.event, due.payload, due.lane)
+        except EngineError as exc:
+            machine = self._d.machine(ref.id)
+            self._dead.append(
+                DeadLetter(
+                    ref.id,
+                    machine.events[due.event],
+                    due.payload,
+                    Priority(due.lane),
+                    DeadLetterReason.UNDELIVERABLE,
+                    exc,
+                )
+            )
+            self._d.dead_letter_count += 1
+        return 1
+
+    # -- hooks called by the dispatcher --------------------------------------------------
+
+    def _on_actions(
+        self, agent_id: Any, slot: int, gen: int, actions: list[tuple[Any, int]]
+    ) -> None:
+        d = self._d
+        ref = d.ref(agent_id)
+        now = d.now
+        for action, code in actions:
+            kind = type(action)
+            if kind is Timer:
+                deadline = action.seconds if action.absolute else now + action.seconds
+                self._timers.arm(
+                    deadline,
+                    Due(
+                        ref,
+                        ("timer", action.name),
+                        NO_GUARD,
+                        0,
+                        code,
+                        action.payload,
+                        int(action.priority),
+                    ),
+                )
+            elif kind is CancelTimer:
+                self._timers.cancel(ref, ("timer", action.name))
+            elif kind is StateTimeout or kind is EventTimeout:
+                key = _STATE_KEY if kind is StateTimeout else _EVENT_KEY
+                if action.seconds is None:
+                    self._timers.cancel(ref, key)
+                    continue
+                _, epoch, events = d.timer_guard(slot)
+                guard = STATE_GUARD if kind is StateTimeout else EVENT_GUARD
+                value = epoch if kind is StateTimeout else events
+                self._timers.arm(
+                    now + action.seconds,
+                    Due(ref, key, guard, value, code, action.payload, int(action.priority)),
+                )
+            elif kind is Work:
+                if self._host is None:
+                    raise RuntimeNotRunningError("Work actions need open_runtime")
+                self._host.start_work(ref, action)
+
+    def _on_failure(self, agent_id: Any, slot: int, error: BaseException) -> None:
+        d = self._d
+        ref = d.ref(agent_id)
+        sup = self._by_agent.get(ref) or self._by_machine.get(id(d.machine(agent_id)))
+        sup = sup or self._supervision
+        if sup.policy == "resume":
+            return
+        verdict, delay = sup.decide(self._history.setdefault(ref, deque()), d.now)
+        if verdict == "stop":
+            self._timers.cancel_all(ref)
+            if self._host is not None:
+                self._host.cancel_work(ref)
+            d.stop(agent_id)
+            return
+        self._restarts[ref] = self._restarts.get(ref, 0) + 1
+        self._timers.cancel_all(ref)
+        if self._host is not None:
+            self._host.cancel_work(ref)
+        if delay <= 0:
+            d.restart(agent_id)
+        else:
+            d.pause(agent_id)
+            self._timers.arm(d.now + delay, Due(ref, _RESTART, NO_GUARD, 0, -1, None, 0))
+
+    def _on_request(self, request: int, ok: bool, value: Any) -> None:
+        pending = self._requests.pop(request, None)
+        if pending is not None:
+            pending.settle(ok, value)
+
+    def _on_record(
+        self, agent_id: Any, source: str, event: str, target: str, outputs: tuple[Any, ...]
+    ) -> None:
+        log = self._log
+        log.append(Transition(log.total, agent_id, source, event, target, outputs, self._d.now))
+
+    # -- async API (needs open_runtime) --------------------------------------------------
+
+    def _running_host(self) -> Host:
+        if self._host is None:
+            raise RuntimeNotRunningError("this needs the runtime to run under open_runtime")
+        return self._host
+
+    async def send(
+        self,
+        agent_id: Any,
+        event: str | int,
+        payload: Any = None,
+        priority: int = Priority.NORMAL,
+    ) -> None:
+        """Queue an event, waiting for room while the agent's bounded mailbox is full.
+
+        Raises what ``send_nowait`` raises, except ``MailboxFullError``.
+        """
+        await self._running_host().send(agent_id, event, payload, priority)
+
+    async def request(
+        self,
+        agent_id: Any,
+        event: str | int,
+        payload: Any = None,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> Any:
+        """Send an event and wait for its answer: the handler's ``Reply(value)``, or else the
+        tuple of outputs of the step that processed it.
+
+        Raises:
+            trio.TooSlowError: No answer within ``timeout`` seconds.
+            AgentStoppedError: The agent was terminated or stopped before answering.
+            HandlerError, InvalidTransitionError: Processing the event failed.
+            MailboxFullError: The agent's bounded mailbox is full (requests do not wait).
+        """
+        self._running_host()
+        request = self._new_request()
+        pending = self._requests[request] = _Pending()
+        try:
+            self._d.send_nowait(agent_id, event, payload, priority, request)
+            if timeout is None:
+                await pending.done.wait()
+            else:
+                with trio.move_on_after(timeout):
+                    await pending.done.wait()
+                if not pending.done.is_set():
+                    raise trio.TooSlowError(f"no answer from {agent_id!r} within {timeout} s")
+        finally:
+            self._requests.pop(request, None)
+        return pending.result()
+
+    def _new_request(self) -> int:
+        rid = self._last_request
+        while True:
+            rid = rid % 0x7FFFFFFF + 1
+            if rid not in self._requests:
+                self._last_request = rid
+                return rid
+
+    @asynccontextmanager
+    async def subscribe(
+        self, agent_id: Any = _ALL, from_seq: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Follow transition records (``Transition``, or ``Gap`` when this reader fell more
+        than ``retention`` behind), of one agent or all. Never takes mail from a mailbox.
+
+        ``from_seq=None`` starts with the next record; a number starts there (older records
+        are kept only while someone subscribes, or with ``Runtime(record=True)``).
+        """
+        host = self._running_host()
+        self._subscribers += 1
+        self._d.on_record = self._on_record
+        try:
+            yield host.follow(self._log, agent_id, from_seq)
+        finally:
+            self._subscribers -= 1
+            if not self._subscribers and not self._record_always:
+                self._d.on_record = None
+
+    @asynccontextmanager
+    async def watch_dead_letters(
+        self, agent_id: Any = _ALL, from_seq: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Follow dead letters as they are recorded (failures, drops, terminations), with a
+        ``Gap`` where this reader fell more than ``dead_letter_limit`` behind."""
+        yield self._running_host().follow(self._dead, agent_id, from_seq)
+
+    def interrupt(self, agent_id: Any, event: str = "interrupted") -> int:
+        """Cancel the agent's running ``Work`` and deliver ``event`` to it (at HIGH priority).
+
+        Returns:
+            How many pieces of work were cancelled.
+
+        Raises:
+            AgentNotFoundError, UnknownEventError: As ``send_nowait``.
+        """
+        host = self._running_host()
+        ref = self._d.ref(agent_id)
+        self._d.machine(agent_id).event_code(event)
+        cancelled = host.cancel_work(ref)
+        self._d.send_nowait(agent_id, event, None, Priority.HIGH)
+        return cancelled
+
+    def portal(self) -> RuntimePortal:
+        """A handle for threads other than trio's: ``send_nowait``, ``send``, ``request``."""
+        from ._trio_host import RuntimePortal
+
+        return RuntimePortal(self, self._running_host().token)
+
+    async def wait_until_idle(self) -> None:
+        """Wait until no agent has mail to process (timers may still be armed)."""
+        await self._running_host().wait_until_idle()
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -239,6 +581,14 @@ class Runtime:
     def status(self, agent_id: Any) -> AgentStatus:
         """Current status of an agent (``AgentNotFoundError`` once terminated)."""
         return AgentStatus(self._d.status(agent_id))
+
+    def status_since(self, agent_id: Any) -> float:
+        """Clock reading when the agent's status last changed (precision: one dispatch batch)."""
+        return float(self._d.status_since(agent_id))
+
+    def paused(self, agent_id: Any) -> bool:
+        """True while the agent is paused."""
+        return bool(self._d.paused(agent_id))
 
     def data(self, agent_id: Any) -> Any:
         """The data object of an agent."""
@@ -252,15 +602,27 @@ class Runtime:
         """Queued messages of an agent as ``(priority, event, payload)``, in process order."""
         return list(self._d.queued(agent_id))
 
+    def postponed(self, agent_id: Any) -> list[tuple[Priority, str, Any]]:
+        """Postponed messages of an agent, oldest first."""
+        return list(self._d.postponed(agent_id))
+
+    def timers(self, agent_id: Any) -> list[Any]:
+        """Keys of the agent's armed timers: ``("timer", name)``, ``("state_timeout",)``,
+        ``("event_timeout",)`` or ``("restart",)``."""
+        return self._timers.armed(self._d.ref(agent_id))
+
     def dead_letters(self) -> list[DeadLetter]:
         """Dead letters kept so far (oldest first), without removing them."""
-        return list(self._dead)
+        return self._dead.items()
 
     def take_dead_letters(self) -> list[DeadLetter]:
-        """Remove and return the dead letters kept so far (oldest first)."""
-        out = list(self._dead)
-        self._dead.clear()
-        return out
+        """Remove and return the dead letters kept so far (a stream reader that had not read
+        them yet gets a ``Gap`` for them)."""
+        return self._dead.discard()
+
+    def transitions(self) -> list[Transition]:
+        """Transition records retained (while someone subscribes, or with ``record=True``)."""
+        return self._log.items()
 
     @property
     def processed(self) -> npt.NDArray[np.int64]:
@@ -276,7 +638,8 @@ class Runtime:
         """Counters of one agent (``AgentStatistics``) or of the runtime (``RuntimeStatistics``)."""
         d = self._d
         if agent_id is not _ALL:
-            slot = d.ref(agent_id).slot
+            ref = d.ref(agent_id)
+            slot = ref.slot
             return AgentStatistics(
                 agent_id,
                 d.state(agent_id),
@@ -285,6 +648,10 @@ class Runtime:
                 int(d.failed[slot]),
                 int(d.dropped[slot]),
                 int(d.depth(agent_id)),
+                float(d.status_since(agent_id)),
+                bool(d.paused(agent_id)),
+                self._restarts.get(ref, 0),
+                len(self._timers.armed(ref)),
             )
         return RuntimeStatistics(
             len(d),
@@ -294,4 +661,27 @@ class Runtime:
             int(d.dropped.sum()) + d.retired[2],
             int(d.dead_letter_count),
             self.implementation,
+            len(self._timers),
+            len(self._requests),
         )
+
+
+@final
+class _Pending:
+    """One request waiting for its answer."""
+
+    __slots__ = ("_ok", "_value", "done")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self._ok = False
+        self._value: Any = None
+
+    def settle(self, ok: bool, value: Any) -> None:
+        self._ok, self._value = ok, value
+        self.done.set()
+
+    def result(self) -> Any:
+        if not self._ok:
+            raise self._value
+        return self._value

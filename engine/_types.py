@@ -43,7 +43,8 @@ class AgentStatus(enum.IntEnum):
     ERROR = 2
     """Its last message failed (handler raised or no transition); cleared by the next success."""
     STOPPED = 3
-    """Terminated: takes no mail. Seen through an ``AgentRef`` that outlived its agent."""
+    """Takes no mail: stopped by supervision, or terminated (then only an ``AgentRef`` that
+    outlived it can still see it)."""
 
 
 class DeadLetterReason(enum.Enum):
@@ -56,7 +57,12 @@ class DeadLetterReason(enum.Enum):
     DROPPED = "dropped"
     """Evicted from a full ``DROP_OLDEST`` mailbox."""
     TERMINATED = "terminated"
-    """Still queued when its agent was terminated."""
+    """Still queued (or postponed) when its agent was terminated."""
+    STOPPED = "stopped"
+    """Still queued when supervision stopped its agent."""
+    UNDELIVERABLE = "undeliverable"
+    """Sent by a ``Send`` action or a timer to an agent that cannot take it (gone, unknown
+    event, full mailbox); ``agent_id`` is the intended recipient."""
 
 
 @final
@@ -68,6 +74,9 @@ class Step:
     """Next state name; ``None`` keeps the row's destination (or the current state if none)."""
     outputs: Sequence[Any] | None = None
     """Outputs to emit, in order; ``None`` keeps the row's output, ``()`` emits nothing."""
+    actions: Sequence[Any] = ()
+    """Actions (``Postpone``, ``NextEvent``, timers, ``Reply``, ``Send``, ``Work``), applied
+    in order after the step commits; an invalid one fails the step instead."""
 
 
 @final

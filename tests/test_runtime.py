@@ -20,7 +20,12 @@ def test_statistics_survive_termination(make_runtime: MakeRuntime, light: Machin
         rt.send_nowait(i, "tick")
     rt.send_nowait(0, "tick", priority=Priority.LOW)
     rt.run_until_idle()
-    assert rt.statistics(0) == AgentStatistics(0, "yellow", engine.AgentStatus.IDLE, 2, 0, 0, 0)
+    st = rt.statistics(0)
+    assert isinstance(st, AgentStatistics)
+    assert (st.agent_id, st.state, st.status, st.processed, st.failed, st.dropped, st.depth) == (
+        0, "yellow", engine.AgentStatus.IDLE, 2, 0, 0, 0
+    )
+    assert (st.paused, st.restarts, st.timers) == (False, 0, 0)
     rt.send_nowait(1, "tick")
     assert rt.statistics(1).depth == 1
     assert rt.statistics(1).status is engine.AgentStatus.PROCESSING

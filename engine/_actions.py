@@ -1,0 +1,186 @@
+"""Actions a handler can return in ``Step(actions=[...])``: gen_statem's vocabulary, as data.
+
+Theory of operation: actions are validated and resolved (event names to codes) by
+``prepare()`` *before* the step commits, so a bad action fails the message and leaves the
+agent's state unchanged, like any handler error. After the commit the dispatcher applies the
+mailbox actions itself (``Postpone``, ``NextEvent``, ``Reply``, ``Send``) and hands the rest
+(timers, ``Work``) to the runtime, which owns time and tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from ._types import Priority
+
+if TYPE_CHECKING:
+    from ._machine import Machine
+
+
+def _priority(value: int) -> Priority:
+    return Priority(value)
+
+
+def _seconds(value: float | None) -> float | None:
+    if value is not None and not isinstance(value, int | float):
+        raise TypeError(f"seconds must be a number, got {value!r}")
+    return value
+
+
+@final
+@attrs.frozen
+class Postpone:
+    """Keep the current event and retry it, in original order, after the next state change."""
+
+
+@final
+@attrs.frozen
+class NextEvent:
+    """Process ``event`` before anything already queued (after this step)."""
+
+    event: str
+    payload: Any = None
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    """What the handler sees as ``event.priority``; NextEvents always go first."""
+
+
+@final
+@attrs.frozen
+class StateTimeout:
+    """Deliver ``event`` after ``seconds`` unless the state changes first (one per agent:
+    a new one replaces the old; ``seconds=None`` cancels)."""
+
+    seconds: float | None = attrs.field(converter=_seconds)
+    event: str = "state_timeout"
+    payload: Any = None
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+
+
+@final
+@attrs.frozen
+class EventTimeout:
+    """Deliver ``event`` after ``seconds`` unless any event is processed first (one per agent;
+    ``seconds=None`` cancels)."""
+
+    seconds: float | None = attrs.field(converter=_seconds)
+    event: str = "event_timeout"
+    payload: Any = None
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+
+
+@final
+@attrs.frozen
+class Timer:
+    """A named timer: deliver ``event`` after ``seconds`` (or at the clock time ``seconds``
+    when ``absolute=True``). Arming a name again replaces it; it survives state changes."""
+
+    name: str
+    seconds: float = attrs.field(converter=_seconds)
+    event: str
+    payload: Any = None
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    absolute: bool = False
+
+
+@final
+@attrs.frozen
+class CancelTimer:
+    """Cancel the named timer (nothing happens if it is not armed)."""
+
+    name: str
+
+
+@final
+@attrs.frozen
+class Reply:
+    """Answer the request that carried the current event (``Runtime.request``)."""
+
+    value: Any = None
+
+
+@final
+@attrs.frozen
+class Send:
+    """Queue an event for another agent of the same runtime, from inside the drain loop.
+
+    An undeliverable message (no such agent, unknown event, full mailbox) becomes an
+    ``UNDELIVERABLE`` dead letter; the sender's step stands.
+    """
+
+    agent_id: Any
+    event: str
+    payload: Any = None
+    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+
+
+@final
+@attrs.frozen
+class Work:
+    """Run ``fn(*args)`` (async) as a task of the agent, in a cancel scope the runtime owns.
+
+    When it returns, ``done`` is delivered with the result as payload; when it raises,
+    ``failed`` is delivered with the exception (or, if ``failed`` is None, the failure is a
+    dead letter). ``Runtime.interrupt`` cancels the agent's work and delivers ``interrupted``.
+    Needs ``open_runtime``.
+    """
+
+    fn: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+    done: str | None = None
+    failed: str | None = None
+
+
+RUNTIME_ACTIONS = (StateTimeout, EventTimeout, Timer, CancelTimer, Work)
+"""Actions the runtime applies (time and tasks); the dispatcher applies the others."""
+
+
+@final
+@attrs.define(eq=False)
+class Prepared:
+    """A validated action list, event names resolved to codes of the agent's machine."""
+
+    postpone: bool = False
+    front: list[tuple[int, Any, int]] = attrs.Factory(list)
+    """NextEvents as (event code, payload, lane), in order."""
+    reply: tuple[bool, Any] | None = None
+    sends: list[Send] = attrs.Factory(list)
+    runtime: list[tuple[Any, int]] = attrs.Factory(list)
+    """Runtime actions with their event code (-1 where none)."""
+
+
+def prepare(machine: Machine, actions: Sequence[Any]) -> Prepared:
+    """Validate ``actions`` for an agent running ``machine``.
+
+    Raises:
+        TypeError: Something that is not an action, or two ``Reply``.
+        UnknownEventError: An action names an event the machine does not have.
+    """
+    out = Prepared()
+    for action in actions:
+        kind = type(action)
+        if kind is Postpone:
+            out.postpone = True
+        elif kind is NextEvent:
+            out.front.append(
+                (machine.event_code(action.event), action.payload, int(action.priority))
+            )
+        elif kind is Reply:
+            if out.reply is not None:
+                raise TypeError("a step can Reply only once")
+            out.reply = (True, action.value)
+        elif kind is Send:
+            out.sends.append(action)
+        elif kind in (StateTimeout, EventTimeout, Timer):
+            out.runtime.append((action, machine.event_code(action.event)))
+        elif kind in (CancelTimer, Work):
+            if kind is Work:
+                for name in (action.done, action.failed):
+                    if name is not None:
+                        machine.event_code(name)
+            out.runtime.append((action, -1))
+        else:
+            raise TypeError(f"{action!r} is not an action")
+    return out

@@ -1,0 +1,267 @@
+"""The runtime under trio: ``open_runtime`` and the task that drives the dispatcher.
+
+Theory of operation: one nursery owns everything. Its dispatch task loops: read trio's clock,
+deliver due timers, and if any agent is ready, run one batch of the compiled dispatcher
+(synchronously: no task switch inside a batch, so agent-to-agent ``Send`` costs no
+scheduling), wake whoever waits on progress (blocked senders, subscribers, idle waiters),
+then yield with a checkpoint so host tasks are never starved. With nothing ready it parks
+until the dispatcher's ``on_wake`` hook (the ready queue went from empty to non-empty) or the
+next timer deadline. Agent ``Work`` runs as tasks of the same nursery, each in a cancel scope
+filed under its agent. Errors of the runtime itself (a sink that raises, say) end the
+dispatch task and so propagate through the nursery to the ``async with``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any, final
+
+import trio
+
+from ._actions import Work
+from ._exceptions import MailboxFullError
+from ._ring import Gap, Ring
+from ._runtime import _ALL, Runtime
+from ._types import DeadLetter, DeadLetterReason, Priority
+
+
+@final
+class Host:
+    """What ``open_runtime`` attaches to a ``Runtime`` (private)."""
+
+    def __init__(self, rt: Runtime, nursery: trio.Nursery) -> None:
+        self.rt = rt
+        self.nursery = nursery
+        self.token = trio.lowlevel.current_trio_token()
+        self._wake = trio.Event()
+        self._parked = False
+        self._progress = trio.lowlevel.ParkingLot()
+        self._work: dict[Any, set[trio.CancelScope]] = {}
+        rt._d.on_wake = self._on_wake
+
+    def _on_wake(self) -> None:
+        if self._parked:
+            self._wake.set()
+
+    def detach(self) -> None:
+        self.rt._d.on_wake = None
+
+    async def dispatch_loop(self) -> None:
+        rt = self.rt
+        d = rt._d
+        timers = rt._timers
+        batch = rt._batch
+        while True:
+            now = trio.current_time()
+            d.now = now
+            for due in timers.pop_due(now):
+                rt._fire(due)
+            if d.has_ready:
+                d.run(batch)
+                self._progress.unpark_all()
+                await trio.lowlevel.checkpoint()
+                continue
+            self._progress.unpark_all()
+            deadline = timers.next_deadline()
+            self._wake = trio.Event()
+            self._parked = True
+            try:
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wake.wait()
+            finally:
+                self._parked = False
+
+    async def send(self, agent_id: Any, event: Any, payload: Any, priority: int) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                self.rt._d.send_nowait(agent_id, event, payload, priority)
+            except MailboxFullError:
+                await self._progress.park()
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+
+    async def wait_until_idle(self) -> None:
+        while self.rt._d.has_ready:
+            await self._progress.park()
+        await trio.lowlevel.checkpoint()
+
+    def follow(self, ring: Ring[Any], agent_id: Any, from_seq: int | None) -> Subscription:
+        return Subscription(
+            self._progress, ring, agent_id, ring.total if from_seq is None else from_seq
+        )
+
+    # -- work ------------------------------------------------------------------------------
+
+    def start_work(self, ref: Any, work: Work) -> None:
+        scope = trio.CancelScope()
+        self._work.setdefault(ref, set()).add(scope)
+        self.nursery.start_soon(self._run_work, ref, work, scope)
+
+    async def _run_work(self, ref: Any, work: Work, scope: trio.CancelScope) -> None:
+        try:
+            with scope:
+                try:
+                    result = await work.fn(*work.args)
+                except Exception as exc:  # the agent's failure, reported to the agent
+                    self._deliver(ref, work, work.failed, exc)
+                else:
+                    if work.done is not None:
+                        self._deliver(ref, work, work.done, result)
+        finally:
+            scopes = self._work.get(ref)
+            if scopes is not None:
+                scopes.discard(scope)
+                if not scopes:
+                    del self._work[ref]
+
+    def _deliver(self, ref: Any, work: Work, event: str | None, payload: Any) -> None:
+        rt = self.rt
+        name = getattr(work.fn, "__name__", repr(work.fn))
+        if event is None:  # a failure with nowhere to go
+            rt._dead.append(
+                DeadLetter(
+                    _agent(ref),
+                    f"<work {name}>",
+                    payload,
+                    Priority.NORMAL,
+                    DeadLetterReason.HANDLER_FAILED,
+                    payload,
+                )
+            )
+            rt._d.dead_letter_count += 1
+            return
+        try:
+            ref.send_nowait(event, payload, Priority.NORMAL)
+        except Exception as exc:
+            rt._dead.append(
+                DeadLetter(
+                    _agent(ref),
+                    event,
+                    payload,
+                    Priority.NORMAL,
+                    DeadLetterReason.UNDELIVERABLE,
+                    exc,
+                )
+            )
+            rt._d.dead_letter_count += 1
+
+    def cancel_work(self, ref: Any) -> int:
+        scopes = self._work.get(ref, ())
+        for scope in scopes:
+            scope.cancel()
+        return len(scopes)
+
+
+def _agent(ref: Any) -> Any:
+    return ref.id if ref.alive else "(terminated)"
+
+
+@final
+class Subscription:
+    """An async iterator over a ring (transitions or dead letters), filtered to one agent or
+    all; yields a ``Gap`` where it fell behind the retention."""
+
+    def __init__(
+        self, progress: trio.lowlevel.ParkingLot, ring: Ring[Any], agent_id: Any, seq: int
+    ) -> None:
+        self._progress = progress
+        self._ring = ring
+        self._agent = agent_id
+        self.seq = seq
+        """Sequence number of the next record this reader will get."""
+        self._buf: deque[Any] = deque()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        while True:
+            if self._buf:
+                await trio.lowlevel.checkpoint()
+                return self._buf.popleft()
+            missed, items = self._ring.since(self.seq)
+            gap = Gap(self.seq, missed) if missed else None
+            self.seq += missed + len(items)
+            if self._agent is _ALL:
+                self._buf.extend(items)
+            else:
+                self._buf.extend(r for r in items if r.agent_id == self._agent)
+            if gap is not None:
+                await trio.lowlevel.checkpoint()
+                return gap
+            if not self._buf:
+                await self._progress.park()
+
+
+@final
+class RuntimePortal:
+    """Reach a runtime from threads that are not trio's (``trio.from_thread``)."""
+
+    def __init__(self, rt: Runtime, token: trio.lowlevel.TrioToken) -> None:
+        self._rt = rt
+        self._token = token
+
+    def send_nowait(
+        self, agent_id: Any, event: Any, payload: Any = None, priority: int = Priority.NORMAL
+    ) -> None:
+        """``Runtime.send_nowait`` from another thread."""
+        trio.from_thread.run_sync(
+            self._rt.send_nowait, agent_id, event, payload, priority, trio_token=self._token
+        )
+
+    def send(
+        self, agent_id: Any, event: Any, payload: Any = None, priority: int = Priority.NORMAL
+    ) -> None:
+        """``Runtime.send`` from another thread: blocks while the mailbox is full."""
+        trio.from_thread.run(
+            self._rt.send, agent_id, event, payload, priority, trio_token=self._token
+        )
+
+    def request(
+        self,
+        agent_id: Any,
+        event: Any,
+        payload: Any = None,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> Any:
+        """``Runtime.request`` from another thread: blocks until the answer."""
+        call = partial(
+            self._rt.request, agent_id, event, payload, priority=priority, timeout=timeout
+        )
+        return trio.from_thread.run(call, trio_token=self._token)
+
+
+@asynccontextmanager
+async def open_runtime(**kwargs: Any) -> AsyncIterator[Runtime]:
+    """Run a ``Runtime`` under trio for the body of an ``async with``.
+
+    Takes ``Runtime``'s keyword arguments (its clock defaults to ``trio.current_time``, so
+    ``trio.testing.MockClock`` drives timers). On exit the dispatch task and all agent work
+    are cancelled; mail still queued stays in the runtime, which remains usable
+    synchronously. An error of the runtime itself propagates out of the ``async with``.
+    """
+    kwargs.setdefault("clock", trio.current_time)
+    rt = Runtime(**kwargs)
+    try:
+        async with trio.open_nursery() as nursery:
+            host = Host(rt, nursery)
+            rt._host = host
+            nursery.start_soon(host.dispatch_loop)
+            try:
+                yield rt
+            finally:
+                rt._host = None
+                host.detach()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # one task failed: raise its error, not a group of one
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
