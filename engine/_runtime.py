@@ -189,6 +189,7 @@ class Runtime:
         """
         if supervision is not None and not isinstance(supervision, Supervision):
             raise InvalidArgumentError(f"supervision must be a Supervision, got {supervision!r}")
+        self._d.now = self._clock()
         ref = self._d.spawn(
             machine,
             agent_id,

@@ -23,7 +23,13 @@ def test_statistics_survive_termination(make_runtime: MakeRuntime, light: Machin
     st = rt.statistics(0)
     assert isinstance(st, AgentStatistics)
     assert (st.agent_id, st.state, st.status, st.processed, st.failed, st.dropped, st.depth) == (
-        0, "yellow", engine.AgentStatus.IDLE, 2, 0, 0, 0
+        0,
+        "yellow",
+        engine.AgentStatus.IDLE,
+        2,
+        0,
+        0,
+        0,
     )
     assert (st.paused, st.restarts, st.timers) == (False, 0, 0)
     rt.send_nowait(1, "tick")
