@@ -3,7 +3,8 @@
 
 Layout: this module ``include``s small pieces (``decl.pxi``: the C structs;
 ``mailbox.pxi``: mailbox and message-chunk pools; ``idtable.pxi``: id -> slot table;
-``handles.pxi``: Event, AgentContext, AgentRef; ``dispatch.pxi``: the Dispatcher).
+``handles.pxi``: Event, AgentContext, AgentRef; ``actions.pxi``: handler actions;
+``dispatch.pxi``: the Dispatcher).
 The pure-Python twin ``engine/_hotpath_py.py`` defines the behaviour; both run the same tests.
 """
 
@@ -27,7 +28,17 @@ from collections import deque
 
 import numpy as np
 
-from engine._actions import Send, prepare
+from engine._actions import (
+    CancelTimer,
+    EventTimeout,
+    NextEvent,
+    Postpone,
+    Reply,
+    Send,
+    StateTimeout,
+    Timer,
+    Work,
+)
 from engine._batch import batch_arrays
 from engine._exceptions import (
     AgentExistsError,
@@ -44,6 +55,7 @@ from engine._exceptions import (
 from engine._machine import Machine
 from engine._types import (
     AgentStatus,
+    as_priority,
     DeadLetter,
     DeadLetterReason,
     OutputBatch,
@@ -77,6 +89,7 @@ include "decl.pxi"
 include "mailbox.pxi"
 include "idtable.pxi"
 include "handles.pxi"
+include "actions.pxi"
 include "dispatch.pxi"
 
 if AGENT_DTYPE.itemsize != sizeof(Agent):  # the numpy view and the C struct must agree

@@ -730,7 +730,7 @@ cdef class Dispatcher:
         cdef AgentContext ctx = AgentContext.__new__(AgentContext)
         cdef Event event = Event.__new__(Event)
         cdef tuple extras = None
-        prepared = None
+        cdef _Prep prepared = None
         ctx._d = self
         ctx._slot = slot
         ctx._gen = gen
@@ -753,8 +753,8 @@ cdef class Dispatcher:
                 if (<object>result).outputs is not None:
                     extras = tuple((<object>result).outputs)
                 if (<object>result).actions:
-                    prepared = prepare(<object>mt.machine, (<object>result).actions)
-                    if prepared.runtime and self.on_actions is None:
+                    prepared = _prepare(mt, (<object>result).actions)
+                    if prepared.runtime is not None and self.on_actions is None:
                         raise TypeError("timer and work actions need a Runtime")
         except Exception as exc:
             err = HandlerError(agent_id, (<tuple>mt.states)[s], event.name, exc)
@@ -767,7 +767,7 @@ cdef class Dispatcher:
 
     cdef int _commit(self, int32_t slot, object agent_id, int32_t s, int32_t nxt, int32_t ev,
                      object payload, int lane, int32_t request, int32_t code, tuple extras,
-                     object prepared) except -1:
+                     _Prep prepared) except -1:
         """Apply a successful step: state, mailbox actions, outputs, counters, then the
         answer to a request, records, sends and runtime actions (which may re-enter)."""
         cdef Agent* ag = &self._ag[slot]
@@ -782,7 +782,7 @@ cdef class Dispatcher:
         ag.state = nxt
         if nxt != s:
             ag.epoch += 1
-        if ((prepared is not None and prepared.front)
+        if ((prepared is not None and prepared.front is not None)
                 or (nxt != s and self._flags[slot] & F_POSTPONED)):
             self._replay(slot, None if prepared is None else prepared.front, nxt != s)
             ag = &self._ag[slot]
@@ -812,9 +812,10 @@ cdef class Dispatcher:
                             (<tuple>self._mt[self._ag[slot].mach].events)[ev], states[nxt],
                             outputs)
         if prepared is not None:  # a Reply with no request to answer goes nowhere
-            for send in prepared.sends:
-                self._deliver(send)
-            if prepared.runtime and self._ids[slot] is agent_id:
+            if prepared.sends is not None:
+                for send in prepared.sends:
+                    self._deliver(send)
+            if prepared.runtime is not None and self._ids[slot] is agent_id:
                 self.on_actions(agent_id, slot, self._ag[slot].gen, prepared.runtime)
         return 0
 
@@ -838,11 +839,16 @@ cdef class Dispatcher:
 
     cdef int _deliver(self, object send) except -1:
         """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
+        cdef int32_t slot
         try:
-            self.send_nowait(send.agent_id, send.event, send.payload, send.priority)
+            slot = self._slot_of(send.agent_id)
+            if self._flags[slot] & F_STOPPED:
+                raise AgentStoppedError(send.agent_id, "is stopped")
+            self._enqueue(slot, self._event_code(slot, send.event), send.payload,
+                          _lane(send.priority), 0)
         except EngineError as exc:
             self.dead_letters.append(DeadLetter(send.agent_id, str(send.event), send.payload,
-                                                send.priority, _UNDELIVERABLE, exc))
+                                                as_priority(send.priority), _UNDELIVERABLE, exc))
             self.dead_letter_count += 1
         return 0
 

@@ -14,14 +14,11 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
+from ._exceptions import InvalidArgumentError
 from ._types import Priority
 
 if TYPE_CHECKING:
     from ._machine import Machine
-
-
-def _priority(value: int) -> Priority:
-    return Priority(value)
 
 
 def _seconds(value: float | None) -> float | None:
@@ -43,7 +40,7 @@ class NextEvent:
 
     event: str
     payload: Any = None
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    priority: int = Priority.NORMAL
     """What the handler sees as ``event.priority``; NextEvents always go first."""
 
 
@@ -56,7 +53,7 @@ class StateTimeout:
     seconds: float | None = attrs.field(converter=_seconds)
     event: str = "state_timeout"
     payload: Any = None
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    priority: int = Priority.NORMAL
 
 
 @final
@@ -68,7 +65,7 @@ class EventTimeout:
     seconds: float | None = attrs.field(converter=_seconds)
     event: str = "event_timeout"
     payload: Any = None
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    priority: int = Priority.NORMAL
 
 
 @final
@@ -81,7 +78,7 @@ class Timer:
     seconds: float = attrs.field(converter=_seconds)
     event: str
     payload: Any = None
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    priority: int = Priority.NORMAL
     absolute: bool = False
 
 
@@ -113,7 +110,7 @@ class Send:
     agent_id: Any
     event: str
     payload: Any = None
-    priority: Priority = attrs.field(default=Priority.NORMAL, converter=_priority)
+    priority: int = Priority.NORMAL
 
 
 @final
@@ -151,12 +148,21 @@ class Prepared:
     """Runtime actions with their event code (-1 where none)."""
 
 
+def lane(priority: Any) -> int:
+    """An action's priority as a lane number (raises ``InvalidArgumentError``)."""
+    if isinstance(priority, int) and 0 <= priority <= 3:
+        return int(priority)
+    raise InvalidArgumentError(f"priority must be 0..3 (a Priority), got {priority!r}")
+
+
 def prepare(machine: Machine, actions: Sequence[Any]) -> Prepared:
-    """Validate ``actions`` for an agent running ``machine``.
+    """Validate ``actions`` for an agent running ``machine`` (the twin's path; the compiled
+    dispatcher does the same in C).
 
     Raises:
         TypeError: Something that is not an action, or two ``Reply``.
         UnknownEventError: An action names an event the machine does not have.
+        InvalidArgumentError: A priority outside 0..3.
     """
     out = Prepared()
     for action in actions:
@@ -174,6 +180,7 @@ def prepare(machine: Machine, actions: Sequence[Any]) -> Prepared:
         elif kind is Send:
             out.sends.append(action)
         elif kind in (StateTimeout, EventTimeout, Timer):
+            lane(action.priority)
             out.runtime.append((action, machine.event_code(action.event)))
         elif kind in (CancelTimer, Work):
             if kind is Work:

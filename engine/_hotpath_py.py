@@ -50,6 +50,7 @@ from ._types import (
     OverflowPolicy,
     Priority,
     Step,
+    as_priority,
 )
 
 if TYPE_CHECKING:
@@ -824,7 +825,7 @@ class Dispatcher:
                     send.agent_id,
                     str(send.event),
                     send.payload,
-                    send.priority,
+                    as_priority(send.priority),
                     DeadLetterReason.UNDELIVERABLE,
                     exc,
                 )

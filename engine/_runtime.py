@@ -501,11 +501,11 @@ class Runtime:
         try:
             self._d.send_nowait(agent_id, event, payload, priority, request)
             if timeout is None:
-                await pending.done.wait()
+                await pending.wait()
             else:
                 with trio.move_on_after(timeout):
-                    await pending.done.wait()
-                if not pending.done.is_set():
+                    await pending.wait()
+                if not pending.settled:
                     raise trio.TooSlowError(f"no answer from {agent_id!r} within {timeout} s")
         finally:
             self._requests.pop(request, None)
@@ -669,18 +669,32 @@ class Runtime:
 
 @final
 class _Pending:
-    """One request waiting for its answer."""
+    """One request waiting for its answer (parks its task directly: the cheapest wait)."""
 
-    __slots__ = ("_ok", "_value", "done")
+    __slots__ = ("_ok", "_task", "_value", "settled")
 
     def __init__(self) -> None:
-        self.done = trio.Event()
+        self.settled = False
         self._ok = False
         self._value: Any = None
+        self._task: trio.lowlevel.Task | None = None
 
     def settle(self, ok: bool, value: Any) -> None:
-        self._ok, self._value = ok, value
-        self.done.set()
+        self._ok, self._value, self.settled = ok, value, True
+        task, self._task = self._task, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> None:
+        if self.settled:  # answered before we waited (e.g. dropped at once)
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def result(self) -> Any:
         if not self._ok:

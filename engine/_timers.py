@@ -48,6 +48,9 @@ class TimerQueue:
         """Armed (live) timers."""
         return len(self._live)
 
+    def __bool__(self) -> bool:
+        return bool(self._live)
+
     def arm(self, deadline: float, due: Due) -> None:
         """Arm ``due.key`` for ``due.ref`` at ``deadline``, replacing any timer with that key."""
         seq = next(self._seq)

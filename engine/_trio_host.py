@@ -13,7 +13,6 @@ dispatch task and so propagate through the nursery to the ``async with``.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,15 +36,19 @@ class Host:
         self.rt = rt
         self.nursery = nursery
         self.token = trio.lowlevel.current_trio_token()
-        self._wake = trio.Event()
-        self._parked = False
+        self._parked: trio.lowlevel.Task | None = None
         self._progress = trio.lowlevel.ParkingLot()
         self._work: dict[Any, set[trio.CancelScope]] = {}
         rt._d.on_wake = self._on_wake
 
     def _on_wake(self) -> None:
-        if self._parked:
-            self._wake.set()
+        task, self._parked = self._parked, None
+        if task is not None:
+            trio.lowlevel.reschedule(task)
+
+    def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
+        self._parked = None
+        return trio.lowlevel.Abort.SUCCEEDED
 
     def detach(self) -> None:
         self.rt._d.on_wake = None
@@ -55,25 +58,30 @@ class Host:
         d = rt._d
         timers = rt._timers
         batch = rt._batch
+        progress = self._progress
         while True:
             now = trio.current_time()
             d.now = now
-            for due in timers.pop_due(now):
-                rt._fire(due)
+            if timers:
+                for due in timers.pop_due(now):
+                    rt._fire(due)
             if d.has_ready:
                 d.run(batch)
-                self._progress.unpark_all()
-                await trio.lowlevel.checkpoint()
-                continue
-            self._progress.unpark_all()
-            deadline = timers.next_deadline()
-            self._wake = trio.Event()
-            self._parked = True
-            try:
-                with trio.move_on_at(math.inf if deadline is None else deadline):
-                    await self._wake.wait()
-            finally:
-                self._parked = False
+                if progress:
+                    progress.unpark_all()
+                if d.has_ready:  # more to do: let other tasks run first
+                    await trio.lowlevel.checkpoint()
+                    continue
+            elif progress:
+                progress.unpark_all()
+            # nothing ready: park until on_wake or the next deadline (a checkpoint too)
+            self._parked = trio.lowlevel.current_task()
+            deadline = timers.next_deadline() if timers else None
+            if deadline is None:
+                await trio.lowlevel.wait_task_rescheduled(self._abort)
+            else:
+                with trio.move_on_at(deadline):
+                    await trio.lowlevel.wait_task_rescheduled(self._abort)
 
     async def send(self, agent_id: Any, event: Any, payload: Any, priority: int) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()

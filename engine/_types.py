@@ -22,6 +22,14 @@ class Priority(enum.IntEnum):
     CRITICAL = 3
 
 
+def as_priority(value: Any) -> Priority:
+    """``value`` as a ``Priority`` if it is one, else ``NORMAL`` (for records of bad input)."""
+    try:
+        return Priority(value)
+    except (ValueError, TypeError):
+        return Priority.NORMAL
+
+
 class OverflowPolicy(enum.IntEnum):
     """What a bounded mailbox does when a message arrives and it is full."""
 
