@@ -33,7 +33,8 @@ test: build
 	$(PY) -m pytest tests
 	$(PY) -m ruff check engine tests bench examples
 	$(PY) -m mypy
-	BENCH_MESSAGES=20000 BENCH_MEMORY_AGENTS=10000 $(PY) -m pytest bench --benchmark-disable -q
+	BENCH_MESSAGES=20000 BENCH_MEMORY_AGENTS=10000 BENCH_HOPS=2000 BENCH_REQUESTS=500 \
+		$(PY) -m pytest bench --benchmark-disable -q
 
 bench: build
 	BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest bench --benchmark-only \

@@ -54,6 +54,9 @@ def main() -> None:
             ]
             print(f"| {b['name']} | {med:.4f} | {rate:,.0f} | {ratios[0]:.1f} | {ratios[1]:.1f} |")
         print()
+    for group in ("hop", "request"):
+        latency_rows(data, group)
+    print()
     print("### targets (same run)\n")
     print("| engine | peer | target | measured | |")
     print("|---|---|---:|---:|---|")
@@ -72,6 +75,57 @@ def main() -> None:
         print(
             f"| idle memory {info['peer']} | {info['agents']:,} agents | {target} | "
             f"{info['bytes_per_agent']:.0f} B/agent | {verdict} |"
+        )
+    trio_targets(by_name)
+
+
+def latency_rows(data: dict[str, Any], group: str) -> None:
+    rows = [b for b in data["benchmarks"] if b["group"] == group]
+    if not rows:
+        return
+    print(f"\n### {group}\n")
+    print("| benchmark | p50 µs | p99 µs | samples |")
+    print("|---|---:|---:|---:|")
+    for b in sorted(rows, key=lambda b: b["extra_info"].get("p50_us", 0)):
+        info = b["extra_info"]
+        print(
+            f"| {b['name']} | {info['p50_us']:.2f} | {info['p99_us']:.2f} | {info['samples']:,} |"
+        )
+
+
+def trio_targets(by_name: dict[str, Any]) -> None:
+    """The trio runtime's targets, from the hop, request and trio-throughput groups."""
+    hop = by_name.get("test_engine_hop[native-prebuilt]")
+    if hop:
+        p99 = hop["extra_info"]["p99_us"]
+        print(
+            f"| agent-to-agent hop (Send), native | p99 | < 2 µs | {p99:.2f} µs | "
+            f"{'PASS' if p99 < 2 else 'MISS'} |"
+        )
+    ours, peer = (
+        by_name.get("test_engine_request[native]"),
+        by_name.get("test_peer_channel_roundtrip"),
+    )
+    if ours and peer:
+        a, b = ours["extra_info"]["p50_us"], peer["extra_info"]["p50_us"]
+        print(
+            f"| request round trip, native | p50 vs channel round trip {b:.1f} µs | ≤ 1x | "
+            f"{a:.1f} µs ({a / b:.2f}x) | {'PASS' if a <= b else 'MISS'} |"
+        )
+    sync = by_name.get("test_table_throughput_under_trio[native-sync]")
+    under = by_name.get("test_table_throughput_under_trio[native-open_runtime]")
+    sub = by_name.get("test_table_throughput_under_trio[native-open_runtime+subscriber]")
+    if sync and under:
+        ratio = sync["stats"]["median"] / under["stats"]["median"]
+        print(
+            f"| table workload under open_runtime, native | throughput vs run_until_idle | "
+            f"≥ 80% | {ratio:.0%} | {'PASS' if ratio >= 0.8 else 'MISS'} |"
+        )
+    if under and sub:
+        cost = sub["stats"]["median"] / under["stats"]["median"] - 1
+        print(
+            f"| recording with a subscriber attached, native | extra time | (reported) | "
+            f"{cost:+.0%} | |"
         )
 
 
