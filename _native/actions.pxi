@@ -8,7 +8,8 @@ cdef class _Prep:
     cdef bint postpone
     cdef list front      # [(event code, payload, lane)] or None
     cdef tuple reply     # (True, value) or None
-    cdef list sends      # [Send] or None
+    cdef object send1    # the first Send (most steps send at most one: no list to allocate)
+    cdef list sends      # further Sends, or None
     cdef list runtime    # [(action, event code)] or None
 
 
@@ -19,9 +20,12 @@ cdef _Prep _prepare(MachTab* mt, object actions):
     for action in actions:
         kind = type(action)
         if kind is Send:
-            if out.sends is None:
-                out.sends = []
-            out.sends.append(action)
+            if out.send1 is None:
+                out.send1 = action
+            elif out.sends is None:
+                out.sends = [action]
+            else:
+                out.sends.append(action)
         elif kind is Postpone:
             out.postpone = True
         elif kind is NextEvent:

@@ -812,9 +812,11 @@ cdef class Dispatcher:
                             (<tuple>self._mt[self._ag[slot].mach].events)[ev], states[nxt],
                             outputs)
         if prepared is not None:  # a Reply with no request to answer goes nowhere
-            if prepared.sends is not None:
-                for send in prepared.sends:
-                    self._deliver(send)
+            if prepared.send1 is not None:
+                self._deliver(prepared.send1)
+                if prepared.sends is not None:
+                    for send in prepared.sends:
+                        self._deliver(send)
             if prepared.runtime is not None and self._ids[slot] is agent_id:
                 self.on_actions(agent_id, slot, self._ag[slot].gen, prepared.runtime)
         return 0

@@ -38,6 +38,7 @@ class Host:
         self.token = trio.lowlevel.current_trio_token()
         self._parked: trio.lowlevel.Task | None = None
         self._progress = trio.lowlevel.ParkingLot()
+        self._idle = trio.lowlevel.ParkingLot()
         self._work: dict[Any, set[trio.CancelScope]] = {}
         rt._d.on_wake = self._on_wake
 
@@ -74,6 +75,8 @@ class Host:
                     continue
             elif progress:
                 progress.unpark_all()
+            if self._idle:
+                self._idle.unpark_all()
             # nothing ready: park until on_wake or the next deadline (a checkpoint too)
             self._parked = trio.lowlevel.current_task()
             deadline = timers.next_deadline() if timers else None
@@ -95,9 +98,10 @@ class Host:
                 return
 
     async def wait_until_idle(self) -> None:
-        while self.rt._d.has_ready:
-            await self._progress.park()
-        await trio.lowlevel.checkpoint()
+        if self.rt._d.has_ready or self._parked is None:
+            await self._idle.park()  # woken when the dispatch task finds nothing ready
+        else:
+            await trio.lowlevel.checkpoint()
 
     def follow(self, ring: Ring[Any], agent_id: Any, from_seq: int | None) -> Subscription:
         return Subscription(
