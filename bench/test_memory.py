@@ -1,9 +1,21 @@
-"""Idle agent memory: RSS growth of a fresh process that spawns N agents with integer ids.
+"""Idle agent memory: RSS growth of a fresh process that creates N idle agents.
 
-Each measurement runs in its own interpreter, so nothing else the session allocated counts.
-The agent's returned handle is dropped (what stays is what the runtime keeps). Figures go to
-``extra_info["bytes_per_agent"]``; `make bench` sizes are 10**5 and 10**6 (transitions, at
-~14 KB per agent, only to 10**5), `make test` uses BENCH_MEMORY_AGENTS=10000.
+Each measurement runs in its own interpreter (``subprocess``), so nothing the session
+allocated counts. Everything an agent does not own is made before the first reading: imports,
+the machine definition, the engine's ``Runtime`` (automat: the built factory; transitions: the
+transition spec). Then ``gc.collect()``, resident set size from ``/proc/self/statm``, N agents,
+``gc.collect()``, resident set size again; the figure is the growth divided by N.
+
+* engine (``native``, ``python``): ``rt.spawn(machine, i)`` for integer ids ``0..N-1``; the
+  returned ``AgentRef`` is dropped, so what stays is what the runtime keeps (the int id object
+  included, since the runtime holds it).
+* automat: one instance per agent, kept in a list.
+* transitions: one model with its own ``transitions.Machine`` per agent, kept in a list.
+
+Sizes: BENCH_MEMORY_AGENTS (default ``100000,1000000``) for the engine and automat; transitions
+(about 14 KB per agent) at a tenth of each, i.e. 10**4 and 10**5 by default. `make test` sets
+BENCH_MEMORY_AGENTS=10000. The benchmark's time is the subprocess's wall time, which means
+little; the figure is ``extra_info["bytes_per_agent"]``, and the session prints a table.
 """
 
 from __future__ import annotations
@@ -18,15 +30,17 @@ from typing import Any
 import pytest
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 SIZES = [int(n) for n in os.environ.get("BENCH_MEMORY_AGENTS", "100000,1000000").split(",")]
+TRANSITIONS_SIZES = [max(1, n // 10) for n in SIZES]
 
 SCRIPT = """
-import gc, json, sys
-sys.path.insert(0, {here!r})
+import gc, json, os, sys
+sys.path[:0] = [{root!r}, {here!r}]
 
-def rss() -> int:
+def rss():
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 peer, n = sys.argv[1], int(sys.argv[2])
 if peer in ("native", "python"):
@@ -34,51 +48,75 @@ if peer in ("native", "python"):
     from conftest import STATES, rows
     machine = engine.Machine("bench", list(STATES), STATES[0], rows())
     rt = engine.Runtime(implementation=peer)
-    rt.spawn(machine, -1)  # first use: registration and first allocations happen before
-    make = lambda i: rt.spawn(machine, i)
+    def create():
+        for i in range(n):
+            rt.spawn(machine, i)
+    def count():
+        return len(rt)
 elif peer == "automat":
     from _peers import Core, automat_factory
-    factory = automat_factory(False)
+    factory = automat_factory()
     keep = []
-    make = lambda i: keep.append(factory(Core()))
+    def create():
+        for _ in range(n):
+            keep.append(factory(Core()))
+    def count():
+        return len(keep)
+elif peer == "transitions":
+    import transitions
+    from _peers import Model, transitions_spec
+    from conftest import STATES
+    spec = transitions_spec()
+    keep = []
+    def create():
+        for _ in range(n):
+            model = Model()
+            transitions.Machine(model=model, states=list(STATES), transitions=spec,
+                                initial=STATES[0], auto_transitions=False)
+            keep.append(model)
+    def count():
+        return len(keep)
 else:
-    from _peers import transitions_models
-    keep = []
-    transitions_models(1)
-    make = lambda i: keep.extend(transitions_models(1))
+    raise SystemExit(f"unknown peer {{peer!r}}")
 gc.collect()
 before = rss()
-for i in range(n):
-    make(i)
+create()
 gc.collect()
-print(json.dumps({{"bytes_per_agent": (rss() - before) / n}}))
+after = rss()
+assert count() == n, (count(), n)
+print(json.dumps({{"before": before, "after": after, "bytes_per_agent": (after - before) / n}}))
 """
 
 
-def measure(peer: str, n: int) -> float:
+def measure(peer: str, n: int) -> dict[str, float]:
+    """Run the measurement in a fresh interpreter and return its readings."""
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(here=str(HERE)), peer, str(n)],
+        [sys.executable, "-c", SCRIPT.format(root=str(ROOT), here=str(HERE)), peer, str(n)],
         capture_output=True,
         text=True,
-        check=True,
+        check=False,
         timeout=1200,
+        cwd=ROOT,
     )
-    return float(json.loads(done.stdout)["bytes_per_agent"])
+    if done.returncode != 0:
+        pytest.fail(f"measurement {peer} {n} failed:\n{done.stderr}")
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
 
 
 CASES = [(peer, n) for peer in ("native", "python", "automat") for n in SIZES] + [
-    ("transitions", n) for n in SIZES if n <= 100_000
+    ("transitions", n) for n in TRANSITIONS_SIZES
 ]
 
 
 @pytest.mark.parametrize(("peer", "n"), CASES)
-@pytest.mark.benchmark(group="memory")
-def test_idle_agent_memory(benchmark: Any, peer: str, n: int) -> None:
-    result: dict[str, float] = {}
-
-    def run() -> None:
-        result["bytes"] = measure(peer, n)
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    assert result["bytes"] > 0
-    benchmark.extra_info.update(peer=peer, agents=n, bytes_per_agent=round(result["bytes"], 1))
+def test_idle_agent_memory(
+    benchmark: Any, peer: str, n: int, memory_results: list[dict[str, Any]]
+) -> None:
+    benchmark.group = "memory"
+    result = benchmark.pedantic(measure, args=(peer, n), rounds=1, iterations=1)
+    per_agent = result["bytes_per_agent"]
+    assert per_agent > 0
+    info = {"peer": peer, "agents": n, "bytes_per_agent": round(per_agent, 1)}
+    benchmark.extra_info.update(info, rss_before=result["before"], rss_after=result["after"])
+    memory_results.append(info)

@@ -1,170 +1,244 @@
-"""Throughput of the table workload: the engine's two hot paths against transitions and automat.
+"""Throughput of the workload: the engine's two hot paths against transitions and automat.
 
-Group "table": each peer applies the messages one call at a time; the engine queues them (by
-priority) and drains, either with one ``send_many_slots`` call or with ``send_nowait`` per
-message from a Python loop. Group "handler": a Python function runs on every step, for the
-peers as for the engine. A fresh runtime (or set of peer machines) is built outside the timed
-part of every round. ``bench/report.py`` turns a saved run into ratios against the peers.
+Every group holds the engine (``native`` and the ``python`` twin), transitions and automat,
+all on the same messages (``conftest.workload``):
+
+* ``send_many``: the engine queues all messages with one ``send_many_slots`` call and drains
+  them with ``run_until_idle``;
+* ``send_nowait``: the engine queues them from a Python loop, ``refs[a].send_nowait(e, None,
+  p)`` per message (the attribute lookup included, unlike the peers' pre-resolved bound
+  methods), then drains;
+* ``handler``: as ``send_many``, with a trivial Python handler (returning ``None``: apply the
+  table row) bound to every (state, event) slot; the peers run a Python callback per step.
+
+The peers apply each message in arrival order with one call (see ``_peers``); in the
+``send_many`` and ``send_nowait`` groups they run the same table workload, measured once per
+group. All per-message loops iterate with ``zip`` over Python lists made outside the timed
+part. A fresh runtime (or fresh peer agents) is built in ``setup`` before every round,
+outside the timing. After the rounds the engine's ``run_until_idle`` counts are checked
+against the number of messages, and the final states of the last round against the plain
+arrival-order reference (order-independent, see ``conftest``); the plain ``test_*_matches_*``
+tests check the same things without timing (they run under `make test`, not `make bench`).
+``bench/report.py`` turns a saved run into ratios against the peers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from _peers import (
-    automat_machines,
+    Inputs,
+    Model,
+    automat_instances,
     automat_methods,
-    automat_run,
+    automat_state,
+    run_automat,
+    run_transitions,
     transitions_models,
-    transitions_run,
 )
-from conftest import EVENTS, STATES, Workload, dest, rows
+from conftest import EVENTS, STATES, Workload, rows
 
 import engine
 
-ROUNDS = {"native": 5, "python": 1}
-PEER_ROUNDS = 1
+GROUPS = ("send_many", "send_nowait", "handler")
+ROUNDS = {"native": 5, "python": 2, "transitions": 2, "automat": 3}
+"""Rounds per benchmark: about 0.1-0.3 s, 5-7 s, 23 s and 4.5 s a round at 10**6 messages."""
+
+Setup = Callable[[], tuple[tuple[Any, ...], dict[str, Any]]]
 
 
-def engine_machine(with_handler: bool) -> engine.Machine:
-    machine = engine.Machine("bench", list(STATES), STATES[0], rows())
-    if with_handler:
-        for event in EVENTS:
-            machine.handler("*", event)(_noop)
-    return machine
+# -- the engine ----------------------------------------------------------------------------
 
 
-def _noop(ctx: Any, event: Any) -> None:
+def _noop_handler(ctx: Any, event: Any) -> None:
     return None
 
 
-def fresh_runtime(impl: str, machine: engine.Machine, n_agents: int) -> tuple[engine.Runtime, Any]:
+def engine_machine(handler: Callable[[Any, Any], Any] | None = None) -> engine.Machine:
+    """The workload's machine; with ``handler`` bound to every (state, event) slot.
+
+    A handler belongs to its ``Machine`` object, so every call builds a new one.
+    """
+    machine = engine.Machine("bench", list(STATES), STATES[0], rows())
+    if handler is not None:
+        for event in EVENTS:
+            machine.handler("*", event)(handler)
+    return machine
+
+
+def fresh_runtime(
+    impl: str, machine: engine.Machine, n_agents: int
+) -> tuple[engine.Runtime, list[Any]]:
+    """A runtime (outputs not collected) with agents ``0..n_agents-1`` and their refs."""
     rt = engine.Runtime(implementation=impl)
-    refs = [rt.spawn(machine, i) for i in range(n_agents)]
-    return rt, refs
+    return rt, [rt.spawn(machine, i) for i in range(n_agents)]
 
 
-def check_engine(rt: engine.Runtime, w: Workload) -> None:
-    assert rt.statistics().processed == w.size
-    # the engine reorders by priority, so compare counts rather than final states
-    assert int(rt.processed.sum()) == w.size
+def run_send_many(
+    rt: engine.Runtime,
+    slots: npt.NDArray[np.int32],
+    events: npt.NDArray[np.int32],
+    priorities: npt.NDArray[np.int32],
+) -> int:
+    """Queue every message in one call and drain; return how many were processed."""
+    rt.send_many_slots(slots, events, priorities)
+    return rt.run_until_idle()
 
 
-@pytest.mark.benchmark(group="table")
-def test_engine_send_many(benchmark: Any, impl: str, workload: Workload) -> None:
-    machine = engine_machine(with_handler=False)
+def run_send_nowait(
+    rt: engine.Runtime,
+    refs: list[Any],
+    agents: list[int],
+    events: list[int],
+    priorities: list[int],
+) -> int:
+    """Queue the messages one ``AgentRef.send_nowait`` at a time and drain."""
+    for a, e, p in zip(agents, events, priorities, strict=True):
+        refs[a].send_nowait(e, None, p)
+    return rt.run_until_idle()
 
+
+def engine_setup(impl: str, machine: engine.Machine, w: Workload, mode: str) -> Setup:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        rt, _ = fresh_runtime(impl, machine, workload.n_agents)
-        return (rt, rt.slots(range(workload.n_agents))[workload.agents]), {}
+        rt, refs = fresh_runtime(impl, machine, w.n_agents)
+        if mode == "send_nowait":
+            return (rt, refs, w.agent_list, w.event_list, w.priority_list), {}
+        slots = rt.slots(range(w.n_agents))[w.agents]
+        return (rt, slots, w.events, w.priorities), {}
 
-    def run(rt: engine.Runtime, slots: Any) -> engine.Runtime:
-        rt.send_many_slots(slots, workload.events, workload.priorities)
-        rt.run_until_idle()
+    return setup
+
+
+def engine_states(rt: engine.Runtime, n_agents: int) -> list[int]:
+    return [STATES.index(rt.state(i)) for i in range(n_agents)]
+
+
+def check_engine(rt: engine.Runtime, counts: list[int], w: Workload, reference: list[int]) -> None:
+    assert counts, "the engine never ran"
+    assert counts == [w.size] * len(counts), f"processed {counts}, expected {w.size} each"
+    stats = rt.statistics()
+    assert (stats.processed, stats.failed, stats.ready) == (w.size, 0, 0)
+    assert engine_states(rt, w.n_agents) == reference
+
+
+@pytest.mark.parametrize("mode", GROUPS)
+def test_engine(
+    benchmark: Any, impl: str, mode: str, workload: Workload, reference_states: list[int]
+) -> None:
+    benchmark.group = mode
+    machine = engine_machine(_noop_handler if mode == "handler" else None)
+    run = run_send_nowait if mode == "send_nowait" else run_send_many
+    counts: list[int] = []
+
+    def timed(rt: engine.Runtime, *args: Any) -> engine.Runtime:
+        counts.append(run(rt, *args))
         return rt
 
-    rt = benchmark.pedantic(run, setup=setup, rounds=ROUNDS[impl], iterations=1)
-    check_engine(rt, workload)
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
-
-
-@pytest.mark.benchmark(group="table")
-def test_engine_send_nowait(benchmark: Any, impl: str, workload: Workload) -> None:
-    machine = engine_machine(with_handler=False)
-    agents, events, prios = (
-        x.tolist() for x in (workload.agents, workload.events, workload.priorities)
+    rt = benchmark.pedantic(
+        timed, setup=engine_setup(impl, machine, workload, mode), rounds=ROUNDS[impl]
+    )
+    check_engine(rt, counts, workload, reference_states)
+    benchmark.extra_info.update(
+        system=impl, messages=workload.size, agents=workload.n_agents, processed=counts[-1]
     )
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return fresh_runtime(impl, machine, workload.n_agents), {}
 
-    def run(rt: engine.Runtime, refs: list[Any]) -> engine.Runtime:
-        for a, e, p in zip(agents, events, prios, strict=True):
-            refs[a].send_nowait(e, None, p)
-        rt.run_until_idle()
-        return rt
-
-    rt = benchmark.pedantic(run, setup=setup, rounds=ROUNDS[impl], iterations=1)
-    check_engine(rt, workload)
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
+# -- the peers -----------------------------------------------------------------------------
 
 
-@pytest.mark.benchmark(group="table")
-def test_peer_transitions(benchmark: Any, workload: Workload) -> None:
-    agents, events = workload.agents.tolist(), workload.events.tolist()
+@pytest.mark.parametrize("group", GROUPS)
+def test_peer_transitions(
+    benchmark: Any, group: str, workload: Workload, reference_states: list[int]
+) -> None:
+    benchmark.group = group
+    w = workload
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        models = transitions_models(workload.n_agents)
-        return ([m.trigger for m in models], agents, events, models), {}
+        models = transitions_models(w.n_agents, handler=group == "handler")
+        return (models, [m.trigger for m in models]), {}
 
-    def run(triggers: Any, agents: list[int], events: list[int], models: Any) -> Any:
-        transitions_run(triggers, agents, events)
+    def timed(models: list[Model], triggers: list[Callable[[str], bool]]) -> list[Model]:
+        run_transitions(triggers, w.agent_list, w.event_names)
         return models
 
-    models = benchmark.pedantic(run, setup=setup, rounds=PEER_ROUNDS, iterations=1)
-    assert [STATES.index(m.state) for m in models] == workload.final_states()
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
+    models = benchmark.pedantic(timed, setup=setup, rounds=ROUNDS["transitions"])
+    assert [STATES.index(m.state) for m in models] == reference_states
+    benchmark.extra_info.update(system="transitions", messages=w.size, agents=w.n_agents)
 
 
-@pytest.mark.benchmark(group="table")
-def test_peer_automat(benchmark: Any, workload: Workload) -> None:
-    agents, events = workload.agents.tolist(), workload.events.tolist()
-
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (automat_methods(automat_machines(workload.n_agents)), agents, events), {}
-
-    last = benchmark.pedantic(automat_run, setup=setup, rounds=PEER_ROUNDS, iterations=1)
-    finals = [0 if out is None else dest(int(out[1]), int(out[2])) for out in last]
-    assert finals == workload.final_states()
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
-
-
-@pytest.mark.benchmark(group="handler")
-def test_engine_handler(benchmark: Any, impl: str, workload: Workload) -> None:
-    machine = engine_machine(with_handler=True)
+@pytest.mark.parametrize("group", GROUPS)
+def test_peer_automat(
+    benchmark: Any, group: str, workload: Workload, reference_states: list[int]
+) -> None:
+    benchmark.group = group
+    w = workload
 
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        rt, _ = fresh_runtime(impl, machine, workload.n_agents)
-        return (rt, rt.slots(range(workload.n_agents))[workload.agents]), {}
+        instances = automat_instances(w.n_agents, handler=group == "handler")
+        return (instances, automat_methods(instances)), {}
 
-    def run(rt: engine.Runtime, slots: Any) -> engine.Runtime:
-        rt.send_many_slots(slots, workload.events, workload.priorities)
-        rt.run_until_idle()
-        return rt
+    def timed(instances: list[Inputs], methods: list[list[Callable[[], str]]]) -> list[Inputs]:
+        run_automat(methods, w.agent_list, w.event_list)
+        return instances
 
-    rt = benchmark.pedantic(run, setup=setup, rounds=ROUNDS[impl], iterations=1)
-    check_engine(rt, workload)
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
+    instances = benchmark.pedantic(timed, setup=setup, rounds=ROUNDS["automat"])
+    assert [automat_state(m) for m in instances] == reference_states
+    benchmark.extra_info.update(system="automat", messages=w.size, agents=w.n_agents)
 
 
-@pytest.mark.benchmark(group="handler")
-def test_peer_transitions_handler(benchmark: Any, workload: Workload) -> None:
-    agents, events = workload.agents.tolist(), workload.events.tolist()
-    calls = np.zeros(1, dtype=np.int64)
+# -- correctness against the plain reference, untimed (skipped by --benchmark-only) ----------
+
+
+@pytest.mark.parametrize("mode", GROUPS)
+def test_engine_matches_reference(
+    impl: str, mode: str, workload: Workload, reference_states: list[int]
+) -> None:
+    calls = [0]
+
+    def counting_handler(ctx: Any, event: Any) -> None:
+        calls[0] += 1
+
+    machine = engine_machine(counting_handler if mode == "handler" else None)
+    (rt, *args), _ = engine_setup(impl, machine, workload, mode)()
+    run = run_send_nowait if mode == "send_nowait" else run_send_many
+    check_engine(rt, [run(rt, *args)], workload, reference_states)
+    assert calls[0] == (workload.size if mode == "handler" else 0)
+
+
+@pytest.mark.parametrize("handler", [False, True], ids=["table", "handler"])
+def test_transitions_matches_reference(
+    handler: bool, workload: Workload, reference_states: list[int]
+) -> None:
+    calls = [0]
 
     def after() -> None:
         calls[0] += 1
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        calls[0] = 0
-        models = transitions_models(workload.n_agents, callback=after)
-        return ([m.trigger for m in models], agents, events), {}
-
-    benchmark.pedantic(transitions_run, setup=setup, rounds=PEER_ROUNDS, iterations=1)
-    assert calls[0] == workload.size
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
+    models = transitions_models(workload.n_agents, after=after if handler else None)
+    run_transitions([m.trigger for m in models], workload.agent_list, workload.event_names)
+    assert [STATES.index(m.state) for m in models] == reference_states
+    assert calls[0] == (workload.size if handler else 0)
 
 
-@pytest.mark.benchmark(group="handler")
-def test_peer_automat_handler(benchmark: Any, workload: Workload) -> None:
-    agents, events = workload.agents.tolist(), workload.events.tolist()
+@pytest.mark.parametrize("handler", [False, True], ids=["table", "handler"])
+def test_automat_matches_reference(
+    handler: bool, workload: Workload, reference_states: list[int]
+) -> None:
+    instances = automat_instances(workload.n_agents, handler=handler)
+    run_automat(automat_methods(instances), workload.agent_list, workload.event_list)
+    assert [automat_state(m) for m in instances] == reference_states
 
-    def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
-        return (automat_methods(automat_machines(workload.n_agents, True)), agents, events), {}
 
-    last = benchmark.pedantic(automat_run, setup=setup, rounds=PEER_ROUNDS, iterations=1)
-    finals = [0 if out is None else dest(int(out[1]), int(out[2])) for out in last]
-    assert finals == workload.final_states()
-    benchmark.extra_info.update(messages=workload.size, agents=workload.n_agents)
+def test_automat_outputs_follow_the_table(workload: Workload) -> None:
+    """Each step's output is the table's, with and without the per-step function."""
+    for handler in (False, True):
+        (m,) = automat_instances(1, handler=handler)
+        methods = automat_methods([m])[0]
+        state = 0
+        for e in workload.event_list[:200]:
+            assert methods[e]() == f"o{state}{e}"
+            state = (state + e + 1) % len(STATES)
