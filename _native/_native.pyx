@@ -12,11 +12,17 @@ cimport cython
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
 from cpython.long cimport PyLong_AsLong
+from cpython.number cimport PyIndex_Check
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
+
+
+cdef extern from "Python.h":
+    # with exc=NULL an out-of-range integer is clamped instead of raising
+    Py_ssize_t PyNumber_AsSsize_t(object o, PyObject* exc) except? -1
 
 
 cdef extern from "bigmem.h" nogil:

@@ -504,16 +504,13 @@ cdef class Dispatcher:
     cdef int32_t _event_code(self, int32_t slot, object event) except -1:
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef PyObject* code
-        cdef long v
+        cdef Py_ssize_t v
         if type(event) is str:
             code = PyDict_GetItem(<object>mt.event_index, event)
             if code != NULL:
                 return <int32_t>PyLong_AsLong(<object>code)
-        elif isinstance(event, int):
-            try:
-                v = event
-            except OverflowError:
-                v = -1
+        elif PyIndex_Check(event):  # ints, IntEnums, numpy integers
+            v = PyNumber_AsSsize_t(event, NULL)  # clamps instead of raising on overflow
             if 0 <= v < mt.n_events:
                 return <int32_t>v
         raise UnknownEventError((<object>mt.machine).name, event)

@@ -10,12 +10,10 @@ cdef class Event:
     cdef readonly object payload
     cdef int _lane
 
-    def __init__(self, str name, object payload=None, int priority=1):
-        if not 0 <= priority <= 3:
-            raise InvalidArgumentError(f"priority must be 0..3, got {priority!r}")
+    def __init__(self, str name, object payload=None, object priority=1):
         self.name = name
         self.payload = payload
-        self._lane = priority
+        self._lane = _lane(priority)
 
     @property
     def priority(self):
@@ -146,12 +144,10 @@ cdef inline AgentRef _make_ref(Dispatcher d, int32_t slot):
 
 
 cdef inline int _lane(object priority) except -1:
-    cdef long v
-    if isinstance(priority, int):
-        try:
-            v = priority
-        except OverflowError:
-            v = -1
-        if 0 <= v <= 3:
-            return <int>v
+    """A priority as a lane: anything integral (Priority, int, numpy integer) in 0..3."""
+    cdef Py_ssize_t v = -1
+    if PyIndex_Check(priority):
+        v = PyNumber_AsSsize_t(priority, NULL)  # clamps instead of raising on overflow
+    if 0 <= v <= 3:
+        return <int>v
     raise InvalidArgumentError(f"priority must be 0..3 (a Priority), got {priority!r}")

@@ -9,6 +9,7 @@ mailbox actions itself (``Postpone``, ``NextEvent``, ``Reply``, ``Send``) and ha
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
@@ -149,9 +150,14 @@ class Prepared:
 
 
 def lane(priority: Any) -> int:
-    """An action's priority as a lane number (raises ``InvalidArgumentError``)."""
-    if isinstance(priority, int) and 0 <= priority <= 3:
-        return int(priority)
+    """A priority as a lane number: anything integral (``Priority``, int, numpy integer)
+    in 0..3; otherwise ``InvalidArgumentError``."""
+    try:
+        value = operator.index(priority)
+    except TypeError:
+        value = -1
+    if 0 <= value <= 3:
+        return value
     raise InvalidArgumentError(f"priority must be 0..3 (a Priority), got {priority!r}")
 
 

@@ -21,13 +21,14 @@ The compiled module must behave identically: the same tests run against both.
 
 from __future__ import annotations
 
+import operator
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
 import numpy as np
 
-from ._actions import Prepared, Send, prepare
+from ._actions import Prepared, Send, lane, prepare
 from ._batch import batch_arrays
 from ._exceptions import (
     AgentExistsError,
@@ -82,11 +83,9 @@ class Event:
     __slots__ = ("_lane", "name", "payload")
 
     def __init__(self, name: str, payload: Any = None, priority: int = Priority.NORMAL) -> None:
-        if not isinstance(priority, int) or not 0 <= priority <= 3:
-            raise InvalidArgumentError(f"priority must be 0..3, got {priority!r}")
         self.name = name
         self.payload = payload
-        self._lane = int(priority)
+        self._lane = lane(priority)
 
     @property
     def priority(self) -> Priority:
@@ -411,8 +410,8 @@ class Dispatcher:
             evicted.append(self._dequeue(slot))
         evicted += self._postponed.pop(slot, [])
         error = AgentStoppedError(agent_id, "was " + reason.value)
-        for ev, payload, lane, request in evicted:
-            self._dead_letter(agent_id, machine, ev, payload, lane, reason)
+        for ev, payload, lane_, request in evicted:
+            self._dead_letter(agent_id, machine, ev, payload, lane_, reason)
             if request:
                 self._answer(request, False, error)
         return len(evicted)
@@ -567,15 +566,18 @@ class Dispatcher:
             code = machine.event_index.get(event)
             if code is not None:
                 return code
-        elif isinstance(event, int) and 0 <= event < len(machine.events):
-            return int(event)
+        else:
+            try:
+                code = operator.index(event)  # type: ignore[arg-type]  # ints, IntEnums, numpy ints
+            except TypeError:
+                code = -1
+            if 0 <= code < len(machine.events):
+                return code
         raise UnknownEventError(machine.name, event)
 
     @staticmethod
     def _lane(priority: int) -> int:
-        if isinstance(priority, int) and 0 <= priority <= 3:
-            return int(priority)
-        raise InvalidArgumentError(f"priority must be 0..3 (a Priority), got {priority!r}")
+        return lane(priority)
 
     def _enqueue(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         cap = self._cap[slot]

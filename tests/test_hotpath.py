@@ -210,6 +210,22 @@ def test_send_errors_are_typed_and_change_nothing(
     assert "b" not in rt
 
 
+def test_numpy_integers_are_event_codes_and_priorities(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
+    rt = make_runtime()
+    ref = rt.spawn(light, 0)
+    ref.send_nowait(np.int32(1), None, np.int64(2))
+    rt.send_nowait(0, np.uint8(0), "p", np.int16(3))
+    assert rt.queued(0) == [(Priority.CRITICAL, "tick", "p"), (Priority.HIGH, "fault", None)]
+    with pytest.raises(engine.UnknownEventError):
+        ref.send_nowait(np.int64(2**40))
+    with pytest.raises(engine.InvalidArgumentError):
+        ref.send_nowait("tick", None, np.int8(-1))
+    with pytest.raises(engine.InvalidArgumentError):
+        ref.send_nowait("tick", None, np.float64(1.0))
+
+
 def test_int_event_codes_and_equal_ids(make_runtime: MakeRuntime, light: Machine) -> None:
     rt = make_runtime()
     rt.spawn(light, 1)
