@@ -11,6 +11,11 @@
 # _timers.py    one heap for every timer, with lazy cancellation
 # _ring.py      retention rings for transition records and dead letters
 # _supervision.py  resume / restart with backoff / stop
+# plugin_spec.py   the plugin contract (Receptor, Effector, EventSink, ErrorRecord)
+# _plugins.py   entry-point discovery, loading, validation
+# _wiring.py    receptors and effectors attached to a running runtime
+# _config.py    attrs configuration structured by one cattrs converter; app files
+# _cli.py       python -m engine run | plugins
 # _types.py     public value types (priorities, statuses, steps, dead letters, batches)
 # _exceptions.py  the EngineError tree
 
@@ -23,15 +28,20 @@ from ._actions import Send as Send
 from ._actions import StateTimeout as StateTimeout
 from ._actions import Timer as Timer
 from ._actions import Work as Work
+from ._config import RestartPolicy as RestartPolicy
 from ._exceptions import AgentExistsError as AgentExistsError
 from ._exceptions import AgentNotFoundError as AgentNotFoundError
 from ._exceptions import AgentStoppedError as AgentStoppedError
+from ._exceptions import ConfigError as ConfigError
 from ._exceptions import EngineError as EngineError
 from ._exceptions import HandlerError as HandlerError
 from ._exceptions import InvalidArgumentError as InvalidArgumentError
 from ._exceptions import InvalidTransitionError as InvalidTransitionError
 from ._exceptions import MachineDefinitionError as MachineDefinitionError
 from ._exceptions import MailboxFullError as MailboxFullError
+from ._exceptions import PluginFailedError as PluginFailedError
+from ._exceptions import PluginLoadError as PluginLoadError
+from ._exceptions import PluginValidationError as PluginValidationError
 from ._exceptions import RuntimeBusyError as RuntimeBusyError
 from ._exceptions import RuntimeNotRunningError as RuntimeNotRunningError
 from ._exceptions import UnknownEventError as UnknownEventError
@@ -57,5 +67,8 @@ from ._types import OutputBatch as OutputBatch
 from ._types import OverflowPolicy as OverflowPolicy
 from ._types import Priority as Priority
 from ._types import Step as Step
+from ._wiring import EffectorFailure as EffectorFailure
+from ._wiring import Plugin as Plugin
+from ._wiring import ReceptorFailure as ReceptorFailure
 
 __version__ = "0.1.0"

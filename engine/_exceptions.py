@@ -128,3 +128,44 @@ class RuntimeNotRunningError(EngineError):
 
 class RuntimeBusyError(EngineError):
     """Raised when an operation that needs a quiescent dispatcher is called from inside a run."""
+
+
+class ConfigError(EngineError):
+    """Raised when a configuration (an app file, a plugin's config table) is invalid;
+    ``problems`` lists every fault found, each with its path."""
+
+    def __init__(self, where: str, problems: Sequence[str]) -> None:
+        self.where = where
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where} is invalid ({len(self.problems)} problems):\n{lines}")
+
+
+class PluginLoadError(EngineError):
+    """Raised when a plugin's entry point cannot be imported or its factory fails; names the
+    plugin, and the cause is ``__cause__``."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        super().__init__(f"plugin {name!r} failed to load: {type(cause).__name__}: {cause}")
+        self.name = name
+        self.__cause__ = cause
+
+
+class PluginValidationError(EngineError):
+    """Raised when a plugin does not satisfy the contract of its role; names the plugin."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"plugin {name!r} is invalid: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+class PluginFailedError(EngineError):
+    """Raised out of ``open_runtime`` when a receptor fails and its policy says stop (or it
+    failed too often); names the plugin, and the cause is ``__cause__``."""
+
+    def __init__(self, name: str, cause: BaseException, detail: str = "") -> None:
+        msg = f"plugin {name!r} failed: {type(cause).__name__}: {cause}"
+        super().__init__(f"{msg} ({detail})" if detail else msg)
+        self.name = name
+        self.__cause__ = cause

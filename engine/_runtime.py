@@ -143,6 +143,9 @@ class Runtime:
         """Which hot path this runtime runs on: ``"native"`` or ``"python"``."""
         self._dead: Ring[DeadLetter] = Ring(dead_letter_limit)
         self._log: Ring[Transition] = Ring(retention)
+        self._rejected: Ring[Any] = Ring(10_000)
+        self._effector_failures: Ring[Any] = Ring(1_000)
+        self._receptor_failures: Ring[Any] = Ring(1_000)
         self._d = impl.Dispatcher(sink=on_output, dead_letters=self._dead, budget=budget)
         self._capacity = capacity
         self._policy = policy
@@ -620,6 +623,18 @@ class Runtime:
         """Remove and return the dead letters kept so far (a stream reader that had not read
         them yet gets a ``Gap`` for them)."""
         return self._dead.discard()
+
+    def rejected(self) -> list[Any]:
+        """Input that receptors refused (``ErrorRecord``), oldest first (the last 10 000)."""
+        return self._rejected.items()
+
+    def effector_failures(self) -> list[Any]:
+        """Effectors that raised, each with the batch (or record) it failed to take."""
+        return self._effector_failures.items()
+
+    def receptor_failures(self) -> list[Any]:
+        """Receptors that raised, each with what followed (restart or stop)."""
+        return self._receptor_failures.items()
 
     def transitions(self) -> list[Transition]:
         """Transition records retained (while someone subscribes, or with ``record=True``)."""

@@ -14,7 +14,7 @@ dispatch task and so propagate through the nursery to the ``async with``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, final
@@ -26,15 +26,17 @@ from ._exceptions import MailboxFullError
 from ._ring import Gap, Ring
 from ._runtime import _ALL, Runtime
 from ._types import DeadLetter, DeadLetterReason, Priority
+from ._wiring import Plugin, Wiring, as_plugins
 
 
 @final
 class Host:
     """What ``open_runtime`` attaches to a ``Runtime`` (private)."""
 
-    def __init__(self, rt: Runtime, nursery: trio.Nursery) -> None:
+    def __init__(self, rt: Runtime, nursery: trio.Nursery, wiring: Wiring) -> None:
         self.rt = rt
         self.nursery = nursery
+        self.wiring = wiring
         self.token = trio.lowlevel.current_trio_token()
         self._parked: trio.lowlevel.Task | None = None
         self._progress = trio.lowlevel.ParkingLot()
@@ -60,6 +62,7 @@ class Host:
         timers = rt._timers
         batch = rt._batch
         progress = self._progress
+        wiring = self.wiring
         while True:
             now = trio.current_time()
             d.now = now
@@ -68,6 +71,8 @@ class Host:
                     rt._fire(due)
             if d.has_ready:
                 d.run(batch)
+                if wiring.pending:  # async effectors: wait for room (backpressure)
+                    await wiring.flush()
                 if progress:
                     progress.unpark_all()
                 if d.has_ready:  # more to do: let other tasks run first
@@ -75,6 +80,8 @@ class Host:
                     continue
             elif progress:
                 progress.unpark_all()
+            if wiring.pending:  # outputs made outside the loop (a synchronous run, say)
+                await wiring.flush()
             if self._idle:
                 self._idle.unpark_all()
             # nothing ready: park until on_wake or the next deadline (a checkpoint too)
@@ -252,23 +259,54 @@ class RuntimePortal:
 
 
 @asynccontextmanager
-async def open_runtime(**kwargs: Any) -> AsyncIterator[Runtime]:
+async def open_runtime(
+    *,
+    receptors: Sequence[Any] = (),
+    effectors: Sequence[Any] = (),
+    shutdown_timeout: float = 5.0,
+    **kwargs: Any,
+) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
 
-    Takes ``Runtime``'s keyword arguments (its clock defaults to ``trio.current_time``, so
-    ``trio.testing.MockClock`` drives timers). On exit the dispatch task and all agent work
-    are cancelled; mail still queued stays in the runtime, which remains usable
-    synchronously. An error of the runtime itself propagates out of the ``async with``.
+    Args:
+        receptors: Receptor objects (or ``Plugin`` wrappers with a name and restart policy);
+            each runs as a task pushing events through its ``EventSink``.
+        effectors: Effector objects (or ``Plugin`` wrappers) that receive every output batch.
+        shutdown_timeout: Seconds allowed at exit for effectors to take what is queued and
+            close (``aclose``).
+        **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
+            ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
+
+    On exit, receptors are cancelled first, queued outputs are handed to the effectors and
+    they are closed; then the dispatch task and all agent work are cancelled. Mail still
+    queued stays in the runtime, which remains usable synchronously. An error of the runtime
+    itself, or of a receptor whose policy is stop, propagates out of the ``async with``.
     """
+    receptor_plugins = as_plugins(receptors, "receptor")
+    wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
-    rt = Runtime(**kwargs)
+    rt = Runtime(on_output=wiring.fanout if wiring.active else None, **kwargs)
+    wiring.rt = rt
     try:
         async with trio.open_nursery() as nursery:
-            host = Host(rt, nursery)
+            host = Host(rt, nursery, wiring)
             rt._host = host
-            nursery.start_soon(host.dispatch_loop)
             try:
-                yield rt
+                async with trio.open_nursery() as plugged:  # effector tasks, receptors
+                    await wiring.open(plugged)
+                    nursery.start_soon(host.dispatch_loop)
+                    receptor_scope = trio.CancelScope()
+                    plugged.start_soon(_run_receptors, wiring, receptor_plugins, receptor_scope)
+                    try:
+                        yield rt
+                    finally:
+                        receptor_scope.cancel()
+                        with trio.move_on_after(shutdown_timeout) as scope:
+                            scope.shield = True
+                            await wiring.close()
+                with trio.move_on_after(shutdown_timeout) as scope:
+                    scope.shield = True
+                    await wiring.aclose_all()
             finally:
                 rt._host = None
                 host.detach()
@@ -277,3 +315,10 @@ async def open_runtime(**kwargs: Any) -> AsyncIterator[Runtime]:
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+
+
+async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            for plugin in plugins:
+                nursery.start_soon(wiring.run_receptor, plugin, name=f"receptor {plugin.name}")
