@@ -42,14 +42,66 @@ converter = cattrs.Converter(forbid_extra_keys=True)
 """The engine's one converter (plugins' ``Config`` classes are structured with it too)."""
 
 
+def _str_or_int(value: Any, _: Any) -> str | int:
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return value
+    raise TypeError(f"expected a string or an integer, got {value!r}")
+
+
+converter.register_structure_hook(str | int, _str_or_int)
+
+
 def structure(data: Any, cls: type[T], where: str) -> T:
-    """Structure ``data`` into ``cls``, or raise ``ConfigError`` listing every problem."""
+    """Structure ``data`` into ``cls``, or raise ``ConfigError`` listing every problem: type
+    errors found by cattrs and the attrs validators of every field that has the right type
+    (cattrs alone stops before validators when any field is malformed)."""
     try:
         return converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
-        raise ConfigError(where, cattrs.transform_error(exc, path="$")) from None
+        problems = cattrs.transform_error(exc, path="$", format_exception=_describe)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(where, [f"{type(exc).__name__}: {exc}"]) from None
+        problems = [f"{type(exc).__name__}: {exc}"]
+    problems += [p for p in _validator_problems(data, cls, "$") if p not in problems]
+    raise ConfigError(where, problems)
+
+
+def _describe(exc: BaseException, type_: Any) -> str:
+    text = cattrs.v.format_exception(exc, type_)
+    if text.startswith("unknown error (") and text.endswith(")"):
+        text = text[len("unknown error (") : -1]  # e.g. "x not in literal typing.Literal[...]"
+    return text
+
+
+def _validator_problems(data: Any, cls: Any, path: str) -> list[str]:
+    """Run each attrs field's validator on its value alone, recursing into nested classes."""
+    if not (attrs.has(cls) and isinstance(data, dict)):
+        return []
+    out = []
+    for field in attrs.fields(cls):
+        if field.name not in data:
+            continue
+        raw, where = data[field.name], f"{path}.{field.name}"
+        if attrs.has(field.type):
+            out += _validator_problems(raw, field.type, where)
+            continue
+        items: tuple[Any, ...] = getattr(field.type, "__args__", ())
+        if isinstance(raw, list) and len(items) == 1 and attrs.has(items[0]):
+            for i, item in enumerate(raw):
+                out += _validator_problems(item, items[0], f"{where}[{i}]")
+            continue
+        if isinstance(raw, dict) and len(items) == 2 and attrs.has(items[1]):
+            for key, item in raw.items():
+                out += _validator_problems(item, items[1], f"{where}.{key}")
+            continue
+        if field.validator is None:
+            continue
+        try:
+            value = converter.structure(raw, field.type)
+            field.validator(None, field, value)
+        except Exception as exc:  # a type error is cattrs' report; a validator's is ours
+            if not isinstance(exc, cattrs.BaseValidationError | TypeError):
+                out.append(f"{exc} @ {where}")
+    return out
 
 
 @final

@@ -39,6 +39,8 @@ class Host:
         self.wiring = wiring
         self.token = trio.lowlevel.current_trio_token()
         self._parked: trio.lowlevel.Task | None = None
+        self._stopping = False
+        self.stopped = trio.Event()
         self._progress = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._work: dict[Any, set[trio.CancelScope]] = {}
@@ -56,14 +58,29 @@ class Host:
     def detach(self) -> None:
         self.rt._d.on_wake = None
 
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop(self) -> None:
+        """Ask the dispatch task to hand its queued outputs to the effectors and return."""
+        self._stopping = True
+        self._on_wake()
+
     async def dispatch_loop(self) -> None:
+        try:
+            await self._loop()
+            await self.wiring.flush()  # the only flusher: nothing can race it
+        finally:
+            self.stopped.set()
+
+    async def _loop(self) -> None:
         rt = self.rt
         d = rt._d
         timers = rt._timers
         batch = rt._batch
         progress = self._progress
         wiring = self.wiring
-        while True:
+        while not self.stopping():
             now = trio.current_time()
             d.now = now
             if timers:
@@ -84,6 +101,8 @@ class Host:
                 await wiring.flush()
             if self._idle:
                 self._idle.unpark_all()
+            if self.stopping():
+                return
             # nothing ready: park until on_wake or the next deadline (a checkpoint too)
             self._parked = trio.lowlevel.current_task()
             deadline = timers.next_deadline() if timers else None
@@ -301,9 +320,11 @@ async def open_runtime(
                         yield rt
                     finally:
                         receptor_scope.cancel()
+                        host.stop()
                         with trio.move_on_after(shutdown_timeout) as scope:
                             scope.shield = True
-                            await wiring.close()
+                            await host.stopped.wait()
+                        wiring.close()
                 with trio.move_on_after(shutdown_timeout) as scope:
                     scope.shield = True
                     await wiring.aclose_all()
@@ -311,10 +332,13 @@ async def open_runtime(
                 rt._host = None
                 host.detach()
                 nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:  # one task failed: raise its error, not a group of one
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    except BaseExceptionGroup as group:  # one task failed: raise its error, not groups of one
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
 
 
 async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:

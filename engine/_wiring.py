@@ -192,12 +192,20 @@ class Wiring:
                     else:
                         self._failed(eff.name, exc, record=item)
 
-    async def close(self) -> None:
-        """Flush what is queued, let async effectors finish, then ``aclose`` every effector."""
-        await self.flush()
+    def close(self) -> None:
+        """End the async effectors' queues (they finish what they hold, then stop). Anything
+        the dispatch task could not hand over in time is recorded as a failure, not lost."""
+        while self.pending:
+            kind, item = self.pending.popleft()
+            for eff in self._async:
+                error = trio.TooSlowError(f"effector {eff.name!r} did not take it in time")
+                if kind == "batch":
+                    self._failed(eff.name, error, batch=item)
+                elif eff.report is not None:
+                    self._failed(eff.name, error, record=item)
         for eff in self._async:
             assert eff.send is not None
-            await eff.send.aclose()
+            eff.send.close()
 
     async def aclose_all(self) -> None:
         for eff in self.effectors:
