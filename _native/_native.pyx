@@ -18,6 +18,7 @@ from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset, memcpy
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
 cdef extern from "Python.h":
@@ -59,6 +60,7 @@ from engine._exceptions import (
     UnknownEventError,
 )
 from engine._machine import Machine
+from engine._metrics import METRICS_DTYPE, LatencyRing
 from engine._types import (
     AgentStatus,
     as_priority,
@@ -100,3 +102,5 @@ include "dispatch.pxi"
 
 if AGENT_DTYPE.itemsize != sizeof(Agent):  # the numpy view and the C struct must agree
     raise ImportError(f"AGENT_DTYPE is {AGENT_DTYPE.itemsize} bytes, Agent is {sizeof(Agent)}")
+if METRICS_DTYPE.itemsize != sizeof(Metric):
+    raise ImportError(f"METRICS_DTYPE is {METRICS_DTYPE.itemsize} bytes, Metric is {sizeof(Metric)}")

@@ -20,6 +20,8 @@ cdef struct ChunkPool:
     # Free items are kept on a stack of indexes, not linked through their own memory: a pop
     # then reads a contiguous array instead of chasing a cold pointer per message.
     Chunk* chunks
+    int64_t* stamps       # enqueue time (ns) per message slot, if ``stamped``; 0 = none
+    bint stamped
     int32_t* next         # next chunk of a lane; -1 = none
     int32_t* free         # stack of free chunk indexes
     int32_t nfree
@@ -54,6 +56,22 @@ cdef struct Agent:
     double since          # Dispatcher.now when the status last changed
     int64_t processed
     int64_t failed
+
+
+cdef struct Metric:
+    # Per-agent counters kept with metrics=True; the layout is engine._metrics.METRICS_DTYPE.
+    int64_t busy_ns       # time spent in this agent's turns
+    int32_t high_water    # largest mailbox depth seen
+    int32_t postponed
+    int32_t restarts
+    int32_t _pad
+
+
+cdef struct Ring:
+    # A LatencyRing's buffers, for appending without a Python call.
+    int64_t* buf
+    int64_t* n            # samples ever appended
+    int64_t cap
 
 
 cdef struct MachTab:

@@ -17,6 +17,29 @@ cdef enum:
     F_HOLD = 64 | 128   # paused or stopped: not stepped
 
 
+cdef inline int64_t _now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+cdef inline void _ring_push(Ring* r, int64_t value) noexcept nogil:
+    r.buf[r.n[0] % r.cap] = value
+    r.n[0] += 1
+
+
+cdef int _bind_ring(Ring* r, object ring) except -1:
+    cdef int64_t[::1] buf
+    cdef int64_t[::1] n
+    b, c = ring.buffers()
+    buf = b
+    n = c
+    r.buf = &buf[0]
+    r.n = &n[0]
+    r.cap = buf.shape[0]
+    return 0
+
+
 cdef int _grow(void** p, size_t old_n, size_t new_n, size_t size) except -1:
     """Grow an array of ``old_n`` items to ``new_n`` (see bigmem.h); new items are undefined."""
     cdef void* q = big_grow(p[0], old_n * size, new_n * size)
@@ -36,8 +59,28 @@ cdef class Dispatcher:
         dead_letters: Where dead letters are appended (a bounded deque is typical).
         budget: Messages one agent may process per turn before the next ready agent runs.
         output_buffer: Outputs buffered before a batch is flushed mid-run (between turns).
+        metrics: Keep per-agent busy time, mailbox high-water mark, postponed and restart
+            counts (``metrics``); without it the drain loop does none of that work.
+        sample_every: Time every Nth step (``step_ring``) and every Nth message's wait in
+            its mailbox (``wait_ring``); 0 turns sampling off.
+        ring_size: Samples each latency ring keeps.
     """
 
+    # metrics
+    cdef readonly bint metrics_enabled
+    cdef readonly int32_t sample_every
+    cdef readonly object step_ring
+    cdef readonly object wait_ring
+    cdef Ring _step_r
+    cdef Ring _wait_r
+    cdef int32_t _enq_left
+    cdef int32_t _step_left
+    cdef Py_ssize_t _ring_size
+    cdef object _mx_arr
+    cdef Metric* _mx
+    cdef dict _last_error
+    cdef dict _tracked
+    cdef dict _tracked_machines
     # configuration, records and hooks
     cdef object _sink
     cdef bint _has_sink
@@ -96,9 +139,25 @@ cdef class Dispatcher:
         idt_init(&self._tab, 8)
 
     def __init__(self, *, sink=None, dead_letters=None, int budget=64,
-                 Py_ssize_t output_buffer=65536):
+                 Py_ssize_t output_buffer=65536, bint metrics=False, int32_t sample_every=0,
+                 Py_ssize_t ring_size=65536):
         if budget < 1 or output_buffer < 1:
             raise InvalidArgumentError("budget and output_buffer must be positive")
+        if sample_every < 0 or ring_size < 1:
+            raise InvalidArgumentError("sample_every must be >= 0 and ring_size positive")
+        self.metrics_enabled = metrics
+        self.sample_every = sample_every
+        self._enq_left = self._step_left = sample_every
+        self._ring_size = ring_size
+        self.step_ring = LatencyRing(ring_size)
+        self.wait_ring = LatencyRing(ring_size)
+        _bind_ring(&self._step_r, self.step_ring)
+        _bind_ring(&self._wait_r, self.wait_ring)
+        self._chunks.stamped = sample_every > 0
+        self._mx_arr = np.zeros(0, dtype=METRICS_DTYPE)
+        self._last_error = {}
+        self._tracked = {}
+        self._tracked_machines = {}
         self._sink = sink
         self._has_sink = sink is not None
         self.dead_letters = deque() if dead_letters is None else dead_letters
@@ -131,6 +190,7 @@ cdef class Dispatcher:
                 m = lane_pop(box, &self._chunks, top_lane(box))
                 Py_XDECREF(m.payload)
         big_free(self._chunks.chunks, self._chunks.cap * sizeof(Chunk))
+        big_free(self._chunks.stamps, <size_t>self._chunks.cap * CHUNK * sizeof(int64_t))
         big_free(self._chunks.next, self._chunks.cap * sizeof(int32_t))
         big_free(self._chunks.free, self._chunks.cap * sizeof(int32_t))
         big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
@@ -233,6 +293,12 @@ cdef class Dispatcher:
             self._dropped_arr = np.concatenate([self._dropped_arr, np.zeros(new - old, np.int64)])
             counts = self._dropped_arr
             self._dropped = &counts[0]
+        if self.metrics_enabled:
+            grown = np.zeros(new, dtype=METRICS_DTYPE)
+            grown[:old] = self._mx_arr
+            raw = grown.view(np.uint8)
+            self._mx_arr = grown
+            self._mx = <Metric*>&raw[0]
         self._slot_cap = new
         return 0
 
@@ -284,6 +350,8 @@ cdef class Dispatcher:
         ag.epoch = 0
         ag.since = self.now
         ag.processed = ag.failed = 0
+        if self.metrics_enabled:
+            memset(&self._mx[slot], 0, sizeof(Metric))
         if capacity:
             self._count_drops()
             self._dropped[slot] = 0
@@ -310,6 +378,8 @@ cdef class Dispatcher:
             self.retired[2] += self._dropped[slot]
             self._dropped[slot] = 0
         ag.gen += 1
+        self._last_error.pop(slot, None)
+        self._tracked.pop(slot, None)
         self._ids[slot] = None
         self._data[slot] = None
         if self._flags[slot] & F_QUEUED:
@@ -411,6 +481,8 @@ cdef class Dispatcher:
         machine = <object>self._mt[self._ag[slot].mach].machine
         self._ag[slot].state = machine.state_code(machine.initial if state is None else state)
         self._ag[slot].epoch += 1
+        if self.metrics_enabled:
+            self._mx[slot].restarts += 1
         self._flags[slot] &= ~F_ERROR
         self._ag[slot].since = self.now
         self._replay(slot, None, True)
@@ -543,12 +615,39 @@ cdef class Dispatcher:
                 box_free(&self._pool, b)
                 ag.box = -1
             raise
+        if self.sample_every:
+            self._stamp(&self._pool.boxes[b], lane)
+        if self.metrics_enabled and self._pool.boxes[b].count > self._mx[slot].high_water:
+            self._mx[slot].high_water = self._pool.boxes[b].count
         if not (self._flags[slot] & (F_QUEUED | F_HOLD)):
             self._flags[slot] |= F_QUEUED
             self._ready[(self._rhead + self._rlen) % self._slot_cap] = slot
             self._rlen += 1
             if self._rlen == 1 and self.on_wake is not None:
                 self.on_wake()
+        return 0
+
+    cdef inline void _stamp(self, Box* box, int lane) noexcept:
+        """Every Nth message enqueued gets its enqueue time (the others 0)."""
+        cdef int64_t stamp = 0
+        self._enq_left -= 1
+        if self._enq_left == 0:
+            self._enq_left = self.sample_every
+            stamp = _now_ns()
+        self._chunks.stamps[<Py_ssize_t>box.tail[lane] * CHUNK + box.tpos[lane] - 1] = stamp
+
+    cdef int _sample(self, int32_t slot, int which, int64_t ns) except -1:
+        """One latency sample (0: step, 1: wait) into the runtime's ring, and into the rings
+        of the agent or its machine if they are tracked."""
+        _ring_push(&self._step_r if which == 0 else &self._wait_r, ns)
+        if self._tracked:
+            rings = self._tracked.get(slot)
+            if rings is not None:
+                rings[which].append(ns)
+        if self._tracked_machines:
+            rings = self._tracked_machines.get(self._ag[slot].mach)
+            if rings is not None:
+                rings[which].append(ns)
         return 0
 
     cdef int _drop_for(self, int32_t slot, int32_t ev, object payload, int lane,
@@ -595,6 +694,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t budget
         cdef int32_t slot
         cdef uint16_t f
+        cdef int64_t t0
         if self._running:
             raise RuntimeBusyError("run() called from inside a run (from a handler?)")
         self._running = True
@@ -611,9 +711,12 @@ cdef class Dispatcher:
                     self._flags[slot] = f & ~F_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
+                t0 = _now_ns() if self.metrics_enabled else 0
                 try:
                     done += self._turn(slot, budget)
                 finally:
+                    if self.metrics_enabled:
+                        self._mx[slot].busy_ns += _now_ns() - t0
                     f = self._flags[slot]
                     if f & F_DEAD:
                         self._release(slot)
@@ -639,10 +742,22 @@ cdef class Dispatcher:
         cdef Msg m
         cdef Agent* ag
         cdef uint16_t f
+        cdef int64_t stamp = 0
+        cdef int64_t t0
         while k < budget:
             f = self._flags[slot]
             if f & F_FRONT:
                 k += 1
+                if self.sample_every:
+                    self._step_left -= 1
+                    if self._step_left == 0:
+                        self._step_left = self.sample_every
+                        t0 = _now_ns()
+                        self._step_front(slot)
+                        self._sample(slot, 0, _now_ns() - t0)
+                        if self._flags[slot] & (F_DEAD | F_HOLD):
+                            break
+                        continue
                 self._step_front(slot)
             else:
                 ag = &self._ag[slot]
@@ -651,11 +766,26 @@ cdef class Dispatcher:
                     break
                 box = &self._pool.boxes[b]
                 lane = top_lane(box)
+                if self.sample_every:
+                    stamp = self._chunks.stamps[<Py_ssize_t>box.head[lane] * CHUNK
+                                                + box.hpos[lane]]
                 m = lane_pop(box, &self._chunks, lane)
                 if box.count == 0:
                     box_free(&self._pool, b)
                     ag.box = -1
                 k += 1
+                if self.sample_every:
+                    if stamp:
+                        self._sample(slot, 1, _now_ns() - stamp)
+                    self._step_left -= 1
+                    if self._step_left == 0:
+                        self._step_left = self.sample_every
+                        t0 = _now_ns()
+                        self._step(slot, m.event, take(m.payload), lane, m.request)
+                        self._sample(slot, 0, _now_ns() - t0)
+                        if self._flags[slot] & (F_DEAD | F_HOLD):
+                            break
+                        continue
                 if (m.payload == NULL and m.request == 0 and self._on_record is None
                         and not (f & F_POSTPONED)
                         and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
@@ -776,6 +906,8 @@ cdef class Dispatcher:
                 postponed = self._postponed[slot] = []
                 self._flags[slot] |= F_POSTPONED
             postponed.append((ev, payload, lane, request))
+            if self.metrics_enabled:
+                self._mx[slot].postponed += 1
         ag.state = nxt
         if nxt != s:
             ag.epoch += 1
@@ -876,6 +1008,8 @@ cdef class Dispatcher:
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef bint alive = self._ids[slot] is agent_id
         self._ag[slot].failed += 1
+        if alive:
+            self._last_error[slot] = error
         if alive and not (self._flags[slot] & F_ERROR):
             self._flags[slot] |= F_ERROR
             self._ag[slot].since = self.now
@@ -983,6 +1117,66 @@ cdef class Dispatcher:
     def status_since(self, agent_id):
         """The ``now`` reading when the agent's status last changed."""
         return self._ag[self._slot_of(agent_id)].since
+
+    @property
+    def metrics(self):
+        """Per-slot ``METRICS_DTYPE`` records (busy_ns, high_water, postponed, restarts);
+        empty unless the dispatcher was made with ``metrics=True``."""
+        return self._mx_arr[:self._n_slots] if self.metrics_enabled else self._mx_arr[:0]
+
+    def depths(self):
+        """Messages queued per slot now (front queue and lanes)."""
+        cdef int32_t slot, b
+        out = np.zeros(self._n_slots, dtype=np.int32)
+        cdef int32_t[::1] mv = out
+        for slot in range(self._n_slots):
+            b = self._ag[slot].box
+            if b >= 0 and self._flags[slot] & F_LIVE:
+                mv[slot] = self._pool.boxes[b].count
+        for slot, front in self._front.items():
+            mv[slot] += len(front)
+        return out
+
+    def states(self):
+        """State index per slot (meaningful for live slots; see ``machine_indexes``)."""
+        return self._agents["state"][:self._n_slots].copy()
+
+    def machine_indexes(self):
+        """Machine index per slot, -1 for free slots."""
+        cdef int32_t slot
+        out = self._agents["machine"][:self._n_slots].copy()
+        cdef int32_t[::1] mv = out
+        for slot in range(self._n_slots):
+            if not (self._flags[slot] & F_LIVE):
+                mv[slot] = -1
+        return out
+
+    @property
+    def machines(self):
+        """Registered machines, by machine index."""
+        return list(self._machines)
+
+    def last_error(self, agent_id):
+        """The error of the agent's last failed message (kept until it is terminated)."""
+        return self._last_error.get(self._slot_of(agent_id))
+
+    def track(self, agent_id):
+        """Also keep this agent's sampled (step, wait) latencies in rings of its own."""
+        slot = self._slot_of(agent_id)
+        rings = self._tracked.get(slot)
+        if rings is None:
+            rings = self._tracked[slot] = (LatencyRing(self._ring_size),
+                                           LatencyRing(self._ring_size))
+        return rings
+
+    def track_machine(self, machine):
+        """Also keep the sampled (step, wait) latencies of this machine's agents apart."""
+        m = self.register(machine)
+        rings = self._tracked_machines.get(m)
+        if rings is None:
+            rings = self._tracked_machines[m] = (LatencyRing(self._ring_size),
+                                                 LatencyRing(self._ring_size))
+        return rings
 
     def timer_guard(self, int32_t slot):
         """(generation, state changes, events taken) of a slot: what a timer checks at firing."""

@@ -8,6 +8,8 @@ cdef int _grow_chunks(ChunkPool* p) except -1:
     if new <= old:
         raise MemoryError("message pool is full")
     _grow(<void**>&p.chunks, old, new, sizeof(Chunk))
+    if p.stamped:
+        _grow(<void**>&p.stamps, <size_t>old * CHUNK, <size_t>new * CHUNK, sizeof(int64_t))
     _grow(<void**>&p.next, old, new, sizeof(int32_t))
     _grow(<void**>&p.free, old, new, sizeof(int32_t))
     for i in range(new - old):  # lowest index on top

@@ -15,7 +15,8 @@
 # _plugins.py   entry-point discovery, loading, validation
 # _wiring.py    receptors and effectors attached to a running runtime
 # _config.py    attrs configuration structured by one cattrs converter; app files
-# _cli.py       python -m engine run | plugins
+# _cli.py       python -m engine run | plugins | top
+# _metrics.py   latency rings (numpy), per-agent metric records
 # _types.py     public value types (priorities, statuses, steps, dead letters, batches)
 # _exceptions.py  the EngineError tree
 
@@ -51,9 +52,12 @@ from ._hotpath import AgentContext as AgentContext
 from ._hotpath import AgentRef as AgentRef
 from ._hotpath import Event as Event
 from ._machine import Machine as Machine
+from ._metrics import LatencyRing as LatencyRing
+from ._metrics import LatencySummary as LatencySummary
 from ._ring import Gap as Gap
 from ._ring import Transition as Transition
 from ._runtime import AgentStatistics as AgentStatistics
+from ._runtime import MachineStatistics as MachineStatistics
 from ._runtime import Runtime as Runtime
 from ._runtime import RuntimeStatistics as RuntimeStatistics
 from ._supervision import Supervision as Supervision

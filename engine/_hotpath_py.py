@@ -22,6 +22,7 @@ The compiled module must behave identically: the same tests run against both.
 from __future__ import annotations
 
 import operator
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
@@ -43,6 +44,7 @@ from ._exceptions import (
     UnknownEventError,
 )
 from ._machine import Machine
+from ._metrics import METRICS_DTYPE, LatencyRing
 from ._types import (
     AgentStatus,
     DeadLetter,
@@ -223,6 +225,11 @@ class Dispatcher:
         dead_letters: Where dead letters are appended (a bounded deque is typical).
         budget: Messages one agent may process per turn before the next ready agent runs.
         output_buffer: Outputs buffered before a batch is flushed mid-run (between turns).
+        metrics: Keep per-agent busy time, mailbox high-water mark, postponed and restart
+            counts (``metrics``); without it the drain loop does none of that work.
+        sample_every: Time every Nth step (``step_ring``) and every Nth message's wait in
+            its mailbox (``wait_ring``); 0 turns sampling off.
+        ring_size: Samples each latency ring keeps.
     """
 
     def __init__(
@@ -232,9 +239,26 @@ class Dispatcher:
         dead_letters: deque[DeadLetter] | None = None,
         budget: int = 64,
         output_buffer: int = 65536,
+        metrics: bool = False,
+        sample_every: int = 0,
+        ring_size: int = 65_536,
     ) -> None:
         if budget < 1 or output_buffer < 1:
             raise InvalidArgumentError("budget and output_buffer must be positive")
+        if sample_every < 0 or ring_size < 1:
+            raise InvalidArgumentError("sample_every must be >= 0 and ring_size positive")
+        self.metrics_enabled = metrics
+        self.sample_every = sample_every
+        self.step_ring = LatencyRing(ring_size)
+        """Sampled step durations (ns)."""
+        self.wait_ring = LatencyRing(ring_size)
+        """Sampled time messages spent in their mailbox (ns)."""
+        self._ring_size = ring_size
+        self._enq_left = self._step_left = sample_every
+        self._mx = np.zeros(0, dtype=METRICS_DTYPE)
+        self._last_error: dict[int, BaseException] = {}
+        self._tracked: dict[int, tuple[LatencyRing, LatencyRing]] = {}
+        self._tracked_machines: dict[int, tuple[LatencyRing, LatencyRing]] = {}
         self._sink = sink
         self.dead_letters: deque[DeadLetter] = deque() if dead_letters is None else dead_letters
         self.dead_letter_count = 0
@@ -267,7 +291,7 @@ class Dispatcher:
         self._epoch: list[int] = []
         self._since: list[float] = []
         self._cap: list[int] = []
-        self._box: list[list[deque[tuple[int, Any, int]]] | None] = []
+        self._box: list[list[deque[tuple[int, Any, int, int]]] | None] = []
         self._count: list[int] = []
         self._free: list[int] = []
         self._front: dict[int, deque[Entry]] = {}
@@ -367,6 +391,10 @@ class Dispatcher:
                 self._processed = _grow(self._processed, n)
                 self._failed = _grow(self._failed, n)
                 self._dropped = _grow(self._dropped, n)
+                if self.metrics_enabled:
+                    grown = np.zeros(n, dtype=METRICS_DTYPE)
+                    grown[: len(self._mx)] = self._mx
+                    self._mx = grown
         self._state[slot] = s
         self._mach[slot] = m
         self._flags[slot] = flags
@@ -376,6 +404,8 @@ class Dispatcher:
         self._box[slot] = None
         self._count[slot] = 0
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
+        if self.metrics_enabled:
+            self._mx[slot] = 0
         self._index[agent_id] = slot
         return AgentRef(self, slot, self._gen[slot])
 
@@ -392,6 +422,8 @@ class Dispatcher:
         self.retired[1] += int(self._failed[slot])
         self.retired[2] += int(self._dropped[slot])
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
+        self._last_error.pop(slot, None)
+        self._tracked.pop(slot, None)
         self._gen[slot] += 1
         self._ids[slot] = None
         self._data[slot] = None
@@ -407,7 +439,7 @@ class Dispatcher:
         machine = self._machines[self._mach[slot]]
         evicted = list(self._front.pop(slot, ()))
         while self._count[slot]:
-            evicted.append(self._dequeue(slot))
+            evicted.append(self._dequeue(slot, sample=False))
         evicted += self._postponed.pop(slot, [])
         error = AgentStoppedError(agent_id, "was " + reason.value)
         for ev, payload, lane_, request in evicted:
@@ -476,6 +508,8 @@ class Dispatcher:
         machine = self._machines[self._mach[slot]]
         self._state[slot] = machine.state_code(machine.initial if state is None else state)
         self._epoch[slot] += 1
+        if self.metrics_enabled:
+            self._mx[slot]["restarts"] += 1
         self._flags[slot] &= ~_ERROR
         self._since[slot] = self.now
         self._replay(slot, [])
@@ -592,14 +626,22 @@ class Dispatcher:
             if victim < 0:  # everything queued outranks the newcomer: drop the newcomer
                 self._drop(slot, machine, ev, payload, lane, request)
                 return
-            old_ev, old_payload, old_request = box[victim].popleft()
+            old_ev, old_payload, old_request, _ = box[victim].popleft()
             self._count[slot] -= 1
             self._drop(slot, machine, old_ev, old_payload, victim, old_request)
         box = self._box[slot]
         if box is None:
             box = self._box[slot] = [deque(), deque(), deque(), deque()]
-        box[lane].append((ev, payload, request))
+        stamp = 0
+        if self.sample_every:
+            self._enq_left -= 1
+            if not self._enq_left:
+                self._enq_left = self.sample_every
+                stamp = time.perf_counter_ns()
+        box[lane].append((ev, payload, request, stamp))
         self._count[slot] += 1
+        if self.metrics_enabled and self._count[slot] > self._mx[slot]["high_water"]:
+            self._mx[slot]["high_water"] = self._count[slot]
         if self._count[slot] == 1 and slot not in self._front:
             self._stamp(slot)
         self._wake(slot)
@@ -612,18 +654,34 @@ class Dispatcher:
         if request:
             self._answer(request, False, MailboxFullError(agent_id, self._cap[slot]))
 
-    def _dequeue(self, slot: int) -> Entry:
-        """Take the next message from the lanes (not the front queue)."""
+    def _dequeue(self, slot: int, sample: bool = True) -> Entry:
+        """Take the next message from the lanes (not the front queue); a stamped message's
+        wait is sampled unless it is being evicted (``sample=False``)."""
         box = self._box[slot]
         assert box is not None
         lane = 3
         while not box[lane]:
             lane -= 1
-        ev, payload, request = box[lane].popleft()
+        ev, payload, request, stamp = box[lane].popleft()
         self._count[slot] -= 1
         if not self._count[slot]:
             self._box[slot] = None
+        if stamp and sample:
+            self._sample(slot, 1, time.perf_counter_ns() - stamp)
         return ev, payload, lane, request
+
+    def _sample(self, slot: int, which: int, ns: int) -> None:
+        """Record one latency sample (0: step, 1: wait) in the runtime's ring and in the
+        rings of the agent or its machine if they are tracked."""
+        (self.step_ring, self.wait_ring)[which].append(ns)
+        if self._tracked:
+            rings = self._tracked.get(slot)
+            if rings is not None:
+                rings[which].append(ns)
+        if self._tracked_machines:
+            rings = self._tracked_machines.get(self._mach[slot])
+            if rings is not None:
+                rings[which].append(ns)
 
     def _stamp(self, slot: int) -> None:
         """Record that the status (not ERROR/STOPPED) changed now."""
@@ -653,9 +711,12 @@ class Dispatcher:
                     self._flags[slot] &= ~_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
+                t0 = time.perf_counter_ns() if self.metrics_enabled else 0
                 try:
                     done += self._turn(slot, budget)
                 finally:
+                    if self.metrics_enabled:
+                        self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
                     flags = self._flags[slot]
                     if flags & _DEAD:
                         self._release(slot)
@@ -687,6 +748,16 @@ class Dispatcher:
             else:
                 break
             k += 1
+            if self.sample_every:
+                self._step_left -= 1
+                if not self._step_left:
+                    self._step_left = self.sample_every
+                    t0 = time.perf_counter_ns()
+                    self._step(slot, *entry)
+                    self._sample(slot, 0, time.perf_counter_ns() - t0)
+                    if self._flags[slot] & (_DEAD | _PAUSED | _STOPPED):
+                        break
+                    continue
             self._step(slot, *entry)
             if self._flags[slot] & (_DEAD | _PAUSED | _STOPPED):
                 break
@@ -764,6 +835,8 @@ class Dispatcher:
         postpone = prepared is not None and prepared.postpone
         if postpone:
             self._postponed.setdefault(slot, []).append((ev, payload, lane, request))
+            if self.metrics_enabled:
+                self._mx[slot]["postponed"] += 1
         self._state[slot] = nxt
         if nxt != s:
             self._epoch[slot] += 1
@@ -855,6 +928,8 @@ class Dispatcher:
         machine = self._machines[self._mach[slot]]
         self._failed[slot] += 1
         alive = self._ids[slot] is agent_id
+        if alive:
+            self._last_error[slot] = error
         if alive and not self._flags[slot] & _ERROR:
             self._flags[slot] |= _ERROR
             self._since[slot] = self.now
@@ -962,6 +1037,59 @@ class Dispatcher:
         """The ``now`` reading when the agent's status last changed."""
         return self._since[self._slot_of(agent_id)]
 
+    @property
+    def metrics(self) -> npt.NDArray[np.void]:
+        """Per-slot ``METRICS_DTYPE`` records (busy_ns, high_water, postponed, restarts);
+        empty unless the dispatcher was made with ``metrics=True``."""
+        return self._mx[: len(self._ids)] if self.metrics_enabled else self._mx[:0]
+
+    def depths(self) -> npt.NDArray[np.int32]:
+        """Messages queued per slot now (front queue and lanes)."""
+        out = np.array(self._count, dtype=np.int32)
+        for slot, front in self._front.items():
+            out[slot] += len(front)
+        return out
+
+    def states(self) -> npt.NDArray[np.int32]:
+        """State index per slot (meaningful for live slots; see ``machine_indexes``)."""
+        return np.array(self._state, dtype=np.int32)
+
+    def machine_indexes(self) -> npt.NDArray[np.int32]:
+        """Machine index per slot, -1 for free slots."""
+        live = np.array([f & _LIVE for f in self._flags], dtype=bool)
+        return np.where(live, np.array(self._mach, dtype=np.int32), -1).astype(np.int32)
+
+    @property
+    def machines(self) -> list[Machine]:
+        """Registered machines, by machine index."""
+        return list(self._machines)
+
+    def last_error(self, agent_id: Any) -> BaseException | None:
+        """The error of the agent's last failed message (kept until it is terminated)."""
+        return self._last_error.get(self._slot_of(agent_id))
+
+    def track(self, agent_id: Any) -> tuple[LatencyRing, LatencyRing]:
+        """Also keep this agent's sampled (step, wait) latencies in rings of its own."""
+        slot = self._slot_of(agent_id)
+        rings = self._tracked.get(slot)
+        if rings is None:
+            rings = self._tracked[slot] = (
+                LatencyRing(self._ring_size),
+                LatencyRing(self._ring_size),
+            )
+        return rings
+
+    def track_machine(self, machine: Machine) -> tuple[LatencyRing, LatencyRing]:
+        """Also keep the sampled (step, wait) latencies of this machine's agents apart."""
+        m = self.register(machine)
+        rings = self._tracked_machines.get(m)
+        if rings is None:
+            rings = self._tracked_machines[m] = (
+                LatencyRing(self._ring_size),
+                LatencyRing(self._ring_size),
+            )
+        return rings
+
     def timer_guard(self, slot: int) -> tuple[int, int, int]:
         """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
         return self._gen[slot], self._epoch[slot], int(self._processed[slot] + self._failed[slot])
@@ -989,7 +1117,7 @@ class Dispatcher:
             out += [
                 (_PRIORITIES[lane], events[ev], payload)
                 for lane in (3, 2, 1, 0)
-                for ev, payload, _ in box[lane]
+                for ev, payload, _, _ in box[lane]
             ]
         return out
 

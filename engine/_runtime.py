@@ -24,6 +24,7 @@ from . import _hotpath
 from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ._exceptions import EngineError, InvalidArgumentError, RuntimeNotRunningError
 from ._machine import Machine
+from ._metrics import LatencyRing, LatencySummary
 from ._ring import Ring, Transition
 from ._supervision import Supervision
 from ._timers import EVENT_GUARD, NO_GUARD, STATE_GUARD, Due, TimerQueue
@@ -74,6 +75,14 @@ class AgentStatistics:
     """Restarts by supervision."""
     timers: int = 0
     """Armed timers."""
+    busy_s: float | None = None
+    """Time spent processing its messages (``metrics=True`` only)."""
+    high_water: int | None = None
+    """Largest mailbox depth seen (``metrics=True`` only)."""
+    postponed: int | None = None
+    """Events it postponed (``metrics=True`` only)."""
+    last_error: BaseException | None = None
+    """The error of its last failed message."""
 
 
 @final
@@ -99,6 +108,24 @@ class RuntimeStatistics:
     """Armed timers."""
     pending_requests: int = 0
     """Requests waiting for an answer."""
+    step: LatencySummary | None = None
+    """Sampled step durations, µs (``sample_every`` > 0)."""
+    wait: LatencySummary | None = None
+    """Sampled time in mailbox, µs (``sample_every`` > 0)."""
+
+
+@final
+@attrs.frozen
+class MachineStatistics:
+    """Agents of one machine, and how many sit in each state."""
+
+    machine: str
+    agents: int
+    states: dict[str, int]
+    """Agents per state (every state listed, zeros included)."""
+    processed: int
+    """Messages processed by its live agents."""
+    failed: int
 
 
 @final
@@ -118,6 +145,11 @@ class Runtime:
         retention: Transition records kept for subscribers.
         record: Record transitions even while nobody subscribes (to read history later).
         batch: Messages the trio dispatch task processes before it yields to other tasks.
+        metrics: Keep per-agent busy time, mailbox high-water mark, postponed and restart
+            counts.
+        sample_every: Sample every Nth step's duration and every Nth message's time in its
+            mailbox into latency rings (0: off).
+        ring_size: Samples each latency ring keeps.
         implementation: ``"native"``, ``"python"`` or ``None`` for the live one.
     """
 
@@ -134,6 +166,9 @@ class Runtime:
         retention: int = 65_536,
         record: bool = False,
         batch: int = 4096,
+        metrics: bool = False,
+        sample_every: int = 0,
+        ring_size: int = 65_536,
         implementation: str | None = None,
     ) -> None:
         if not isinstance(batch, int) or batch < 1:
@@ -146,7 +181,14 @@ class Runtime:
         self._rejected: Ring[Any] = Ring(10_000)
         self._effector_failures: Ring[Any] = Ring(1_000)
         self._receptor_failures: Ring[Any] = Ring(1_000)
-        self._d = impl.Dispatcher(sink=on_output, dead_letters=self._dead, budget=budget)
+        self._d = impl.Dispatcher(
+            sink=on_output,
+            dead_letters=self._dead,
+            budget=budget,
+            metrics=metrics,
+            sample_every=sample_every,
+            ring_size=ring_size,
+        )
         self._capacity = capacity
         self._policy = policy
         self._batch = batch
@@ -636,6 +678,49 @@ class Runtime:
         """Receptors that raised, each with what followed (restart or stop)."""
         return self._receptor_failures.items()
 
+    @property
+    def step_latency(self) -> LatencyRing:
+        """The ring of sampled step durations (ns); see ``sample_every``."""
+        return self._d.step_ring  # type: ignore[no-any-return]
+
+    @property
+    def wait_latency(self) -> LatencyRing:
+        """The ring of sampled times messages spent in their mailbox (ns)."""
+        return self._d.wait_ring  # type: ignore[no-any-return]
+
+    def track(self, agent_id: Any) -> tuple[LatencyRing, LatencyRing]:
+        """Keep this agent's sampled (step, wait) latencies in rings of its own too."""
+        return self._d.track(agent_id)  # type: ignore[no-any-return]
+
+    def track_machine(self, machine: Machine) -> tuple[LatencyRing, LatencyRing]:
+        """Keep the sampled (step, wait) latencies of this machine's agents apart too."""
+        return self._d.track_machine(machine)  # type: ignore[no-any-return]
+
+    def last_error(self, agent_id: Any) -> BaseException | None:
+        """The error of the agent's last failed message (kept until it is terminated)."""
+        return self._d.last_error(agent_id)  # type: ignore[no-any-return]
+
+    def machine_statistics(self) -> list[MachineStatistics]:
+        """Per machine: agents, agents per state, messages processed and failed."""
+        d = self._d
+        machines = d.machine_indexes()
+        states = d.states()
+        processed, failed = d.processed, d.failed
+        out = []
+        for m, machine in enumerate(d.machines):
+            mine = machines == m
+            counts = np.bincount(states[mine], minlength=len(machine.states))
+            out.append(
+                MachineStatistics(
+                    machine.name,
+                    int(mine.sum()),
+                    {name: int(counts[i]) for i, name in enumerate(machine.states)},
+                    int(processed[mine].sum()),
+                    int(failed[mine].sum()),
+                )
+            )
+        return out
+
     def transitions(self) -> list[Transition]:
         """Transition records retained (while someone subscribes, or with ``record=True``)."""
         return self._log.items()
@@ -668,6 +753,8 @@ class Runtime:
                 bool(d.paused(agent_id)),
                 self._restarts.get(ref, 0),
                 len(self._timers.armed(ref)),
+                *self._agent_metrics(slot),
+                d.last_error(agent_id),
             )
         return RuntimeStatistics(
             len(d),
@@ -679,7 +766,15 @@ class Runtime:
             self.implementation,
             len(self._timers),
             len(self._requests),
+            d.step_ring.summary(),
+            d.wait_ring.summary(),
         )
+
+    def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:
+        if not self._d.metrics_enabled:
+            return None, None, None
+        row = self._d.metrics[slot]
+        return int(row["busy_ns"]) / 1e9, int(row["high_water"]), int(row["postponed"])
 
 
 @final
