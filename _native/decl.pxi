@@ -2,10 +2,11 @@
 
 cdef enum:
     CHUNK = 8             # messages per chunk: 8 x 16 bytes = two cache lines
+    STAMPED = 0x40000000  # set in Msg.event when ChunkPool.stamps holds its enqueue time
 
 
 cdef struct Msg:
-    int32_t event         # event code of the agent's machine
+    int32_t event         # event code of the agent's machine (| STAMPED, see ChunkPool)
     int32_t request       # request id (Runtime.request), 0 = none
     PyObject* payload     # owned reference, or NULL for None
 
@@ -20,7 +21,8 @@ cdef struct ChunkPool:
     # Free items are kept on a stack of indexes, not linked through their own memory: a pop
     # then reads a contiguous array instead of chasing a cold pointer per message.
     Chunk* chunks
-    int64_t* stamps       # enqueue time (ns) per message slot, if ``stamped``; 0 = none
+    int64_t* stamps       # enqueue time (ns) per message slot, read only where the message
+                          # has STAMPED set (so unsampled messages never touch this array)
     bint stamped
     int32_t* next         # next chunk of a lane; -1 = none
     int32_t* free         # stack of free chunk indexes

@@ -403,7 +403,7 @@ cdef class Dispatcher:
             if box.count == 0:
                 box_free(&self._pool, self._ag[slot].box)
                 self._ag[slot].box = -1
-            evicted.append((m.event, take(m.payload), lane, m.request))
+            evicted.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
         evicted += self._postponed.pop(slot, [])
         self._flags[slot] &= ~(F_FRONT | F_POSTPONED)
         error = AgentStoppedError(agent_id, "was " + reason.value)
@@ -628,13 +628,14 @@ cdef class Dispatcher:
         return 0
 
     cdef inline void _stamp(self, Box* box, int lane) noexcept:
-        """Every Nth message enqueued gets its enqueue time (the others 0)."""
-        cdef int64_t stamp = 0
+        """Every Nth message enqueued gets its enqueue time and the STAMPED bit."""
+        cdef Py_ssize_t at
         self._enq_left -= 1
         if self._enq_left == 0:
             self._enq_left = self.sample_every
-            stamp = _now_ns()
-        self._chunks.stamps[<Py_ssize_t>box.tail[lane] * CHUNK + box.tpos[lane] - 1] = stamp
+            at = <Py_ssize_t>box.tail[lane] * CHUNK + box.tpos[lane] - 1
+            self._chunks.stamps[at] = _now_ns()
+            self._chunks.chunks[at // CHUNK].m[at % CHUNK].event |= STAMPED
 
     cdef int _sample(self, int32_t slot, int which, int64_t ns) except -1:
         """One latency sample (0: step, 1: wait) into the runtime's ring, and into the rings
@@ -670,7 +671,7 @@ cdef class Dispatcher:
         if box.count == 0:
             box_free(&self._pool, ag.box)
             ag.box = -1
-        self._drop(slot, m.event, take(m.payload), victim, m.request)
+        self._drop(slot, m.event & ~STAMPED, take(m.payload), victim, m.request)
         return 0
 
     cdef int _drop(self, int32_t slot, int32_t ev, object payload, int lane,
@@ -742,7 +743,7 @@ cdef class Dispatcher:
         cdef Msg m
         cdef Agent* ag
         cdef uint16_t f
-        cdef int64_t stamp = 0
+        cdef Py_ssize_t at
         cdef int64_t t0
         while k < budget:
             f = self._flags[slot]
@@ -766,36 +767,39 @@ cdef class Dispatcher:
                     break
                 box = &self._pool.boxes[b]
                 lane = top_lane(box)
-                if self.sample_every:
-                    stamp = self._chunks.stamps[<Py_ssize_t>box.head[lane] * CHUNK
-                                                + box.hpos[lane]]
+                at = <Py_ssize_t>box.head[lane] * CHUNK + box.hpos[lane]
                 m = lane_pop(box, &self._chunks, lane)
                 if box.count == 0:
                     box_free(&self._pool, b)
                     ag.box = -1
                 k += 1
                 if self.sample_every:
-                    if stamp:
-                        self._sample(slot, 1, _now_ns() - stamp)
+                    if m.event & STAMPED:
+                        m.event ^= STAMPED
+                        self._sample(slot, 1, _now_ns() - self._chunks.stamps[at])
                     self._step_left -= 1
                     if self._step_left == 0:
                         self._step_left = self.sample_every
                         t0 = _now_ns()
-                        self._step(slot, m.event, take(m.payload), lane, m.request)
+                        self._step_msg(slot, ag, &m, lane, f)
                         self._sample(slot, 0, _now_ns() - t0)
                         if self._flags[slot] & (F_DEAD | F_HOLD):
                             break
                         continue
-                if (m.payload == NULL and m.request == 0 and self._on_record is None
-                        and not (f & F_POSTPONED)
-                        and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
-                                                      + m.event] < 0):
-                    self._step_table(slot, m.event, lane)  # the common case: no Python at all
-                else:
-                    self._step(slot, m.event, take(m.payload), lane, m.request)
+                self._step_msg(slot, ag, &m, lane, f)
             if self._flags[slot] & (F_DEAD | F_HOLD):
                 break
         return k
+
+    cdef inline int _step_msg(self, int32_t slot, Agent* ag, Msg* m, int lane,
+                              uint16_t f) except -1:
+        """Step a message just taken from a lane: the table alone when it can."""
+        if (m.payload == NULL and m.request == 0 and self._on_record is None
+                and not (f & F_POSTPONED)
+                and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
+                                              + m.event] < 0):
+            return self._step_table(slot, m.event, lane)  # the common case: no Python at all
+        return self._step(slot, m.event, take(m.payload), lane, m.request)
 
     cdef int _step_front(self, int32_t slot) except -1:
         """Step the first message of the front queue."""

@@ -135,7 +135,7 @@ cdef int lane_items(Box* box, ChunkPool* pool, int lane, list out, tuple events,
         end = box.tpos[lane] if c == box.tail[lane] else CHUNK
         while pos < end:
             m = &pool.chunks[c].m[pos]
-            out.append((priority, events[m.event],
+            out.append((priority, events[m.event & ~STAMPED],
                         None if m.payload == NULL else <object>m.payload))
             pos += 1
         c = -1 if c == box.tail[lane] else pool.next[c]
