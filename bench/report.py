@@ -141,6 +141,7 @@ def main() -> None:
         latency_rows(benchmarks, group)
     targets(found, figures)
     trio_targets({b["name"]: b for b in benchmarks})
+    metrics_targets({b["name"]: b for b in benchmarks})
 
 
 def latency_rows(benchmarks: list[Bench], group: str) -> None:
@@ -198,6 +199,21 @@ def trio_targets(by_name: dict[str, Any]) -> None:
             f"| recording with a subscriber attached, native | extra time | (reported) | "
             f"{cost:+.0%} | |"
         )
+
+
+def metrics_targets(by_name: dict[str, Any]) -> None:
+    """The cost of metrics, from the interleaved, paired measurement."""
+    found = by_name.get("test_metrics_overhead_interleaved[native]")
+    if not found:
+        return
+    info = found["extra_info"]
+    for mode in ("metrics", "metrics+sample/64", "metrics+sample/1024"):
+        cost = info.get(f"overhead_{mode}")
+        if cost is not None:
+            print(
+                f"| {mode}, native ({info['rounds']} paired rounds) | extra time | < 5% | "
+                f"{cost:+.1%} | {'PASS' if cost < 0.05 else 'MISS'} |"
+            )
 
 
 if __name__ == "__main__":
