@@ -93,6 +93,9 @@ cdef class Dispatcher:
     cdef public object on_actions
     cdef public object on_failure
     cdef object _on_record
+    cdef object _on_step
+    cdef public object on_overflow
+    cdef bint _hooked         # on_record or on_step set: every step takes the general path
     cdef int32_t _budget
     cdef Py_ssize_t _out_limit
     cdef bint _running
@@ -210,6 +213,17 @@ cdef class Dispatcher:
     @on_record.setter
     def on_record(self, hook):
         self._on_record = hook
+        self._hooked = self._on_record is not None or self._on_step is not None
+
+    @property
+    def on_step(self):
+        """Called as ``(agent_id, state, event)`` before every step."""
+        return self._on_step
+
+    @on_step.setter
+    def on_step(self, hook):
+        self._on_step = hook
+        self._hooked = self._on_record is not None or self._on_step is not None
 
     # -- machines ------------------------------------------------------------------------
 
@@ -550,6 +564,11 @@ cdef class Dispatcher:
                 slot = key
                 depth = self._pool.boxes[self._ag[slot].box].count if self._ag[slot].box >= 0 else 0
                 if depth + k > self._ag[slot].cap:
+                    for i in range(n):
+                        if s_mv[i] == slot:
+                            self._overflowed(slot, e_mv[i], None if pl is None else pl[i],
+                                             "reject")
+                            break
                     raise MailboxFullError(self._ids[slot], self._ag[slot].cap)
         if pl is None:
             for i in range(n):
@@ -594,6 +613,7 @@ cdef class Dispatcher:
         cdef PyObject* ref = NULL
         if ag.cap and b >= 0 and self._pool.boxes[b].count >= ag.cap:
             if self._flags[slot] & F_REJECT:
+                self._overflowed(slot, ev, payload, "reject")
                 raise MailboxFullError(self._ids[slot], ag.cap)
             if self._drop_for(slot, ev, payload, lane, request):
                 return 0  # the newcomer itself was dropped
@@ -674,9 +694,17 @@ cdef class Dispatcher:
         self._drop(slot, m.event & ~STAMPED, take(m.payload), victim, m.request)
         return 0
 
+    cdef int _overflowed(self, int32_t slot, int32_t ev, object payload,
+                         object policy) except -1:
+        if self.on_overflow is not None:
+            self.on_overflow(self._ids[slot], (<tuple>self._mt[self._ag[slot].mach].events)[ev],
+                             payload, policy)
+        return 0
+
     cdef int _drop(self, int32_t slot, int32_t ev, object payload, int lane,
                    int32_t request) except -1:
         agent_id = self._ids[slot]
+        self._overflowed(slot, ev, payload, "drop_oldest")
         self._dead_letter(agent_id, &self._mt[self._ag[slot].mach], ev, payload, lane, _DROPPED,
                           None, None)
         if request:
@@ -794,7 +822,7 @@ cdef class Dispatcher:
     cdef inline int _step_msg(self, int32_t slot, Agent* ag, Msg* m, int lane,
                               uint16_t f) except -1:
         """Step a message just taken from a lane: the table alone when it can."""
-        if (m.payload == NULL and m.request == 0 and self._on_record is None
+        if (m.payload == NULL and m.request == 0 and not self._hooked
                 and not (f & F_POSTPONED)
                 and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
                                               + m.event] < 0):
@@ -840,6 +868,8 @@ cdef class Dispatcher:
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code = mt.out[cell]
         agent_id = self._ids[slot]
+        if self._on_step is not None:
+            self._on_step(agent_id, (<tuple>mt.states)[s], (<tuple>mt.events)[ev])
         if h >= 0:
             return self._step_handler(slot, agent_id, ev, payload, lane, request, cell, h)
         if nxt < 0:

@@ -17,6 +17,7 @@
 # _config.py    attrs configuration structured by one cattrs converter; app files
 # _cli.py       python -m engine run | plugins | top
 # _metrics.py   latency rings (numpy), per-agent metric records
+# _instruments.py  optional observers, indexed by hook
 # _types.py     public value types (priorities, statuses, steps, dead letters, batches)
 # _exceptions.py  the EngineError tree
 
@@ -51,6 +52,8 @@ from ._hotpath import USE_EXTENSIONS as USE_EXTENSIONS
 from ._hotpath import AgentContext as AgentContext
 from ._hotpath import AgentRef as AgentRef
 from ._hotpath import Event as Event
+from ._instruments import Instrument as Instrument
+from ._instruments import InstrumentFailure as InstrumentFailure
 from ._machine import Machine as Machine
 from ._metrics import LatencyRing as LatencyRing
 from ._metrics import LatencySummary as LatencySummary

@@ -271,6 +271,8 @@ class Dispatcher:
         self.on_actions: Callable[[Any, int, int, list[tuple[Any, int]]], object] | None = None
         self.on_failure: Callable[[Any, int, BaseException], object] | None = None
         self.on_record: Callable[[Any, str, str, str, tuple[Any, ...]], object] | None = None
+        self.on_step: Callable[[Any, str, str], object] | None = None
+        self.on_overflow: Callable[[Any, str, Any, str], object] | None = None
         self._budget = budget
         self._out_limit = output_buffer
         self._running = False
@@ -572,6 +574,10 @@ class Dispatcher:
                 bounded[slot] = bounded.get(slot, 0) + 1
         for slot, k in bounded.items():
             if self._count[slot] + k > self._cap[slot]:
+                first = next(i for i in range(n) if int(sl[i]) == slot)
+                self._overflowed(
+                    slot, int(ev[first]), None if payloads is None else payloads[first], "reject"
+                )
                 raise MailboxFullError(self._ids[slot], self._cap[slot])
         for i in range(n):
             self._enqueue(
@@ -617,6 +623,7 @@ class Dispatcher:
         cap = self._cap[slot]
         if cap and self._count[slot] >= cap:
             if self._flags[slot] & _REJECT:
+                self._overflowed(slot, ev, payload, "reject")
                 raise MailboxFullError(self._ids[slot], cap)
             box = self._box[slot]
             assert box is not None
@@ -646,10 +653,16 @@ class Dispatcher:
             self._stamp(slot)
         self._wake(slot)
 
+    def _overflowed(self, slot: int, ev: int, payload: Any, policy: str) -> None:
+        if self.on_overflow is not None:
+            events = self._machines[self._mach[slot]].events
+            self.on_overflow(self._ids[slot], events[ev], payload, policy)
+
     def _drop(
         self, slot: int, machine: Machine, ev: int, payload: Any, lane: int, request: int
     ) -> None:
         agent_id = self._ids[slot]
+        self._overflowed(slot, ev, payload, "drop_oldest")
         self._dead_letter(agent_id, machine, ev, payload, lane, _DROPPED)
         if request:
             self._answer(request, False, MailboxFullError(agent_id, self._cap[slot]))
@@ -766,6 +779,9 @@ class Dispatcher:
     def _step(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         entry = self._entries[self._mach[slot]]
         s = self._state[slot]
+        if self.on_step is not None:
+            machine = entry.machine
+            self.on_step(self._ids[slot], machine.states[s], machine.events[ev])
         cell = s * entry.n_events + ev
         h = entry.handlers.item(cell)
         nxt = entry.next[cell]

@@ -23,6 +23,7 @@ import trio
 from . import _hotpath
 from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ._exceptions import EngineError, InvalidArgumentError, RuntimeNotRunningError
+from ._instruments import DeadLetterTap, Instruments
 from ._machine import Machine
 from ._metrics import LatencyRing, LatencySummary
 from ._ring import Ring, Transition
@@ -209,8 +210,8 @@ class Runtime:
         d.on_failure = self._on_failure
         d.on_request = self._on_request
         d.now = self._clock()
-        if record:
-            d.on_record = self._on_record
+        self._instruments = Instruments(self._rewire)
+        self._rewire()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -411,7 +412,7 @@ class Runtime:
             ref.send_nowait(due.event, due.payload, due.lane)
         except EngineError as exc:
             machine = self._d.machine(ref.id)
-            self._dead.append(
+            self._d.dead_letters.append(
                 DeadLetter(
                     ref.id,
                     machine.events[due.event],
@@ -469,6 +470,8 @@ class Runtime:
 
     def _on_failure(self, agent_id: Any, slot: int, error: BaseException) -> None:
         d = self._d
+        if self._instruments.hooks["on_failure"]:
+            self._instruments.call("on_failure", agent_id, error)
         ref = d.ref(agent_id)
         sup = self._by_agent.get(ref) or self._by_machine.get(id(d.machine(agent_id)))
         sup = sup or self._supervision
@@ -499,8 +502,47 @@ class Runtime:
     def _on_record(
         self, agent_id: Any, source: str, event: str, target: str, outputs: tuple[Any, ...]
     ) -> None:
-        log = self._log
-        log.append(Transition(log.total, agent_id, source, event, target, outputs, self._d.now))
+        if self._subscribers or self._record_always:
+            log = self._log
+            log.append(Transition(log.total, agent_id, source, event, target, outputs, self._d.now))
+        if self._instruments.hooks["after_transition"]:
+            self._instruments.call("after_transition", agent_id, source, event, target, outputs)
+
+    def _rewire(self) -> None:
+        """Connect exactly the dispatcher hooks that someone needs now."""
+        d, hooks = self._d, self._instruments.hooks
+        recording = self._subscribers or self._record_always or hooks["after_transition"]
+        d.on_record = self._on_record if recording else None
+        d.on_step = self._before_step if hooks["before_step"] else None
+        d.on_overflow = self._on_overflow if hooks["on_overflow"] else None
+        d.dead_letters = (
+            DeadLetterTap(self._dead, self._instruments) if hooks["on_dead_letter"] else self._dead
+        )
+
+    def _before_step(self, agent_id: Any, state: str, event: str) -> None:
+        self._instruments.call("before_step", agent_id, state, event)
+
+    def _on_overflow(self, agent_id: Any, event: str, payload: Any, policy: str) -> None:
+        self._instruments.call("on_overflow", agent_id, event, payload, policy)
+
+    # -- instruments -----------------------------------------------------------------------
+
+    def add_instrument(self, instrument: Any) -> None:
+        """Install an instrument (see ``engine.Instrument``): only the hooks it defines are
+        connected, so the others cost nothing.
+
+        Raises:
+            TypeError: It defines none of the hooks.
+        """
+        self._instruments.add(instrument)
+
+    def remove_instrument(self, instrument: Any) -> None:
+        """Uninstall an instrument (nothing happens if it is not installed)."""
+        self._instruments.remove(instrument)
+
+    def instrument_failures(self) -> list[Any]:
+        """Instruments that raised and were removed, with the hook and the error."""
+        return self._instruments.failures.items()
 
     # -- async API (needs open_runtime) --------------------------------------------------
 
@@ -576,13 +618,12 @@ class Runtime:
         """
         host = self._running_host()
         self._subscribers += 1
-        self._d.on_record = self._on_record
+        self._rewire()
         try:
             yield host.follow(self._log, agent_id, from_seq)
         finally:
             self._subscribers -= 1
-            if not self._subscribers and not self._record_always:
-                self._d.on_record = None
+            self._rewire()
 
     @asynccontextmanager
     async def watch_dead_letters(

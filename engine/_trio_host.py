@@ -162,7 +162,7 @@ class Host:
         rt = self.rt
         name = getattr(work.fn, "__name__", repr(work.fn))
         if event is None:  # a failure with nowhere to go
-            rt._dead.append(
+            rt._d.dead_letters.append(
                 DeadLetter(
                     _agent(ref),
                     f"<work {name}>",
@@ -177,7 +177,7 @@ class Host:
         try:
             ref.send_nowait(event, payload, Priority.NORMAL)
         except Exception as exc:
-            rt._dead.append(
+            rt._d.dead_letters.append(
                 DeadLetter(
                     _agent(ref),
                     event,
