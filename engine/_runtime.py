@@ -649,6 +649,27 @@ class Runtime:
         self._d.send_nowait(agent_id, event, None, Priority.HIGH)
         return cancelled
 
+    async def serve_metrics(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve Prometheus' ``GET /metrics`` from the runtime's nursery (loopback unless
+        ``host`` says otherwise); returns the bound port. Needs the ``prometheus`` extra."""
+        from ._prometheus import serve_metrics
+
+        return int(await self._running_host().nursery.start(serve_metrics, self, host, port))
+
+    def prometheus_registry(self) -> Any:
+        """A ``prometheus_client`` registry with this runtime's collector, for any exporter
+        (e.g. ``prometheus_client.start_http_server(port, registry=...)``)."""
+        from ._prometheus import registry
+
+        return registry(self)
+
+    def opentelemetry(self, meter: Any) -> list[Any]:
+        """Register observable OpenTelemetry instruments for this runtime on ``meter``
+        (the ``otel`` extra); returns them."""
+        from ._otel import instrument
+
+        return instrument(self, meter)
+
     def portal(self) -> RuntimePortal:
         """A handle for threads other than trio's: ``send_nowait``, ``send``, ``request``."""
         from ._trio_host import RuntimePortal

@@ -1,0 +1,147 @@
+"""Prometheus export: a collector over one runtime, and a ``/metrics`` endpoint under trio.
+
+``prometheus_client`` (the ``prometheus`` extra) is imported only when this is used. The
+collector reads the runtime's counters when Prometheus scrapes, never on the hot path:
+totals, gauges, agents per machine and state, and the sampled latencies as summaries with
+their quantiles (``sample_every`` > 0). ``serve_metrics`` answers ``GET /metrics`` from a task
+of the runtime's own nursery (no thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, final
+
+import trio
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from ._runtime import Runtime
+
+MAX_REQUEST = 8192
+
+
+@final
+class EngineCollector:
+    """A ``prometheus_client`` collector for one runtime."""
+
+    def __init__(self, rt: Runtime, prefix: str = "engine") -> None:
+        self.rt = rt
+        self.prefix = prefix
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+        p, rt = self.prefix, self.rt
+        stats = rt.statistics()
+        for name, value, doc in (
+            ("messages_processed", stats.processed, "Messages processed"),
+            ("messages_failed", stats.failed, "Messages that failed (each is a dead letter)"),
+            ("messages_dropped", stats.dropped, "Messages dropped by full mailboxes"),
+            ("dead_letters", stats.dead_letters, "Dead letters recorded"),
+            ("inputs_refused", len(rt.rejected()), "Inputs refused by receptors (retained)"),
+        ):
+            yield CounterMetricFamily(f"{p}_{name}", doc, value=value)
+        for name, value, doc in (
+            ("agents", stats.agents, "Live agents"),
+            ("agents_ready", stats.ready, "Agents with mail waiting"),
+            ("timers", stats.timers, "Armed timers"),
+            ("pending_requests", stats.pending_requests, "Requests waiting for an answer"),
+        ):
+            yield GaugeMetricFamily(f"{p}_{name}", doc, value=value)
+        depth = GaugeMetricFamily(
+            f"{p}_mailbox_depth_max",
+            "Deepest mailbox now",
+            value=int(rt._d.depths().max(initial=0)),
+        )
+        yield depth
+        in_state = GaugeMetricFamily(
+            f"{p}_agents_in_state", "Agents per machine and state", labels=["machine", "state"]
+        )
+        for m in rt.machine_statistics():
+            for state, count in m.states.items():
+                in_state.add_metric([m.machine, state], count)
+        yield in_state
+        for name, ring, doc in (
+            (
+                "step_seconds",
+                rt.step_latency,
+                "Sampled step durations (the sum is estimated from the retained samples)",
+            ),
+            (
+                "mailbox_wait_seconds",
+                rt.wait_latency,
+                "Sampled time messages waited (the sum is estimated from the retained samples)",
+            ),
+        ):
+            values = ring.values()
+            summary = Metric(f"{p}_{name}", doc, "summary")
+            if len(values):
+                for q in (0.5, 0.9, 0.99):
+                    summary.add_sample(
+                        f"{p}_{name}", {"quantile": str(q)}, float(_quantile(values, q)) / 1e9
+                    )
+            summary.add_sample(f"{p}_{name}_count", {}, float(ring.total))
+            summary.add_sample(
+                f"{p}_{name}_sum",
+                {},
+                float(values.sum()) / 1e9 * (ring.total / len(values) if len(values) else 0.0),
+            )
+            yield summary
+
+
+def _quantile(values: Any, q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q * 100))
+
+
+def registry(rt: Runtime) -> CollectorRegistry:
+    """A ``CollectorRegistry`` holding only this runtime's collector (for any exporter)."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(EngineCollector(rt))
+    return reg
+
+
+async def serve_metrics(
+    rt: Runtime, host: str, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Answer ``GET /metrics`` on ``host:port`` until cancelled; reports the bound port."""
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+    reg = registry(rt)
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()[1]
+
+    async def handle(stream: trio.SocketStream) -> None:
+        async with stream:
+            request = b""
+            with trio.move_on_after(10):
+                while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST:
+                    chunk = await stream.receive_some(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+            line = request.split(b"\r\n", 1)[0].split()
+            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                body, status, kind = generate_latest(reg), b"200 OK", CONTENT_TYPE_LATEST
+            else:
+                body, status, kind = b"not found\n", b"404 Not Found", "text/plain"
+            head = (
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: "
+                + kind.encode()
+                + b"\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+            )
+            with contextlib.suppress(trio.BrokenResourceError):  # the client left
+                await stream.send_all(head + body)
+
+    task_status.started(bound)
+    await trio.serve_listeners(handle, listeners)
