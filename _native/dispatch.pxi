@@ -445,6 +445,16 @@ cdef class Dispatcher:
         except TypeError:
             return False
 
+    def agent_at(self, int32_t slot):
+        """The id of the agent in ``slot``.
+
+        Raises:
+            AgentNotFoundError: The slot holds no live agent.
+        """
+        if slot < 0 or slot >= self._n_slots or not (self._flags[slot] & F_LIVE):
+            raise AgentNotFoundError(f"<slot {slot}>")
+        return self._ids[slot]
+
     def agent_ids(self):
         """Ids of live agents, in slot order."""
         cdef int32_t slot

@@ -1,4 +1,4 @@
-"""``python -m engine``: run an app file, or list the installed plugins.
+"""``python -m engine``: run an app file (plainly or with a live view), or list plugins.
 
 ``run APP.toml`` loads machines by import path, spawns the agents, builds the plugins the file
 names (through their entry points), and runs under trio until SIGINT or SIGTERM (or
@@ -12,7 +12,8 @@ import argparse
 import importlib
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
 import trio
@@ -21,6 +22,7 @@ from . import _plugins
 from ._config import AppConfig, load_app
 from ._exceptions import ConfigError, EngineError
 from ._machine import Machine
+from ._top import TopView
 from ._trio_host import open_runtime
 from ._types import OverflowPolicy
 from ._wiring import Plugin
@@ -89,23 +91,29 @@ def build_plugins(app: AppConfig, where: str) -> tuple[list[Plugin], list[Plugin
     return receptors, effectors
 
 
-async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) -> None:
+@asynccontextmanager
+async def app_runtime(app: AppConfig, where: str, **overrides: Any) -> AsyncIterator[Any]:
+    """The app's runtime under trio, its agents spawned and its plugins wired."""
     machines = load_machines(app, where)
     receptors, effectors = build_plugins(app, where)
     rc = app.runtime
-    async with open_runtime(
-        receptors=receptors,
-        effectors=effectors,
-        implementation=rc.implementation,
-        capacity=rc.capacity,
-        policy=OverflowPolicy.DROP_OLDEST if rc.policy == "drop_oldest" else OverflowPolicy.REJECT,
-        budget=rc.budget,
-        batch=rc.batch,
-        dead_letter_limit=rc.dead_letter_limit,
-        retention=rc.retention,
-        record=rc.record,
-        supervision=rc.supervision,
-    ) as rt:
+    options: dict[str, Any] = {
+        "implementation": rc.implementation,
+        "capacity": rc.capacity,
+        "policy": OverflowPolicy.DROP_OLDEST
+        if rc.policy == "drop_oldest"
+        else OverflowPolicy.REJECT,
+        "budget": rc.budget,
+        "batch": rc.batch,
+        "dead_letter_limit": rc.dead_letter_limit,
+        "retention": rc.retention,
+        "record": rc.record,
+        "supervision": rc.supervision,
+        "metrics": rc.metrics,
+        "sample_every": rc.sample_every,
+    }
+    options.update(overrides)
+    async with open_runtime(receptors=receptors, effectors=effectors, **options) as rt:
         for group in app.agents:
             machine = machines[group.machine]
             policy = (
@@ -125,19 +133,27 @@ async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) 
                     policy=policy,
                     supervision=group.supervision,
                 )
+        yield rt, [p.name for p in receptors], [p.name for p in effectors]
+
+
+async def until_stopped(seconds: float | None, out: TextIO) -> None:
+    """Return on SIGINT/SIGTERM, or after ``seconds``."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        with trio.move_on_after(float("inf") if seconds is None else seconds):
+            async for sig in signals:
+                print(f"engine: {signal.Signals(sig).name}, shutting down", file=out, flush=True)
+                return
+
+
+async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) -> None:
+    async with app_runtime(app, where) as (rt, receptors, effectors):
         print(
             f"engine: {len(rt)} agents on the {rt.implementation} hot path; receptors: "
-            f"{[p.name for p in receptors]}; effectors: {[p.name for p in effectors]}",
+            f"{receptors}; effectors: {effectors}",
             file=out,
             flush=True,
         )
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            with trio.move_on_after(float("inf") if seconds is None else seconds):
-                async for sig in signals:
-                    print(
-                        f"engine: {signal.Signals(sig).name}, shutting down", file=out, flush=True
-                    )
-                    break
+        await until_stopped(seconds, out)
     stats = rt.statistics()
     print(
         f"engine: stopped; {stats.processed} processed, {stats.failed} failed, "
@@ -145,6 +161,27 @@ async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) 
         file=out,
         flush=True,
     )
+
+
+async def top(
+    app: AppConfig, where: str, seconds: float | None, interval: float, screen: TextIO
+) -> None:
+    clear = "\x1b[H\x1b[2J" if screen.isatty() else ""
+    async with app_runtime(
+        app, where, metrics=True, sample_every=app.runtime.sample_every or 64
+    ) as (rt, _, _):
+        view = TopView(rt, where)
+
+        async def refresh() -> None:
+            while True:
+                await trio.sleep(interval)
+                print(clear + view.frame(), file=screen, flush=True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(refresh)
+            await until_stopped(seconds, sys.stderr)
+            nursery.cancel_scope.cancel()
+        print(view.frame(), file=screen, flush=True)
 
 
 def list_plugins(out: TextIO) -> int:
@@ -181,12 +218,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--for", dest="seconds", type=float, default=None, help="stop after this many seconds"
     )
     sub.add_parser("plugins", help="list installed plugins and whether they load")
+    live = sub.add_parser("top", help="run an app file with a live view of its metrics")
+    live.add_argument("app", help="the app's TOML file")
+    live.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    live.add_argument(
+        "--for", dest="seconds", type=float, default=None, help="stop after this many seconds"
+    )
     args = parser.parse_args(argv)
     if args.command == "plugins":
         return list_plugins(sys.stdout)
     try:
         app = load_app(args.app)
-        trio.run(serve, app, args.app, args.seconds, sys.stderr)
+        if args.command == "top":
+            trio.run(top, app, args.app, args.seconds, args.interval, sys.stdout)
+        else:
+            trio.run(serve, app, args.app, args.seconds, sys.stderr)
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 2

@@ -132,6 +132,8 @@ class RuntimeConfig:
     retention: int = attrs.field(default=65_536, validator=attrs.validators.ge(1))
     record: bool = False
     supervision: Supervision | None = None
+    metrics: bool = False
+    sample_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
 @final

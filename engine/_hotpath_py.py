@@ -468,6 +468,16 @@ class Dispatcher:
         except TypeError:
             return False
 
+    def agent_at(self, slot: int) -> Any:
+        """The id of the agent in ``slot``.
+
+        Raises:
+            AgentNotFoundError: The slot holds no live agent.
+        """
+        if not 0 <= slot < len(self._ids) or not self._flags[slot] & _LIVE:
+            raise AgentNotFoundError(f"<slot {slot}>")
+        return self._ids[slot]
+
     def agent_ids(self) -> list[Any]:
         """Ids of live agents, in slot order."""
         return [self._ids[s] for s in sorted(self._index.values())]

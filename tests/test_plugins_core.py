@@ -429,3 +429,40 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if k != "ENGINE_DISABLE_PLUGIN_AUTOLOAD"}
+
+
+def test_top_shows_throughput_latency_busiest_agents_and_states(
+    plugin_site: Path, tmp_path: Path
+) -> None:
+    app = tmp_path / "app.toml"
+    app.write_text(
+        textwrap.dedent(f"""
+        [machines.echo]
+        path = "{ECHO}"
+        [[agents]]
+        machine = "echo"
+        ids = ["busy", "quiet"]
+        [[plugins]]
+        name = "counter"
+        config = {{ agent = "busy", event = "say", count = 100000, every = 0.0 }}
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "engine", "top", str(app), "--for", "2", "--interval", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**_env(), "PYTHONPATH": f"{plugin_site}:{Path.cwd()}"},
+    )
+    assert done.returncode == 0, done.stderr
+    frames = done.stdout.split("engine top: ")[1:]
+    assert len(frames) >= 3  # about one every half second, and a last one
+    last = frames[-1]
+    assert "msg/s" in last
+    assert "step  p50" in last
+    assert "wait  p50" in last
+    busiest = last.split("busiest agents")[1].split("agents per state")[0]
+    assert "busy" in busiest
+    assert "quiet" not in busiest
+    assert "echo: s 2" in last
