@@ -7,16 +7,19 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NATIVE_SRC := $(wildcard _native/*.pyx _native/*.pxi) setup.py
 NATIVE_SO := $(VENV)/.native-built
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
 BENCH_MESSAGES ?= 1000000
 
 .PHONY: demo test bench bench-compare install build lint typecheck clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py
+# The project with its test extras, and our plugin distributions (found through their
+# entry points, like any installed plugin).
+$(STAMP): pyproject.toml setup.py $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
 # Rebuild the extension in place when its sources change (pip built it once at install).
