@@ -34,8 +34,9 @@ demo: build
 
 test: build
 	$(PY) -m pytest tests
-	$(PY) -m ruff check engine tests bench examples
+	$(PY) -m ruff check engine tests bench examples plugins
 	$(PY) -m mypy
+	$(PY) -m mypy --strict $(filter-out %.egg-info,$(wildcard plugins/*/engine_*))
 	BENCH_MESSAGES=20000 BENCH_MEMORY_AGENTS=10000 BENCH_HOPS=2000 BENCH_REQUESTS=500 \
 		$(PY) -m pytest bench --benchmark-disable -q
 
@@ -49,7 +50,7 @@ bench-compare: build
 		--benchmark-compare --benchmark-columns=min,median,mean,rounds
 
 lint:
-	$(PY) -m ruff check engine tests bench examples
+	$(PY) -m ruff check engine tests bench examples plugins
 
 typecheck:
 	$(PY) -m mypy

@@ -73,6 +73,14 @@ def build_plugins(app: AppConfig, where: str) -> tuple[list[Plugin], list[Plugin
                 [f"plugins[{i}]: no plugin named {cfg.name!r} is installed (installed: {known})"],
             )
         wanted = roles if cfg.role in (None, "both") else {cfg.role}
+        if len(wanted) == 2 and len({p.value for p in infos}) == 2:
+            raise ConfigError(
+                where,
+                [
+                    f"plugins[{i}]: {cfg.name!r} has separate receptor and effector factories "
+                    '(set role = "receptor" or "effector", one entry each)'
+                ],
+            )
         if not wanted <= roles:
             raise ConfigError(
                 where,

@@ -32,6 +32,7 @@ from typing import Any, Literal, TypeVar, final
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 
 from ._exceptions import ConfigError
 from ._supervision import Supervision
@@ -51,6 +52,24 @@ def _str_or_int(value: Any, _: Any) -> str | int:
 converter.register_structure_hook(str | int, _str_or_int)
 
 
+def _is_list(type_: Any) -> bool:
+    return getattr(type_, "__origin__", None) is list
+
+
+def _list_hook(type_: Any) -> Any:
+    base = list_structure_factory(type_, converter)  # cattrs' own, with per-item paths
+
+    def structure_list(value: Any, _: Any) -> list[Any]:
+        if isinstance(value, str | bytes):  # "l1" is not ["l", "1"]
+            raise TypeError(f"expected a list, got the string {value!r}")
+        return base(value, type_)  # type: ignore[no-any-return]
+
+    return structure_list
+
+
+converter.register_structure_hook_factory(_is_list, _list_hook)
+
+
 def structure(data: Any, cls: type[T], where: str) -> T:
     """Structure ``data`` into ``cls``, or raise ``ConfigError`` listing every problem: type
     errors found by cattrs and the attrs validators of every field that has the right type
@@ -66,6 +85,8 @@ def structure(data: Any, cls: type[T], where: str) -> T:
 
 
 def _describe(exc: BaseException, type_: Any) -> str:
+    if type_ is None and isinstance(exc, ValueError) and str(exc):
+        return str(exc)  # a check across fields (__attrs_post_init__) says what is wrong
     text = cattrs.v.format_exception(exc, type_)
     if text.startswith("unknown error (") and text.endswith(")"):
         text = text[len("unknown error (") : -1]  # e.g. "x not in literal typing.Literal[...]"

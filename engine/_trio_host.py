@@ -311,23 +311,25 @@ async def open_runtime(
             host = Host(rt, nursery, wiring)
             rt._host = host
             try:
-                async with trio.open_nursery() as plugged:  # effector tasks, receptors
-                    await wiring.open(plugged)
-                    nursery.start_soon(host.dispatch_loop)
-                    receptor_scope = trio.CancelScope()
-                    plugged.start_soon(_run_receptors, wiring, receptor_plugins, receptor_scope)
-                    try:
-                        yield rt
-                    finally:
-                        receptor_scope.cancel()
-                        host.stop()
-                        with trio.move_on_after(shutdown_timeout) as scope:
-                            scope.shield = True
-                            await host.stopped.wait()
-                        wiring.close()
-                with trio.move_on_after(shutdown_timeout) as scope:
-                    scope.shield = True
-                    await wiring.aclose_all()
+                try:
+                    async with trio.open_nursery() as plugged:  # effector tasks, receptors
+                        await wiring.open(plugged)
+                        nursery.start_soon(host.dispatch_loop)
+                        receptor_scope = trio.CancelScope()
+                        plugged.start_soon(_run_receptors, wiring, receptor_plugins, receptor_scope)
+                        try:
+                            yield rt
+                        finally:
+                            receptor_scope.cancel()
+                            host.stop()
+                            with trio.move_on_after(shutdown_timeout) as scope:
+                                scope.shield = True
+                                await host.stopped.wait()
+                            wiring.close()
+                finally:  # even when the body or a receptor raised: close files and sockets
+                    with trio.move_on_after(shutdown_timeout) as scope:
+                        scope.shield = True
+                        await wiring.aclose_all()
             finally:
                 rt._host = None
                 host.detach()

@@ -142,6 +142,8 @@ class Wiring:
                 self._failed(eff.name, exc, record=record)
         if self._async:
             self.pending.append(("report", record))
+            if self.rt._host is not None:  # the dispatch task flushes: wake it if parked
+                self.rt._host._on_wake()
 
     async def flush(self) -> None:
         """Hand queued batches and records to the async effectors, waiting for room."""
