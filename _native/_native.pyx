@@ -29,6 +29,7 @@ cdef extern from "Python.h":
 cdef extern from "bigmem.h" nogil:
     void* big_grow(void* p, size_t old_size, size_t new_size)
     void big_free(void* p, size_t size)
+    void prefetch_w(const void* p)
 
 import mmap
 from collections import deque

@@ -43,4 +43,13 @@ static void big_free(void *p, size_t size) {
 }
 #endif
 
+/* A hint that *p will be written soon (no-op where the compiler lacks the builtin). The
+ * drain loop and send_many_slots issue it a few messages ahead, so the cache misses of
+ * random agents at large populations overlap instead of queueing one after another. */
+#if defined(__GNUC__) || defined(__clang__)
+#define prefetch_w(p) __builtin_prefetch((p), 1, 3)
+#else
+#define prefetch_w(p) ((void)(p))
+#endif
+
 #endif

@@ -3,6 +3,7 @@
 cdef enum:
     CHUNK = 8             # messages per chunk: 8 x 16 bytes = two cache lines
     STAMPED = 0x40000000  # set in Msg.event when ChunkPool.stamps holds its enqueue time
+    AHEAD = 16            # how many messages (or ready agents) ahead loops prefetch
 
 
 cdef struct Msg:
