@@ -76,7 +76,7 @@ from engine._types import (
 IMPLEMENTATION = "native"
 
 AGENT_DTYPE = np.dtype([
-    ("state", np.int32), ("machine", np.int32), ("box", np.int32), ("capacity", np.int32),
+    ("state", np.int32), ("machine", np.uint16), ("flags", np.uint16), ("box", np.int32), ("capacity", np.int32),
     ("generation", np.uint32), ("epoch", np.uint32), ("since", np.float64),
     ("processed", np.int64), ("failed", np.int64),
 ], align=True)

@@ -51,7 +51,8 @@ cdef struct Agent:
     # One agent slot. The layout is AGENT_DTYPE's (a numpy structured array holds the
     # records, so counters are numpy-visible); one cache line covers what a step touches.
     int32_t state         # state index; links free slots while unused
-    int32_t mach          # machine index in the dispatcher
+    uint16_t mach         # machine index in the dispatcher
+    uint16_t flags        # F_* bits (dispatch.pxi)
     int32_t box           # mailbox index, -1 = no mail
     int32_t cap           # mailbox capacity, 0 = unbounded
     uint32_t gen          # bumped on terminate, so stale AgentRefs are detected

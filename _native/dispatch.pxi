@@ -108,8 +108,8 @@ cdef class Dispatcher:
     cdef MachTab* _mt
     cdef int32_t _n_mach
     cdef int32_t _mt_cap
-    # agent slots: one Agent record each (in a numpy array), flags apart (compact, so batch
-    # validation scans a small array)
+    # agent slots: one Agent record each (in a numpy array), its flags included, so sending
+    # to an agent and stepping it touch the one record
     cdef int32_t _n_slots
     cdef int32_t _slot_cap
     cdef int32_t _free_slot
@@ -117,7 +117,6 @@ cdef class Dispatcher:
     cdef Agent* _ag
     cdef object _dropped_arr  # created with the first bounded mailbox
     cdef int64_t* _dropped
-    cdef uint16_t* _flags
     cdef list _ids
     cdef list _data
     cdef IdTable _tab
@@ -186,7 +185,7 @@ cdef class Dispatcher:
         cdef Msg m
         for slot in range(self._n_slots):  # release payloads still queued
             b = self._ag[slot].box
-            if b < 0 or not (self._flags[slot] & F_LIVE):
+            if b < 0 or not (self._ag[slot].flags & F_LIVE):
                 continue
             box = &self._pool.boxes[b]
             while box.count:
@@ -199,7 +198,6 @@ cdef class Dispatcher:
         big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
         big_free(self._pool.free, self._pool.cap * sizeof(int32_t))
         big_free(self._tab.cells, (self._tab.mask + 1) * sizeof(int32_t))
-        big_free(self._flags, self._slot_cap * sizeof(uint16_t))
         big_free(self._ready, self._slot_cap * sizeof(int32_t))
         big_free(self._oslot, self._ocap * sizeof(int32_t))
         big_free(self._ocode, self._ocap * sizeof(int32_t))
@@ -238,6 +236,8 @@ cdef class Dispatcher:
         codes = [self._intern(v) for v in machine.outputs]
         out = np.array([codes[c] if c >= 0 else -1 for c in machine.output_table.tolist()],
                        dtype=np.int32)
+        if self._n_mach == 0xFFFF:  # Agent.mach is 16 bits
+            raise InvalidArgumentError("a runtime holds at most 65535 machines")
         if self._n_mach == self._mt_cap:
             mt = <MachTab*>realloc(self._mt, (self._mt_cap * 2 + 4) * sizeof(MachTab))
             if mt == NULL:
@@ -288,8 +288,6 @@ cdef class Dispatcher:
         cdef Py_ssize_t i
         cdef uint8_t[::1] raw
         cdef int64_t[::1] counts
-        _grow(<void**>&self._flags, old, new, sizeof(uint16_t))
-        memset(&self._flags[old], 0, (new - old) * sizeof(uint16_t))
         # the ready ring is laid out again in order, starting at 0
         _grow(<void**>&ring, 0, new, sizeof(int32_t))
         for i in range(self._rlen):
@@ -369,7 +367,7 @@ cdef class Dispatcher:
         if capacity:
             self._count_drops()
             self._dropped[slot] = 0
-        self._flags[slot] = F_LIVE | (
+        self._ag[slot].flags = F_LIVE | (
             (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
         idt_insert(&self._tab, self._ids, agent_id, slot)
         return _make_ref(self, slot)
@@ -396,8 +394,8 @@ cdef class Dispatcher:
         self._tracked.pop(slot, None)
         self._ids[slot] = None
         self._data[slot] = None
-        if self._flags[slot] & F_QUEUED:
-            self._flags[slot] = F_DEAD | F_QUEUED
+        if self._ag[slot].flags & F_QUEUED:
+            self._ag[slot].flags = F_DEAD | F_QUEUED
         else:
             self._release(slot)
         return n
@@ -419,7 +417,7 @@ cdef class Dispatcher:
                 self._ag[slot].box = -1
             evicted.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
         evicted += self._postponed.pop(slot, [])
-        self._flags[slot] &= ~(F_FRONT | F_POSTPONED)
+        self._ag[slot].flags &= ~(F_FRONT | F_POSTPONED)
         error = AgentStoppedError(agent_id, "was " + reason.value)
         for ev, payload, lane, request in evicted:
             self._dead_letter(agent_id, mt, ev, payload, lane, reason, None, None)
@@ -428,7 +426,7 @@ cdef class Dispatcher:
         return len(evicted)
 
     cdef void _release(self, int32_t slot) noexcept:
-        self._flags[slot] = 0
+        self._ag[slot].flags = 0
         self._ag[slot].state = self._free_slot
         self._free_slot = slot
 
@@ -451,14 +449,14 @@ cdef class Dispatcher:
         Raises:
             AgentNotFoundError: The slot holds no live agent.
         """
-        if slot < 0 or slot >= self._n_slots or not (self._flags[slot] & F_LIVE):
+        if slot < 0 or slot >= self._n_slots or not (self._ag[slot].flags & F_LIVE):
             raise AgentNotFoundError(f"<slot {slot}>")
         return self._ids[slot]
 
     def agent_ids(self):
         """Ids of live agents, in slot order."""
         cdef int32_t slot
-        return [self._ids[slot] for slot in range(self._n_slots) if self._flags[slot] & F_LIVE]
+        return [self._ids[slot] for slot in range(self._n_slots) if self._ag[slot].flags & F_LIVE]
 
     def slots(self, agent_ids):
         """Return the slots of ``agent_ids`` as an int32 array (for ``send_many_slots``)."""
@@ -475,24 +473,24 @@ cdef class Dispatcher:
 
     def pause(self, agent_id):
         """Stop stepping an agent; it keeps receiving mail."""
-        self._flags[self._slot_of(agent_id)] |= F_PAUSED
+        self._ag[self._slot_of(agent_id)].flags |= F_PAUSED
 
     def resume(self, agent_id):
         """Step a paused agent again."""
         cdef int32_t slot = self._slot_of(agent_id)
-        self._flags[slot] &= ~F_PAUSED
+        self._ag[slot].flags &= ~F_PAUSED
         self._wake(slot)
 
     def paused(self, agent_id):
         """True while the agent is paused."""
-        return (self._flags[self._slot_of(agent_id)] & F_PAUSED) != 0
+        return (self._ag[self._slot_of(agent_id)].flags & F_PAUSED) != 0
 
     def stop(self, agent_id):
         """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
         (sends raise ``AgentStoppedError``); it stays registered until terminated."""
         cdef int32_t slot = self._slot_of(agent_id)
         n = self._evict(slot, _STOPPED_REASON)
-        self._flags[slot] = (self._flags[slot] | F_STOPPED) & ~F_ERROR
+        self._ag[slot].flags = (self._ag[slot].flags | F_STOPPED) & ~F_ERROR
         self._ag[slot].since = self.now
         return n
 
@@ -500,23 +498,23 @@ cdef class Dispatcher:
         """Put an agent back in ``state`` (default: initial), clearing ERROR; its mail stays
         and its postponed events are replayed first."""
         cdef int32_t slot = self._slot_of(agent_id)
-        if self._flags[slot] & F_STOPPED:
+        if self._ag[slot].flags & F_STOPPED:
             raise AgentStoppedError(agent_id, "is stopped")
         machine = <object>self._mt[self._ag[slot].mach].machine
         self._ag[slot].state = machine.state_code(machine.initial if state is None else state)
         self._ag[slot].epoch += 1
         if self.metrics_enabled:
             self._mx[slot].restarts += 1
-        self._flags[slot] &= ~F_ERROR
+        self._ag[slot].flags &= ~F_ERROR
         self._ag[slot].since = self.now
         self._replay(slot, None, True)
         self._wake(slot)
 
     cdef int _wake(self, int32_t slot) except -1:
         """Put ``slot`` on the ready queue if it has mail and may run."""
-        cdef uint16_t f = self._flags[slot]
+        cdef uint16_t f = self._ag[slot].flags
         if (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & (F_QUEUED | F_HOLD)):
-            self._flags[slot] = f | F_QUEUED
+            self._ag[slot].flags = f | F_QUEUED
             self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
             self._rlen += 1
             if self._rlen == 1 and self.on_wake is not None:
@@ -531,7 +529,7 @@ cdef class Dispatcher:
         ``request`` (non-zero) tags the message so ``on_request`` reports its answer.
         """
         cdef int32_t slot = self._slot_of(agent_id)
-        if self._flags[slot] & F_STOPPED:
+        if self._ag[slot].flags & F_STOPPED:
             raise AgentStoppedError(agent_id, "is stopped")
         self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority), request)
 
@@ -554,11 +552,11 @@ cdef class Dispatcher:
             min_events = min(min_events, self._mt[i].n_events)
         for i in range(n):  # validate: touches the flag array, agent records only if needed
             if i + AHEAD < n:
-                prefetch_w(&self._flags[s_mv[i + AHEAD]])
+                self._prefetch_agent(s_mv[i + AHEAD])
             slot, e, p = s_mv[i], e_mv[i], p_mv[i]
             if slot < 0 or slot >= self._n_slots:
                 raise AgentNotFoundError(f"<slot {slot}>")
-            f = self._flags[slot]
+            f = self._ag[slot].flags
             if (f & (F_LIVE | F_DEAD)) != F_LIVE:
                 raise AgentNotFoundError(f"<slot {slot}>")
             if f & F_STOPPED:
@@ -583,8 +581,8 @@ cdef class Dispatcher:
                             break
                     raise MailboxFullError(self._ids[slot], self._ag[slot].cap)
         for i in range(n):
-            if i + AHEAD < n:  # overlap the cache misses of random agents
-                self._prefetch_agent(s_mv[i + AHEAD])
+            if i + AHEAD < n:  # overlap the cache misses of random agents (again: a long
+                self._prefetch_agent(s_mv[i + AHEAD])  # batch evicts what validation loaded)
             if i + AHEAD // 2 < n:
                 slot = s_mv[i + AHEAD // 2]
                 if self._ag[slot].box >= 0:
@@ -592,9 +590,8 @@ cdef class Dispatcher:
             self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
 
     cdef inline void _prefetch_agent(self, int32_t slot) noexcept:
-        """Start loading what a step of ``slot`` touches: its flags and its record (48 bytes,
-        which straddle two cache lines for half the slots)."""
-        prefetch_w(&self._flags[slot])
+        """Start loading the record of ``slot`` (48 bytes, which straddle two cache lines for
+        half the slots)."""
         prefetch_w(&self._ag[slot])
         prefetch_w(<char*>&self._ag[slot] + sizeof(Agent) - 1)
 
@@ -609,7 +606,7 @@ cdef class Dispatcher:
         return slot
 
     cdef int32_t _check(self, int32_t slot, uint32_t gen) except -1:
-        if self._ag[slot].gen != gen or not (self._flags[slot] & F_LIVE):
+        if self._ag[slot].gen != gen or not (self._ag[slot].flags & F_LIVE):
             raise AgentStoppedError("(stale reference)", "was terminated")
         return slot
 
@@ -633,7 +630,7 @@ cdef class Dispatcher:
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
         if ag.cap and b >= 0 and self._pool.boxes[b].count >= ag.cap:
-            if self._flags[slot] & F_REJECT:
+            if self._ag[slot].flags & F_REJECT:
                 self._overflowed(slot, ev, payload, "reject")
                 raise MailboxFullError(self._ids[slot], ag.cap)
             if self._drop_for(slot, ev, payload, lane, request):
@@ -643,7 +640,7 @@ cdef class Dispatcher:
         if b < 0:
             b = box_alloc(&self._pool)
             ag.box = b
-            if not (self._flags[slot] & (F_FRONT | F_ERROR | F_STOPPED)):
+            if not (self._ag[slot].flags & (F_FRONT | F_ERROR | F_STOPPED)):
                 ag.since = self.now  # IDLE -> PROCESSING
         if payload is not None:
             ref = <PyObject*>payload
@@ -660,8 +657,8 @@ cdef class Dispatcher:
             self._stamp(&self._pool.boxes[b], lane)
         if self.metrics_enabled and self._pool.boxes[b].count > self._mx[slot].high_water:
             self._mx[slot].high_water = self._pool.boxes[b].count
-        if not (self._flags[slot] & (F_QUEUED | F_HOLD)):
-            self._flags[slot] |= F_QUEUED
+        if not (self._ag[slot].flags & (F_QUEUED | F_HOLD)):
+            self._ag[slot].flags |= F_QUEUED
             self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
             self._rlen += 1
             if self._rlen == 1 and self.on_wake is not None:
@@ -763,12 +760,12 @@ cdef class Dispatcher:
                 slot = self._ready[self._rhead]
                 self._rhead = (self._rhead + 1) & (self._slot_cap - 1)
                 self._rlen -= 1
-                f = self._flags[slot]
+                f = self._ag[slot].flags
                 if f & F_DEAD:
                     self._release(slot)
                     continue
                 if f & F_HOLD:
-                    self._flags[slot] = f & ~F_QUEUED
+                    self._ag[slot].flags = f & ~F_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
                 t0 = _now_ns() if self.metrics_enabled else 0
@@ -777,14 +774,14 @@ cdef class Dispatcher:
                 finally:
                     if self.metrics_enabled:
                         self._mx[slot].busy_ns += _now_ns() - t0
-                    f = self._flags[slot]
+                    f = self._ag[slot].flags
                     if f & F_DEAD:
                         self._release(slot)
                     elif (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & F_HOLD):
                         self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
                         self._rlen += 1
                     else:
-                        self._flags[slot] = f & ~F_QUEUED
+                        self._ag[slot].flags = f & ~F_QUEUED
                         if self._ag[slot].box < 0 and not (f & (F_FRONT | F_ERROR | F_STOPPED)):
                             self._ag[slot].since = self.now  # PROCESSING -> IDLE
                 if self._olen >= self._out_limit:
@@ -805,7 +802,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t at
         cdef int64_t t0
         while k < budget:
-            f = self._flags[slot]
+            f = self._ag[slot].flags
             if f & F_FRONT:
                 k += 1
                 if self.sample_every:
@@ -815,7 +812,7 @@ cdef class Dispatcher:
                         t0 = _now_ns()
                         self._step_front(slot)
                         self._sample(slot, 0, _now_ns() - t0)
-                        if self._flags[slot] & (F_DEAD | F_HOLD):
+                        if self._ag[slot].flags & (F_DEAD | F_HOLD):
                             break
                         continue
                 self._step_front(slot)
@@ -842,11 +839,11 @@ cdef class Dispatcher:
                         t0 = _now_ns()
                         self._step_msg(slot, ag, &m, lane, f)
                         self._sample(slot, 0, _now_ns() - t0)
-                        if self._flags[slot] & (F_DEAD | F_HOLD):
+                        if self._ag[slot].flags & (F_DEAD | F_HOLD):
                             break
                         continue
                 self._step_msg(slot, ag, &m, lane, f)
-            if self._flags[slot] & (F_DEAD | F_HOLD):
+            if self._ag[slot].flags & (F_DEAD | F_HOLD):
                 break
         return k
 
@@ -866,7 +863,7 @@ cdef class Dispatcher:
         ev, payload, lane, request = front.popleft()
         if not front:
             del self._front[slot]
-            self._flags[slot] &= ~F_FRONT
+            self._ag[slot].flags &= ~F_FRONT
         return self._step(slot, ev, payload, lane, request)
 
     cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane) except -1:
@@ -885,8 +882,8 @@ cdef class Dispatcher:
         if code >= 0 and self._has_sink:
             self._out_push(slot, code)
         ag.processed += 1
-        if self._flags[slot] & F_ERROR:
-            self._flags[slot] &= ~F_ERROR
+        if self._ag[slot].flags & F_ERROR:
+            self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
         return 0
 
@@ -969,7 +966,7 @@ cdef class Dispatcher:
             postponed = self._postponed.get(slot)
             if postponed is None:
                 postponed = self._postponed[slot] = []
-                self._flags[slot] |= F_POSTPONED
+                self._ag[slot].flags |= F_POSTPONED
             postponed.append((ev, payload, lane, request))
             if self.metrics_enabled:
                 self._mx[slot].postponed += 1
@@ -977,7 +974,7 @@ cdef class Dispatcher:
         if nxt != s:
             ag.epoch += 1
         if ((prepared is not None and prepared.front is not None)
-                or (nxt != s and self._flags[slot] & F_POSTPONED)):
+                or (nxt != s and self._ag[slot].flags & F_POSTPONED)):
             self._replay(slot, None if prepared is None else prepared.front, nxt != s)
             ag = &self._ag[slot]
         if self._has_sink:
@@ -989,8 +986,8 @@ cdef class Dispatcher:
                     self._extras.append(value)
                     self._out_push(slot, -<int32_t>len(self._extras))
         ag.processed += 1
-        if self._flags[slot] & F_ERROR:
-            self._flags[slot] &= ~F_ERROR
+        if self._ag[slot].flags & F_ERROR:
+            self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
         if request == 0 and self._on_record is None and prepared is None:
             return 0
@@ -1019,18 +1016,18 @@ cdef class Dispatcher:
         """Front queue := inserted NextEvents, then postponed events (if ``replay``), then
         what was already in front."""
         cdef list items = [] if inserted is None else [(e, p, l, 0) for e, p, l in inserted]
-        if replay and self._flags[slot] & F_POSTPONED:
+        if replay and self._ag[slot].flags & F_POSTPONED:
             items += self._postponed.pop(slot)
-            self._flags[slot] &= ~F_POSTPONED
+            self._ag[slot].flags &= ~F_POSTPONED
         if not items:
             return 0
-        if self._flags[slot] & F_FRONT:
+        if self._ag[slot].flags & F_FRONT:
             (<object>self._front[slot]).extendleft(reversed(items))
         else:
-            if self._ag[slot].box < 0 and not (self._flags[slot] & (F_ERROR | F_STOPPED)):
+            if self._ag[slot].box < 0 and not (self._ag[slot].flags & (F_ERROR | F_STOPPED)):
                 self._ag[slot].since = self.now
             self._front[slot] = deque(items)
-            self._flags[slot] |= F_FRONT
+            self._ag[slot].flags |= F_FRONT
         return 0
 
     cdef int _deliver(self, object send) except -1:
@@ -1038,7 +1035,7 @@ cdef class Dispatcher:
         cdef int32_t slot
         try:
             slot = self._slot_of(send.agent_id)
-            if self._flags[slot] & F_STOPPED:
+            if self._ag[slot].flags & F_STOPPED:
                 raise AgentStoppedError(send.agent_id, "is stopped")
             self._enqueue(slot, self._event_code(slot, send.event), send.payload,
                           _lane(send.priority), 0)
@@ -1075,8 +1072,8 @@ cdef class Dispatcher:
         self._ag[slot].failed += 1
         if alive:
             self._last_error[slot] = error
-        if alive and not (self._flags[slot] & F_ERROR):
-            self._flags[slot] |= F_ERROR
+        if alive and not (self._ag[slot].flags & F_ERROR):
+            self._ag[slot].flags |= F_ERROR
             self._ag[slot].since = self.now
         self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
                           (<tuple>mt.states)[state])
@@ -1119,7 +1116,7 @@ cdef class Dispatcher:
         """Agents on the ready queue (with mail and not yet drained)."""
         cdef Py_ssize_t i, n = 0
         for i in range(self._rlen):
-            if not (self._flags[self._ready[(self._rhead + i) & (self._slot_cap - 1)]]
+            if not (self._ag[self._ready[(self._rhead + i) & (self._slot_cap - 1)]].flags
                     & (F_DEAD | F_HOLD)):
                 n += 1
         return n
@@ -1172,7 +1169,7 @@ cdef class Dispatcher:
         return self._status(self._slot_of(agent_id))
 
     cdef object _status(self, int32_t slot):
-        cdef uint16_t f = self._flags[slot]
+        cdef uint16_t f = self._ag[slot].flags
         if f & F_STOPPED:
             return _STATUS_STOPPED
         if f & F_ERROR:
@@ -1196,7 +1193,7 @@ cdef class Dispatcher:
         cdef int32_t[::1] mv = out
         for slot in range(self._n_slots):
             b = self._ag[slot].box
-            if b >= 0 and self._flags[slot] & F_LIVE:
+            if b >= 0 and self._ag[slot].flags & F_LIVE:
                 mv[slot] = self._pool.boxes[b].count
         for slot, front in self._front.items():
             mv[slot] += len(front)
@@ -1209,10 +1206,10 @@ cdef class Dispatcher:
     def machine_indexes(self):
         """Machine index per slot, -1 for free slots."""
         cdef int32_t slot
-        out = self._agents["machine"][:self._n_slots].copy()
+        out = self._agents["machine"][:self._n_slots].astype(np.int32)
         cdef int32_t[::1] mv = out
         for slot in range(self._n_slots):
-            if not (self._flags[slot] & F_LIVE):
+            if not (self._ag[slot].flags & F_LIVE):
                 mv[slot] = -1
         return out
 
@@ -1262,7 +1259,7 @@ cdef class Dispatcher:
         """Messages queued for ``agent_id`` (front queue and lanes; not postponed ones)."""
         cdef int32_t slot = self._slot_of(agent_id)
         cdef int32_t b = self._ag[slot].box
-        n = len(self._front[slot]) if self._flags[slot] & F_FRONT else 0
+        n = len(self._front[slot]) if self._ag[slot].flags & F_FRONT else 0
         return n + (self._pool.boxes[b].count if b >= 0 else 0)
 
     def queued(self, agent_id):
@@ -1272,7 +1269,7 @@ cdef class Dispatcher:
         cdef int lane
         cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
         cdef list out = []
-        if self._flags[slot] & F_FRONT:
+        if self._ag[slot].flags & F_FRONT:
             out += [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._front[slot]]
         if b >= 0:
             for lane in range(3, -1, -1):

@@ -79,7 +79,7 @@ cdef class AgentRef:
         """Queue ``event`` for this agent (see ``Runtime.send_nowait``)."""
         cdef Dispatcher d = self._d
         cdef int32_t slot = d._check(self._slot, self._gen)
-        if d._flags[slot] & F_STOPPED:
+        if d._ag[slot].flags & F_STOPPED:
             raise AgentStoppedError(d._ids[slot], "is stopped")
         d._enqueue(slot, d._event_code(slot, event), payload, _lane(priority), 0)
 
@@ -96,7 +96,7 @@ cdef class AgentRef:
     @property
     def alive(self):
         """False once the agent was terminated."""
-        return self._d._ag[self._slot].gen == self._gen and (self._d._flags[self._slot] & F_LIVE) != 0
+        return self._d._ag[self._slot].gen == self._gen and (self._d._ag[self._slot].flags & F_LIVE) != 0
 
     @property
     def state(self):

@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 IMPLEMENTATION: Final = "python"
+MAX_MACHINES: Final = 0xFFFF
+"""Machines one runtime can hold (the compiled path keeps the index in 16 bits)."""
 
 _LIVE: Final = 1
 _QUEUED: Final = 2
@@ -316,6 +318,8 @@ class Dispatcher:
             return idx
         if not isinstance(machine, Machine):
             raise TypeError(f"expected an engine.Machine, got {type(machine)!r}")
+        if len(self._machines) == MAX_MACHINES:
+            raise InvalidArgumentError(f"a runtime holds at most {MAX_MACHINES} machines")
         codes = [self._intern(v) for v in machine.outputs]
         out = [codes[c] if c >= 0 else -1 for c in machine.output_table.tolist()]
         idx = len(self._machines)

@@ -104,3 +104,17 @@ def test_slots_and_numpy_ids(make_runtime: MakeRuntime, light: Machine) -> None:
     assert {rt.state(i) for i in range(10)} == {"green"}
     assert rt.machine(3) is light
     assert sorted(rt.agent_ids()) == list(range(10))
+
+
+def test_machine_limit_is_a_typed_error(make_runtime: MakeRuntime) -> None:
+    """A runtime holds 65535 machines (the compiled path stores the index in 16 bits); the
+    next spawn is refused and nothing is registered or created."""
+    rt = make_runtime()
+    machines = [Machine(f"m{i}", ["a"], "a", []) for i in range(0xFFFF + 1)]
+    for i, m in enumerate(machines[:-1]):
+        rt.spawn(m, i)
+    with pytest.raises(engine.InvalidArgumentError, match="65535 machines"):
+        rt.spawn(machines[-1], "one too many")
+    assert len(rt) == 0xFFFF
+    assert rt.state(0xFFFF - 1) == "a"
+    assert rt.machine(0xFFFF - 1) is machines[-2]
