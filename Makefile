@@ -30,7 +30,7 @@ $(NATIVE_SO): $(STAMP) $(NATIVE_SRC)
 	touch $(NATIVE_SO)
 
 demo: build
-	$(PY) examples/demo.py
+	$(PY) examples/epidemic.py --plot epidemic.png
 
 test: build
 	$(PY) -m pytest tests
