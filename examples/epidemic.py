@@ -114,9 +114,7 @@ class Result:
     def entries(self) -> npt.NDArray[np.int64]:
         """The log decoded: columns day, kind, person, by (``NOBODY`` for none)."""
         raw = np.frombuffer(self.log, dtype=np.int64)
-        return np.stack(
-            [raw >> 50, (raw >> 48) & 3, (raw >> 24) & NOBODY, raw & NOBODY], axis=1
-        )
+        return np.stack([raw >> 50, (raw >> 48) & 3, (raw >> 24) & NOBODY, raw & NOBODY], axis=1)
 
 
 def person_machine(
@@ -297,7 +295,9 @@ def summary(r: Result) -> str:
         ("messages / s", f"{r.messages / r.wall:,.0f}" if r.wall > 0 else "-"),
         (
             "step latency (sampled)",
-            "-" if lat is None else f"p50 {lat.p50:.2f} us  p90 {lat.p90:.2f} us  "
+            "-"
+            if lat is None
+            else f"p50 {lat.p50:.2f} us  p90 {lat.p90:.2f} us  "
             f"p99 {lat.p99:.2f} us  max {lat.max:.1f} us  ({lat.total:,} samples)",
         ),
         ("peak infected", f"{int(r.curve[peak_day, I]):,} on day {peak_day}"),
