@@ -22,13 +22,27 @@ import trio
 
 from . import _hotpath
 from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
-from ._exceptions import EngineError, InvalidArgumentError, RuntimeNotRunningError
+from ._exceptions import (
+    AgentNotFoundError,
+    EngineError,
+    InvalidArgumentError,
+    RuntimeNotRunningError,
+)
 from ._instruments import DeadLetterTap, Instruments
 from ._machine import Machine
 from ._metrics import LatencyRing, LatencySummary
 from ._ring import Ring, Transition
 from ._supervision import Supervision
-from ._timers import EVENT_GUARD, NO_GUARD, STATE_GUARD, Due, TimerQueue
+from ._timers import (
+    EVENT_GUARD,
+    NO_GUARD,
+    STATE_GUARD,
+    Entry,
+    TimerQueue,
+    owner,
+    owner_gen,
+    owner_slot,
+)
 from ._types import (
     AgentStatus,
     DeadLetter,
@@ -45,6 +59,16 @@ if TYPE_CHECKING:
 
 _ALL: Any = object()
 _RESTART = ("restart",)
+_TIMER_KEYS: dict[str, tuple[str, str]] = {}
+
+
+def _timer_key(name: str) -> tuple[str, str]:
+    """The key of the named timer ``name``: ``("timer", name)``, made once per name."""
+    key = _TIMER_KEYS.get(name)
+    if key is None:
+        key = _TIMER_KEYS[name] = ("timer", name)
+    return key
+
 _STATE_KEY = ("state_timeout",)
 _EVENT_KEY = ("event_timeout",)
 
@@ -269,8 +293,13 @@ class Runtime:
         self._forget(ref)
         return int(self._d.terminate(agent_id))
 
+    def _owner(self, ref: Any) -> int:
+        """The timer owner of a live agent's ref."""
+        slot = ref.slot
+        return owner(slot, self._d.timer_guard(slot)[0])
+
     def _forget(self, ref: Any) -> None:
-        self._timers.cancel_all(ref)
+        self._timers.cancel_all(self._owner(ref))
         self._by_agent.pop(ref, None)
         self._history.pop(ref, None)
         self._restarts.pop(ref, None)
@@ -396,33 +425,37 @@ class Runtime:
         """When the earliest armed timer is due, or None."""
         return self._timers.next_deadline()
 
-    def _fire(self, due: Due) -> int:
-        ref = due.ref
-        if not ref.alive:
+    def _fire(self, entry: Entry) -> int:
+        _, _, who, key, guard, guard_value, event, payload, lane = entry
+        d = self._d
+        slot = owner_slot(who)
+        gen, epoch, events = d.timer_guard(slot)
+        if gen != owner_gen(who):  # terminated (a terminate bumps the generation)
             return 0
-        if due.guard != NO_GUARD:
-            _, epoch, events = self._d.timer_guard(ref.slot)
-            if due.guard_value != (epoch if due.guard == STATE_GUARD else events):
-                return 0
-        if due.key == _RESTART:
-            self._d.restart(ref.id)
-            self._d.resume(ref.id)
+        try:
+            agent_id = d.agent_at(slot)
+        except AgentNotFoundError:
+            return 0
+        if guard != NO_GUARD and guard_value != (epoch if guard == STATE_GUARD else events):
+            return 0
+        if key == _RESTART:
+            d.restart(agent_id)
+            d.resume(agent_id)
             return 1
         try:
-            ref.send_nowait(due.event, due.payload, due.lane)
+            d.send_nowait(agent_id, event, payload, lane)
         except EngineError as exc:
-            machine = self._d.machine(ref.id)
-            self._d.dead_letters.append(
+            d.dead_letters.append(
                 DeadLetter(
-                    ref.id,
-                    machine.events[due.event],
-                    due.payload,
-                    Priority(due.lane),
+                    agent_id,
+                    d.machine(agent_id).events[event],
+                    payload,
+                    Priority(lane),
                     DeadLetterReason.UNDELIVERABLE,
                     exc,
                 )
             )
-            self._d.dead_letter_count += 1
+            d.dead_letter_count += 1
         return 1
 
     # -- hooks called by the dispatcher --------------------------------------------------
@@ -431,42 +464,47 @@ class Runtime:
         self, agent_id: Any, slot: int, gen: int, actions: list[tuple[Any, int]]
     ) -> None:
         d = self._d
-        ref = d.ref(agent_id)
         now = d.now
+        timers = self._timers
+        who = owner(slot, gen)
         for action, code in actions:
             kind = type(action)
             if kind is Timer:
                 deadline = action.seconds if action.absolute else now + action.seconds
-                self._timers.arm(
+                timers.arm(
                     deadline,
-                    Due(
-                        ref,
-                        ("timer", action.name),
-                        NO_GUARD,
-                        0,
-                        code,
-                        action.payload,
-                        int(action.priority),
-                    ),
+                    who,
+                    _timer_key(action.name),
+                    NO_GUARD,
+                    0,
+                    code,
+                    action.payload,
+                    int(action.priority),
                 )
             elif kind is CancelTimer:
-                self._timers.cancel(ref, ("timer", action.name))
+                timers.cancel(who, _timer_key(action.name))
             elif kind is StateTimeout or kind is EventTimeout:
                 key = _STATE_KEY if kind is StateTimeout else _EVENT_KEY
                 if action.seconds is None:
-                    self._timers.cancel(ref, key)
+                    timers.cancel(who, key)
                     continue
                 _, epoch, events = d.timer_guard(slot)
                 guard = STATE_GUARD if kind is StateTimeout else EVENT_GUARD
                 value = epoch if kind is StateTimeout else events
-                self._timers.arm(
+                timers.arm(
                     now + action.seconds,
-                    Due(ref, key, guard, value, code, action.payload, int(action.priority)),
+                    who,
+                    key,
+                    guard,
+                    value,
+                    code,
+                    action.payload,
+                    int(action.priority),
                 )
             elif kind is Work:
                 if self._host is None:
                     raise RuntimeNotRunningError("Work actions need open_runtime")
-                self._host.start_work(ref, action)
+                self._host.start_work(d.ref(agent_id), action)
 
     def _on_failure(self, agent_id: Any, slot: int, error: BaseException) -> None:
         d = self._d
@@ -479,20 +517,20 @@ class Runtime:
             return
         verdict, delay = sup.decide(self._history.setdefault(ref, deque()), d.now)
         if verdict == "stop":
-            self._timers.cancel_all(ref)
+            self._timers.cancel_all(self._owner(ref))
             if self._host is not None:
                 self._host.cancel_work(ref)
             d.stop(agent_id)
             return
         self._restarts[ref] = self._restarts.get(ref, 0) + 1
-        self._timers.cancel_all(ref)
+        self._timers.cancel_all(self._owner(ref))
         if self._host is not None:
             self._host.cancel_work(ref)
         if delay <= 0:
             d.restart(agent_id)
         else:
             d.pause(agent_id)
-            self._timers.arm(d.now + delay, Due(ref, _RESTART, NO_GUARD, 0, -1, None, 0))
+            self._timers.arm(d.now + delay, self._owner(ref), _RESTART)
 
     def _on_request(self, request: int, ok: bool, value: Any) -> None:
         pending = self._requests.pop(request, None)
@@ -717,7 +755,7 @@ class Runtime:
     def timers(self, agent_id: Any) -> list[Any]:
         """Keys of the agent's armed timers: ``("timer", name)``, ``("state_timeout",)``,
         ``("event_timeout",)`` or ``("restart",)``."""
-        return self._timers.armed(self._d.ref(agent_id))
+        return self._timers.armed(self._owner(self._d.ref(agent_id)))
 
     def dead_letters(self) -> list[DeadLetter]:
         """Dead letters kept so far (oldest first), without removing them."""
@@ -814,7 +852,7 @@ class Runtime:
                 float(d.status_since(agent_id)),
                 bool(d.paused(agent_id)),
                 self._restarts.get(ref, 0),
-                len(self._timers.armed(ref)),
+                len(self._timers.armed(self._owner(ref))),
                 *self._agent_metrics(slot),
                 d.last_error(agent_id),
             )
