@@ -1,13 +1,15 @@
 """One heap for every timer of a runtime: state timeouts, event timeouts, named timers.
 
-Theory of operation: a timer is a heap entry ``(deadline, seq, ...)`` plus a live-key map
-``(owner, key) -> seq``, where the owner is one int for the agent's slot and generation. Arming
-a key again, cancelling it, or dropping all of an agent's keys only edits the map; a heap entry
-whose seq is no longer the live one is stale and is skipped when it reaches the top (lazy
-deletion), and the heap is rebuilt when stale entries outnumber live ones. Guards are checked
-when a timer fires, not when things happen: a state timeout remembers the agent's state-change
-count and an event timeout its events-taken count at arming, so the drain loop does no timer
-work at all. Nothing here knows about trio: the runtime passes clock readings in.
+Theory of operation: a timer is an entry ``(deadline, seq, ...)`` in the bucket of its
+deadline (a heap orders the distinct deadlines, and a bucket keeps arming order) plus a
+live-key map ``(owner, key) -> seq``, where the owner is one int for the agent's slot and
+generation. Arming a key again, cancelling it, or dropping all of an agent's keys only edits
+the map; an entry whose seq is no longer the live one is stale and is skipped when its deadline
+comes (lazy deletion), and the buckets are rebuilt when stale entries outnumber live ones.
+Guards are checked when a timer fires, not when things happen: a state timeout remembers the
+agent's state-change count and an event timeout its events-taken count at arming, so the drain
+loop does no timer work at all. Nothing here knows about trio: the runtime passes clock
+readings in.
 """
 
 from __future__ import annotations
@@ -37,19 +39,25 @@ def owner_gen(owner: int) -> int:
 
 
 Entry = tuple[float, int, int, Hashable, int, int, int, Any, int]
-"""A heap entry: ``(deadline, seq, owner, key, guard, guard_value, event, payload, lane)``.
+"""A timer entry: ``(deadline, seq, owner, key, guard, guard_value, event, payload, lane)``.
 
 A plain tuple of ints, floats and strings (unless the payload is an object), so the garbage
-collector stops tracking it after its first pass: a heap of 10**5 pending timers costs the
-collector nothing. ``event`` is an event code; deliver it to ``owner`` if the guard holds."""
+collector stops tracking it after its first pass: 10**5 pending timers cost the collector
+nothing. ``event`` is an event code; deliver it to ``owner`` if the guard holds."""
 
 
 @final
 class TimerQueue:
-    """Deadlines on a heap with lazy cancellation (see the module docstring)."""
+    """Timers bucketed by deadline, with lazy cancellation (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._heap: list[Entry] = []
+        self._deadlines: list[float] = []
+        """Heap of the distinct deadlines that have a bucket."""
+        self._buckets: dict[float, list[Entry]] = {}
+        """Entries per deadline, in arming order. Simulations arm many timers for the same
+        instant (the next day, say); one heap item per instant keeps those O(1) each."""
+        self._entries = 0
+        """Entries in all buckets, stale ones included."""
         self._live: dict[tuple[int, Hashable], int] = {}
         self._keys: dict[int, Any] = {}
         """Armed keys per owner: the key itself while it is the only one, else a set."""
@@ -85,10 +93,15 @@ class TimerQueue:
             else:
                 self._keys[owner] = {keys, key}
         live[owner, key] = seq
-        heapq.heappush(
-            self._heap, (deadline, seq, owner, key, guard, guard_value, event, payload, lane)
-        )
-        if len(self._heap) > 2 * len(live) + 1024:
+        entry = (deadline, seq, owner, key, guard, guard_value, event, payload, lane)
+        bucket = self._buckets.get(deadline)
+        if bucket is None:
+            self._buckets[deadline] = [entry]
+            heapq.heappush(self._deadlines, deadline)
+        else:
+            bucket.append(entry)
+        self._entries += 1
+        if self._entries > 2 * len(live) + 1024:
             self._compact()
 
     def cancel(self, owner: int, key: Hashable) -> bool:
@@ -124,30 +137,45 @@ class TimerQueue:
 
     def next_deadline(self) -> float | None:
         """The earliest live deadline, or None."""
-        heap = self._heap
+        deadlines = self._deadlines
         live = self._live
-        while heap:
-            deadline, seq, who, key, *_ = heap[0]
-            if live.get((who, key)) == seq:
-                return deadline
-            heapq.heappop(heap)
+        while deadlines:
+            deadline = deadlines[0]
+            bucket = self._buckets[deadline]
+            for i, (_, seq, who, key, *_) in enumerate(bucket):
+                if live.get((who, key)) == seq:
+                    del bucket[:i]  # the stale prefix, so the next look starts here
+                    self._entries -= i
+                    return deadline
+            heapq.heappop(deadlines)
+            del self._buckets[deadline]
+            self._entries -= len(bucket)
         return None
 
     def pop_due(self, now: float) -> list[Entry]:
         """Remove and return the live timers with ``deadline <= now``, in deadline order
         (ties in arming order)."""
         out = []
-        heap = self._heap
+        deadlines = self._deadlines
         live = self._live
-        while heap and heap[0][0] <= now:
-            entry = heapq.heappop(heap)
-            _, seq, who, key, *_ = entry
-            if live.get((who, key)) == seq:
-                self.cancel(who, key)
-                out.append(entry)
+        while deadlines and deadlines[0] <= now:
+            bucket = self._buckets.pop(heapq.heappop(deadlines))
+            self._entries -= len(bucket)
+            for entry in bucket:
+                _, seq, who, key, *_ = entry
+                if live.get((who, key)) == seq:
+                    self.cancel(who, key)
+                    out.append(entry)
         return out
 
     def _compact(self) -> None:
         live = self._live
-        self._heap = [e for e in self._heap if live.get((e[2], e[3])) == e[1]]
-        heapq.heapify(self._heap)
+        buckets = {}
+        for deadline, bucket in self._buckets.items():
+            kept = [e for e in bucket if live.get((e[2], e[3])) == e[1]]
+            if kept:
+                buckets[deadline] = kept
+        self._buckets = buckets
+        self._deadlines = list(buckets)
+        heapq.heapify(self._deadlines)
+        self._entries = sum(map(len, buckets.values()))
