@@ -587,6 +587,11 @@ cdef class Dispatcher:
                 slot = s_mv[i + AHEAD // 2]
                 if self._ag[slot].box >= 0:
                     prefetch_w(&self._pool.boxes[self._ag[slot].box])
+            # the box and chunk the next allocations will pop (the pools are stacks)
+            if self._pool.nfree > 4:
+                prefetch_w(&self._pool.boxes[self._pool.free[self._pool.nfree - 4]])
+            if self._chunks.nfree > 4:
+                prefetch_w(&self._chunks.chunks[self._chunks.free[self._chunks.nfree - 4]])
             self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
 
     cdef inline void _prefetch_agent(self, int32_t slot) noexcept:
@@ -743,20 +748,26 @@ cdef class Dispatcher:
         cdef uint16_t f
         cdef int64_t t0
         cdef int32_t b
+        cdef int lane
         cdef Box* box
         if self._running:
             raise RuntimeBusyError("run() called from inside a run (from a handler?)")
         self._running = True
         try:
             while self._rlen > 0 and (limit < 0 or done < limit):
-                if self._rlen > AHEAD:  # overlap the cache misses of the agents ahead
+                if self._rlen > AHEAD:  # overlap the cache misses of the agents ahead, in
+                    # stages: the record, then (loaded by now) its box, then the next message
                     self._prefetch_agent(self._ready[(self._rhead + AHEAD) & (self._slot_cap - 1)])
                     slot = self._ready[(self._rhead + AHEAD // 2) & (self._slot_cap - 1)]
                     b = self._ag[slot].box
                     if b >= 0:
+                        prefetch_w(&self._pool.boxes[b])
+                    slot = self._ready[(self._rhead + AHEAD // 4) & (self._slot_cap - 1)]
+                    b = self._ag[slot].box
+                    if b >= 0:
                         box = &self._pool.boxes[b]
-                        prefetch_w(box)
-                        prefetch_w(&self._chunks.chunks[box.head[top_lane(box)]])
+                        lane = top_lane(box)
+                        prefetch_w(&self._chunks.chunks[box.head[lane]].m[box.hpos[lane]])
                 slot = self._ready[self._rhead]
                 self._rhead = (self._rhead + 1) & (self._slot_cap - 1)
                 self._rlen -= 1
