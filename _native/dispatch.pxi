@@ -1251,6 +1251,31 @@ cdef class Dispatcher:
                                                  LatencyRing(self._ring_size))
         return rings
 
+    def fire(self, int32_t slot, uint32_t gen, int guard, int64_t guard_value, int32_t event,
+             payload, int lane):
+        """Deliver a timer's ``event`` (a valid code) to ``slot`` if it still holds generation
+        ``gen`` and the guard holds (1: state changes, 2: events taken, equal to
+        ``guard_value``); return 1 if queued, 0 if the timer is stale.
+
+        Raises:
+            AgentStoppedError: The agent is stopped.
+            MailboxFullError: Its bounded mailbox rejects the message.
+        """
+        cdef Agent* ag
+        if slot < 0 or slot >= self._n_slots:
+            return 0
+        ag = &self._ag[slot]
+        if ag.gen != gen or not (ag.flags & F_LIVE):
+            return 0
+        if guard == 1 and guard_value != ag.epoch:
+            return 0
+        if guard == 2 and guard_value != ag.processed + ag.failed:
+            return 0
+        if ag.flags & F_STOPPED:
+            raise AgentStoppedError(self._ids[slot], "is stopped")
+        self._enqueue(slot, event, payload, lane, 0)
+        return 1
+
     def timer_guard(self, int32_t slot):
         """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
         if slot < 0 or slot >= self._n_slots:

@@ -1120,6 +1120,35 @@ class Dispatcher:
             )
         return rings
 
+    def fire(
+        self,
+        slot: int,
+        gen: int,
+        guard: int,
+        guard_value: int,
+        event: int,
+        payload: Any,
+        lane: int,
+    ) -> int:
+        """Deliver a timer's ``event`` (a valid code) to ``slot`` if it still holds generation
+        ``gen`` and the guard holds (1: state changes, 2: events taken, equal to
+        ``guard_value``); return 1 if queued, 0 if the timer is stale.
+
+        Raises:
+            AgentStoppedError: The agent is stopped.
+            MailboxFullError: Its bounded mailbox rejects the message.
+        """
+        if not 0 <= slot < len(self._ids):
+            return 0
+        if self._gen[slot] != gen or not self._flags[slot] & _LIVE:
+            return 0
+        if guard == 1 and guard_value != self._epoch[slot]:
+            return 0
+        if guard == 2 and guard_value != self._processed[slot] + self._failed[slot]:
+            return 0
+        self._enqueue(self._sendable(slot), event, payload, lane, 0)
+        return 1
+
     def timer_guard(self, slot: int) -> tuple[int, int, int]:
         """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
         return self._gen[slot], self._epoch[slot], int(self._processed[slot] + self._failed[slot])

@@ -23,7 +23,6 @@ import trio
 from . import _hotpath
 from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ._exceptions import (
-    AgentNotFoundError,
     EngineError,
     InvalidArgumentError,
     RuntimeNotRunningError,
@@ -429,22 +428,17 @@ class Runtime:
         _, _, who, key, guard, guard_value, event, payload, lane = entry
         d = self._d
         slot = owner_slot(who)
-        gen, epoch, events = d.timer_guard(slot)
-        if gen != owner_gen(who):  # terminated (a terminate bumps the generation)
-            return 0
-        try:
-            agent_id = d.agent_at(slot)
-        except AgentNotFoundError:
-            return 0
-        if guard != NO_GUARD and guard_value != (epoch if guard == STATE_GUARD else events):
-            return 0
         if key == _RESTART:
+            if d.timer_guard(slot)[0] != owner_gen(who):
+                return 0
+            agent_id = d.agent_at(slot)
             d.restart(agent_id)
             d.resume(agent_id)
             return 1
         try:
-            d.send_nowait(agent_id, event, payload, lane)
+            return int(d.fire(slot, owner_gen(who), guard, guard_value, event, payload, lane))
         except EngineError as exc:
+            agent_id = d.agent_at(slot)
             d.dead_letters.append(
                 DeadLetter(
                     agent_id,
