@@ -10,6 +10,8 @@ import pytest
 import engine
 from engine import _hotpath
 
+pytest_plugins = ["pytester"]  # tests/test_testing_plugin.py runs pytest sessions
+
 IMPLEMENTATIONS = ["native", "python"]
 
 
