@@ -1,29 +1,36 @@
-"""Print a saved benchmark run as Markdown: one table per group, the ratios to the peers, the
-idle-memory figures, and the targets with PASS/MISS.
+"""Report a saved benchmark run: Markdown tables with the ratios to the peers and the targets
+(PASS/MISS), and two plots.
 
 Usage: ``python bench/report.py [path/to/NNNN_name.json]`` (default: the newest saved run
-under the project's ``.benchmarks/``). A ratio is peer median / engine median, both from the
-same run. The targets are reported here, never asserted by the tests: absolute times on a
-shared machine are noise.
+under the project's ``.benchmarks/``). Writes ``bench/results.md`` (also printed),
+``bench/throughput_vs_agents.png`` (group ``scaling``) and ``bench/latency_percentiles.png``
+(the ``hop`` and ``request`` groups). A ratio is the peer's time per message over the
+engine's, both medians from the same run (peers that run a prefix of the messages are
+compared per message). The targets are reported here, never asserted by the tests: absolute
+times on a shared machine are noise.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-THROUGHPUT_GROUPS = ("send_many", "send_nowait", "handler")
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+THROUGHPUT_GROUPS = ("step", "drain", "send", "handler", "timers")
 ENGINES = ("native", "python")
 PEERS = ("transitions", "automat")
 TARGETS = {  # group: (minimum x transitions, minimum x automat), for the native hot path
-    "send_many": (80.0, 15.0),
-    "send_nowait": (20.0, 4.0),
+    "drain": (80.0, 15.0),
+    "send": (20.0, 4.0),
     "handler": (25.0, 5.0),
 }
+SCALING_TARGET = 0.5  # throughput at the largest population / at the smallest, native
 MEMORY_TARGET = 128.0  # bytes per idle agent, native
 MEMORY_TARGET_SIZES = (100_000, 1_000_000)
 
@@ -52,12 +59,19 @@ def median(b: Bench | None) -> float:
     return float(b["stats"]["median"]) if b else math.nan
 
 
+def per_message(b: Bench | None) -> float:
+    """Median seconds per message (``extra_info["messages"]``, else the whole run)."""
+    if not b:
+        return math.nan
+    return median(b) / max(1, int(b["extra_info"].get("messages", 1)))
+
+
 def ratio_text(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.1f}x"
 
 
 def throughput(benchmarks: list[Bench]) -> dict[tuple[str, str], Bench]:
-    """Print one table per throughput group; return the benchmarks by (group, system)."""
+    """Print one table per group; return the benchmarks by (group, system)."""
     found: dict[tuple[str, str], Bench] = {}
     for group in THROUGHPUT_GROUPS:
         rows = [b for b in benchmarks if b["group"] == group]
@@ -65,17 +79,20 @@ def throughput(benchmarks: list[Bench]) -> dict[tuple[str, str], Bench]:
             continue
         by_system = {system(b): b for b in rows}
         found.update({(group, s): b for s, b in by_system.items()})
-        peer_medians = [median(by_system.get(p)) for p in PEERS]
         print(f"### {group}\n")
-        print("| benchmark | system | rounds | median s | messages/s | x transitions | x automat |")
-        print("|---|---|---:|---:|---:|---:|---:|")
-        for b in sorted(rows, key=median):
-            med = median(b)
-            rate = b["extra_info"].get("messages", 0) / med
-            ratios = [ratio_text(p / med) for p in peer_medians]
+        print("| system | messages | median s | ns/message | messages/s | "
+              "native is faster by | twin is faster by |")
+        print("|---|---:|---:|---:|---:|---|---|")
+        for b in sorted(rows, key=per_message):
+            t = per_message(b)
+            name = system(b)
+            vs = []
+            for engine_name in ENGINES:
+                ours = per_message(by_system.get(engine_name))
+                vs.append("" if name in ENGINES else ratio_text(t / ours))
             print(
-                f"| {b['name']} | {system(b)} | {b['stats']['rounds']} | {med:.4f} | "
-                f"{rate:,.0f} | {ratios[0]} | {ratios[1]} |"
+                f"| {name} | {b['extra_info'].get('messages', 0):,} | {median(b):.4f} | "
+                f"{t * 1e9:,.0f} | {1 / t:,.0f} | {vs[0]} | {vs[1]} |"
             )
         print()
     return found
@@ -105,7 +122,7 @@ def targets(found: dict[tuple[str, str], Bench], figures: dict[tuple[str, int], 
     for group, minimums in TARGETS.items():
         ours = found.get((group, "native"))
         for peer, minimum in zip(PEERS, minimums, strict=True):
-            ratio = median(found.get((group, peer))) / median(ours)
+            ratio = per_message(found.get((group, peer))) / per_message(ours)
             verdict = (
                 "not measured" if math.isnan(ratio) else "PASS" if ratio >= minimum else "MISS"
             )
@@ -126,6 +143,17 @@ def targets(found: dict[tuple[str, str], Bench], figures: dict[tuple[str, int], 
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else newest()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        report(path)
+    (HERE / "results.md").write_text(out.getvalue())
+    print(out.getvalue(), end="")
+    for name in ("results.md", "throughput_vs_agents.png", "latency_percentiles.png"):
+        if (HERE / name).exists():
+            print(f"wrote {HERE / name}")
+
+
+def report(path: Path) -> None:
     data: dict[str, Any] = json.loads(path.read_text())
     benchmarks: list[Bench] = data["benchmarks"]
     cpu = data.get("machine_info", {}).get("cpu", {}).get("brand_raw", "?")
@@ -139,24 +167,121 @@ def main() -> None:
     figures = memory(benchmarks)
     for group in ("hop", "request"):
         latency_rows(benchmarks, group)
+    curve = scaling(benchmarks)
     targets(found, figures)
+    scaling_target(curve)
     trio_targets({b["name"]: b for b in benchmarks})
     metrics_targets({b["name"]: b for b in benchmarks})
+    print()
+    plot_scaling(curve, HERE / "throughput_vs_agents.png")
+    plot_latency(benchmarks, HERE / "latency_percentiles.png")
+
+
+QUANTILES = ("p50", "p90", "p99", "p99.9")
 
 
 def latency_rows(benchmarks: list[Bench], group: str) -> None:
-    rows = [b for b in benchmarks if b["group"] == group]
+    rows = [b for b in benchmarks if b["group"] == group and "p50_us" in b["extra_info"]]
     if not rows:
         return
     print(f"### {group}\n")
-    print("| benchmark | p50 µs | p99 µs | samples |")
-    print("|---|---:|---:|---:|")
+    print("| benchmark | system | " + " | ".join(f"{q} µs" for q in QUANTILES) + " | samples |")
+    print("|---|---|" + "---:|" * (len(QUANTILES) + 1))
     for b in sorted(rows, key=lambda b: b["extra_info"].get("p50_us", 0)):
         info = b["extra_info"]
-        print(
-            f"| {b['name']} | {info['p50_us']:.2f} | {info['p99_us']:.2f} | {info['samples']:,} |"
+        cells = " | ".join(
+            f"{info[f'{q}_us']:.2f}" if f"{q}_us" in info else "n/a" for q in QUANTILES
         )
+        print(f"| {b['name']} | {system(b)} | {cells} | {info['samples']:,} |")
     print()
+
+
+def scaling(benchmarks: list[Bench]) -> dict[str, dict[int, float]]:
+    """Print messages/s against population; return it by hot path and agent count."""
+    curve: dict[str, dict[int, float]] = {}
+    for b in benchmarks:
+        if b["group"] == "scaling":
+            info = b["extra_info"]
+            curve.setdefault(info["impl"], {})[int(info["agents"])] = (
+                info["messages"] / float(b["stats"]["min"])
+            )
+    if curve:
+        print("### scaling (best round, steady batches of 4096 random messages)\n")
+        print("| hot path | agents | messages/s | vs smallest population |")
+        print("|---|---:|---:|---:|")
+        for impl, points in sorted(curve.items()):
+            base = points[min(points)]
+            for n, rate in sorted(points.items()):
+                print(f"| {impl} | {n:,} | {rate:,.0f} | {rate / base:.2f} |")
+        print()
+    return curve
+
+
+def scaling_target(curve: dict[str, dict[int, float]]) -> None:
+    points = curve.get("native")
+    if not points or len(points) < 2:
+        return
+    small, large = min(points), max(points)
+    ratio = points[large] / points[small]
+    print(
+        f"| throughput at {large:,} agents, native | vs {small:,} agents | "
+        f"≥ {SCALING_TARGET:.0%} | {ratio:.0%} | {'PASS' if ratio >= SCALING_TARGET else 'MISS'} |"
+    )
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scaling(curve: dict[str, dict[int, float]], path: Path) -> None:
+    if not curve:
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    for impl, points in sorted(curve.items()):
+        xs = sorted(points)
+        ax.plot(xs, [points[x] for x in xs], marker="o", label=f"{impl} hot path")
+        if impl == "native":
+            ax.axhline(points[xs[0]] * SCALING_TARGET, color="grey", linestyle="--",
+                       label="half the native throughput at the smallest population")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("agents")
+    ax.set_ylabel("messages / s (send + drain)")
+    ax.set_title("Throughput against population (uniformly random targets)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_latency(benchmarks: list[Bench], path: Path) -> None:
+    rows = [b for b in benchmarks
+            if b["group"] in ("hop", "request") and "p50_us" in b["extra_info"]]
+    if not rows:
+        return
+    plt = _pyplot()
+    rows.sort(key=lambda b: (b["group"], b["extra_info"]["p50_us"]))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.5), dpi=110)
+    labels = [f"{b['group']}: {b['name'].removeprefix('test_')}" for b in rows]
+    for i, q in enumerate(QUANTILES):
+        values = [b["extra_info"].get(f"{q}_us", math.nan) for b in rows]
+        ax.scatter(values, range(len(rows)), label=q, zorder=3, marker="o|sD"[i])
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("microseconds (log)")
+    ax.set_title("Latency percentiles: agent-to-agent hop and request round trip")
+    ax.grid(alpha=0.3, axis="x", which="both")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def drain_time(b: Bench) -> float:

@@ -11,9 +11,13 @@ transition spec). Then ``gc.collect()``, resident set size from ``/proc/self/sta
   included, since the runtime holds it).
 * automat: one instance per agent, kept in a list.
 * transitions: one model with its own ``transitions.Machine`` per agent, kept in a list.
+* python-statemachine (``[peers]``): one ``StateMachine`` instance per agent, kept in a list.
+  pykka and xoscar are not measured: an actor of theirs is an OS thread or an asyncio actor
+  with its own mailbox and registry entry, far beyond this scale.
 
 Sizes: BENCH_MEMORY_AGENTS (default ``100000,1000000``) for the engine and automat; transitions
-(about 14 KB per agent) at a tenth of each, i.e. 10**4 and 10**5 by default. `make test` sets
+(about 14 KB per agent) and python-statemachine at a tenth of each, i.e. 10**4 and 10**5 by
+default. `make test` sets
 BENCH_MEMORY_AGENTS=10000. The benchmark's time is the subprocess's wall time, which means
 little; the figure is ``extra_info["bytes_per_agent"]``, and the session prints a table.
 """
@@ -76,6 +80,15 @@ elif peer == "transitions":
             keep.append(model)
     def count():
         return len(keep)
+elif peer == "python-statemachine":
+    from _peers_extra import statemachine_class
+    cls = statemachine_class()
+    keep = []
+    def create():
+        for _ in range(n):
+            keep.append(cls())
+    def count():
+        return len(keep)
 else:
     raise SystemExit(f"unknown peer {{peer!r}}")
 gc.collect()
@@ -105,7 +118,7 @@ def measure(peer: str, n: int) -> dict[str, float]:
 
 
 CASES = [(peer, n) for peer in ("native", "python", "automat") for n in SIZES] + [
-    ("transitions", n) for n in TRANSITIONS_SIZES
+    (peer, n) for peer in ("transitions", "python-statemachine") for n in TRANSITIONS_SIZES
 ]
 
 
@@ -114,6 +127,8 @@ def test_idle_agent_memory(
     benchmark: Any, peer: str, n: int, memory_results: list[dict[str, Any]]
 ) -> None:
     benchmark.group = "memory"
+    if peer == "python-statemachine":
+        pytest.importorskip("statemachine", reason="python-statemachine: install engine[peers]")
     result = benchmark.pedantic(measure, args=(peer, n), rounds=1, iterations=1)
     per_agent = result["bytes_per_agent"]
     assert per_agent > 0

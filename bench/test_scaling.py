@@ -82,9 +82,9 @@ def test_scaling(benchmark: Any, impl: str, n_agents: int, pytestconfig: pytest.
         pytestconfig.stash.setdefault(SCALING_RESULTS, {})[(impl, n_agents)] = per_message
 
 
-def pytest_terminal_summary_scaling(terminalreporter: Any, config: pytest.Config) -> None:
-    """Called from conftest's ``pytest_terminal_summary``: ns/message and the ratio of each
-    population's throughput to the smallest's."""
+def scaling_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """ns/message and the ratio of each population's throughput to the smallest's (called
+    from conftest's ``pytest_terminal_summary``)."""
     results = config.stash.get(SCALING_RESULTS, {})
     if not results:
         return

@@ -3,16 +3,20 @@
 Every group holds the engine (``native`` and the ``python`` twin), transitions and automat,
 all on the same messages (``conftest.workload``):
 
-* ``send_many``: the engine queues all messages with one ``send_many_slots`` call and drains
+* ``drain``: the engine queues all messages with one ``send_many_slots`` call and drains
   them with ``run_until_idle``;
-* ``send_nowait``: the engine queues them from a Python loop, ``refs[a].send_nowait(e, None,
+* ``send``: the engine queues them from a Python loop, ``refs[a].send_nowait(e, None,
   p)`` per message (the attribute lookup included, unlike the peers' pre-resolved bound
   methods), then drains;
 * ``handler``: as ``send_many``, with a trivial Python handler (returning ``None``: apply the
   table row) bound to every (state, event) slot; the peers run a Python callback per step.
 
+python-statemachine (from the ``[peers]`` extra) runs every group too, on a prefix of the
+messages (``_peers_extra``); pykka and xoscar, which have mailboxes, join ``send`` from
+``test_suite``.
+
 The peers apply each message in arrival order with one call (see ``_peers``); in the
-``send_many`` and ``send_nowait`` groups they run the same table workload, measured once per
+``drain`` and ``send`` groups they run the same table workload, measured once per
 group. All per-message loops iterate with ``zip`` over Python lists made outside the timed
 part. A fresh runtime (or fresh peer agents) is built in ``setup`` before every round,
 outside the timing. After the rounds the engine's ``run_until_idle`` counts are checked
@@ -40,11 +44,17 @@ from _peers import (
     run_transitions,
     transitions_models,
 )
-from conftest import EVENTS, STATES, Workload, rows
+from _peers_extra import (
+    PEER_MESSAGES,
+    run_statemachine,
+    statemachine_instances,
+    statemachine_state,
+)
+from conftest import EVENTS, STATES, Workload, prefix, rows
 
 import engine
 
-GROUPS = ("send_many", "send_nowait", "handler")
+GROUPS = ("drain", "send", "handler")
 ROUNDS = {"native": 5, "python": 2, "transitions": 2, "automat": 3}
 """Rounds per benchmark: about 0.1-0.3 s, 5-7 s, 23 s and 4.5 s a round at 10**6 messages."""
 
@@ -105,7 +115,7 @@ def run_send_nowait(
 def engine_setup(impl: str, machine: engine.Machine, w: Workload, mode: str) -> Setup:
     def setup() -> tuple[tuple[Any, ...], dict[str, Any]]:
         rt, refs = fresh_runtime(impl, machine, w.n_agents)
-        if mode == "send_nowait":
+        if mode == "send":
             return (rt, refs, w.agent_list, w.event_list, w.priority_list), {}
         slots = rt.slots(range(w.n_agents))[w.agents]
         return (rt, slots, w.events, w.priorities), {}
@@ -131,7 +141,7 @@ def test_engine(
 ) -> None:
     benchmark.group = mode
     machine = engine_machine(_noop_handler if mode == "handler" else None)
-    run = run_send_nowait if mode == "send_nowait" else run_send_many
+    run = run_send_nowait if mode == "send" else run_send_many
     counts: list[int] = []
 
     def timed(rt: engine.Runtime, *args: Any) -> engine.Runtime:
@@ -190,6 +200,20 @@ def test_peer_automat(
     benchmark.extra_info.update(system="automat", messages=w.size, agents=w.n_agents)
 
 
+@pytest.mark.parametrize("group", GROUPS)
+def test_peer_statemachine(benchmark: Any, group: str, workload: Workload) -> None:
+    pytest.importorskip("statemachine", reason="python-statemachine: install engine[peers]")
+    benchmark.group = group
+    agents, events, reference = prefix(workload, min(workload.size, PEER_MESSAGES))
+    names = [EVENTS[e] for e in events]
+    machines = statemachine_instances(workload.n_agents, handler=group == "handler")
+    benchmark.pedantic(run_statemachine, args=(machines, agents, names), rounds=1)
+    assert [statemachine_state(m) for m in machines] == reference
+    benchmark.extra_info.update(
+        system="python-statemachine", messages=len(agents), agents=workload.n_agents
+    )
+
+
 # -- correctness against the plain reference, untimed (skipped by --benchmark-only) ----------
 
 
@@ -204,7 +228,7 @@ def test_engine_matches_reference(
 
     machine = engine_machine(counting_handler if mode == "handler" else None)
     (rt, *args), _ = engine_setup(impl, machine, workload, mode)()
-    run = run_send_nowait if mode == "send_nowait" else run_send_many
+    run = run_send_nowait if mode == "send" else run_send_many
     check_engine(rt, [run(rt, *args)], workload, reference_states)
     assert calls[0] == (workload.size if mode == "handler" else 0)
 
