@@ -13,7 +13,10 @@ helpers import their peer when called.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from conftest import EVENTS, STATES, dest
@@ -126,3 +129,19 @@ async def xoscar_pool(n: int) -> tuple[Any, list[Any]]:
         for i in range(n)
     ]
     return pool, refs
+
+
+@contextlib.contextmanager
+def xoscar_agents(n: int) -> Iterator[tuple[asyncio.AbstractEventLoop, list[Any]]]:
+    """An event loop and ``n`` agents in an in-process pool on it, made (and afterwards
+    stopped) outside the timed part: the benchmark runs its coroutine with
+    ``loop.run_until_complete``."""
+    loop = asyncio.new_event_loop()
+    try:
+        pool, refs = loop.run_until_complete(xoscar_pool(n))
+        try:
+            yield loop, refs
+        finally:
+            loop.run_until_complete(pool.stop())
+    finally:
+        loop.close()

@@ -9,13 +9,6 @@ The transition function ``dest(s, e) = (s + e + 1) % 3`` is additive modulo 3, s
 final state does not depend on the order its messages are processed in: the engine (which
 serves its mailboxes by priority) and the peers (which apply messages in arrival order) must
 all end where the arrival-order reference ends.
-
-The slow peers (python-statemachine, pykka, xoscar: 100-250 us a message here, against
-0.1-1 us for the engine) run on a prefix of the same stream: ``peer_workload``, the first
-``min(BENCH_PEER_MESSAGES, BENCH_MESSAGES // 20)`` messages (BENCH_PEER_MESSAGES defaults to
-20 000; `make test`'s 20 000 messages give them 1 000). Every benchmark records
-``extra_info["messages"]``, so ``bench/report.py`` compares time per message, never raw times
-of runs of different sizes.
 """
 
 from __future__ import annotations
@@ -91,10 +84,6 @@ class Workload:
         """Number of messages."""
         return len(self.agents)
 
-    def prefix(self, n: int) -> Workload:
-        """The first ``n`` messages, to the same agents."""
-        return Workload(self.agents[:n], self.events[:n], self.priorities[:n], self.n_agents)
-
     def final_states(self) -> list[int]:
         """The plain reference: each agent's final state code when its messages are applied
         in arrival order."""
@@ -147,33 +136,6 @@ def reference_states(workload: Workload) -> list[int]:
     return workload.final_states()
 
 
-def peer_messages(size: int) -> int:
-    """How many of ``size`` messages the slow peers get (see the module docstring)."""
-    cap = int(os.environ.get("BENCH_PEER_MESSAGES", "20000"))
-    return max(1, min(cap, size // 20))
-
-
-@pytest.fixture(scope="session")
-def peer_workload(workload: Workload) -> Workload:
-    """The prefix of ``workload`` the slow peers run (``peer_messages``)."""
-    return workload.prefix(peer_messages(workload.size))
-
-
-@pytest.fixture(scope="session")
-def peer_reference_states(peer_workload: Workload) -> list[int]:
-    """Final state codes of the arrival-order reference for ``peer_workload``."""
-    return peer_workload.final_states()
-
-
-def latency_ns(samples_ns: Any) -> dict[str, float]:
-    """The percentiles every latency benchmark records as ``extra_info["latency_ns"]``."""
-    arr = np.asarray(samples_ns, dtype=np.float64)
-    return {
-        name: round(float(np.percentile(arr, q)), 1)
-        for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("p99.9", 99.9))
-    }
-
-
 @pytest.fixture(params=IMPLEMENTATIONS)
 def impl(request: pytest.FixtureRequest) -> str:
     """The engine's hot path: the compiled one or its pure-Python twin."""
@@ -194,9 +156,9 @@ def memory_results(pytestconfig: pytest.Config) -> list[dict[str, Any]]:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    scaling = sys.modules.get("test_scaling")  # only when this session collected it
-    if scaling is not None and hasattr(scaling, "pytest_terminal_summary_scaling"):
-        scaling.pytest_terminal_summary_scaling(terminalreporter, config)
+    scaling = sys.modules.get("test_scaling")  # imported only if this session collected it
+    if scaling is not None:
+        scaling.scaling_summary(terminalreporter, config)
     results = config.stash.get(MEMORY_RESULTS, [])
     if not results:
         return

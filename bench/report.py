@@ -22,7 +22,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-THROUGHPUT_GROUPS = ("step", "drain", "send", "handler", "timers")
+THROUGHPUT_GROUPS = ("step", "drain", "send", "handler", "timers", "request")
 ENGINES = ("native", "python")
 PEERS = ("transitions", "automat")
 TARGETS = {  # group: (minimum x transitions, minimum x automat), for the native hot path

@@ -12,14 +12,18 @@ transition spec). Then ``gc.collect()``, resident set size from ``/proc/self/sta
 * automat: one instance per agent, kept in a list.
 * transitions: one model with its own ``transitions.Machine`` per agent, kept in a list.
 * python-statemachine (``[peers]``): one ``StateMachine`` instance per agent, kept in a list.
-  pykka and xoscar are not measured: an actor of theirs is an OS thread or an asyncio actor
-  with its own mailbox and registry entry, far beyond this scale.
+* pykka (``[peers]``): one started ``ThreadingActor`` per agent (an OS thread each, idle in
+  its inbox); stopped after the second reading.
+* xoscar (``[peers]``): one actor per agent in an in-process actor pool (made, with its event
+  loop, before the first reading).
 
 Sizes: BENCH_MEMORY_AGENTS (default ``100000,1000000``) for the engine and automat; transitions
-(about 14 KB per agent) and python-statemachine at a tenth of each, i.e. 10**4 and 10**5 by
-default. `make test` sets
-BENCH_MEMORY_AGENTS=10000. The benchmark's time is the subprocess's wall time, which means
-little; the figure is ``extra_info["bytes_per_agent"]``, and the session prints a table.
+(about 14 KB per agent) at a tenth of each, i.e. 10**4 and 10**5 by default; xoscar at a tenth
+of the smallest; python-statemachine (about 9 KB and 0.4 ms to build per agent) at a
+hundredth of each, at least 1 000; pykka at 1 000 agents only (BENCH_MEMORY_THREADS), which is
+already 1 000 OS threads. `make test` sets BENCH_MEMORY_AGENTS=10000. The benchmark's time is
+the subprocess's wall time, which means little; the figure is
+``extra_info["bytes_per_agent"]``, and the session prints a table.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SIZES = [int(n) for n in os.environ.get("BENCH_MEMORY_AGENTS", "100000,1000000").split(",")]
 TRANSITIONS_SIZES = [max(1, n // 10) for n in SIZES]
+STATEMACHINE_SIZES = sorted({max(1000, n // 100) for n in SIZES})
+XOSCAR_SIZES = [max(1, min(SIZES) // 10)]
+PYKKA_SIZES = [int(os.environ.get("BENCH_MEMORY_THREADS", "1000"))]
+OPTIONAL = {"python-statemachine": "statemachine", "pykka": "pykka", "xoscar": "xoscar"}
 
 SCRIPT = """
 import gc, json, os, sys
@@ -89,6 +97,33 @@ elif peer == "python-statemachine":
             keep.append(cls())
     def count():
         return len(keep)
+elif peer == "pykka":
+    import pykka
+    from _peers_extra import pykka_actors
+    keep = []
+    def create():
+        keep.extend(pykka_actors(n))
+    def count():
+        return sum(ref.is_alive() for ref in keep)
+    def cleanup():
+        pykka.ActorRegistry.stop_all()
+elif peer == "xoscar":
+    import asyncio
+    import xoscar as xo
+    from _peers_extra import xoscar_actor_class
+    loop = asyncio.new_event_loop()
+    pool = loop.run_until_complete(xo.create_actor_pool("127.0.0.1", n_process=0))
+    cls = xoscar_actor_class()
+    keep = []
+    async def spawn():
+        for i in range(n):
+            keep.append(await xo.create_actor(cls, address=pool.external_address, uid=f"a{{i}}"))
+    def create():
+        loop.run_until_complete(spawn())
+    def count():
+        return len(keep)
+    def cleanup():
+        loop.run_until_complete(pool.stop())
 else:
     raise SystemExit(f"unknown peer {{peer!r}}")
 gc.collect()
@@ -97,6 +132,8 @@ create()
 gc.collect()
 after = rss()
 assert count() == n, (count(), n)
+if "cleanup" in globals():
+    cleanup()
 print(json.dumps({{"before": before, "after": after, "bytes_per_agent": (after - before) / n}}))
 """
 
@@ -117,8 +154,12 @@ def measure(peer: str, n: int) -> dict[str, float]:
     return result
 
 
-CASES = [(peer, n) for peer in ("native", "python", "automat") for n in SIZES] + [
-    (peer, n) for peer in ("transitions", "python-statemachine") for n in TRANSITIONS_SIZES
+CASES = [
+    *[(peer, n) for peer in ("native", "python", "automat") for n in SIZES],
+    *[("transitions", n) for n in TRANSITIONS_SIZES],
+    *[("python-statemachine", n) for n in STATEMACHINE_SIZES],
+    *[("pykka", n) for n in PYKKA_SIZES],
+    *[("xoscar", n) for n in XOSCAR_SIZES],
 ]
 
 
@@ -127,8 +168,8 @@ def test_idle_agent_memory(
     benchmark: Any, peer: str, n: int, memory_results: list[dict[str, Any]]
 ) -> None:
     benchmark.group = "memory"
-    if peer == "python-statemachine":
-        pytest.importorskip("statemachine", reason="python-statemachine: install engine[peers]")
+    if peer in OPTIONAL:
+        pytest.importorskip(OPTIONAL[peer], reason=f"{peer}: install engine[peers]")
     result = benchmark.pedantic(measure, args=(peer, n), rounds=1, iterations=1)
     per_agent = result["bytes_per_agent"]
     assert per_agent > 0

@@ -75,7 +75,7 @@ def test_engine_hop(benchmark: Any, impl: str, actions: str) -> None:
         trio.run(main)
 
     benchmark.pedantic(run, rounds=3 if impl == "native" else 1, iterations=1)
-    benchmark.extra_info.update(percentiles(stamps), messages=HOPS)
+    benchmark.extra_info.update(percentiles(stamps), messages=HOPS, system=impl, actions=actions)
 
 
 @pytest.mark.benchmark(group="hop")
@@ -104,7 +104,7 @@ def test_peer_channel_hop(benchmark: Any) -> None:
         trio.run(main)
 
     benchmark.pedantic(run, rounds=3, iterations=1)
-    benchmark.extra_info.update(percentiles(stamps), messages=HOPS)
+    benchmark.extra_info.update(percentiles(stamps), messages=HOPS, system="trio channels")
 
 
 def rtt(samples: list[int]) -> dict[str, float]:
@@ -132,7 +132,7 @@ def test_engine_request(benchmark: Any, impl: str) -> None:
         trio.run(main)
 
     benchmark.pedantic(run, rounds=3 if impl == "native" else 1, iterations=1)
-    benchmark.extra_info.update(rtt(samples), messages=REQUESTS)
+    benchmark.extra_info.update(rtt(samples), messages=REQUESTS, system=impl)
 
 
 @pytest.mark.benchmark(group="request")
@@ -163,7 +163,7 @@ def test_peer_channel_roundtrip(benchmark: Any) -> None:
         trio.run(main)
 
     benchmark.pedantic(run, rounds=3, iterations=1)
-    benchmark.extra_info.update(rtt(samples), messages=REQUESTS)
+    benchmark.extra_info.update(rtt(samples), messages=REQUESTS, system="trio channels")
 
 
 def table_machine() -> Machine:

@@ -201,3 +201,15 @@ def test_helpers_without_pytest(make_runtime: object) -> None:
         recording(object()).__enter__()
     rec.clear()
     assert rec.steps == []
+
+
+def test_the_readme_example_session(pytester: pytest.Pytester, impl: str) -> None:
+    """The README's test_light.py passes on both hot paths."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (example,) = re.findall(r"```py\n(# test_light\.py.*?)```", readme, flags=re.S)
+    pytester.makepyfile(test_light=example)
+    result = pytester.runpytest(f"--engine-impl={impl}", "--benchmark-disable")
+    result.assert_outcomes(passed=3)
