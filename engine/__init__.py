@@ -8,7 +8,7 @@
 # _runtime.py   Runtime: agent registry, sending, running, timers, supervision, statistics
 # _trio_host.py open_runtime: the dispatch task under trio, async sends, requests, streams
 # _actions.py   actions a handler returns (Postpone, NextEvent, timers, Reply, Send, Work)
-# _timers.py    one heap for every timer, with lazy cancellation
+# _timers.py    one queue for every timer (buckets per deadline), with lazy cancellation
 # _ring.py      retention rings for transition records and dead letters
 # _supervision.py  resume / restart with backoff / stop
 # plugin_spec.py   the plugin contract (Receptor, Effector, EventSink, ErrorRecord)
