@@ -76,11 +76,15 @@ from engine._types import (
 IMPLEMENTATION = "native"
 
 AGENT_DTYPE = np.dtype([
-    ("state", np.int32), ("machine", np.uint16), ("flags", np.uint16), ("box", np.int32), ("capacity", np.int32),
-    ("generation", np.uint32), ("epoch", np.uint32), ("since", np.float64),
-    ("processed", np.int64), ("failed", np.int64),
+    ("state", np.int32), ("machine", np.uint16), ("flags", np.uint16), ("box", np.int32),
+    ("epoch", np.uint32), ("since", np.float64), ("processed", np.int64),
 ], align=True)
-"""Layout of one agent record (the C struct ``Agent``): what ``Dispatcher.agents`` holds."""
+"""Layout of the hot part of an agent record (the C struct ``Agent``): ``Dispatcher.agents``."""
+
+AGENT_COLD_DTYPE = np.dtype([
+    ("capacity", np.int32), ("generation", np.uint32), ("failed", np.int64),
+], align=True)
+"""Layout of the cold part of an agent record (the C struct ``AgentCold``)."""
 
 cdef tuple _PRIORITIES = tuple(Priority)
 cdef object _STATUS_IDLE = AgentStatus.IDLE
@@ -103,5 +107,8 @@ include "dispatch.pxi"
 
 if AGENT_DTYPE.itemsize != sizeof(Agent):  # the numpy view and the C struct must agree
     raise ImportError(f"AGENT_DTYPE is {AGENT_DTYPE.itemsize} bytes, Agent is {sizeof(Agent)}")
+if AGENT_COLD_DTYPE.itemsize != sizeof(AgentCold):
+    raise ImportError(f"AGENT_COLD_DTYPE is {AGENT_COLD_DTYPE.itemsize} bytes, "
+                      f"AgentCold is {sizeof(AgentCold)}")
 if METRICS_DTYPE.itemsize != sizeof(Metric):
     raise ImportError(f"METRICS_DTYPE is {METRICS_DTYPE.itemsize} bytes, Metric is {sizeof(Metric)}")

@@ -48,17 +48,23 @@ cdef struct BoxPool:
 
 
 cdef struct Agent:
-    # One agent slot. The layout is AGENT_DTYPE's (a numpy structured array holds the
-    # records, so counters are numpy-visible); one cache line covers what a step touches.
+    # The hot part of one agent slot: what sending to it and stepping it touch, 32 bytes, so
+    # two share a cache line and none straddles two. The layout is AGENT_DTYPE's (a numpy
+    # structured array holds the records, so counters are numpy-visible).
     int32_t state         # state index; links free slots while unused
     uint16_t mach         # machine index in the dispatcher
     uint16_t flags        # F_* bits (dispatch.pxi)
     int32_t box           # mailbox index, -1 = no mail
-    int32_t cap           # mailbox capacity, 0 = unbounded
-    uint32_t gen          # bumped on terminate, so stale AgentRefs are detected
     uint32_t epoch        # state changes (a state timeout armed at epoch e dies after it)
     double since          # Dispatcher.now when the status last changed
     int64_t processed
+
+
+cdef struct AgentCold:
+    # The rest of a slot (AGENT_COLD_DTYPE), read on rarer paths: bounded mailboxes (their
+    # flags say so), references, failures.
+    int32_t cap           # mailbox capacity, 0 = unbounded
+    uint32_t gen          # bumped on terminate, so stale AgentRefs are detected
     int64_t failed
 
 

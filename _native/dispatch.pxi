@@ -115,6 +115,8 @@ cdef class Dispatcher:
     cdef int32_t _free_slot
     cdef object _agents
     cdef Agent* _ag
+    cdef object _colds
+    cdef AgentCold* _cold
     cdef object _dropped_arr  # created with the first bounded mailbox
     cdef int64_t* _dropped
     cdef list _ids
@@ -178,6 +180,7 @@ cdef class Dispatcher:
         self._front = {}
         self._postponed = {}
         self._agents = np.zeros(0, dtype=AGENT_DTYPE)
+        self._colds = np.zeros(0, dtype=AGENT_COLD_DTYPE)
 
     def __dealloc__(self):
         cdef int32_t slot, b
@@ -301,6 +304,11 @@ cdef class Dispatcher:
         raw = grown.view(np.uint8)
         self._agents = grown
         self._ag = <Agent*>&raw[0]
+        grown = np.frombuffer(mmap.mmap(-1, new * sizeof(AgentCold)), dtype=AGENT_COLD_DTYPE)
+        grown[:old] = self._colds
+        raw = grown.view(np.uint8)
+        self._colds = grown
+        self._cold = <AgentCold*>&raw[0]
         if self._dropped_arr is not None:
             self._dropped_arr = np.concatenate([self._dropped_arr, np.zeros(new - old, np.int64)])
             counts = self._dropped_arr
@@ -358,10 +366,10 @@ cdef class Dispatcher:
         ag.state = s
         ag.mach = m
         ag.box = -1
-        ag.cap = capacity
+        self._cold[slot].cap = capacity
         ag.epoch = 0
         ag.since = self.now
-        ag.processed = ag.failed = 0
+        ag.processed = self._cold[slot].failed = 0
         if self.metrics_enabled:
             memset(&self._mx[slot], 0, sizeof(Metric))
         if capacity:
@@ -384,12 +392,12 @@ cdef class Dispatcher:
         idt_remove(&self._tab, self._ids, agent_id)
         ag = &self._ag[slot]
         self.retired[0] += ag.processed
-        self.retired[1] += ag.failed
-        ag.processed = ag.failed = 0
+        self.retired[1] += self._cold[slot].failed
+        ag.processed = self._cold[slot].failed = 0
         if self._dropped != NULL:
             self.retired[2] += self._dropped[slot]
             self._dropped[slot] = 0
-        ag.gen += 1
+        self._cold[slot].gen += 1
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
         self._ids[slot] = None
@@ -573,13 +581,13 @@ cdef class Dispatcher:
             for key, k in bounded.items():
                 slot = key
                 depth = self._pool.boxes[self._ag[slot].box].count if self._ag[slot].box >= 0 else 0
-                if depth + k > self._ag[slot].cap:
+                if depth + k > self._cold[slot].cap:
                     for i in range(n):
                         if s_mv[i] == slot:
                             self._overflowed(slot, e_mv[i], None if pl is None else pl[i],
                                              "reject")
                             break
-                    raise MailboxFullError(self._ids[slot], self._ag[slot].cap)
+                    raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
         for i in range(n):
             if i + AHEAD < n:  # overlap the cache misses of random agents (again: a long
                 self._prefetch_agent(s_mv[i + AHEAD])  # batch evicts what validation loaded)
@@ -595,10 +603,8 @@ cdef class Dispatcher:
             self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
 
     cdef inline void _prefetch_agent(self, int32_t slot) noexcept:
-        """Start loading the record of ``slot`` (48 bytes, which straddle two cache lines for
-        half the slots)."""
+        """Start loading the hot record of ``slot`` (32 bytes: one cache line)."""
         prefetch_w(&self._ag[slot])
-        prefetch_w(<char*>&self._ag[slot] + sizeof(Agent) - 1)
 
     cdef int32_t _slot_of(self, object agent_id) except -1:
         cdef int32_t slot
@@ -611,7 +617,7 @@ cdef class Dispatcher:
         return slot
 
     cdef int32_t _check(self, int32_t slot, uint32_t gen) except -1:
-        if self._ag[slot].gen != gen or not (self._ag[slot].flags & F_LIVE):
+        if self._cold[slot].gen != gen or not (self._ag[slot].flags & F_LIVE):
             raise AgentStoppedError("(stale reference)", "was terminated")
         return slot
 
@@ -634,10 +640,11 @@ cdef class Dispatcher:
         cdef Agent* ag = &self._ag[slot]
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
-        if ag.cap and b >= 0 and self._pool.boxes[b].count >= ag.cap:
+        if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
+                and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
             if self._ag[slot].flags & F_REJECT:
                 self._overflowed(slot, ev, payload, "reject")
-                raise MailboxFullError(self._ids[slot], ag.cap)
+                raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
             if self._drop_for(slot, ev, payload, lane, request):
                 return 0  # the newcomer itself was dropped
             ag = &self._ag[slot]
@@ -731,7 +738,7 @@ cdef class Dispatcher:
         self._dead_letter(agent_id, &self._mt[self._ag[slot].mach], ev, payload, lane, _DROPPED,
                           None, None)
         if request:
-            self._answer(request, False, MailboxFullError(agent_id, self._ag[slot].cap))
+            self._answer(request, False, MailboxFullError(agent_id, self._cold[slot].cap))
         return 0
 
     # -- running -------------------------------------------------------------------------
@@ -926,7 +933,7 @@ cdef class Dispatcher:
         cdef int32_t s = self._ag[slot].state
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code = mt.out[cell]
-        cdef uint32_t gen = self._ag[slot].gen
+        cdef uint32_t gen = self._cold[slot].gen
         cdef AgentContext ctx = AgentContext.__new__(AgentContext)
         cdef Event event = Event.__new__(Event)
         cdef tuple extras = None
@@ -939,7 +946,7 @@ cdef class Dispatcher:
         event._lane = lane
         try:
             result = (<list>mt.handlers)[h](ctx, event)
-            if self._ag[slot].gen != gen:  # the handler terminated its own agent
+            if self._cold[slot].gen != gen:  # the handler terminated its own agent
                 if request:
                     self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return 0
@@ -1020,7 +1027,7 @@ cdef class Dispatcher:
                     for send in prepared.sends:
                         self._deliver(send)
             if prepared.runtime is not None and self._ids[slot] is agent_id:
-                self.on_actions(agent_id, slot, self._ag[slot].gen, prepared.runtime)
+                self.on_actions(agent_id, slot, self._cold[slot].gen, prepared.runtime)
         return 0
 
     cdef int _replay(self, int32_t slot, list inserted, bint replay) except -1:
@@ -1080,7 +1087,7 @@ cdef class Dispatcher:
         fail its request, and tell supervision."""
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef bint alive = self._ids[slot] is agent_id
-        self._ag[slot].failed += 1
+        self._cold[slot].failed += 1
         if alive:
             self._last_error[slot] = error
         if alive and not (self._ag[slot].flags & F_ERROR):
@@ -1161,7 +1168,7 @@ cdef class Dispatcher:
     @property
     def failed(self):
         """Messages failed per slot (handler raised, or no transition)."""
-        return self._agents["failed"][:self._n_slots]
+        return self._colds["failed"][:self._n_slots]
 
     @property
     def dropped(self):
@@ -1265,11 +1272,11 @@ cdef class Dispatcher:
         if slot < 0 or slot >= self._n_slots:
             return 0
         ag = &self._ag[slot]
-        if ag.gen != gen or not (ag.flags & F_LIVE):
+        if self._cold[slot].gen != gen or not (ag.flags & F_LIVE):
             return 0
         if guard == 1 and guard_value != ag.epoch:
             return 0
-        if guard == 2 and guard_value != ag.processed + ag.failed:
+        if guard == 2 and guard_value != ag.processed + self._cold[slot].failed:
             return 0
         if ag.flags & F_STOPPED:
             raise AgentStoppedError(self._ids[slot], "is stopped")
@@ -1280,8 +1287,8 @@ cdef class Dispatcher:
         """(generation, state changes, events taken) of a slot: what a timer checks at firing."""
         if slot < 0 or slot >= self._n_slots:
             raise InvalidArgumentError(f"no slot {slot}")
-        return (self._ag[slot].gen, self._ag[slot].epoch,
-                self._ag[slot].processed + self._ag[slot].failed)
+        return (self._cold[slot].gen, self._ag[slot].epoch,
+                self._ag[slot].processed + self._cold[slot].failed)
 
     def machine(self, agent_id):
         """The machine of ``agent_id``."""

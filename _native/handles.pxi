@@ -96,7 +96,7 @@ cdef class AgentRef:
     @property
     def alive(self):
         """False once the agent was terminated."""
-        return self._d._ag[self._slot].gen == self._gen and (self._d._ag[self._slot].flags & F_LIVE) != 0
+        return self._d._cold[self._slot].gen == self._gen and (self._d._ag[self._slot].flags & F_LIVE) != 0
 
     @property
     def state(self):
@@ -139,7 +139,7 @@ cdef inline AgentRef _make_ref(Dispatcher d, int32_t slot):
     cdef AgentRef ref = AgentRef.__new__(AgentRef)
     ref._d = d
     ref._slot = slot
-    ref._gen = d._ag[slot].gen
+    ref._gen = d._cold[slot].gen
     return ref
 
 

@@ -11,3 +11,4 @@ from ._hotpath_py import Event as Event
 
 IMPLEMENTATION: Final[str]
 AGENT_DTYPE: Final[np.dtype[np.void]]
+AGENT_COLD_DTYPE: Final[np.dtype[np.void]]
