@@ -4,11 +4,16 @@ A line splitter with a length cap, the parser of event records
 (``{"agent", "event", "payload"?, "priority"?}``), the submission of one line to an
 ``EventSink`` (bad input becomes an ``ErrorRecord``, never an exception), and the encoders of
 output batches and error records.
+
+Input is strict JSON: ``NaN``, ``Infinity`` and numbers out of a float's range are refused, and
+so are integers of more than ``MAX_INT_DIGITS`` digits (Python's own conversion limit would
+raise a plain ``ValueError`` from ``json.loads``, and converting longer ones is quadratic).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +31,9 @@ REFUSED = (AgentNotFoundError, UnknownEventError, InvalidArgumentError, AgentSto
 """What ``sink.send`` raises for input that cannot be delivered (reported, not fatal)."""
 
 FIELDS = frozenset({"agent", "event", "payload", "priority"})
+
+MAX_INT_DIGITS = 4300
+"""Longest integer accepted in input, in digits (Python's default conversion limit)."""
 
 
 class Refused(Exception):
@@ -118,20 +126,25 @@ def parse_record(line: bytes) -> tuple[Any, str | int, Any, int]:
     """``(agent, event, payload, priority)`` from one JSON line.
 
     Raises:
-        Refused: ``UnicodeDecodeError``, ``JSONDecodeError``, ``InvalidRecord`` (not an
-            object), ``MissingField``, ``UnknownField``, ``InvalidField`` (wrong type) or
-            ``InvalidPriority`` (not an integer in 0..3).
+        Refused: ``UnicodeDecodeError``, ``JSONDecodeError``, ``InvalidNumber`` (an integer
+            of more than ``MAX_INT_DIGITS`` digits, ``NaN``, ``Infinity``, a float out of
+            range), ``InvalidRecord`` (not an object), ``MissingField``, ``UnknownField``,
+            ``InvalidField`` (wrong type) or ``InvalidPriority`` (not an integer in 0..3).
     """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Refused("UnicodeDecodeError", f"the line is not UTF-8: {exc}") from None
     try:
-        obj = json.loads(text)
+        obj = _loads(text)
+    except Refused:
+        raise
     except json.JSONDecodeError as exc:
         raise Refused("JSONDecodeError", str(exc)) from None
     except RecursionError:
         raise Refused("JSONDecodeError", "the JSON value is nested too deeply") from None
+    except ValueError as exc:  # a number Python will not convert (a lower int digit limit)
+        raise Refused("InvalidNumber", str(exc)[:RAW_LIMIT]) from None
     if not isinstance(obj, dict):
         raise Refused("InvalidRecord", f"a record must be a JSON object, not {_kind(obj)}")
     unknown = obj.keys() - FIELDS
@@ -153,6 +166,33 @@ def parse_record(line: bytes) -> tuple[Any, str | int, Any, int]:
     if not (isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority <= 3):
         raise Refused("InvalidPriority", f"'priority' must be an integer 0..3, not {priority!r}")
     return obj["agent"], obj["event"], obj.get("payload"), priority
+
+
+def _parse_int(text: str) -> int:
+    digits = len(text) - text.startswith("-")
+    if digits > MAX_INT_DIGITS:
+        raise Refused(
+            "InvalidNumber",
+            f"an integer of {digits} digits; at most {MAX_INT_DIGITS} are accepted",
+        )
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise Refused("InvalidNumber", f"{text[:40]} is out of the range of a float")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise Refused("InvalidNumber", f"{name} is not JSON")
+
+
+_loads = json.JSONDecoder(
+    parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant
+).decode
+"""Strict ``json.loads``: the hooks raise ``Refused`` from inside the scanner."""
 
 
 def _kind(value: Any) -> str:
@@ -202,11 +242,16 @@ _dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=repr).
 
 def to_json(value: Any) -> str:
     """``value`` as JSON text; a value JSON cannot represent at all (a dict with tuple keys,
-    NaN, a cycle) as the JSON string of its ``repr``."""
+    NaN, a cycle) as the JSON string of its ``repr``, and one without a ``repr`` either (an
+    integer past Python's digit limit, a ``__repr__`` that raises) as ``"<type>"``."""
     try:
         return _dumps(value)
-    except (TypeError, ValueError, RecursionError):
+    except Exception:  # TypeError, ValueError, RecursionError, or a nested __repr__'s error
+        pass
+    try:
         return _dumps(repr(value))
+    except Exception:
+        return _dumps(f"<{type(value).__name__}>")
 
 
 def encode_batch(batch: OutputBatch) -> str:

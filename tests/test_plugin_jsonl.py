@@ -416,3 +416,211 @@ def test_reader_and_writer_from_an_app_file_with_roles(tmp_path: Path) -> None:
         "path": str(src),
         "line": 2,
     }
+
+
+# -- hostile input and restarts ---------------------------------------------------------------
+
+
+def test_numbers_python_or_json_cannot_take_are_refused_and_reading_goes_on(
+    tmp_path: Path,
+) -> None:
+    """An integer past Python's 4300-digit conversion limit made ``json.loads`` raise a plain
+    ValueError, which crashed the reader; NaN and the infinities are not JSON. Each line is
+    refused as ``InvalidNumber`` and the lines after it are read."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(
+        lines(
+            b'{"agent": "a", "event": "tick", "payload": ' + b"9" * 5000 + b"}",
+            b'{"agent": "a", "event": "tick", "payload": -' + b"1" * 4301 + b"}",
+            {"agent": "a", "event": "tick", "payload": 1},
+            b'{"agent": "a", "event": "tick", "payload": NaN}',
+            b'{"agent": "a", "event": "tick", "payload": [Infinity]}',
+            b'{"agent": "a", "event": "tick", "payload": -Infinity}',
+            b'{"agent": "a", "event": "tick", "payload": 1e999}',
+            b'{"agent": ' + b"7" * 4400 + b', "event": "tick"}',
+            b'{"agent": "a", "event": "tick", "payload": ' + b"8" * 4300 + b"}",  # the limit
+        )
+    )
+    rt = run_reader(
+        reader(path=str(path)),
+        ["a"],
+        lambda rt: rt.statistics().processed >= 2 and len(rt.rejected()) >= 7,
+    )
+    assert rt.data("a") == [("tick", 1, 1), ("tick", int("8" * 4300), 1)]
+    got = [(r.error, r.context["line"]) for r in rt.rejected()]
+    assert got == [("InvalidNumber", n) for n in (1, 2, 4, 5, 6, 7, 8)]
+    by_line = {r.context["line"]: r for r in rt.rejected()}
+    assert "5000 digits" in by_line[1].message
+    assert "NaN" in by_line[4].message
+    assert "Infinity" in by_line[5].message
+    assert all(len(r.message) < 200 and r.raw is not None for r in rt.rejected())
+    assert rt.receptor_failures() == []
+
+
+class ListSink:
+    """An ``EventSink`` without a runtime; ``fail_on`` payloads raise once each, as a lost
+    resource or a bug would, so that the reader fails in the middle of its input."""
+
+    name = "jsonl"
+
+    def __init__(self, *fail_on: Any) -> None:
+        self.sent: list[Any] = []
+        self.rejected: list[engine.plugin_spec.ErrorRecord] = []
+        self.fail_on = set(fail_on)
+
+    def send_nowait(
+        self, agent_id: Any, event: Any, payload: Any = None, priority: int = 1
+    ) -> None:
+        if payload in self.fail_on:
+            self.fail_on.discard(payload)
+            raise RuntimeError(f"failed on {payload}")
+        self.sent.append(payload)
+
+    async def send(self, agent_id: Any, event: Any, payload: Any = None, priority: int = 1) -> None:
+        await trio.lowlevel.checkpoint()
+        self.send_nowait(agent_id, event, payload, priority)
+
+    def reject(self, record: engine.plugin_spec.ErrorRecord) -> None:
+        self.rejected.append(record)
+
+
+def ticks(*payloads: Any) -> bytes:
+    return lines(*({"agent": "a", "event": "tick", "payload": p} for p in payloads))
+
+
+def test_a_restarted_reader_goes_on_where_it_stopped_under_the_runtime(tmp_path: Path) -> None:
+    """The runtime restarts a failed receptor by calling ``run`` again on the same object: it
+    used to read the file from the top (earlier events twice, later ones never once the
+    restarts ran out). The line being sent when it failed is not sent again (at most once per
+    line) and is reported as ``Interrupted``."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(ticks(1, 2, 3, 4, 5, 6))
+    inner = reader(path=str(path))
+
+    finished = trio.Event()
+
+    class FailsOnceOn3:
+        async def run(self, sink: Any) -> None:
+            await inner.run(Failing(sink))
+            finished.set()
+
+    class Failing:
+        failed = False
+
+        def __init__(self, sink: Any) -> None:
+            self.sink = sink
+            self.name = sink.name
+            self.reject = sink.reject
+            self.send_nowait = sink.send_nowait
+
+        async def send(
+            self, agent: Any, event: Any, payload: Any = None, priority: int = 1
+        ) -> None:
+            if payload == 3 and not Failing.failed:
+                Failing.failed = True
+                raise RuntimeError("lost the connection to somewhere")
+            await self.sink.send(agent, event, payload, priority)
+
+    plugin = engine.Plugin(FailsOnceOn3(), "jsonl", engine.RestartPolicy(backoff=0))
+
+    async def main() -> engine.Runtime:
+        async with engine.open_runtime(receptors=[plugin]) as rt:
+            rt.spawn(REC, "a", data=[])
+            with trio.fail_after(5):
+                await finished.wait()  # at the end of the file
+                await rt.wait_until_idle()
+        return rt
+
+    rt = trio.run(main)
+    assert [p for _, p, _ in rt.data("a")] == [1, 2, 4, 5, 6]
+    ((failure,),) = [rt.receptor_failures()]
+    assert (failure.plugin, failure.action) == ("jsonl", "restart")
+    (lost,) = rt.rejected()
+    assert (lost.error, lost.context) == ("Interrupted", {"path": str(path), "line": 3})
+    assert lost.raw == '{"agent": "a", "event": "tick", "payload": 3}'
+
+
+def test_a_restarted_reader_keeps_its_place_in_a_file_across_chunks(tmp_path: Path) -> None:
+    """Fails in several places (one in the middle of a read chunk, one across a partial line
+    and one on the last line): every line is handled once, in order, and the line numbers go
+    on."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(ticks(*range(200)) + b'{"agent": "a", "event": "tick", "payload": 200}')
+    r = reader(path=str(path), max_line=100)
+    r_chunk = sys.modules[type(r).__module__]
+    sink = ListSink(17, 150, 200)
+
+    async def main() -> None:
+        for _ in range(3):
+            with pytest.raises(RuntimeError):
+                await r.run(sink)
+        await r.run(sink)
+
+    original = r_chunk.CHUNK
+    r_chunk.CHUNK = 1000  # several reads, lines cut between them
+    try:
+        trio.run(main)
+    finally:
+        r_chunk.CHUNK = original
+    assert sink.sent == [p for p in range(200) if p not in (17, 150)]
+    assert [(e.error, e.context["line"]) for e in sink.rejected] == [
+        ("Interrupted", 18),
+        ("Interrupted", 151),
+        ("Interrupted", 201),
+    ]
+
+
+def test_a_reader_run_again_reads_only_what_was_appended_or_a_new_file_from_the_top(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(ticks(1, 2))
+    r, sink = reader(path=str(path)), ListSink()
+    trio.run(r.run, sink)
+    with path.open("ab") as f:
+        f.write(ticks(3))
+    trio.run(r.run, sink)
+    assert sink.sent == [1, 2, 3]
+    path.write_bytes(ticks(4))  # truncated and rewritten: shorter than where it stopped
+    trio.run(r.run, sink)
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_bytes(ticks(5, 6, 7, 8, 9))
+    replacement.replace(path)  # another file at the same path, longer than the old one
+    trio.run(r.run, sink)
+    assert sink.sent == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert sink.rejected == []
+
+
+def test_a_restarted_stdin_reader_goes_on_with_the_next_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """stdin cannot be read again: what was read before the failure is kept by the reader."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(ticks(1, 2, 3, 4))))
+    r, sink = reader(), ListSink(2)
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError):
+            await r.run(sink)
+        await r.run(sink)
+
+    trio.run(main)
+    assert sink.sent == [1, 3, 4]
+    ((error, context),) = [(e.error, e.context) for e in sink.rejected]
+    assert (error, context) == ("Interrupted", {"path": "<stdin>", "line": 2})
+
+
+def test_an_output_without_a_json_form_or_a_repr_is_written_as_its_type(tmp_path: Path) -> None:
+    """An integer past Python's digit limit has neither (``str`` and ``repr`` raise), nor has
+    an object whose ``__repr__`` raises: the batch is still written, not lost."""
+
+    class NoRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    out = tmp_path / "out.jsonl"
+    w = writer(path=str(out))
+    for batch in make_batches([10**5000, NoRepr(), "after"]):
+        w.deliver(batch)
+    trio.run(w.aclose)
+    got = [json.loads(line)["output"] for line in out.read_text().splitlines()]
+    assert got[:3] == ["<int>", "<NoRepr>", "after"]

@@ -4,12 +4,22 @@
 ``{"agent": ..., "event": ..., "payload": ..., "priority": ...}`` (payload and priority
 optional) and sends them with ``await sink.send`` (so a full mailbox slows the reader down).
 A bad line is refused with ``sink.reject(ErrorRecord(...))``, naming the error
-(``JSONDecodeError``, ``UnicodeDecodeError``, ``InvalidRecord``, ``MissingField``,
-``UnknownField``, ``InvalidField``, ``InvalidPriority``, ``LineTooLong``,
+(``JSONDecodeError``, ``UnicodeDecodeError``, ``InvalidNumber``, ``InvalidRecord``,
+``MissingField``, ``UnknownField``, ``InvalidField``, ``InvalidPriority``, ``LineTooLong``,
 ``AgentNotFoundError``, ``UnknownEventError``, ``AgentStoppedError``) with the path and the
 line number in its context, and reading goes on. Without ``follow`` the receptor finishes at
 the end of the input; with it, it waits for the file to grow (and starts over if the file is
 truncated), like ``tail -f``.
+
+Restarts: a reader object remembers where it stopped (``_Position``: the bytes of the input it
+has taken, the lines it has split but not yet handled, the line count), and ``run`` goes on
+from there, so the runtime's restart of a failed receptor neither sends earlier lines again
+nor skips later ones. Each line is handled at most once: the line being sent when the reader
+failed is not sent again, it is reported as ``Interrupted``. For a file, the position is kept
+for that file: when ``run`` finds a different file at the path (another inode) or a shorter
+one, it reads from the top. stdin cannot be read again: the lines a failed run had already
+read are kept by the object, and the next ``run`` goes on with the next line and the rest of
+the stream. A new reader object starts at the top.
 
 ``JsonlWriter`` (entry point ``engine.effectors: jsonl``) writes each output as
 ``{"agent": id, "output": value}`` (a value JSON cannot represent is written as its
@@ -23,19 +33,28 @@ from __future__ import annotations
 
 import os
 import sys
+from collections import deque
 from functools import partial
 from typing import IO, TYPE_CHECKING, Any, Literal, final
 
 import attrs
 import trio
 
-from engine.plugin_util import LineSplitter, encode_batch, encode_record, submit, too_long
+from engine.plugin_spec import ErrorRecord
+from engine.plugin_util import (
+    LineSplitter,
+    encode_batch,
+    encode_record,
+    raw_text,
+    submit,
+    too_long,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     from engine import OutputBatch
-    from engine.plugin_spec import ErrorRecord, EventSink
+    from engine.plugin_spec import EventSink
 
 __all__ = ["JsonlReader", "JsonlWriter"]
 
@@ -46,6 +65,30 @@ CHUNK = 65536
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
         raise ValueError(f"'{attribute.name}' must be > 0: {value!r}")
+
+
+@final
+@attrs.define(eq=False)
+class _Position:
+    """Where a reader stopped, kept on the reader object across runs (restarts)."""
+
+    splitter: LineSplitter
+    """Holds a partial last line and counts lines."""
+    pending: deque[tuple[int, bytes, bool]] = attrs.Factory(deque)
+    """Lines split from what was read but not handled yet: ``(line number, line, too long)``."""
+    offset: int = 0
+    """Bytes of the file fed to the splitter (where the next read starts)."""
+    file: tuple[int, int] | None = None
+    """``(st_dev, st_ino)`` of the file the offset belongs to."""
+    inflight: tuple[int, bytes] | None = None
+    """The line being handled; still set at the next ``run`` if handling it failed."""
+
+    def rewind(self, file: tuple[int, int] | None) -> None:
+        """Start over at the top of ``file``."""
+        self.splitter.reset()
+        self.pending.clear()
+        self.offset = 0
+        self.file = file
 
 
 @final
@@ -66,12 +109,28 @@ class JsonlReader:
 
     def __init__(self, config: JsonlReader.Config | None = None) -> None:
         self.config = config if config is not None else JsonlReader.Config()
+        self._pos = _Position(LineSplitter(self.config.max_line))
 
     @property
     def _where(self) -> str:
         return "<stdin>" if self.config.path == "-" else self.config.path
 
     async def run(self, sink: EventSink) -> None:
+        """Read from where the last run stopped (see the module's docstring) to the end of the
+        input (or forever, with ``follow``)."""
+        pos = self._pos
+        if pos.inflight is not None:  # the last run failed while handling this line
+            lineno, line = pos.inflight
+            pos.inflight = None
+            sink.reject(
+                ErrorRecord(
+                    sink.name,
+                    "Interrupted",
+                    "the reader failed while handling this line; it was not sent again",
+                    raw_text(line),
+                    {"path": self._where, "line": lineno},
+                )
+            )
         if self.config.path == "-":
             stdin = sys.stdin.buffer
             read1 = getattr(stdin, "read1", stdin.read)
@@ -83,6 +142,12 @@ class JsonlReader:
             )
             return
         async with await trio.open_file(self.config.path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            ident = (stat.st_dev, stat.st_ino)
+            if ident != pos.file or stat.st_size < pos.offset:  # another file, or truncated
+                pos.rewind(ident)
+            else:
+                await file.seek(pos.offset)
             await self._read(sink, partial(file.read, CHUNK), self.config.follow, file)
 
     async def _read(
@@ -92,24 +157,34 @@ class JsonlReader:
         follow: bool,
         file: Any = None,
     ) -> None:
-        cfg = self.config
-        lines = LineSplitter(cfg.max_line)
+        pos = self._pos
         while True:
+            await self._handle_pending(sink)
             data = await read()
             if data:
-                for item in lines.feed(data):
-                    await self._line(sink, *item)
+                pos.offset += len(data)
+                pos.pending.extend(pos.splitter.feed(data))
                 continue
             if not follow:
                 break
             # at the end of a followed file: a partial last line waits for its newline
-            if os.fstat(file.fileno()).st_size < await file.tell():  # truncated: start over
+            if os.fstat(file.fileno()).st_size < pos.offset:  # truncated: start over
                 await file.seek(0)
-                lines.reset()
+                pos.rewind(pos.file)
                 continue
-            await trio.sleep(cfg.poll_interval)
-        for item in lines.finish():
-            await self._line(sink, *item)
+            await trio.sleep(self.config.poll_interval)
+        pos.pending.extend(pos.splitter.finish())
+        await self._handle_pending(sink)
+
+    async def _handle_pending(self, sink: EventSink) -> None:
+        """Handle the lines split so far, each at most once: a line leaves ``pending`` before
+        it is handled, and stays ``inflight`` until it has been."""
+        pos = self._pos
+        while pos.pending:
+            lineno, line, oversized = pos.pending.popleft()
+            pos.inflight = (lineno, line)
+            await self._line(sink, lineno, line, oversized)
+            pos.inflight = None
 
     async def _line(self, sink: EventSink, lineno: int, line: bytes, oversized: bool) -> None:
         context = {"path": self._where, "line": lineno}
