@@ -36,7 +36,7 @@ from collections import deque
 
 import numpy as np
 
-from engine._actions import (
+from engine.core._actions import (
     CancelTimer,
     EventTimeout,
     NextEvent,
@@ -47,8 +47,8 @@ from engine._actions import (
     Timer,
     Work,
 )
-from engine._batch import batch_arrays
-from engine._exceptions import (
+from engine.hotpath._batch import batch_arrays
+from engine.core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentStoppedError,
@@ -60,9 +60,9 @@ from engine._exceptions import (
     RuntimeBusyError,
     UnknownEventError,
 )
-from engine._machine import Machine
-from engine._metrics import METRICS_DTYPE, LatencyRing
-from engine._types import (
+from engine.core._machine import Machine
+from engine.hotpath._metrics import METRICS_DTYPE, LatencyRing
+from engine.core._types import (
     AgentStatus,
     as_priority,
     DeadLetter,

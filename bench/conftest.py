@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the in-place build, also when pytest runs as a script
     sys.path.insert(0, str(ROOT))
 
-from engine import _hotpath  # noqa: E402
+from engine import hotpath as _hotpath  # noqa: E402
 
 SEED = 20261123
 AGENTS = 1000

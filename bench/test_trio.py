@@ -184,7 +184,7 @@ def test_table_throughput_under_trio(
     benchmark: Any, impl_name: str, mode: str, workload: Workload
 ) -> None:
     impl = impl_name
-    if impl == "native" and engine._hotpath.NO_EXTENSIONS:
+    if impl == "native" and engine.hotpath.NO_EXTENSIONS:
         pytest.skip("ENGINE_NO_EXTENSIONS=1")
     machine = table_machine()
     drains: list[float] = []  # send + drain only, without set-up or trio start-up

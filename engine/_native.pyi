@@ -4,10 +4,10 @@ from typing import Final
 
 import numpy as np
 
-from ._hotpath_py import AgentContext as AgentContext
-from ._hotpath_py import AgentRef as AgentRef
-from ._hotpath_py import Dispatcher as Dispatcher
-from ._hotpath_py import Event as Event
+from .hotpath._python import AgentContext as AgentContext
+from .hotpath._python import AgentRef as AgentRef
+from .hotpath._python import Dispatcher as Dispatcher
+from .hotpath._python import Event as Event
 
 IMPLEMENTATION: Final[str]
 AGENT_DTYPE: Final[np.dtype[np.void]]

@@ -28,7 +28,7 @@ import pytest
 
 import engine
 
-from ._exceptions import InvalidArgumentError
+from .core._exceptions import InvalidArgumentError
 
 IMPLEMENTATIONS: Final = ("native", "python")
 ALL: Final[Any] = object()
@@ -211,9 +211,7 @@ class Sim:
         self.clock: Any = None
         """The ``MockClock`` of the last run (``clock.current_time()`` is virtual seconds)."""
 
-    def run(
-        self, main: Callable[..., Awaitable[Any]], *args: Any, **runtime_kwargs: Any
-    ) -> Any:
+    def run(self, main: Callable[..., Awaitable[Any]], *args: Any, **runtime_kwargs: Any) -> Any:
         """``trio.run`` ``main(rt, *args)`` inside ``engine.open_runtime(**runtime_kwargs)``
         on a fresh autojumping ``MockClock``; return its result (errors propagate)."""
         import trio

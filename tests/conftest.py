@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import engine
-from engine import _hotpath
+from engine import hotpath as _hotpath
 
 pytest_plugins = ["pytester"]  # tests/test_testing_plugin.py runs pytest sessions
 

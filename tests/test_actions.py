@@ -24,8 +24,8 @@ from engine import (
     Step,
     Supervision,
     Timer,
-    _hotpath,
 )
+from engine import hotpath as _hotpath
 
 
 class Clock:

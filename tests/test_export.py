@@ -9,6 +9,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 import engine
+import engine.observe
 from engine import Machine
 
 
@@ -26,7 +27,7 @@ async def http_get(port: int, path: str) -> tuple[str, str]:
 def test_metrics_endpoint_scraped_and_parsed(impl: str, light: Machine) -> None:
     async def main() -> None:
         async with engine.open_runtime(implementation=impl, sample_every=1) as rt:
-            port = await rt.serve_metrics(port=0)
+            port = await engine.observe.serve_metrics(rt, port=0)
             for i in range(10):
                 rt.spawn(light, i)
             for i in range(10):
@@ -69,7 +70,7 @@ def test_registry_for_a_synchronous_runtime(light: Machine) -> None:
     rt.spawn(light, 1)
     rt.send_nowait(1, "tick")
     rt.run_until_idle()
-    text = generate_latest(rt.prometheus_registry()).decode()
+    text = generate_latest(engine.observe.prometheus_registry(rt)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["engine_messages_processed"].samples[0].value == 1
     assert [s.value for s in families["engine_step_seconds"].samples] == [0.0, 0.0]
@@ -82,7 +83,7 @@ def test_opentelemetry_bridge(light: Machine) -> None:
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     rt = engine.Runtime(sample_every=1)
-    keep = rt.opentelemetry(provider.get_meter("engine-test"))
+    keep = engine.observe.instrument_opentelemetry(rt, provider.get_meter("engine-test"))
     for i in range(3):
         rt.spawn(light, i)
         rt.send_nowait(i, "tick")

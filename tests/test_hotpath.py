@@ -21,8 +21,8 @@ from engine import (
     Priority,
     Runtime,
     Step,
-    _hotpath,
 )
+from engine import hotpath as _hotpath
 
 MakeRuntime = Callable[..., Runtime]
 
@@ -653,7 +653,7 @@ def test_cycle_with_queued_mail_is_collected_safely(impl: str) -> None:
     """
     code = f"""
 import gc, weakref, engine
-from engine import _hotpath
+from engine import hotpath as _hotpath
 m = engine.Machine("m", ["a"], "a", [("a", "go", "a", "out")])
 class P: pass
 p = P()

@@ -162,7 +162,7 @@ def test_counters_match_an_independent_count(make_runtime: MakeRuntime) -> None:
     assert sum(seen[a, "postponed"] for a in range(20)) > 0  # the scenario exercised it
     idle_stats = rt.statistics(idle.id)
     assert (idle_stats.busy_s, idle_stats.processed, idle_stats.last_error) == (0, 0, None)
-    assert rt._d.metrics.dtype == engine._metrics.METRICS_DTYPE
+    assert rt._d.metrics.dtype == engine.hotpath._metrics.METRICS_DTYPE
 
 
 def test_postponed_and_restart_counts(make_runtime: MakeRuntime) -> None:

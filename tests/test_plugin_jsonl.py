@@ -22,8 +22,9 @@ import pytest
 import trio
 
 import engine
-from engine import _cli, _plugins
-from engine._config import load_app
+from engine.cli import _main as _cli
+from engine.environment import _discovery as _plugins
+from engine.environment._config import load_app
 from engine.plugin_spec import EFFECTORS, RECEPTORS, Effector, Receptor
 
 

@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 import engine
-from engine import _plugins
+from engine.environment import _discovery as _plugins
 from engine.plugin_spec import EFFECTORS, RECEPTORS, Effector, ErrorRecord, EventSink, Receptor
 
 LIGHT = engine.Machine(

@@ -18,8 +18,8 @@ import trio
 import trio.testing
 
 import engine
-from engine import _plugins
-from engine._config import AppConfig, load_app, structure
+from engine.environment import _discovery as _plugins
+from engine.environment._config import AppConfig, load_app, structure
 from engine.plugin_spec import EFFECTORS, RECEPTORS, ErrorRecord
 
 FIXTURES = Path(__file__).parent / "fixtures" / "plugins"

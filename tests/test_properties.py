@@ -177,7 +177,7 @@ def test_both_implementations_match_the_reference(spec: Spec) -> None:
     outputs: dict[str, list[tuple[Any, Any]]] = {"native": [], "python": []}
     runtimes = {
         name: Runtime(implementation=name, budget=spec.budget, on_output=outputs[name].extend)
-        for name in (["python"] if engine._hotpath.NO_EXTENSIONS else ["native", "python"])
+        for name in (["python"] if engine.hotpath.NO_EXTENSIONS else ["native", "python"])
     }
     for rt in runtimes.values():
         for a in range(spec.n_agents):

@@ -233,6 +233,6 @@ class NativeRuntimeMachine(RuntimeMachine):
 SETTINGS = settings(max_examples=200, stateful_step_count=50, deadline=None)
 TestPythonRuntime = RuntimeMachine.TestCase
 TestPythonRuntime.settings = SETTINGS
-if not engine._hotpath.NO_EXTENSIONS:
+if not engine.hotpath.NO_EXTENSIONS:
     TestNativeRuntime = NativeRuntimeMachine.TestCase
     TestNativeRuntime.settings = SETTINGS

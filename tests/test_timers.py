@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from engine._timers import TimerQueue, owner, owner_gen, owner_slot
+from engine.runtime._timers import TimerQueue, owner, owner_gen, owner_slot
 
 
 def fired(q: TimerQueue, now: float) -> list[tuple[float, int, object]]:

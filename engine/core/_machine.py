@@ -270,7 +270,7 @@ class Machine:
             MachineDefinitionError: Nested (hierarchical) machines, conditional transitions
                 and anything else a flat Mealy table cannot express.
         """
-        from ._transitions_import import read_transitions
+        from ._transitions import read_transitions
 
         spec = read_transitions(source, name)
         return cls(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
@@ -20,16 +20,24 @@ import attrs
 import numpy as np
 import trio
 
-from . import _hotpath
-from ._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
-from ._exceptions import (
+from .. import hotpath as _hotpath
+from ..core._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
+from ..core._exceptions import (
     EngineError,
     InvalidArgumentError,
     RuntimeNotRunningError,
 )
+from ..core._machine import Machine
+from ..core._types import (
+    AgentStatus,
+    DeadLetter,
+    DeadLetterReason,
+    OutputBatch,
+    OverflowPolicy,
+    Priority,
+)
+from ..hotpath._metrics import LatencyRing, LatencySummary
 from ._instruments import DeadLetterTap, Instruments
-from ._machine import Machine
-from ._metrics import LatencyRing, LatencySummary
 from ._ring import Ring, Transition
 from ._supervision import Supervision
 from ._timers import (
@@ -42,19 +50,11 @@ from ._timers import (
     owner_gen,
     owner_slot,
 )
-from ._types import (
-    AgentStatus,
-    DeadLetter,
-    DeadLetterReason,
-    OutputBatch,
-    OverflowPolicy,
-    Priority,
-)
 
 if TYPE_CHECKING:
     import numpy.typing as npt
 
-    from ._trio_host import Host, RuntimePortal, Subscription
+    from ._host import Host, RuntimePortal, Subscription
 
 _ALL: Any = object()
 _RESTART = ("restart",)
@@ -67,6 +67,7 @@ def _timer_key(name: str) -> tuple[str, str]:
     if key is None:
         key = _TIMER_KEYS[name] = ("timer", name)
     return key
+
 
 _STATE_KEY = ("state_timeout",)
 _EVENT_KEY = ("event_timeout",)
@@ -681,32 +682,21 @@ class Runtime:
         self._d.send_nowait(agent_id, event, None, Priority.HIGH)
         return cancelled
 
-    async def serve_metrics(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve Prometheus' ``GET /metrics`` from the runtime's nursery (loopback unless
-        ``host`` says otherwise); returns the bound port. Needs the ``prometheus`` extra."""
-        from ._prometheus import serve_metrics
+    async def start(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
+    ) -> Any:
+        """Start ``fn(*args, task_status=...)`` as a task of the runtime's nursery (as
+        ``trio.Nursery.start``) and return what it reports; it is cancelled when the runtime
+        closes. Exporters and services attach to a running runtime this way.
 
-        return int(await self._running_host().nursery.start(serve_metrics, self, host, port))
-
-    def prometheus_registry(self) -> Any:
-        """A ``prometheus_client`` registry with this runtime's collector, for any exporter
-        (e.g. ``prometheus_client.start_http_server(port, registry=...)``)."""
-        from ._prometheus import registry
-
-        return registry(self)
-
-    def opentelemetry(self, meter: Any) -> list[Any]:
-        """Register observable OpenTelemetry instruments for this runtime on ``meter``
-        (the ``otel`` extra); returns them."""
-        from ._otel import instrument
-
-        return instrument(self, meter)
+        Raises:
+            RuntimeNotRunningError: Not under ``open_runtime``.
+        """
+        return await self._running_host().nursery.start(fn, *args, name=name)
 
     def portal(self) -> RuntimePortal:
         """A handle for threads other than trio's: ``send_nowait``, ``send``, ``request``."""
-        from ._trio_host import RuntimePortal
-
-        return RuntimePortal(self, self._running_host().token)
+        return self._running_host().portal()
 
     async def wait_until_idle(self) -> None:
         """Wait until no agent has mail to process (timers may still be armed)."""

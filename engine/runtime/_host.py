@@ -1,4 +1,4 @@
-"""The runtime under trio: ``open_runtime`` and the task that drives the dispatcher.
+"""The runtime under trio: the task that drives the dispatcher, agent work, async sends.
 
 Theory of operation: one nursery owns everything. Its dispatch task loops: read trio's clock,
 deliver due timers, and if any agent is ready, run one batch of the compiled dispatcher
@@ -9,31 +9,46 @@ until the dispatcher's ``on_wake`` hook (the ready queue went from empty to non-
 next timer deadline. Agent ``Work`` runs as tasks of the same nursery, each in a cancel scope
 filed under its agent. Errors of the runtime itself (a sink that raises, say) end the
 dispatch task and so propagate through the nursery to the ``async with``.
+
+``open_runtime`` (``engine.environment``) creates the host: this module knows nothing of
+plugins. Outputs leave through an *outlet* (the environment's ``Wiring``), which the dispatch
+task flushes between batches when it has something pending.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sized
 from functools import partial
-from typing import Any, final
+from typing import Any, Protocol, final
 
 import trio
 
-from ._actions import Work
-from ._exceptions import MailboxFullError
+from ..core._actions import Work
+from ..core._exceptions import MailboxFullError
+from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ._ring import Gap, Ring
 from ._runtime import _ALL, Runtime
-from ._types import DeadLetter, DeadLetterReason, Priority
-from ._wiring import Plugin, Wiring, as_plugins
+
+
+class Outlet(Protocol):
+    """Where the dispatch task hands outputs that async consumers still have to take."""
+
+    @property
+    def pending(self) -> Sized:
+        """Non-empty when something waits to be flushed."""
+        ...
+
+    async def flush(self) -> None:
+        """Hand what is pending to its consumers (waits while they are full)."""
+        ...
 
 
 @final
 class Host:
     """What ``open_runtime`` attaches to a ``Runtime`` (private)."""
 
-    def __init__(self, rt: Runtime, nursery: trio.Nursery, wiring: Wiring) -> None:
+    def __init__(self, rt: Runtime, nursery: trio.Nursery, wiring: Outlet) -> None:
         self.rt = rt
         self.nursery = nursery
         self.wiring = wiring
@@ -128,6 +143,9 @@ class Host:
             await self._idle.park()  # woken when the dispatch task finds nothing ready
         else:
             await trio.lowlevel.checkpoint()
+
+    def portal(self) -> RuntimePortal:
+        return RuntimePortal(self.rt, self.token)
 
     def follow(self, ring: Ring[Any], agent_id: Any, from_seq: int | None) -> Subscription:
         return Subscription(
@@ -275,76 +293,3 @@ class RuntimePortal:
             self._rt.request, agent_id, event, payload, priority=priority, timeout=timeout
         )
         return trio.from_thread.run(call, trio_token=self._token)
-
-
-@asynccontextmanager
-async def open_runtime(
-    *,
-    receptors: Sequence[Any] = (),
-    effectors: Sequence[Any] = (),
-    shutdown_timeout: float = 5.0,
-    **kwargs: Any,
-) -> AsyncIterator[Runtime]:
-    """Run a ``Runtime`` under trio for the body of an ``async with``.
-
-    Args:
-        receptors: Receptor objects (or ``Plugin`` wrappers with a name and restart policy);
-            each runs as a task pushing events through its ``EventSink``.
-        effectors: Effector objects (or ``Plugin`` wrappers) that receive every output batch.
-        shutdown_timeout: Seconds allowed at exit for effectors to take what is queued and
-            close (``aclose``).
-        **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
-            ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
-
-    On exit, receptors are cancelled first, queued outputs are handed to the effectors and
-    they are closed; then the dispatch task and all agent work are cancelled. Mail still
-    queued stays in the runtime, which remains usable synchronously. An error of the runtime
-    itself, or of a receptor whose policy is stop, propagates out of the ``async with``.
-    """
-    receptor_plugins = as_plugins(receptors, "receptor")
-    wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
-    kwargs.setdefault("clock", trio.current_time)
-    rt = Runtime(on_output=wiring.fanout if wiring.active else None, **kwargs)
-    wiring.rt = rt
-    try:
-        async with trio.open_nursery() as nursery:
-            host = Host(rt, nursery, wiring)
-            rt._host = host
-            try:
-                try:
-                    async with trio.open_nursery() as plugged:  # effector tasks, receptors
-                        await wiring.open(plugged)
-                        nursery.start_soon(host.dispatch_loop)
-                        receptor_scope = trio.CancelScope()
-                        plugged.start_soon(_run_receptors, wiring, receptor_plugins, receptor_scope)
-                        try:
-                            yield rt
-                        finally:
-                            receptor_scope.cancel()
-                            host.stop()
-                            with trio.move_on_after(shutdown_timeout) as scope:
-                                scope.shield = True
-                                await host.stopped.wait()
-                            wiring.close()
-                finally:  # even when the body or a receptor raised: close files and sockets
-                    with trio.move_on_after(shutdown_timeout) as scope:
-                        scope.shield = True
-                        await wiring.aclose_all()
-            finally:
-                rt._host = None
-                host.detach()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:  # one task failed: raise its error, not groups of one
-        error: BaseException = group
-        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-            error = error.exceptions[0]
-        if error is group:
-            raise
-        raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
-
-
-async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:
-    with scope:
-        async with trio.open_nursery() as nursery:
-            for plugin in plugins:
-                nursery.start_soon(wiring.run_receptor, plugin, name=f"receptor {plugin.name}")

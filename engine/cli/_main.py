@@ -18,14 +18,14 @@ from typing import Any, TextIO
 
 import trio
 
-from . import _plugins
-from ._config import AppConfig, load_app
-from ._exceptions import ConfigError, EngineError
-from ._machine import Machine
-from ._top import TopView
-from ._trio_host import open_runtime
-from ._types import OverflowPolicy
-from ._wiring import Plugin
+from ..core._exceptions import ConfigError, EngineError
+from ..core._machine import Machine
+from ..core._types import OverflowPolicy
+from ..environment import _discovery as _plugins
+from ..environment._config import AppConfig, load_app
+from ..environment._open import open_runtime
+from ..environment._wiring import Plugin
+from ..observe._top import TopView
 
 
 def import_object(path: str) -> Any:

@@ -34,8 +34,8 @@ import attrs
 import cattrs
 from cattrs.cols import list_structure_factory
 
-from ._exceptions import ConfigError
-from ._supervision import Supervision
+from ..core._exceptions import ConfigError
+from ..runtime._supervision import Supervision
 
 T = TypeVar("T")
 

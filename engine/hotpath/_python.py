@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import numpy as np
 
-from ._actions import Prepared, Send, lane, prepare
-from ._batch import batch_arrays
-from ._exceptions import (
+from ..core._actions import Prepared, Send, lane, prepare
+from ..core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
     AgentStoppedError,
@@ -43,9 +42,8 @@ from ._exceptions import (
     RuntimeBusyError,
     UnknownEventError,
 )
-from ._machine import Machine
-from ._metrics import METRICS_DTYPE, LatencyRing
-from ._types import (
+from ..core._machine import Machine
+from ..core._types import (
     AgentStatus,
     DeadLetter,
     DeadLetterReason,
@@ -55,6 +53,8 @@ from ._types import (
     Step,
     as_priority,
 )
+from ._batch import batch_arrays
+from ._metrics import METRICS_DTYPE, LatencyRing
 
 if TYPE_CHECKING:
     import numpy.typing as npt

@@ -1,4 +1,4 @@
-"""Plugin discovery, loading and validation (the contract is ``engine.plugin_spec``).
+"""Plugin discovery, loading and validation (the contract is ``engine.environment._spec``).
 
 Three steps, each failing on its own: ``discover()`` reads entry-point metadata and imports
 nothing; ``load()`` imports one entry point, wrapping any failure in ``PluginLoadError``
@@ -18,9 +18,9 @@ from typing import Any, Literal, final
 
 import attrs
 
+from ..core._exceptions import ConfigError, PluginLoadError, PluginValidationError
 from ._config import structure
-from ._exceptions import ConfigError, PluginLoadError, PluginValidationError
-from .plugin_spec import EFFECTORS, RECEPTORS
+from ._spec import EFFECTORS, RECEPTORS
 
 Role = Literal["receptor", "effector"]
 GROUPS: dict[str, Role] = {RECEPTORS: "receptor", EFFECTORS: "effector"}

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from ..runtime._runtime import Runtime
 
 
 def instrument(rt: Runtime, meter: Any, prefix: str = "engine") -> list[Any]:

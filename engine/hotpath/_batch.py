@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ._exceptions import InvalidArgumentError
+from ..core._exceptions import InvalidArgumentError
 
 _I32 = np.iinfo(np.int32)
 

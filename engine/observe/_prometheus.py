@@ -18,7 +18,7 @@ import trio
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
-    from ._runtime import Runtime
+    from ..runtime._runtime import Runtime
 
 MAX_REQUEST = 8192
 
@@ -107,7 +107,17 @@ def registry(rt: Runtime) -> CollectorRegistry:
     return reg
 
 
-async def serve_metrics(
+async def serve_metrics(rt: Runtime, host: str = "127.0.0.1", port: int = 0) -> int:
+    """Serve Prometheus' ``GET /metrics`` for ``rt`` from a task of its nursery (loopback
+    unless ``host`` says otherwise), until the runtime closes; return the bound port.
+
+    Raises:
+        RuntimeNotRunningError: ``rt`` is not running under ``open_runtime``.
+    """
+    return int(await rt.start(_serve, rt, host, port, name="prometheus /metrics"))
+
+
+async def _serve(
     rt: Runtime, host: str, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Answer ``GET /metrics`` on ``host:port`` until cancelled; reports the bound port."""

@@ -1,4 +1,4 @@
-"""Receptors and effectors wired to a running runtime (see ``engine.plugin_spec``).
+"""Receptors and effectors wired to a running runtime (see ``engine.environment._spec``).
 
 Theory of operation: outputs leave the drain loop through one ``fanout`` sink. It calls every
 synchronous effector at once (one call per batch) and queues the batch for the asynchronous
@@ -20,16 +20,16 @@ from typing import TYPE_CHECKING, Any, Literal, final
 import attrs
 import trio
 
+from ..core._exceptions import PluginFailedError, PluginValidationError
+from ..core._types import OutputBatch, Priority
 from ._config import RestartPolicy
-from ._exceptions import PluginFailedError, PluginValidationError
-from ._plugins import check_role
-from ._types import OutputBatch, Priority
-from .plugin_spec import ErrorRecord
+from ._discovery import check_role
+from ._spec import ErrorRecord
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from ._runtime import Runtime
+    from ..runtime._runtime import Runtime
 
 QUEUE = 16
 """Batches (or error records) an async effector may have waiting."""

@@ -1,0 +1,95 @@
+"""``open_runtime``: a runtime under trio, with its receptors and effectors wired in.
+
+Theory of operation: one nursery owns everything. The runtime's ``Host`` (``engine.runtime``)
+runs the dispatch task and agent work; this module adds what the environment brings: each
+receptor as a task pushing events through an ``EventSink``, and the effectors behind the
+``Wiring`` that the dispatch task flushes (the host sees it only as an outlet with ``pending``
+and ``flush()``). Shutdown runs in order: receptors are cancelled, the dispatch task hands its
+queued outputs to the effectors, effectors close, then the dispatch task and all agent work
+are cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from ..runtime._host import Host
+from ..runtime._runtime import Runtime
+from ._wiring import Plugin, Wiring, as_plugins
+
+
+@asynccontextmanager
+async def open_runtime(
+    *,
+    receptors: Sequence[Any] = (),
+    effectors: Sequence[Any] = (),
+    shutdown_timeout: float = 5.0,
+    **kwargs: Any,
+) -> AsyncIterator[Runtime]:
+    """Run a ``Runtime`` under trio for the body of an ``async with``.
+
+    Args:
+        receptors: Receptor objects (or ``Plugin`` wrappers with a name and restart policy);
+            each runs as a task pushing events through its ``EventSink``.
+        effectors: Effector objects (or ``Plugin`` wrappers) that receive every output batch.
+        shutdown_timeout: Seconds allowed at exit for effectors to take what is queued and
+            close (``aclose``).
+        **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
+            ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
+
+    On exit, receptors are cancelled first, queued outputs are handed to the effectors and
+    they are closed; then the dispatch task and all agent work are cancelled. Mail still
+    queued stays in the runtime, which remains usable synchronously. An error of the runtime
+    itself, or of a receptor whose policy is stop, propagates out of the ``async with``.
+    """
+    receptor_plugins = as_plugins(receptors, "receptor")
+    wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
+    kwargs.setdefault("clock", trio.current_time)
+    rt = Runtime(on_output=wiring.fanout if wiring.active else None, **kwargs)
+    wiring.rt = rt
+    try:
+        async with trio.open_nursery() as nursery:
+            host = Host(rt, nursery, wiring)
+            rt._host = host
+            try:
+                try:
+                    async with trio.open_nursery() as plugged:  # effector tasks, receptors
+                        await wiring.open(plugged)
+                        nursery.start_soon(host.dispatch_loop)
+                        receptor_scope = trio.CancelScope()
+                        plugged.start_soon(_run_receptors, wiring, receptor_plugins, receptor_scope)
+                        try:
+                            yield rt
+                        finally:
+                            receptor_scope.cancel()
+                            host.stop()
+                            with trio.move_on_after(shutdown_timeout) as scope:
+                                scope.shield = True
+                                await host.stopped.wait()
+                            wiring.close()
+                finally:  # even when the body or a receptor raised: close files and sockets
+                    with trio.move_on_after(shutdown_timeout) as scope:
+                        scope.shield = True
+                        await wiring.aclose_all()
+            finally:
+                rt._host = None
+                host.detach()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # one task failed: raise its error, not groups of one
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+            error = error.exceptions[0]
+        if error is group:
+            raise
+        raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
+
+
+async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:
+    with scope:
+        async with trio.open_nursery() as nursery:
+            for plugin in plugins:
+                nursery.start_soon(wiring.run_receptor, plugin, name=f"receptor {plugin.name}")
