@@ -18,8 +18,9 @@ BAD = [
     b"{not json\n",
     b'{"agent": "nobody", "event": "say", "payload": -1}\n',
     b'{"agent": "a0", "event": "shout", "payload": -1}\n',
-    b'{"agent": "a0", "event": "say", "payload": "' + b"x" * 2000 + b'"}\n',
+    b'{"agent": "a0", "event": "say", "payload": "' + b"x" * 10000 + b'"}\n',
     b'{"agent": "a0", "event": "say", "priority": 9}\n',
+    b'{"agent": "a0", "event": "say", "payload": ' + b"9" * 5000 + b"}\n",
 ]
 
 

@@ -1,7 +1,7 @@
 """End to end: ``python -m engine run`` with the tcp plugin (found through its entry point) in
 one process, a client driving 10**4 events over loopback in another; every valid event's
-output comes back, every malformed line gets a typed error record, nothing valid is lost,
-and SIGINT shuts the engine down cleanly."""
+output comes back, every malformed line gets a typed error record (a 5000-digit integer
+included), nothing valid is lost, and SIGINT shuts the engine down cleanly."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_engine_run_over_tcp_from_another_process(tmp_path: Path) -> None:
         prefix = "a"
         [[plugins]]
         name = "tcp"
-        config = {{ port = 0, port_file = "{port_file}", token = "secret", max_line = 1024 }}
+        config = {{ port = 0, port_file = "{port_file}", token = "secret", max_line = 8192 }}
     """)
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -77,9 +77,10 @@ def test_engine_run_over_tcp_from_another_process(tmp_path: Path) -> None:
             "UnknownEventError": N // 1000,
             "LineTooLong": N // 1000,
             "InvalidPriority": N // 1000,
+            "InvalidNumber": N // 1000,
         }
     finally:
         server.send_signal(signal.SIGINT)
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert f"stopped; {N} processed, 0 failed, {5 * N // 1000} inputs refused" in err
+    assert f"stopped; {N} processed, 0 failed, {6 * N // 1000} inputs refused" in err

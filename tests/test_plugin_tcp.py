@@ -195,7 +195,7 @@ def test_one_factory_in_both_groups_and_one_object_in_both_roles() -> None:
     plugin = make_tcp()
     assert isinstance(plugin, Receptor)
     assert isinstance(plugin, Effector)
-    assert inspect.iscoroutinefunction(plugin.deliver)  # runs in its own task, with backpressure
+    assert not inspect.iscoroutinefunction(plugin.deliver)  # never waits: in the drain loop
     assert isinstance(FakeSink(), EventSink)
 
 
@@ -386,10 +386,10 @@ def test_a_full_mailbox_stops_reading_the_connection_instead_of_buffering() -> N
     run(main)
 
 
-def test_deliver_waits_for_room_in_a_bounded_queue_and_loses_nothing() -> None:
-    plugin = make_tcp(queue=1, send_timeout=10)
+def test_a_client_that_reads_late_loses_nothing_within_its_send_buffer() -> None:
+    plugin = make_tcp(send_buffer=32 << 20, send_timeout=10)
     size = 2 << 20
-    batches = big_batches(8, size)  # 16 MiB: more than socket buffers and the queue can hold
+    batches = big_batches(8, size)  # 16 MiB: more than socket buffers hold
     sink = FakeSink()
 
     async def main() -> None:
@@ -399,20 +399,12 @@ def test_deliver_waits_for_room_in_a_bounded_queue_and_loses_nothing() -> None:
             async with await Client.connect(plugin.port, rcvbuf=4096) as c:
                 await c.send(tick("x"))
                 await until(lambda: bool(sink.sent))  # the server knows this connection
-                done = trio.Event()
-
-                async def deliver_all() -> None:
-                    for batch in batches:
-                        await plugin.deliver(batch)
-                    done.set()
-
-                nursery.start_soon(deliver_all)
-                await trio.sleep(0.5)
-                assert not done.is_set()  # blocked: the client does not read
+                for batch in batches:
+                    plugin.deliver(batch)  # does not wait: the client does not read yet
+                assert plugin.statistics().buffered > 8 * size // 2
                 for i in range(len(batches)):  # every batch, whole and in order
                     assert await c.recv(10) == {"agent": "e", "output": f"{i}:" + "x" * size}
-                with trio.fail_after(5):
-                    await done.wait()
+                await until(lambda: plugin.statistics().buffered == 0)
             assert sink.rejected == []
             nursery.cancel_scope.cancel()
 
@@ -420,7 +412,7 @@ def test_deliver_waits_for_room_in_a_bounded_queue_and_loses_nothing() -> None:
 
 
 def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
-    plugin = make_tcp(queue=1, send_timeout=0.3)
+    plugin = make_tcp(send_buffer=64 << 20, send_timeout=0.3)  # the buffer would take it all
     batches = big_batches(8, 2 << 20)
     sink = FakeSink()
 
@@ -431,11 +423,12 @@ def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
             async with await Client.connect(plugin.port, rcvbuf=4096) as stuck:
                 await stuck.send(tick("x"))
                 await until(lambda: bool(sink.sent))
-                with trio.fail_after(5):  # does not wait for the client forever
-                    for batch in batches:
-                        await plugin.deliver(batch)
+                for batch in batches:
+                    plugin.deliver(batch)
+                await until(lambda: bool(sink.rejected))  # one write has waited 0.3 s
                 (record,) = sink.rejected
                 assert record.error == "SlowConsumer"
+                assert "a write did not complete within 0.3 s" in record.message
                 assert record.context["peer"].startswith("127.")
                 received = 0
                 with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
@@ -446,7 +439,7 @@ def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
                 await fresh.send(tick("y"))
                 await until(lambda: len(sink.sent) == 2)
                 (small,) = big_batches(1, 3)
-                await plugin.deliver(small)
+                plugin.deliver(small)
                 assert await fresh.recv() == {"agent": "e", "output": "0:xxx"}
             nursery.cancel_scope.cancel()
 
@@ -481,7 +474,7 @@ def test_vanished_clients_are_dropped_quietly() -> None:
 
 
 def test_outputs_still_queued_at_shutdown_are_flushed_before_the_connections_close() -> None:
-    plugin = make_tcp()
+    plugin = make_tcp(send_buffer=32 << 20)
     size = 1 << 20
     got: list[Any] = []
 
@@ -619,3 +612,270 @@ def test_python_m_engine_run_serves_tcp_from_an_app_file(tmp_path: Path) -> None
     assert "1 processed" in err
     assert "1 inputs refused" in err
     assert not port_file.exists()
+
+
+# -- hostile input and hostile peers ----------------------------------------------------------
+
+
+def test_a_number_python_cannot_take_gets_an_error_line_and_the_connection_goes_on() -> None:
+    """A 5000-digit integer made ``json.loads`` raise a plain ValueError, and the connection
+    was closed without a word to its client."""
+    plugin = make_tcp()
+    huge = b'{"agent": "l1", "event": "tick", "payload": ' + b"9" * 5000 + b"}"
+
+    async def main() -> None:
+        async with serving(plugin) as (rt, port), await Client.connect(port) as c:
+            await c.send(huge, b'{"agent": "l1", "event": "tick", "payload": NaN}', tick("l1"))
+            errors = await c.recv_n(2)
+            assert [(e["error"], e["line"]) for e in errors] == [
+                ("InvalidNumber", 1),
+                ("InvalidNumber", 2),
+            ]
+            assert "5000 digits" in errors[0]["message"]
+            assert await c.recv() == {"agent": "l1", "output": "go"}  # still served
+            await c.send(huge, tick("l1"))
+            assert (await c.recv())["error"] == "InvalidNumber"
+            assert await c.recv() == {"agent": "l1", "output": "slow"}
+            assert [r.error for r in rt.rejected()] == ["InvalidNumber"] * 3
+            assert rt.receptor_failures() == []
+
+    run(main)
+
+
+async def deliver(plugin: Any, batch: engine.OutputBatch) -> None:
+    result = plugin.deliver(batch)
+    if inspect.isawaitable(result):  # it used to be async and wait for every client
+        await result
+
+
+async def read_all(client: Client, count: int, size: int) -> None:
+    for i in range(count):
+        assert await client.recv(10) == {"agent": "e", "output": f"{i}:" + "x" * size}
+
+
+def test_deliver_never_waits_for_a_client_that_stops_reading() -> None:
+    """With the defaults: a client that does not read cost every other client (and the
+    runtime) ``send_timeout`` seconds for each batch that found its queue full."""
+    plugin = make_tcp()
+    size = 64 << 10
+    batches = big_batches(160, size)  # 10 MiB in 160 batches: more than any kernel buffers
+    sink = FakeSink()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(plugin.run, sink)
+            await plugin.listening.wait()
+            stuck = await Client.connect(plugin.port, rcvbuf=4096)
+            good = await Client.connect(plugin.port)
+            await stuck.send(tick("x"))
+            await good.send(tick("y"))
+            await until(lambda: len(sink.sent) == 2)  # both are clients now
+            async with trio.open_nursery() as readers:
+                readers.start_soon(read_all, good, len(batches), size)
+                with trio.fail_after(2):
+                    for batch in batches:
+                        await deliver(plugin, batch)
+            # under send_buffer (16 MiB by default): waiting for the stuck client, not dropped
+            stats = plugin.statistics()
+            assert stats.connections == 2
+            assert stats.dropped == {}
+            assert 0 < stats.buffered <= 160 * (size + 64)
+            assert sink.rejected == []
+            await stuck.aclose()
+            await good.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main, 30)
+
+
+def test_a_client_past_its_send_buffer_is_dropped_and_counted_and_the_others_go_on() -> None:
+    plugin = make_tcp(send_buffer=1 << 20)
+    size = 64 << 10
+    batches = big_batches(64, size)  # 4 MiB
+    sink = FakeSink()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(plugin.run, sink)
+            await plugin.listening.wait()
+            stuck = await Client.connect(plugin.port, rcvbuf=4096)
+            good = await Client.connect(plugin.port)
+            await stuck.send(tick("x"))
+            await good.send(tick("y"))
+            await until(lambda: len(sink.sent) == 2)
+            for i, batch in enumerate(batches):  # in step with the client that reads
+                plugin.deliver(batch)  # synchronous: never waits
+                assert await good.recv() == {"agent": "e", "output": f"{i}:" + "x" * size}
+            (record,) = sink.rejected
+            assert record.error == "SlowConsumer"
+            assert "more than 1048576 bytes" in record.message
+            assert record.context["peer"].startswith("127.")
+            stats = plugin.statistics()
+            assert (stats.connections, stats.dropped) == (1, {"SlowConsumer": 1})
+            received = 0
+            with trio.fail_after(5), contextlib.suppress(trio.BrokenResourceError):
+                while data := await stuck.stream.receive_some(1 << 20):
+                    received += len(data)  # what was sent before the drop, then the end
+            assert received < len(batches) * size
+            await stuck.aclose()
+            await good.aclose()
+            nursery.cancel_scope.cancel()
+
+    run(main, 30)
+
+
+def test_a_client_that_stops_reading_does_not_slow_the_runtime_down() -> None:
+    """The whole path: receptor, dispatcher, effector. A stuck client and one that reads;
+    every output reaches the reader, the stuck one is dropped once it is too far behind."""
+    plugin = make_tcp(send_buffer=1 << 20)
+    size = 32 << 10
+    count = 200
+
+    async def main() -> None:
+        async with serving(plugin, agents=()) as (rt, port):
+            rt.spawn(ECHO, "e")
+            stuck = await Client.connect(port, rcvbuf=4096)
+            good = await Client.connect(port)
+            await settle()
+            payloads = [
+                {"agent": "e", "event": "say", "payload": f"{i}:" + "x" * size}
+                for i in range(count)
+            ]
+            with trio.fail_after(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(read_all, good, count, size)
+                    await good.send(*payloads)
+            assert [r.error for r in rt.rejected()] == ["SlowConsumer"]
+            assert plugin.statistics().dropped == {"SlowConsumer": 1}
+            assert rt.effector_failures() == []
+            await stuck.aclose()
+            await good.aclose()
+
+    run(main)
+
+
+def test_idle_peers_without_the_token_cannot_take_the_clients_places() -> None:
+    """Connections waiting for their token have places of their own: six silent peers used to
+    take all four connections, and a client with the token was refused."""
+    plugin = make_tcp(token="t", max_connections=4, auth_timeout=30)
+
+    async def main() -> None:
+        async with serving(plugin) as (rt, port):
+            idle = [await Client.connect(port) for _ in range(6)]
+            await settle()
+            async with await Client.connect(port) as good:
+                await good.send({"token": "t"}, tick("l1"))
+                assert await good.recv() == {"agent": "l1", "output": "go"}
+            assert rt.rejected() == []
+            for client in idle:
+                await client.aclose()
+
+    run(main)
+
+
+def test_the_oldest_peer_waiting_for_its_token_makes_room_for_a_new_one() -> None:
+    plugin = make_tcp(token="t", max_connections=1, max_unauthenticated=2, auth_timeout=30)
+
+    async def main() -> None:
+        async with serving(plugin) as (rt, port):
+            idle = []
+            for _ in range(5):  # each one past the second closes the oldest waiting one
+                idle.append(await Client.connect(port))
+                await settle()
+            for client in idle[:3]:
+                evicted = await client.recv()
+                assert evicted["error"] == "TooManyConnections"
+                assert "waiting to send their token" in evicted["message"]
+                assert await client.recv() is None
+            stats = plugin.statistics()
+            assert (stats.connections, stats.unauthenticated) == (0, 2)
+            async with await Client.connect(port) as good:  # closes idle[3]
+                await good.send({"token": "t"}, tick("l1"))
+                assert await good.recv() == {"agent": "l1", "output": "go"}
+                assert (await idle[3].recv())["error"] == "TooManyConnections"
+                async with await Client.connect(port) as late:  # idle[4] and late wait
+                    await late.send({"token": "t"})  # the right token, but no place for it
+                    refused = await late.recv()
+                    assert refused["error"] == "TooManyConnections"
+                    assert "already has 1 clients" in refused["message"]
+                    assert await late.recv() is None
+                stats = plugin.statistics()
+                assert (stats.connections, stats.unauthenticated) == (1, 1)  # good, idle[4]
+                assert stats.accepted == 7
+                assert stats.dropped == {"TooManyConnections": 5}
+            assert [r.error for r in rt.rejected()] == ["TooManyConnections"] * 5
+            for client in idle:
+                await client.aclose()
+
+    run(main)
+
+
+def test_a_client_that_sends_nothing_for_idle_timeout_is_closed_and_its_place_freed() -> None:
+    plugin = make_tcp(max_connections=2, idle_timeout=0.3)
+
+    async def keep_alive(client: Client, until_: trio.Event) -> None:
+        while not until_.is_set():
+            await client.stream.send_all(b"\n")  # an empty line is a keep-alive
+            await trio.sleep(0.05)
+
+    async def main() -> None:
+        async with serving(plugin) as (rt, port), trio.open_nursery() as nursery:
+            alive, idle = await Client.connect(port), await Client.connect(port)
+            await settle()
+            async with await Client.connect(port) as third:  # both places are taken
+                assert (await third.recv())["error"] == "TooManyConnections"
+            stop = trio.Event()
+            nursery.start_soon(keep_alive, alive, stop)
+            closed = await idle.recv()
+            assert closed["error"] == "IdleTimeout"
+            assert "nothing received for 0.3 s" in closed["message"]
+            assert await idle.recv() is None
+            async with await Client.connect(port) as fourth:  # the idle one's place
+                await fourth.send(tick("l1"))
+                assert await fourth.recv() == {"agent": "l1", "output": "go"}
+            await trio.sleep(0.4)  # longer than idle_timeout: kept by its empty lines
+            stop.set()
+            await alive.send(tick("l1"))
+            assert await alive.recv() == {"agent": "l1", "output": "go"}  # it saw fourth's
+            assert await alive.recv() == {"agent": "l1", "output": "slow"}
+            assert [r.error for r in rt.rejected()] == ["TooManyConnections", "IdleTimeout"]
+            assert plugin.statistics().dropped == {"TooManyConnections": 1, "IdleTimeout": 1}
+            await alive.aclose()
+            await idle.aclose()
+
+    run(main)
+
+
+def test_a_flood_of_connections_past_the_limit_is_refused_and_counted() -> None:
+    plugin = make_tcp(max_connections=1)
+
+    async def main() -> None:
+        async with serving(plugin) as (rt, port), await Client.connect(port) as good:
+            await settle()
+            flood = [await Client.connect(port) for _ in range(40)]
+            for client in flood:  # told why, or (past 16 at once) closed without a word
+                first = await client.recv()
+                assert first is None or first["error"] == "TooManyConnections"
+                await client.aclose()
+            await good.send(tick("l1"))
+            assert await good.recv() == {"agent": "l1", "output": "go"}
+            assert plugin.statistics().dropped == {"TooManyConnections": 40}
+            assert len(rt.rejected()) == 40
+
+    run(main)
+
+
+def test_config_limits_are_validated_all_at_once() -> None:
+    with pytest.raises(engine.ConfigError) as info:
+        make_tcp(max_unauthenticated=0, idle_timeout=0, send_buffer=0, send_timeout=-1, max_line=0)
+    message = str(info.value)
+    for field in ("max_unauthenticated", "idle_timeout", "send_buffer", "send_timeout"):
+        assert field in message
+    assert make_tcp(idle_timeout=None).config.idle_timeout is None
+    assert make_tcp(idle_timeout=float("inf")).config.idle_timeout == float("inf")  # TOML: inf
+    defaults = make_tcp().config
+    assert (defaults.max_unauthenticated, defaults.idle_timeout, defaults.send_buffer) == (
+        8,
+        300.0,
+        16 << 20,
+    )
