@@ -261,6 +261,8 @@ def test_token_is_required_first_and_unauthenticated_clients_get_nothing() -> No
                 assert await idle.recv() is None
             errors = [r.error for r in rt.rejected()]
             assert errors == ["Unauthorized"] * 3
+            stats = plugin.statistics()
+            assert (stats.accepted, stats.dropped) == (4, {"Unauthorized": 3})
             assert all(r.raw is None and "guess" not in r.message for r in rt.rejected())
 
     run(main)
