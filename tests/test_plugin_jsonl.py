@@ -541,14 +541,16 @@ def test_a_restarted_reader_goes_on_where_it_stopped_under_the_runtime(tmp_path:
     assert lost.raw == '{"agent": "a", "event": "tick", "payload": 3}'
 
 
-def test_a_restarted_reader_keeps_its_place_in_a_file_across_chunks(tmp_path: Path) -> None:
+def test_a_restarted_reader_keeps_its_place_in_a_file_across_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fails in several places (one in the middle of a read chunk, one across a partial line
     and one on the last line): every line is handled once, in order, and the line numbers go
     on."""
     path = tmp_path / "in.jsonl"
     path.write_bytes(ticks(*range(200)) + b'{"agent": "a", "event": "tick", "payload": 200}')
     r = reader(path=str(path), max_line=100)
-    r_chunk = sys.modules[type(r).__module__]
+    monkeypatch.setattr(sys.modules[type(r).__module__], "CHUNK", 1000)  # lines cut by reads
     sink = ListSink(17, 150, 200)
 
     async def main() -> None:
@@ -557,12 +559,7 @@ def test_a_restarted_reader_keeps_its_place_in_a_file_across_chunks(tmp_path: Pa
                 await r.run(sink)
         await r.run(sink)
 
-    original = r_chunk.CHUNK
-    r_chunk.CHUNK = 1000  # several reads, lines cut between them
-    try:
-        trio.run(main)
-    finally:
-        r_chunk.CHUNK = original
+    trio.run(main)
     assert sink.sent == [p for p in range(200) if p not in (17, 150)]
     assert [(e.error, e.context["line"]) for e in sink.rejected] == [
         ("Interrupted", 18),
