@@ -32,6 +32,7 @@ cdef extern from "bigmem.h" nogil:
     void prefetch_w(const void* p)
 
 import mmap
+import time
 from collections import deque
 
 import numpy as np
@@ -47,7 +48,7 @@ from engine.core._actions import (
     Timer,
     Work,
 )
-from engine.hotpath._batch import batch_arrays
+from engine.hotpath._batch import batch_arrays, restore_ids
 from engine.core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
@@ -58,9 +59,11 @@ from engine.core._exceptions import (
     InvalidTransitionError,
     MailboxFullError,
     RuntimeBusyError,
+    RuntimeNotRunningError,
     UnknownEventError,
 )
 from engine.core._machine import Machine
+from engine.core._validate import brief
 from engine.hotpath._metrics import METRICS_DTYPE, LatencyRing
 from engine.core._types import (
     AgentStatus,
@@ -90,6 +93,7 @@ cdef tuple _PRIORITIES = tuple(Priority)
 cdef object _STATUS_IDLE = AgentStatus.IDLE
 cdef object _STATUS_PROCESSING = AgentStatus.PROCESSING
 cdef object _STATUS_ERROR = AgentStatus.ERROR
+cdef object _STATUS_PAUSED = AgentStatus.PAUSED
 cdef object _STATUS_STOPPED = AgentStatus.STOPPED
 cdef object _HANDLER_FAILED = DeadLetterReason.HANDLER_FAILED
 cdef object _INVALID = DeadLetterReason.INVALID_TRANSITION

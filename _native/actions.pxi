@@ -11,6 +11,7 @@ cdef class _Prep:
     cdef object send1    # the first Send (most steps send at most one: no list to allocate)
     cdef list sends      # further Sends, or None
     cdef list runtime    # [(action, event code)] or None
+    cdef bint work       # a Work action among them
 
 
 cdef _Prep _prepare(MachTab* mt, object actions):
@@ -44,6 +45,7 @@ cdef _Prep _prepare(MachTab* mt, object actions):
             out.runtime.append((action, machine.event_code(action.event)))
         elif kind is CancelTimer or kind is Work:
             if kind is Work:
+                out.work = True
                 for name in (action.done, action.failed):
                     if name is not None:
                         machine.event_code(name)

@@ -102,7 +102,12 @@ cdef struct MachTab:
 cdef struct IdTable:
     # Open addressing over int32 cells holding agent slots (-1 empty, -2 deleted); the key of
     # a cell is Dispatcher._ids[slot], so a table cell costs 4 bytes and no Python object.
+    # The low 32 bits of each id's hash are kept per slot (4 bytes an agent): growing the
+    # table never calls an id's __hash__ (which could raise, or have changed), and a probe
+    # compares hashes before calling __eq__.
     int32_t* cells
     size_t mask
     Py_ssize_t used       # live + deleted cells
     Py_ssize_t live
+    uint32_t* hashes      # per slot: the id's hash, as probed
+    size_t hcap           # slots the hashes array holds

@@ -14,7 +14,17 @@ cdef enum:
     F_STOPPED = 128
     F_FRONT = 256       # has a front queue: self._front[slot]
     F_POSTPONED = 512   # has postponed messages: self._postponed[slot]
-    F_HOLD = 64 | 128   # paused or stopped: not stepped
+    F_BACKOFF = 1024    # waiting out a restart backoff (supervision): not stepped
+    F_HOLD = 64 | 128 | 1024   # paused, stopped or in backoff: not stepped
+    F_STATUS_HELD = 8 | 64 | 128 | 256  # status shown is ERROR, PAUSED or STOPPED, or a front
+                        # queue keeps it PROCESSING: mail arriving or leaving changes nothing
+
+
+cdef inline double _monotonic() noexcept nogil:
+    """``time.monotonic()`` without the Python call (the same clock on Linux)."""
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -88,6 +98,13 @@ cdef class Dispatcher:
     cdef public Py_ssize_t dead_letter_count
     cdef public list retired
     cdef public double now
+    cdef object _clock        # the runtime's clock, read when a status changes outside a run
+    cdef bint _mono           # the clock is time.monotonic: read it in C
+    cdef bint _now_fresh      # self.now was read for this call (send_many_slots)
+    cdef public bint work_enabled  # a host runs Work actions (open_runtime); else they fail
+    cdef list _out_retired    # (output count, slot, agent id) for agents terminated while
+                              # their outputs wait in the buffer
+    cdef list _mt_retired     # machine tables replaced by a larger copy (see register)
     cdef public object on_wake
     cdef public object on_request
     cdef public object on_actions
@@ -104,7 +121,6 @@ cdef class Dispatcher:
     cdef list _machines
     cdef list _keep
     cdef list _values
-    cdef dict _value_codes
     cdef MachTab* _mt
     cdef int32_t _n_mach
     cdef int32_t _mt_cap
@@ -173,7 +189,8 @@ cdef class Dispatcher:
         self._machines = []
         self._keep = []
         self._values = []
-        self._value_codes = {}
+        self._out_retired = []
+        self._mt_retired = []
         self._ids = []
         self._data = []
         self._extras = []
@@ -201,10 +218,31 @@ cdef class Dispatcher:
         big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
         big_free(self._pool.free, self._pool.cap * sizeof(int32_t))
         big_free(self._tab.cells, (self._tab.mask + 1) * sizeof(int32_t))
+        big_free(self._tab.hashes, self._tab.hcap * sizeof(uint32_t))
         big_free(self._ready, self._slot_cap * sizeof(int32_t))
         big_free(self._oslot, self._ocap * sizeof(int32_t))
         big_free(self._ocode, self._ocap * sizeof(int32_t))
         free(self._mt)
+        for old in self._mt_retired:
+            free(<void*><size_t>old)
+
+    @property
+    def clock(self):
+        """The clock (seconds) read when a status changes outside a run; None: ``now`` only."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock):
+        self._clock = clock
+        self._mono = clock is time.monotonic
+
+    cdef double _status_time(self):
+        """The time to stamp on a status change: ``now`` inside a run (fresh to one batch)
+        or a send_many call, else a clock reading (a send may come after a long idle)."""
+        if self._running or self._now_fresh or self._clock is None:
+            return self.now
+        self.now = _monotonic() if self._mono else float(self._clock())
+        return self.now
 
     @property
     def on_record(self):
@@ -236,15 +274,23 @@ cdef class Dispatcher:
             return idx
         if not isinstance(machine, Machine):
             raise TypeError(f"expected an engine.Machine, got {type(machine)!r}")
-        codes = [self._intern(v) for v in machine.outputs]
-        out = np.array([codes[c] if c >= 0 else -1 for c in machine.output_table.tolist()],
+        # each machine's outputs get codes of their own: values equal across types (True, 1,
+        # 1.0) or across machines stay distinct objects
+        base = len(self._values)
+        out = np.array([base + c if c >= 0 else -1 for c in machine.output_table.tolist()],
                        dtype=np.int32)
         if self._n_mach == 0xFFFF:  # Agent.mach is 16 bits
             raise InvalidArgumentError("a runtime holds at most 65535 machines")
         if self._n_mach == self._mt_cap:
-            mt = <MachTab*>realloc(self._mt, (self._mt_cap * 2 + 4) * sizeof(MachTab))
+            # A handler or instrument may register a machine in the middle of a step whose
+            # frame holds a MachTab pointer: the old table is copied, never freed before the
+            # dispatcher (entries never change once written, so a stale copy stays right).
+            mt = <MachTab*>malloc((self._mt_cap * 2 + 4) * sizeof(MachTab))
             if mt == NULL:
                 raise MemoryError()
+            if self._mt != NULL:
+                memcpy(mt, self._mt, self._n_mach * sizeof(MachTab))
+                self._mt_retired.append(<size_t>self._mt)
             self._mt = mt
             self._mt_cap = self._mt_cap * 2 + 4
         cdef const int32_t[::1] nxt = machine.next_table
@@ -262,6 +308,7 @@ cdef class Dispatcher:
         mt.event_index = <PyObject*>machine.event_index
         mt.events = <PyObject*>machine.events
         mt.states = <PyObject*>machine.states
+        self._values.extend(machine.outputs)
         self._machines.append(machine)
         self._keep.append((out, machine.next_table, machine.handler_table, machine.handlers,
                            machine.event_index, machine.events, machine.states))
@@ -270,16 +317,10 @@ cdef class Dispatcher:
         self._n_mach += 1
         return idx
 
-    def _intern(self, value):
-        code = self._value_codes.get(value)
-        if code is None:
-            code = self._value_codes[value] = len(self._values)
-            self._values.append(value)
-        return code
-
     @property
     def output_values(self):
-        """Interned machine outputs, indexed by non-negative output codes."""
+        """Machine outputs, indexed by non-negative output codes (each machine's own, in
+        registration order; equal values of different machines or types stay apart)."""
         return self._values
 
     # -- agents --------------------------------------------------------------------------
@@ -344,11 +385,21 @@ cdef class Dispatcher:
             policy = OverflowPolicy(policy)
         except ValueError:
             raise InvalidArgumentError(f"unknown overflow policy {policy!r}") from None
+        cdef uint32_t h
+        if agent_id is None:
+            raise InvalidArgumentError(
+                "None is not an agent id (subscribe(None) and statistics() mean every agent)")
         try:
-            hash(agent_id)
-        except TypeError:
-            raise InvalidArgumentError(f"agent id {agent_id!r} is not hashable") from None
-        if idt_lookup(&self._tab, self._ids, agent_id) >= 0:
+            h = idt_hash(agent_id)
+        except Exception as exc:
+            raise InvalidArgumentError(f"agent id {brief(agent_id)} is not hashable: {exc!r}"
+                                       ) from exc
+        try:
+            found = idt_find(&self._tab, self._ids, agent_id, h)
+        except Exception as exc:
+            raise InvalidArgumentError(f"agent id {brief(agent_id)} cannot be compared: {exc!r}"
+                                       ) from exc
+        if found >= 0:
             raise AgentExistsError(agent_id)
         if self._free_slot >= 0:
             slot = self._free_slot
@@ -377,7 +428,7 @@ cdef class Dispatcher:
             self._dropped[slot] = 0
         self._ag[slot].flags = F_LIVE | (
             (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
-        idt_insert(&self._tab, self._ids, agent_id, slot)
+        idt_insert(&self._tab, h, slot)
         return _make_ref(self, slot)
 
     def terminate(self, agent_id):
@@ -388,8 +439,15 @@ cdef class Dispatcher:
         """
         cdef int32_t slot = self._slot_of(agent_id)
         cdef Agent* ag
+        cdef uint16_t queued = self._ag[slot].flags & F_QUEUED
+        agent_id = self._ids[slot]  # the stored id (the argument only compares equal)
+        # unreachable first: the dead letters below run instruments, which may send to it
+        idt_remove(&self._tab, slot)
+        self._cold[slot].gen += 1
+        self._ag[slot].flags = (self._ag[slot].flags & (F_FRONT | F_POSTPONED)) | F_DEAD
+        if self._olen:  # its outputs still in the buffer keep its id
+            self._out_retired.append((self._olen, slot, agent_id))
         n = self._evict(slot, _TERMINATED)
-        idt_remove(&self._tab, self._ids, agent_id)
         ag = &self._ag[slot]
         self.retired[0] += ag.processed
         self.retired[1] += self._cold[slot].failed
@@ -397,12 +455,11 @@ cdef class Dispatcher:
         if self._dropped != NULL:
             self.retired[2] += self._dropped[slot]
             self._dropped[slot] = 0
-        self._cold[slot].gen += 1
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
         self._ids[slot] = None
         self._data[slot] = None
-        if self._ag[slot].flags & F_QUEUED:
+        if queued:  # on the ready queue: released when run() pops it
             self._ag[slot].flags = F_DEAD | F_QUEUED
         else:
             self._release(slot)
@@ -416,7 +473,7 @@ cdef class Dispatcher:
         cdef int lane
         cdef list evicted = list(self._front.pop(slot, ()))
         agent_id = self._ids[slot]
-        while self._ag[slot].box >= 0:
+        while self._ag[slot].box >= 0:  # (nothing can be queued meanwhile: no Python runs)
             box = &self._pool.boxes[self._ag[slot].box]
             lane = top_lane(box)
             m = lane_pop(box, &self._chunks, lane)
@@ -448,7 +505,7 @@ cdef class Dispatcher:
     def __contains__(self, agent_id):
         try:
             return idt_lookup(&self._tab, self._ids, agent_id) >= 0
-        except TypeError:
+        except Exception:
             return False
 
     def agent_at(self, int32_t slot):
@@ -480,27 +537,38 @@ cdef class Dispatcher:
     # -- lifecycle controls (used by the runtime: pause/resume, supervision) -------------
 
     def pause(self, agent_id):
-        """Stop stepping an agent; it keeps receiving mail."""
-        self._ag[self._slot_of(agent_id)].flags |= F_PAUSED
+        """Stop stepping an agent (status PAUSED); it keeps receiving mail."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        cdef uint16_t f = self._ag[slot].flags
+        if not (f & (F_PAUSED | F_ERROR | F_STOPPED)):  # the status shown changes
+            self._ag[slot].since = self._status_time()
+        self._ag[slot].flags = f | F_PAUSED
 
     def resume(self, agent_id):
-        """Step a paused agent again."""
+        """Step a paused agent again (an agent in a restart backoff still waits it out)."""
         cdef int32_t slot = self._slot_of(agent_id)
-        self._ag[slot].flags &= ~F_PAUSED
+        cdef uint16_t f = self._ag[slot].flags
+        if f & F_PAUSED and not (f & (F_ERROR | F_STOPPED)):
+            self._ag[slot].since = self._status_time()
+        self._ag[slot].flags = f & ~F_PAUSED
         self._wake(slot)
 
     def paused(self, agent_id):
-        """True while the agent is paused."""
+        """True while the agent is paused (by ``pause``; a restart backoff is not a pause)."""
         return (self._ag[self._slot_of(agent_id)].flags & F_PAUSED) != 0
+
+    def backoff(self, agent_id):
+        """Hold an agent until ``restart`` (supervision's backoff); ``pause``/``resume``
+        during it are kept apart from it."""
+        self._ag[self._slot_of(agent_id)].flags |= F_BACKOFF
 
     def stop(self, agent_id):
         """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
         (sends raise ``AgentStoppedError``); it stays registered until terminated."""
         cdef int32_t slot = self._slot_of(agent_id)
-        n = self._evict(slot, _STOPPED_REASON)
-        self._ag[slot].flags = (self._ag[slot].flags | F_STOPPED) & ~F_ERROR
-        self._ag[slot].since = self.now
-        return n
+        self._ag[slot].flags = (self._ag[slot].flags | F_STOPPED) & ~(F_ERROR | F_BACKOFF)
+        self._ag[slot].since = self._status_time()
+        return self._evict(slot, _STOPPED_REASON)
 
     def restart(self, agent_id, state=None):
         """Put an agent back in ``state`` (default: initial), clearing ERROR; its mail stays
@@ -513,8 +581,8 @@ cdef class Dispatcher:
         self._ag[slot].epoch += 1
         if self.metrics_enabled:
             self._mx[slot].restarts += 1
-        self._ag[slot].flags &= ~F_ERROR
-        self._ag[slot].since = self.now
+        self._ag[slot].flags &= ~(F_ERROR | F_BACKOFF)
+        self._ag[slot].since = self._status_time()
         self._replay(slot, None, True)
         self._wake(slot)
 
@@ -588,6 +656,17 @@ cdef class Dispatcher:
                                              "reject")
                             break
                     raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
+        self._status_time()  # one clock reading stamps every agent this batch wakes
+        self._now_fresh = True
+        try:
+            self._enqueue_many(s_mv, e_mv, p_mv, pl)
+        finally:
+            self._now_fresh = False
+
+    cdef int _enqueue_many(self, const int32_t[::1] s_mv, const int32_t[::1] e_mv,
+                           const int32_t[::1] p_mv, list pl) except -1:
+        cdef Py_ssize_t i, n = s_mv.shape[0]
+        cdef int32_t slot
         for i in range(n):
             if i + AHEAD < n:  # overlap the cache misses of random agents (again: a long
                 self._prefetch_agent(s_mv[i + AHEAD])  # batch evicts what validation loaded)
@@ -601,6 +680,7 @@ cdef class Dispatcher:
             if self._chunks.nfree > 4:
                 prefetch_w(&self._chunks.chunks[self._chunks.free[self._chunks.nfree - 4]])
             self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
+        return 0
 
     cdef inline void _prefetch_agent(self, int32_t slot) noexcept:
         """Start loading the hot record of ``slot`` (32 bytes: one cache line)."""
@@ -610,8 +690,8 @@ cdef class Dispatcher:
         cdef int32_t slot
         try:
             slot = idt_lookup(&self._tab, self._ids, agent_id)
-        except TypeError:
-            slot = -1
+        except Exception as exc:  # unhashable, or a hostile __hash__/__eq__
+            raise AgentNotFoundError(agent_id) from exc
         if slot < 0:
             raise AgentNotFoundError(agent_id)
         return slot
@@ -625,11 +705,11 @@ cdef class Dispatcher:
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef PyObject* code
         cdef Py_ssize_t v
-        if type(event) is str:
+        if isinstance(event, str):  # a name (a StrEnum member too)
             code = PyDict_GetItem(<object>mt.event_index, event)
             if code != NULL:
                 return <int32_t>PyLong_AsLong(<object>code)
-        elif PyIndex_Check(event):  # ints, IntEnums, numpy integers
+        elif PyIndex_Check(event) and not isinstance(event, bool):  # ints, IntEnums, numpy ints
             v = PyNumber_AsSsize_t(event, NULL)  # clamps instead of raising on overflow
             if 0 <= v < mt.n_events:
                 return <int32_t>v
@@ -640,20 +720,27 @@ cdef class Dispatcher:
         cdef Agent* ag = &self._ag[slot]
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
+        cdef uint32_t gen
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
+            agent_id = self._ids[slot]
+            cap = self._cold[slot].cap
             if self._ag[slot].flags & F_REJECT:
                 self._overflowed(slot, ev, payload, "reject")
-                raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
+                raise MailboxFullError(agent_id, cap)
+            gen = self._cold[slot].gen
             if self._drop_for(slot, ev, payload, lane, request):
                 return 0  # the newcomer itself was dropped
+            if self._cold[slot].gen != gen or self._ag[slot].flags & F_STOPPED:
+                # an on_overflow instrument terminated or stopped it: nothing is queued
+                raise AgentStoppedError(agent_id, "was terminated or stopped while sending")
             ag = &self._ag[slot]
             b = ag.box
         if b < 0:
             b = box_alloc(&self._pool)
             ag.box = b
-            if not (self._ag[slot].flags & (F_FRONT | F_ERROR | F_STOPPED)):
-                ag.since = self.now  # IDLE -> PROCESSING
+            if not (self._ag[slot].flags & F_STATUS_HELD):
+                ag.since = self._status_time()  # IDLE -> PROCESSING
         if payload is not None:
             ref = <PyObject*>payload
             Py_INCREF(payload)
@@ -800,7 +887,7 @@ cdef class Dispatcher:
                         self._rlen += 1
                     else:
                         self._ag[slot].flags = f & ~F_QUEUED
-                        if self._ag[slot].box < 0 and not (f & (F_FRONT | F_ERROR | F_STOPPED)):
+                        if self._ag[slot].box < 0 and not (f & F_STATUS_HELD):
                             self._ag[slot].since = self.now  # PROCESSING -> IDLE
                 if self._olen >= self._out_limit:
                     self._flush()
@@ -913,9 +1000,18 @@ cdef class Dispatcher:
         cdef int32_t h = mt.handler[cell]
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code = mt.out[cell]
+        cdef uint32_t gen = self._cold[slot].gen
         agent_id = self._ids[slot]
         if self._on_step is not None:
             self._on_step(agent_id, (<tuple>mt.states)[s], (<tuple>mt.events)[ev])
+            if self._cold[slot].gen != gen or self._ag[slot].flags & F_STOPPED:
+                # a before_step instrument terminated or stopped it: the message is not lost
+                self._dead_letter(agent_id, mt, ev, payload, lane,
+                                  _STOPPED_REASON if self._cold[slot].gen == gen
+                                  else _TERMINATED, None, None)
+                if request:
+                    self._answer(request, False, AgentStoppedError(agent_id, "was stopped"))
+                return 0
         if h >= 0:
             return self._step_handler(slot, agent_id, ev, payload, lane, request, cell, h)
         if nxt < 0:
@@ -963,6 +1059,9 @@ cdef class Dispatcher:
                     prepared = _prepare(mt, (<object>result).actions)
                     if prepared.runtime is not None and self.on_actions is None:
                         raise TypeError("timer and work actions need a Runtime")
+                    if prepared.work and not self.work_enabled:
+                        raise RuntimeNotRunningError(
+                            "Work actions need the runtime to run under open_runtime")
         except Exception as exc:
             err = HandlerError(agent_id, (<tuple>mt.states)[s], event.name, exc)
             return self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, err)
@@ -979,6 +1078,7 @@ cdef class Dispatcher:
         answer to a request, records, sends and runtime actions (which may re-enter)."""
         cdef Agent* ag = &self._ag[slot]
         cdef bint postpone = prepared is not None and prepared.postpone
+        cdef uint32_t gen = self._cold[slot].gen
         cdef list postponed
         if postpone:
             postponed = self._postponed.get(slot)
@@ -1026,8 +1126,9 @@ cdef class Dispatcher:
                 if prepared.sends is not None:
                     for send in prepared.sends:
                         self._deliver(send)
-            if prepared.runtime is not None and self._ids[slot] is agent_id:
-                self.on_actions(agent_id, slot, self._cold[slot].gen, prepared.runtime)
+            # instruments and sends above may have terminated it: then its timers die with it
+            if prepared.runtime is not None and self._cold[slot].gen == gen:
+                self.on_actions(agent_id, slot, gen, prepared.runtime)
         return 0
 
     cdef int _replay(self, int32_t slot, list inserted, bint replay) except -1:
@@ -1042,8 +1143,8 @@ cdef class Dispatcher:
         if self._ag[slot].flags & F_FRONT:
             (<object>self._front[slot]).extendleft(reversed(items))
         else:
-            if self._ag[slot].box < 0 and not (self._ag[slot].flags & (F_ERROR | F_STOPPED)):
-                self._ag[slot].since = self.now
+            if self._ag[slot].box < 0 and not (self._ag[slot].flags & F_STATUS_HELD):
+                self._ag[slot].since = self._status_time()
             self._front[slot] = deque(items)
             self._ag[slot].flags |= F_FRONT
         return 0
@@ -1086,18 +1187,22 @@ cdef class Dispatcher:
         """Record a failed message: count it, flag ERROR (if still alive), dead-letter it,
         fail its request, and tell supervision."""
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
-        cdef bint alive = self._ids[slot] is agent_id
-        self._cold[slot].failed += 1
+        cdef uint32_t gen = self._cold[slot].gen
+        cdef bint alive = self._ids[slot] is agent_id and self._ag[slot].flags & F_LIVE
         if alive:
+            self._cold[slot].failed += 1
             self._last_error[slot] = error
-        if alive and not (self._ag[slot].flags & F_ERROR):
-            self._ag[slot].flags |= F_ERROR
-            self._ag[slot].since = self.now
+            if not (self._ag[slot].flags & F_ERROR):
+                self._ag[slot].flags |= F_ERROR
+                self._ag[slot].since = self.now
+        else:  # terminated during its own step: counted with the retired agents
+            self.retired[1] += 1
         self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
                           (<tuple>mt.states)[state])
         if request:
             self._answer(request, False, error)
-        if alive and self.on_failure is not None:
+        # a dead-letter instrument may have terminated it meanwhile
+        if alive and self._cold[slot].gen == gen and self.on_failure is not None:
             self.on_failure(agent_id, slot, error)
         return 0
 
@@ -1121,6 +1226,9 @@ cdef class Dispatcher:
         memcpy(&s_mv[0], self._oslot, n * sizeof(int32_t))
         memcpy(&c_mv[0], self._ocode, n * sizeof(int32_t))
         ids = [self._ids[self._oslot[i]] for i in range(n)]
+        if self._out_retired:
+            restore_ids(ids, slots, self._out_retired)
+            self._out_retired = []
         batch = OutputBatch(ids, slots, codes, self._values, self._extras)
         self._olen = 0
         self._extras = []
@@ -1192,6 +1300,8 @@ cdef class Dispatcher:
             return _STATUS_STOPPED
         if f & F_ERROR:
             return _STATUS_ERROR
+        if f & F_PAUSED:
+            return _STATUS_PAUSED
         return _STATUS_PROCESSING if self._ag[slot].box >= 0 or f & F_FRONT else _STATUS_IDLE
 
     def status_since(self, agent_id):
@@ -1326,3 +1436,4 @@ cdef class Dispatcher:
         cdef int32_t slot = self._slot_of(agent_id)
         cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
         return [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._postponed.get(slot, ())]
+

@@ -146,7 +146,7 @@ cdef inline AgentRef _make_ref(Dispatcher d, int32_t slot):
 cdef inline int _lane(object priority) except -1:
     """A priority as a lane: anything integral (Priority, int, numpy integer) in 0..3."""
     cdef Py_ssize_t v = -1
-    if PyIndex_Check(priority):
+    if PyIndex_Check(priority) and not isinstance(priority, bool):
         v = PyNumber_AsSsize_t(priority, NULL)  # clamps instead of raising on overflow
     if 0 <= v <= 3:
         return <int>v

@@ -1,4 +1,5 @@
-# Agent id -> slot: open addressing with CPython's perturbed probing over int32 cells.
+# Agent id -> slot: open addressing with CPython's perturbed probing over int32 cells, on the
+# low 32 bits of the id's hash (stored per slot, so growth re-places cells without Python).
 
 cdef enum:
     CELL_EMPTY = -1
@@ -18,28 +19,50 @@ cdef int idt_init(IdTable* t, size_t cap) except -1:
     return 0
 
 
-cdef inline int32_t idt_lookup(IdTable* t, list ids, object key) except -2:
-    """Slot of ``key``, or -1; hashing or comparing may raise."""
-    cdef Py_hash_t h = hash(key)
-    cdef size_t perturb = <size_t>h
-    cdef size_t i = <size_t>h & t.mask
+cdef int idt_reserve(IdTable* t, size_t slots) except -1:
+    """Make room for the hashes of ``slots`` slots."""
+    cdef size_t cap
+    if slots <= t.hcap:
+        return 0
+    cap = t.hcap * 2 if t.hcap else 64
+    while cap < slots:
+        cap *= 2
+    _grow(<void**>&t.hashes, t.hcap, cap, sizeof(uint32_t))
+    t.hcap = cap
+    return 0
+
+
+cdef inline uint32_t idt_hash(object key) except? 0xFFFFFFFF:
+    """The probe hash of ``key`` (the low 32 bits of ``hash(key)``, which may raise)."""
+    return <uint32_t><size_t>hash(key)
+
+
+cdef inline int32_t idt_find(IdTable* t, list ids, object key, uint32_t h) except -2:
+    """Slot of ``key`` whose probe hash is ``h``, or -1; comparing may raise."""
+    cdef size_t perturb = h
+    cdef size_t i = h & t.mask
     cdef int32_t c
-    cdef PyObject* k
+    cdef object k
     while True:
         c = t.cells[i]
         if c == CELL_EMPTY:
             return -1
-        if c >= 0:
-            k = PyList_GET_ITEM(ids, c)
-            if k == <PyObject*>key or PyObject_RichCompareBool(<object>k, key, Py_EQ):
+        if c >= 0 and t.hashes[c] == h:
+            k = <object>PyList_GET_ITEM(ids, c)  # a new reference: __eq__ may drop the list's
+            if k is key or PyObject_RichCompareBool(k, key, Py_EQ):
                 return c
         perturb >>= 5
         i = (i * 5 + perturb + 1) & t.mask
 
 
-cdef int _idt_place(IdTable* t, Py_hash_t h, int32_t slot) noexcept:
-    cdef size_t perturb = <size_t>h
-    cdef size_t i = <size_t>h & t.mask
+cdef inline int32_t idt_lookup(IdTable* t, list ids, object key) except -2:
+    """Slot of ``key``, or -1; hashing or comparing may raise."""
+    return idt_find(t, ids, key, idt_hash(key))
+
+
+cdef int _idt_place(IdTable* t, uint32_t h, int32_t slot) noexcept:
+    cdef size_t perturb = h
+    cdef size_t i = h & t.mask
     while t.cells[i] >= 0:
         perturb >>= 5
         i = (i * 5 + perturb + 1) & t.mask
@@ -50,12 +73,13 @@ cdef int _idt_place(IdTable* t, Py_hash_t h, int32_t slot) noexcept:
     return 0
 
 
-cdef int idt_insert(IdTable* t, list ids, object key, int32_t slot) except -1:
-    """Add ``key`` (known to be absent, ``ids[slot]`` already set) -> ``slot``."""
-    cdef Py_hash_t h = hash(key)
-    cdef size_t cap, n
+cdef int idt_insert(IdTable* t, uint32_t h, int32_t slot) except -1:
+    """Add ``slot`` (its id absent from the table, its probe hash ``h``); no Python runs, so
+    growth cannot fail halfway."""
+    cdef size_t cap
     cdef int32_t* old
     cdef size_t old_cap, i
+    idt_reserve(t, <size_t>slot + 1)
     if (t.used + 1) * 3 > <Py_ssize_t>(t.mask + 1) * 2:
         cap = 8
         while <Py_ssize_t>cap < (t.live + 1) * 2:
@@ -69,26 +93,26 @@ cdef int idt_insert(IdTable* t, list ids, object key, int32_t slot) except -1:
             raise
         for i in range(old_cap):
             if old[i] >= 0:
-                _idt_place(t, hash(<object>PyList_GET_ITEM(ids, old[i])), old[i])
+                _idt_place(t, t.hashes[old[i]], old[i])
         big_free(old, old_cap * sizeof(int32_t))
+    t.hashes[slot] = h
     _idt_place(t, h, slot)
     return 0
 
 
-cdef int idt_remove(IdTable* t, list ids, object key) except -1:
-    """Remove ``key`` (known to be present)."""
-    cdef Py_hash_t h = hash(key)
-    cdef size_t perturb = <size_t>h
-    cdef size_t i = <size_t>h & t.mask
+cdef int idt_remove(IdTable* t, int32_t slot) noexcept:
+    """Remove ``slot`` (known to be present), found by its stored hash: no Python runs."""
+    cdef uint32_t h = t.hashes[slot]
+    cdef size_t perturb = h
+    cdef size_t i = h & t.mask
     cdef int32_t c
     while True:
         c = t.cells[i]
-        if c >= 0 and (PyList_GET_ITEM(ids, c) == <PyObject*>key
-                       or PyObject_RichCompareBool(<object>PyList_GET_ITEM(ids, c), key, Py_EQ)):
+        if c == slot:
             t.cells[i] = CELL_DELETED
             t.live -= 1
             return 0
-        if c == CELL_EMPTY:
-            raise KeyError(key)
+        if c == CELL_EMPTY:  # cannot happen for a present slot
+            return -1
         perturb >>= 5
         i = (i * 5 + perturb + 1) & t.mask

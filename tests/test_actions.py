@@ -318,7 +318,7 @@ def test_bad_actions_fail_the_step(make: MakeRuntime) -> None:
         TypeError,
     ]
     assert rt.state(1) == "a"
-    with pytest.raises(TypeError):
+    with pytest.raises(engine.InvalidArgumentError):
         StateTimeout("soon")  # type: ignore[arg-type]
 
 
@@ -342,8 +342,13 @@ def test_work_needs_open_runtime(make: MakeRuntime) -> None:
     rt = make()
     rt.spawn(m, 1)
     rt.send_nowait(1, "go")
-    with pytest.raises(engine.RuntimeNotRunningError):
-        rt.run_until_idle()
+    assert rt.run_until_idle() == 1  # the step fails; the runtime goes on
+    (letter,) = rt.take_dead_letters()
+    assert letter.reason is DeadLetterReason.HANDLER_FAILED
+    assert isinstance(letter.error, engine.HandlerError)
+    assert isinstance(letter.error.__cause__, engine.RuntimeNotRunningError)
+    assert rt.status(1) is AgentStatus.ERROR
+    assert rt.statistics(1).failed == 1
 
 
 def test_pause_and_resume(make: MakeRuntime, light: Machine) -> None:
@@ -398,18 +403,22 @@ def test_supervision_restart_with_backoff_then_stop(make: MakeRuntime, clock: Cl
     rt.send_nowait("f", "ok", priority=Priority.LOW)
     rt.run_until_idle()
     assert rt.state("f") == "middle"  # failed in middle; restart waits for the backoff
-    assert rt.paused("f")
+    assert rt.status("f") is AgentStatus.ERROR and not rt.paused("f")  # a backoff, no pause
     assert rt.queued("f") == [(Priority.LOW, "ok", None)]
     assert rt.timers("f") == [("restart",)]
     advance(rt, clock, 1.0)
-    assert (rt.state("f"), rt.paused("f"), rt.statistics("f").restarts) == ("start", False, 1)
+    assert (rt.state("f"), rt.status("f"), rt.statistics("f").restarts) == (
+        "start",
+        AgentStatus.IDLE,
+        1,
+    )
     assert rt.statistics("f").processed == 2  # step, then ok after the restart
     rt.send_nowait("f", "boom")
     rt.run_until_idle()
     advance(rt, clock, 1.0)
-    assert rt.paused("f")  # second backoff is 2 s
+    assert rt.timers("f") == [("restart",)]  # second backoff is 2 s
     advance(rt, clock, 1.0)
-    assert not rt.paused("f")
+    assert rt.timers("f") == [] and rt.status("f") is AgentStatus.IDLE
     rt.send_nowait("f", "boom")  # third failure within the window: stop
     rt.send_nowait("f", "ok")
     rt.run_until_idle()

@@ -233,7 +233,11 @@ def test_int_event_codes_and_equal_ids(make_runtime: MakeRuntime, light: Machine
     with pytest.raises(engine.AgentExistsError):
         rt.spawn(light, 1.0)  # equal to 1, as in a dict
     rt.send_nowait(1, light.event_code("tick"))
-    rt.send_nowait(1.0, True)  # True is event code 1 ("fault"), as it is a dict key 1
+    rt.send_nowait(1.0, 1)  # the agent 1 (1.0 == 1, as a dict key); event code 1 ("fault")
+    with pytest.raises(engine.UnknownEventError):
+        rt.send_nowait(1, True)  # a bool is not an event code (nor a priority)
+    with pytest.raises(engine.InvalidArgumentError):
+        rt.send_nowait(1, "tick", None, True)
     rt.run_until_idle()
     assert rt.state(1) == "red"
     assert rt.state("1") == "red"

@@ -97,10 +97,27 @@ def test_the_public_api_survives_the_layout() -> None:
 LAYERS = ["core", "hotpath", "runtime", "store", "observe", "environment", "cli"]
 
 
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` except what sits under ``if TYPE_CHECKING:`` (annotations may
+    name a higher layer's types; running code may not import it)."""
+    out: list[ast.AST] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test).endswith("TYPE_CHECKING"):
+                stack.extend(child.orelse)
+                continue
+            stack.append(child)
+    return out
+
+
 def _engine_imports(path: pathlib.Path, package: list[str]) -> set[str]:
-    """The engine subpackages a module imports (relative or absolute, lazy ones included)."""
+    """The engine subpackages a module imports at run time (relative or absolute, lazy ones
+    included; imports for type checking only are not dependencies)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[: len(package) - node.level + 1]

@@ -45,11 +45,14 @@ def test_statistics_survive_termination(make_runtime: MakeRuntime, light: Machin
         rt.statistics(0)
 
 
-def test_statistics_of_agent_named_none(make_runtime: MakeRuntime, light: Machine) -> None:
+def test_none_is_not_an_agent_id(make_runtime: MakeRuntime, light: Machine) -> None:
+    """None means "every agent" (subscribe, statistics), so no agent may be called None."""
     rt = make_runtime()
-    rt.spawn(light, None)
-    assert rt.statistics(None).agent_id is None
-    assert rt.statistics().agents == 1
+    with pytest.raises(engine.InvalidArgumentError, match="None is not an agent id"):
+        rt.spawn(light, None)
+    assert len(rt) == 0
+    assert rt.statistics(None) == rt.statistics()
+    assert rt.statistics().agents == 0
 
 
 def test_dead_letter_limit_keeps_newest_and_counts_all(

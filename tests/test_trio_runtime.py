@@ -275,11 +275,16 @@ def test_supervised_restart_waits_for_the_backoff(impl: str) -> None:
             rt.send_nowait("c", "boom")
             t0 = trio.current_time()
             await rt.wait_until_idle()
-            assert rt.paused("c")
+            assert rt.timers("c") == [("restart",)]
+            assert rt.status("c") is engine.AgentStatus.ERROR
             await trio.sleep(3.9)
             assert rt.state("c") == "some"
             await trio.sleep(0.2)
-            assert (rt.state("c"), rt.paused("c")) == ("zero", False)
+            assert (rt.state("c"), rt.status("c"), rt.timers("c")) == (
+                "zero",
+                engine.AgentStatus.IDLE,
+                [],
+            )
             assert rt.statistics("c").restarts == 1
             assert trio.current_time() - t0 == pytest.approx(4.1)
 

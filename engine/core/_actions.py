@@ -17,15 +17,38 @@ import attrs
 
 from ._exceptions import InvalidArgumentError
 from ._types import Priority
+from ._validate import number
 
 if TYPE_CHECKING:
     from ._machine import Machine
 
 
-def _seconds(value: float | None) -> float | None:
-    if value is not None and not isinstance(value, int | float):
-        raise TypeError(f"seconds must be a number, got {value!r}")
-    return value
+def _number(value: Any) -> float:
+    """``value`` as a finite float, or ``InvalidArgumentError`` (NaN, infinities, bools and
+    non-numbers would corrupt the timer queue's ordering or never fire)."""
+    return number("seconds", value)
+
+
+def _delay(value: Any) -> float:
+    return number("seconds", value, minimum=0)
+
+
+def _optional_delay(value: Any) -> float | None:
+    return None if value is None else _delay(value)
+
+
+def _priority(instance: Any, attribute: Any, value: Any) -> None:
+    lane(value)
+
+
+def _event(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{attribute.name} must be an event name, got {value!r}")
+
+
+def _optional_event(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None:
+        _event(instance, attribute, value)
 
 
 @final
@@ -39,9 +62,9 @@ class Postpone:
 class NextEvent:
     """Process ``event`` before anything already queued (after this step)."""
 
-    event: str
+    event: str = attrs.field(validator=_event)
     payload: Any = None
-    priority: int = Priority.NORMAL
+    priority: int = attrs.field(default=Priority.NORMAL, validator=_priority)
     """What the handler sees as ``event.priority``; NextEvents always go first."""
 
 
@@ -51,10 +74,11 @@ class StateTimeout:
     """Deliver ``event`` after ``seconds`` unless the state changes first (one per agent:
     a new one replaces the old; ``seconds=None`` cancels)."""
 
-    seconds: float | None = attrs.field(converter=_seconds)
-    event: str = "state_timeout"
+    seconds: float | None = attrs.field(converter=_optional_delay)
+    """Finite and >= 0 (``InvalidArgumentError`` otherwise), or None."""
+    event: str = attrs.field(default="state_timeout", validator=_event)
     payload: Any = None
-    priority: int = Priority.NORMAL
+    priority: int = attrs.field(default=Priority.NORMAL, validator=_priority)
 
 
 @final
@@ -63,10 +87,11 @@ class EventTimeout:
     """Deliver ``event`` after ``seconds`` unless any event is processed first (one per agent;
     ``seconds=None`` cancels)."""
 
-    seconds: float | None = attrs.field(converter=_seconds)
-    event: str = "event_timeout"
+    seconds: float | None = attrs.field(converter=_optional_delay)
+    """Finite and >= 0 (``InvalidArgumentError`` otherwise), or None."""
+    event: str = attrs.field(default="event_timeout", validator=_event)
     payload: Any = None
-    priority: int = Priority.NORMAL
+    priority: int = attrs.field(default=Priority.NORMAL, validator=_priority)
 
 
 @final
@@ -76,11 +101,16 @@ class Timer:
     when ``absolute=True``). Arming a name again replaces it; it survives state changes."""
 
     name: str
-    seconds: float = attrs.field(converter=_seconds)
-    event: str
+    seconds: float = attrs.field(converter=_number)
+    """Finite (``InvalidArgumentError`` otherwise); >= 0 unless ``absolute``."""
+    event: str = attrs.field(validator=_event)
     payload: Any = None
-    priority: int = Priority.NORMAL
+    priority: int = attrs.field(default=Priority.NORMAL, validator=_priority)
     absolute: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if not self.absolute and self.seconds < 0:
+            raise InvalidArgumentError(f"seconds must be >= 0, got {self.seconds!r}")
 
 
 @final
@@ -109,9 +139,10 @@ class Send:
     """
 
     agent_id: Any
-    event: str
+    event: str | int
+    """An event name, or a code of the receiver's machine."""
     payload: Any = None
-    priority: int = Priority.NORMAL
+    priority: int = attrs.field(default=Priority.NORMAL, validator=_priority)
 
 
 @final
@@ -125,10 +156,10 @@ class Work:
     Needs ``open_runtime``.
     """
 
-    fn: Callable[..., Awaitable[Any]]
+    fn: Callable[..., Awaitable[Any]] = attrs.field(validator=attrs.validators.is_callable())
     args: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
-    done: str | None = None
-    failed: str | None = None
+    done: str | None = attrs.field(default=None, validator=_optional_event)
+    failed: str | None = attrs.field(default=None, validator=_optional_event)
 
 
 RUNTIME_ACTIONS = (StateTimeout, EventTimeout, Timer, CancelTimer, Work)
@@ -153,7 +184,7 @@ def lane(priority: Any) -> int:
     """A priority as a lane number: anything integral (``Priority``, int, numpy integer)
     in 0..3; otherwise ``InvalidArgumentError``."""
     try:
-        value = operator.index(priority)
+        value = -1 if isinstance(priority, bool) else operator.index(priority)
     except TypeError:
         value = -1
     if 0 <= value <= 3:

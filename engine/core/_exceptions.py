@@ -6,10 +6,27 @@ so code written against trio's channels handles it unchanged.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Sequence
 
 import trio
 
+
+_brief = reprlib.Repr()
+_brief.maxstring = 60
+_brief.maxlong = 40
+_brief.maxother = 60
+
+
+def brief(value: object) -> str:
+    """A repr of ``value`` short enough for an error message (hostile input can be huge:
+    an int of more than 4 300 digits cannot even be turned into a string)."""
+    try:
+        return _brief.repr(value)
+    except Exception:  # a repr that raises, or Python's int-to-string limit
+        if isinstance(value, int):
+            return f"<int of {value.bit_length()} bits>"
+        return f"<{type(value).__name__} object>"
 
 class EngineError(Exception):
     """Raised for every error the engine reports on purpose: the base of the tree."""
@@ -23,14 +40,14 @@ class AgentNotFoundError(EngineError, KeyError):
         self.agent_id = agent_id
 
     def __str__(self) -> str:
-        return f"no agent with id {self.agent_id!r}"
+        return f"no agent with id {brief(self.agent_id)}"
 
 
 class AgentExistsError(EngineError):
     """Raised when ``spawn`` is given an id that a live agent already has."""
 
     def __init__(self, agent_id: object) -> None:
-        super().__init__(f"an agent with id {agent_id!r} already exists")
+        super().__init__(f"an agent with id {brief(agent_id)} already exists")
         self.agent_id = agent_id
 
 
@@ -38,7 +55,7 @@ class AgentStoppedError(EngineError):
     """Raised when an operation targets an agent that was terminated or stopped."""
 
     def __init__(self, agent_id: object, detail: str = "was terminated") -> None:
-        super().__init__(f"agent {agent_id!r} {detail}")
+        super().__init__(f"agent {brief(agent_id)} {detail}")
         self.agent_id = agent_id
 
 
@@ -51,14 +68,14 @@ class UnknownEventError(EngineError, KeyError):
         self.event = event
 
     def __str__(self) -> str:
-        return f"machine {self.machine!r} has no event {self.event!r}"
+        return f"machine {self.machine!r} has no event {brief(self.event)}"
 
 
 class InvalidTransitionError(EngineError):
     """Raised when a (state, event) pair has no transition; the state is left unchanged."""
 
     def __init__(self, machine: str, state: str, event: str, detail: str = "") -> None:
-        msg = f"machine {machine!r}: no transition for event {event!r} in state {state!r}"
+        msg = f"machine {machine!r}: no transition for event {brief(event)} in state {brief(state)}"
         super().__init__(f"{msg}: {detail}" if detail else msg)
         self.machine = machine
         self.state = state
@@ -83,7 +100,7 @@ class HandlerError(EngineError):
 
     def __init__(self, agent_id: object, state: str, event: str, cause: BaseException) -> None:
         super().__init__(
-            f"handler for agent {agent_id!r} in state {state!r} on event {event!r} failed: "
+            f"handler for agent {brief(agent_id)} in state {brief(state)} on event {brief(event)} failed: "
             f"{type(cause).__name__}: {cause}"
         )
         self.agent_id = agent_id
@@ -99,7 +116,7 @@ class MailboxFullError(EngineError, trio.WouldBlock):
     """
 
     def __init__(self, agent_id: object, capacity: int) -> None:
-        super().__init__(f"mailbox of agent {agent_id!r} is full ({capacity} messages)")
+        super().__init__(f"mailbox of agent {brief(agent_id)} is full ({capacity} messages)")
         self.agent_id = agent_id
         self.capacity = capacity
 
@@ -113,7 +130,7 @@ class UnknownStateError(EngineError, KeyError):
         self.state = state
 
     def __str__(self) -> str:
-        return f"machine {self.machine!r} has no state {self.state!r}"
+        return f"machine {self.machine!r} has no state {brief(self.state)}"
 
 
 class InvalidArgumentError(EngineError, ValueError):

@@ -49,10 +49,14 @@ class AgentStatus(enum.IntEnum):
     PROCESSING = 1
     """Alive with mail queued (it is on the ready queue) or being stepped."""
     ERROR = 2
-    """Its last message failed (handler raised or no transition); cleared by the next success."""
+    """Its last message failed (handler raised or no transition); cleared by the next success
+    or a restart (during a supervision backoff it stays ERROR, paused or not)."""
     STOPPED = 3
     """Takes no mail: stopped by supervision, or terminated (then only an ``AgentRef`` that
     outlived it can still see it)."""
+    PAUSED = 4
+    """Paused by ``Runtime.pause``: it receives mail (and its timers run) but is not stepped
+    until ``resume``."""
 
 
 class DeadLetterReason(enum.Enum):

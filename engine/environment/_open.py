@@ -54,7 +54,7 @@ async def open_runtime(
     try:
         async with trio.open_nursery() as nursery:
             host = Host(rt, nursery, wiring)
-            rt._host = host
+            rt._attach(host)
             try:
                 try:
                     async with trio.open_nursery() as plugged:  # effector tasks, receptors
@@ -76,7 +76,7 @@ async def open_runtime(
                         scope.shield = True
                         await wiring.aclose_all()
             finally:
-                rt._host = None
+                rt._detach()
                 host.detach()
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # one task failed: raise its error, not groups of one

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from types import ModuleType
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from . import _python as _hotpath_py
 
@@ -40,10 +40,16 @@ USE_EXTENSIONS: Final[bool] = _native is not None
 impl: ModuleType = _native if _native is not None else _hotpath_py
 """The live implementation module (``engine._native`` or ``engine.hotpath._python``)."""
 
-Dispatcher = impl.Dispatcher
-AgentRef = impl.AgentRef
-AgentContext = impl.AgentContext
-Event = impl.Event
+if TYPE_CHECKING:  # both implementations have the twin's surface (engine/_native.pyi)
+    from ._python import AgentContext as AgentContext
+    from ._python import AgentRef as AgentRef
+    from ._python import Dispatcher as Dispatcher
+    from ._python import Event as Event
+else:
+    Dispatcher = impl.Dispatcher
+    AgentRef = impl.AgentRef
+    AgentContext = impl.AgentContext
+    Event = impl.Event
 
 
 def implementation(name: str | None = None) -> ModuleType:

@@ -1,7 +1,9 @@
-"""Argument coercion for ``send_many``, shared by the compiled dispatcher and its twin."""
+"""Helpers shared by the compiled dispatcher and its twin: ``send_many`` argument coercion,
+and the ids of outputs whose agents were terminated before their batch was flushed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -44,3 +46,30 @@ def batch_arrays(
             f"priorities must be a scalar or match slots ({pr.shape} != {sl.shape})"
         )
     return sl, ev, pr
+
+
+def restore_ids(
+    ids: list[Any], slots: Sequence[int] | npt.NDArray[np.int32], retired: list[tuple[int, int, Any]]
+) -> None:
+    """Give the outputs of agents terminated before the flush their own ids back.
+
+    Outputs are buffered by slot, and a slot can be reused within one batch. ``retired`` holds
+    ``(outputs buffered at termination, slot, agent id)`` in order of termination, so an
+    output at index ``i`` of slot ``s`` belongs to the first record of ``s`` whose count is
+    above ``i`` (or, if none is, to the slot's present agent, which ``ids`` already names).
+    One pass over the batch, run only when some agent was terminated with outputs pending.
+    """
+    by_slot: dict[int, list[tuple[int, Any]]] = {}
+    for count, slot, agent_id in retired:
+        by_slot.setdefault(slot, []).append((count, agent_id))
+    cursor = dict.fromkeys(by_slot, 0)
+    for i, slot in enumerate(slots.tolist() if isinstance(slots, np.ndarray) else slots):
+        records = by_slot.get(slot)
+        if records is None:
+            continue
+        c = cursor[slot]
+        while c < len(records) and records[c][0] <= i:
+            c += 1
+        cursor[slot] = c
+        if c < len(records):
+            ids[i] = records[c][1]

@@ -25,11 +25,12 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import numpy as np
 
-from ..core._actions import Prepared, Send, lane, prepare
+from ..core._actions import Prepared, Send, Work, lane, prepare
+from ..core._validate import brief
 from ..core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
@@ -40,6 +41,7 @@ from ..core._exceptions import (
     InvalidTransitionError,
     MailboxFullError,
     RuntimeBusyError,
+    RuntimeNotRunningError,
     UnknownEventError,
 )
 from ..core._machine import Machine
@@ -53,7 +55,7 @@ from ..core._types import (
     Step,
     as_priority,
 )
-from ._batch import batch_arrays
+from ._batch import batch_arrays, restore_ids
 from ._metrics import METRICS_DTYPE, LatencyRing
 
 if TYPE_CHECKING:
@@ -71,10 +73,19 @@ _DROP_OLDEST: Final = 16
 _REJECT: Final = 32
 _PAUSED: Final = 64
 _STOPPED: Final = 128
+_BACKOFF: Final = 1024  # waiting out a restart backoff (supervision)
+_HOLD: Final = _PAUSED | _STOPPED | _BACKOFF  # not stepped
 _PRIORITIES: Final = tuple(Priority)
 _HANDLER_FAILED: Final = DeadLetterReason.HANDLER_FAILED
 _INVALID: Final = DeadLetterReason.INVALID_TRANSITION
 _DROPPED: Final = DeadLetterReason.DROPPED
+_TERMINATED: Final = DeadLetterReason.TERMINATED
+
+class DeadLetterSink(Protocol):
+    """Where dead letters go (a deque, the runtime's retention ring, an instrument tap)."""
+
+    def append(self, letter: DeadLetter, /) -> None: ...
+
 
 Entry = tuple[int, Any, int, int]
 """A queued message: (event code, payload, lane, request id or 0)."""
@@ -238,7 +249,7 @@ class Dispatcher:
         self,
         *,
         sink: Callable[[OutputBatch], object] | None = None,
-        dead_letters: deque[DeadLetter] | None = None,
+        dead_letters: DeadLetterSink | None = None,
         budget: int = 64,
         output_buffer: int = 65536,
         metrics: bool = False,
@@ -262,12 +273,18 @@ class Dispatcher:
         self._tracked: dict[int, tuple[LatencyRing, LatencyRing]] = {}
         self._tracked_machines: dict[int, tuple[LatencyRing, LatencyRing]] = {}
         self._sink = sink
-        self.dead_letters: deque[DeadLetter] = deque() if dead_letters is None else dead_letters
+        self.dead_letters: DeadLetterSink = deque() if dead_letters is None else dead_letters
         self.dead_letter_count = 0
         self.retired = [0, 0, 0]
         """Processed, failed and dropped counts of terminated agents."""
         self.now = 0.0
         """Clock reading stamped on status changes (the runtime keeps it current)."""
+        self.clock: Callable[[], float] | None = None
+        """Read when a status changes outside a run (a send after a long idle)."""
+        self._now_fresh = False
+        self.work_enabled = False
+        """True while a host runs ``Work`` actions (``open_runtime``); else they fail."""
+        self._out_retired: list[tuple[int, int, Any]] = []
         self.on_wake: Callable[[], object] | None = None
         self.on_request: Callable[[int, bool, Any], object] | None = None
         self.on_actions: Callable[[Any, int, int, list[tuple[Any, int]]], object] | None = None
@@ -283,7 +300,6 @@ class Dispatcher:
         self._machines: list[Machine] = []
         self._entries: list[_MachineEntry] = []
         self._values: list[Hashable] = []
-        self._value_codes: dict[Hashable, int] = {}
         # slots
         self._index: dict[Any, int] = {}
         self._ids: list[Any] = []
@@ -320,24 +336,21 @@ class Dispatcher:
             raise TypeError(f"expected an engine.Machine, got {type(machine)!r}")
         if len(self._machines) == MAX_MACHINES:
             raise InvalidArgumentError(f"a runtime holds at most {MAX_MACHINES} machines")
-        codes = [self._intern(v) for v in machine.outputs]
-        out = [codes[c] if c >= 0 else -1 for c in machine.output_table.tolist()]
+        # each machine's outputs get codes of their own: values equal across types (True, 1,
+        # 1.0) or across machines stay distinct objects
+        base = len(self._values)
+        out = [base + c if c >= 0 else -1 for c in machine.output_table.tolist()]
+        self._values.extend(machine.outputs)
         idx = len(self._machines)
         self._machines.append(machine)
         self._entries.append(_MachineEntry(machine, out))
         self._machine_index[key] = idx
         return idx
 
-    def _intern(self, value: Hashable) -> int:
-        code = self._value_codes.get(value)
-        if code is None:
-            code = self._value_codes[value] = len(self._values)
-            self._values.append(value)
-        return code
-
     @property
     def output_values(self) -> Sequence[Hashable]:
-        """Interned machine outputs, indexed by non-negative output codes."""
+        """Machine outputs, indexed by non-negative output codes (each machine's own, in
+        registration order; equal values of different machines or types stay apart)."""
         return self._values
 
     # -- agents --------------------------------------------------------------------------
@@ -363,11 +376,17 @@ class Dispatcher:
             policy = OverflowPolicy(policy)
         except ValueError:
             raise InvalidArgumentError(f"unknown overflow policy {policy!r}") from None
+        if agent_id is None:
+            raise InvalidArgumentError(
+                "None is not an agent id (subscribe(None) and statistics() mean every agent)"
+            )
         try:
-            hash(agent_id)
-        except TypeError:
-            raise InvalidArgumentError(f"agent id {agent_id!r} is not hashable") from None
-        if agent_id in self._index:
+            exists = agent_id in self._index
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"agent id {brief(agent_id)} is not hashable or comparable: {exc!r}"
+            ) from exc
+        if exists:
             raise AgentExistsError(agent_id)
         flags = _LIVE
         if capacity:
@@ -422,18 +441,24 @@ class Dispatcher:
             How many messages were dead-lettered.
         """
         slot = self._slot_of(agent_id)
-        n = self._evict(slot, DeadLetterReason.TERMINATED)
+        queued = self._flags[slot] & _QUEUED
+        agent_id = self._ids[slot]  # the stored id (the argument only compares equal)
+        # unreachable first: the dead letters below run instruments, which may send to it
         del self._index[agent_id]
+        self._gen[slot] += 1
+        self._flags[slot] = _DEAD
+        if self._out_codes:  # its outputs still in the buffer keep its id
+            self._out_retired.append((len(self._out_codes), slot, agent_id))
+        n = self._evict(slot, DeadLetterReason.TERMINATED)
         self.retired[0] += int(self._processed[slot])
         self.retired[1] += int(self._failed[slot])
         self.retired[2] += int(self._dropped[slot])
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
-        self._gen[slot] += 1
         self._ids[slot] = None
         self._data[slot] = None
-        if self._flags[slot] & _QUEUED:
+        if queued:  # on the ready queue: released when run() pops it
             self._flags[slot] = _DEAD | _QUEUED
         else:
             self._release(slot)
@@ -469,7 +494,7 @@ class Dispatcher:
     def __contains__(self, agent_id: object) -> bool:
         try:
             return agent_id in self._index
-        except TypeError:
+        except Exception:
             return False
 
     def agent_at(self, slot: int) -> Any:
@@ -486,34 +511,52 @@ class Dispatcher:
         """Ids of live agents, in slot order."""
         return [self._ids[s] for s in sorted(self._index.values())]
 
-    def slots(self, agent_ids: Sequence[Any]) -> npt.NDArray[np.int32]:
+    def slots(self, agent_ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[np.int32]:
         """Return the slots of ``agent_ids`` as an int32 array (for ``send_many_slots``)."""
         return np.array([self._slot_of(a) for a in agent_ids], dtype=np.int32)
 
     # -- lifecycle controls (used by the runtime: pause/resume, supervision) -------------
 
     def pause(self, agent_id: Any) -> None:
-        """Stop stepping an agent; it keeps receiving mail."""
-        self._flags[self._slot_of(agent_id)] |= _PAUSED
+        """Stop stepping an agent (status PAUSED); it keeps receiving mail."""
+        slot = self._slot_of(agent_id)
+        if not self._flags[slot] & (_PAUSED | _ERROR | _STOPPED):  # the status shown changes
+            self._since[slot] = self._status_time()
+        self._flags[slot] |= _PAUSED
 
     def resume(self, agent_id: Any) -> None:
-        """Step a paused agent again."""
+        """Step a paused agent again (an agent in a restart backoff still waits it out)."""
         slot = self._slot_of(agent_id)
+        flags = self._flags[slot]
+        if flags & _PAUSED and not flags & (_ERROR | _STOPPED):
+            self._since[slot] = self._status_time()
         self._flags[slot] &= ~_PAUSED
         self._wake(slot)
 
     def paused(self, agent_id: Any) -> bool:
-        """True while the agent is paused."""
+        """True while the agent is paused (by ``pause``; a restart backoff is not a pause)."""
         return bool(self._flags[self._slot_of(agent_id)] & _PAUSED)
+
+    def backoff(self, agent_id: Any) -> None:
+        """Hold an agent until ``restart`` (supervision's backoff); ``pause``/``resume``
+        during it are kept apart from it."""
+        self._flags[self._slot_of(agent_id)] |= _BACKOFF
 
     def stop(self, agent_id: Any) -> int:
         """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
         (sends raise ``AgentStoppedError``); it stays registered until terminated."""
         slot = self._slot_of(agent_id)
-        n = self._evict(slot, DeadLetterReason.STOPPED)
-        self._flags[slot] = (self._flags[slot] | _STOPPED) & ~_ERROR
-        self._since[slot] = self.now
-        return n
+        self._flags[slot] = (self._flags[slot] | _STOPPED) & ~(_ERROR | _BACKOFF)
+        self._since[slot] = self._status_time()
+        return self._evict(slot, DeadLetterReason.STOPPED)
+
+    def _status_time(self) -> float:
+        """The time to stamp on a status change: ``now`` inside a run (fresh to one batch)
+        or a send_many call, else a clock reading (a send may come after a long idle)."""
+        if self._running or self._now_fresh or self.clock is None:
+            return self.now
+        self.now = float(self.clock())
+        return self.now
 
     def restart(self, agent_id: Any, state: str | None = None) -> None:
         """Put an agent back in ``state`` (default: initial), clearing ERROR; its mail stays
@@ -526,17 +569,15 @@ class Dispatcher:
         self._epoch[slot] += 1
         if self.metrics_enabled:
             self._mx[slot]["restarts"] += 1
-        self._flags[slot] &= ~_ERROR
-        self._since[slot] = self.now
+        self._flags[slot] &= ~(_ERROR | _BACKOFF)
+        self._since[slot] = self._status_time()
         self._replay(slot, [])
         self._wake(slot)
 
     def _wake(self, slot: int) -> None:
         """Put ``slot`` on the ready queue if it has mail and may run."""
         flags = self._flags[slot]
-        if (self._count[slot] or slot in self._front) and not flags & (
-            _QUEUED | _PAUSED | _STOPPED
-        ):
+        if (self._count[slot] or slot in self._front) and not flags & (_QUEUED | _HOLD):
             self._flags[slot] |= _QUEUED
             if not self._ready and self.on_wake is not None:
                 self._ready.append(slot)
@@ -593,16 +634,23 @@ class Dispatcher:
                     slot, int(ev[first]), None if payloads is None else payloads[first], "reject"
                 )
                 raise MailboxFullError(self._ids[slot], self._cap[slot])
-        for i in range(n):
-            self._enqueue(
-                int(sl[i]), int(ev[i]), None if payloads is None else payloads[i], int(pr[i]), 0
-            )
+        self._status_time()  # one clock reading stamps every agent this batch wakes
+        self._now_fresh = True
+        try:
+            for i in range(n):
+                self._enqueue(
+                    int(sl[i]), int(ev[i]), None if payloads is None else payloads[i], int(pr[i]), 0
+                )
+        finally:
+            self._now_fresh = False
 
     def _slot_of(self, agent_id: Any) -> int:
         try:
             return self._index[agent_id]
-        except (KeyError, TypeError):
+        except KeyError:
             raise AgentNotFoundError(agent_id) from None
+        except Exception as exc:  # unhashable, or a hostile __hash__/__eq__
+            raise AgentNotFoundError(agent_id) from exc
 
     def _check(self, slot: int, gen: int) -> int:
         if self._gen[slot] != gen or not self._flags[slot] & _LIVE:
@@ -616,13 +664,13 @@ class Dispatcher:
 
     def _event_code(self, slot: int, event: str | int) -> int:
         machine = self._machines[self._mach[slot]]
-        if type(event) is str:
+        if isinstance(event, str):  # a name (a StrEnum member too)
             code = machine.event_index.get(event)
             if code is not None:
                 return code
-        else:
+        elif not isinstance(event, bool):
             try:
-                code = operator.index(event)  # type: ignore[arg-type]  # ints, IntEnums, numpy ints
+                code = operator.index(event)  # ints, IntEnums, numpy ints
             except TypeError:
                 code = -1
             if 0 <= code < len(machine.events):
@@ -636,9 +684,10 @@ class Dispatcher:
     def _enqueue(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         cap = self._cap[slot]
         if cap and self._count[slot] >= cap:
+            agent_id = self._ids[slot]
             if self._flags[slot] & _REJECT:
                 self._overflowed(slot, ev, payload, "reject")
-                raise MailboxFullError(self._ids[slot], cap)
+                raise MailboxFullError(agent_id, cap)
             box = self._box[slot]
             assert box is not None
             victim = next((lo for lo in range(lane + 1) if box[lo]), -1)
@@ -649,7 +698,13 @@ class Dispatcher:
                 return
             old_ev, old_payload, old_request, _ = box[victim].popleft()
             self._count[slot] -= 1
+            if not self._count[slot]:
+                self._box[slot] = None
+            gen = self._gen[slot]
             self._drop(slot, machine, old_ev, old_payload, victim, old_request)
+            if self._gen[slot] != gen or self._flags[slot] & _STOPPED:
+                # an on_overflow instrument terminated or stopped it: nothing is queued
+                raise AgentStoppedError(agent_id, "was terminated or stopped while sending")
         box = self._box[slot]
         if box is None:
             box = self._box[slot] = [deque(), deque(), deque(), deque()]
@@ -664,7 +719,7 @@ class Dispatcher:
         if self.metrics_enabled and self._count[slot] > self._mx[slot]["high_water"]:
             self._mx[slot]["high_water"] = self._count[slot]
         if self._count[slot] == 1 and slot not in self._front:
-            self._stamp(slot)
+            self._stamp(slot)  # IDLE -> PROCESSING
         self._wake(slot)
 
     def _overflowed(self, slot: int, ev: int, payload: Any, policy: str) -> None:
@@ -711,9 +766,10 @@ class Dispatcher:
                 rings[which].append(ns)
 
     def _stamp(self, slot: int) -> None:
-        """Record that the status (not ERROR/STOPPED) changed now."""
-        if not self._flags[slot] & (_ERROR | _STOPPED):
-            self._since[slot] = self.now
+        """Record that the status shown changed now (IDLE <-> PROCESSING; not while it shows
+        ERROR, PAUSED or STOPPED)."""
+        if not self._flags[slot] & (_ERROR | _STOPPED | _PAUSED):
+            self._since[slot] = self._status_time()
 
     # -- running -------------------------------------------------------------------------
 
@@ -734,7 +790,7 @@ class Dispatcher:
                 if flags & _DEAD:
                     self._release(slot)
                     continue
-                if flags & (_PAUSED | _STOPPED):
+                if flags & _HOLD:
                     self._flags[slot] &= ~_QUEUED
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
@@ -747,9 +803,7 @@ class Dispatcher:
                     flags = self._flags[slot]
                     if flags & _DEAD:
                         self._release(slot)
-                    elif (self._count[slot] or slot in self._front) and not flags & (
-                        _PAUSED | _STOPPED
-                    ):
+                    elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
                         self._ready.append(slot)
                     else:
                         self._flags[slot] &= ~_QUEUED
@@ -782,11 +836,11 @@ class Dispatcher:
                     t0 = time.perf_counter_ns()
                     self._step(slot, *entry)
                     self._sample(slot, 0, time.perf_counter_ns() - t0)
-                    if self._flags[slot] & (_DEAD | _PAUSED | _STOPPED):
+                    if self._flags[slot] & (_DEAD | _HOLD):
                         break
                     continue
             self._step(slot, *entry)
-            if self._flags[slot] & (_DEAD | _PAUSED | _STOPPED):
+            if self._flags[slot] & (_DEAD | _HOLD):
                 break
         return k
 
@@ -795,7 +849,15 @@ class Dispatcher:
         s = self._state[slot]
         if self.on_step is not None:
             machine = entry.machine
-            self.on_step(self._ids[slot], machine.states[s], machine.events[ev])
+            agent_id, gen = self._ids[slot], self._gen[slot]
+            self.on_step(agent_id, machine.states[s], machine.events[ev])
+            if self._gen[slot] != gen or self._flags[slot] & _STOPPED:
+                # a before_step instrument terminated or stopped it: the message is not lost
+                reason = DeadLetterReason.STOPPED if self._gen[slot] == gen else _TERMINATED
+                self._dead_letter(agent_id, machine, ev, payload, lane, reason)
+                if request:
+                    self._answer(request, False, AgentStoppedError(agent_id, "was stopped"))
+                return
         cell = s * entry.n_events + ev
         h = entry.handlers.item(cell)
         nxt = entry.next[cell]
@@ -837,6 +899,10 @@ class Dispatcher:
                     prepared = prepare(machine, result.actions)
                     if prepared.runtime and self.on_actions is None:
                         raise TypeError("timer and work actions need a Runtime")
+                    if not self.work_enabled and any(type(a) is Work for a, _ in prepared.runtime):
+                        raise RuntimeNotRunningError(
+                            "Work actions need the runtime to run under open_runtime"
+                        )
         except Exception as exc:
             wrapped = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, wrapped)
@@ -863,6 +929,7 @@ class Dispatcher:
         """Apply a successful step: state, mailbox actions, outputs, counters, then the
         answer to a request, records, sends and runtime actions (which may re-enter)."""
         postpone = prepared is not None and prepared.postpone
+        gen = self._gen[slot]
         if postpone:
             self._postponed.setdefault(slot, []).append((ev, payload, lane, request))
             if self.metrics_enabled:
@@ -900,9 +967,10 @@ class Dispatcher:
         if prepared is not None:  # a Reply with no request to answer goes nowhere
             for send in prepared.sends:
                 self._deliver(send)
-            if prepared.runtime and self._ids[slot] is agent_id:
+            # instruments and sends above may have terminated it: then its timers die with it
+            if prepared.runtime and self._gen[slot] == gen:
                 assert self.on_actions is not None
-                self.on_actions(agent_id, slot, self._gen[slot], prepared.runtime)
+                self.on_actions(agent_id, slot, gen, prepared.runtime)
 
     def _replay(self, slot: int, inserted: list[tuple[int, Any, int]], replay: bool = True) -> None:
         """Front queue := inserted NextEvents, then postponed events (if ``replay``), then
@@ -956,19 +1024,23 @@ class Dispatcher:
         """Record a failed message: count it, flag ERROR (if still alive), dead-letter it,
         fail its request, and tell supervision."""
         machine = self._machines[self._mach[slot]]
-        self._failed[slot] += 1
-        alive = self._ids[slot] is agent_id
+        gen = self._gen[slot]
+        alive = self._ids[slot] is agent_id and bool(self._flags[slot] & _LIVE)
         if alive:
+            self._failed[slot] += 1
             self._last_error[slot] = error
-        if alive and not self._flags[slot] & _ERROR:
-            self._flags[slot] |= _ERROR
-            self._since[slot] = self.now
+            if not self._flags[slot] & _ERROR:
+                self._flags[slot] |= _ERROR
+                self._since[slot] = self.now
+        else:  # terminated during its own step: counted with the retired agents
+            self.retired[1] += 1
         self._dead_letter(
             agent_id, machine, ev, payload, lane, reason, error, machine.states[state]
         )
         if request:
             self._answer(request, False, error)
-        if alive and self.on_failure is not None:
+        # a dead-letter instrument may have terminated it meanwhile
+        if alive and self._gen[slot] == gen and self.on_failure is not None:
             self.on_failure(agent_id, slot, error)
 
     def _dead_letter(
@@ -993,8 +1065,12 @@ class Dispatcher:
         if not self._out_codes:
             return
         slots = np.array(self._out_slots, dtype=np.int32)
+        ids = [self._ids[s] for s in self._out_slots]
+        if self._out_retired:
+            restore_ids(ids, self._out_slots, self._out_retired)
+            self._out_retired = []
         batch = OutputBatch(
-            [self._ids[s] for s in self._out_slots],
+            ids,
             slots,
             np.array(self._out_codes, dtype=np.int32),
             self._values,
@@ -1009,7 +1085,7 @@ class Dispatcher:
     @property
     def ready(self) -> int:
         """Agents on the ready queue (with mail and not yet drained)."""
-        return sum(1 for s in self._ready if not self._flags[s] & (_DEAD | _PAUSED | _STOPPED))
+        return sum(1 for s in self._ready if not self._flags[s] & (_DEAD | _HOLD))
 
     @property
     def has_ready(self) -> bool:
@@ -1059,6 +1135,8 @@ class Dispatcher:
             return AgentStatus.STOPPED
         if flags & _ERROR:
             return AgentStatus.ERROR
+        if flags & _PAUSED:
+            return AgentStatus.PAUSED
         if self._count[slot] or slot in self._front:
             return AgentStatus.PROCESSING
         return AgentStatus.IDLE

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, final, overload
 
 import attrs
 import numpy as np
@@ -25,9 +25,12 @@ from ..core._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ..core._exceptions import (
     EngineError,
     InvalidArgumentError,
+    RuntimeBusyError,
     RuntimeNotRunningError,
+    UnknownEventError,
 )
 from ..core._machine import Machine
+from ..core._validate import brief, flag, integer, number
 from ..core._types import (
     AgentStatus,
     DeadLetter,
@@ -54,9 +57,33 @@ from ._timers import (
 if TYPE_CHECKING:
     import numpy.typing as npt
 
+    from ..hotpath._python import AgentRef, Dispatcher
     from ._host import Host, RuntimePortal, Subscription
 
-_ALL: Any = object()
+_ALL: Any = None
+"""``subscribe(None)``: every agent (None is never an agent id: ``spawn`` refuses it)."""
+_INT32 = 2**31 - 1
+_MAX_RING = 2**24
+"""Largest retention ring or latency ring (entries): rings are allocated whole, up front."""
+
+
+def _event_code(machine: Machine, event: Any) -> int:
+    """An event name or code of ``machine`` as a code; floats and bools are refused, never
+    truncated (1.9 is not event 1)."""
+    if isinstance(event, str):
+        return machine.event_code(event)
+    if isinstance(event, int | np.integer) and not isinstance(event, bool):
+        code = int(event)
+        if 0 <= code < len(machine.events):
+            return code
+    raise UnknownEventError(machine.name, event if type(event) in (float, bool) else brief(event))
+
+
+def _policy(value: Any) -> OverflowPolicy:
+    try:
+        return OverflowPolicy(value)
+    except (ValueError, TypeError):
+        raise InvalidArgumentError(f"unknown overflow policy {brief(value)}") from None
 _RESTART = ("restart",)
 _TIMER_KEYS: dict[str, tuple[str, str]] = {}
 
@@ -137,6 +164,15 @@ class RuntimeStatistics:
     """Sampled step durations, µs (``sample_every`` > 0)."""
     wait: LatencySummary | None = None
     """Sampled time in mailbox, µs (``sample_every`` > 0)."""
+    rejected: int = 0
+    """Inputs receptors refused since the runtime started (``rejected()`` keeps the last
+    10 000)."""
+    effector_failures: int = 0
+    """Times an effector raised since the runtime started (``effector_failures()`` keeps the
+    last 1 000, with what each failed to take)."""
+    receptor_failures: int = 0
+    """Times a receptor raised since the runtime started (``receptor_failures()`` keeps the
+    last 1 000)."""
 
 
 @final
@@ -196,8 +232,30 @@ class Runtime:
         ring_size: int = 65_536,
         implementation: str | None = None,
     ) -> None:
-        if not isinstance(batch, int) or batch < 1:
-            raise InvalidArgumentError(f"batch must be a positive int, got {batch!r}")
+        # every argument is checked here, so a bad one fails this call with a typed error
+        # (and nothing per message pays for it)
+        if on_output is not None and not callable(on_output):
+            raise InvalidArgumentError(f"on_output must be callable or None, got {brief(on_output)}")
+        if clock is not None and not callable(clock):
+            raise InvalidArgumentError(f"clock must be callable or None, got {brief(clock)}")
+        if supervision is not None and not isinstance(supervision, Supervision):
+            raise InvalidArgumentError(
+                f"supervision must be an engine.Supervision, got {brief(supervision)}"
+            )
+        capacity = integer("capacity", capacity, 0, _INT32)
+        policy = _policy(policy)
+        dead_letter_limit = integer("dead_letter_limit", dead_letter_limit, 1, _MAX_RING)
+        budget = integer("budget", budget, 1, _INT32)
+        retention = integer("retention", retention, 1, _MAX_RING)
+        record = flag("record", record)
+        batch = integer("batch", batch, 1, _INT32)
+        metrics = flag("metrics", metrics)
+        sample_every = integer("sample_every", sample_every, 0, _INT32)
+        ring_size = integer("ring_size", ring_size, 1, _MAX_RING)
+        if implementation not in (None, "native", "python"):
+            raise InvalidArgumentError(
+                f"implementation must be 'native', 'python' or None, got {brief(implementation)}"
+            )
         impl = _hotpath.implementation(implementation)
         self.implementation: str = impl.IMPLEMENTATION
         """Which hot path this runtime runs on: ``"native"`` or ``"python"``."""
@@ -206,7 +264,7 @@ class Runtime:
         self._rejected: Ring[Any] = Ring(10_000)
         self._effector_failures: Ring[Any] = Ring(1_000)
         self._receptor_failures: Ring[Any] = Ring(1_000)
-        self._d = impl.Dispatcher(
+        self._d: Dispatcher = impl.Dispatcher(
             sink=on_output,
             dead_letters=self._dead,
             budget=budget,
@@ -233,6 +291,7 @@ class Runtime:
         d.on_actions = self._on_actions
         d.on_failure = self._on_failure
         d.on_request = self._on_request
+        d.clock = self._clock
         d.now = self._clock()
         self._instruments = Instruments(self._rewire)
         self._rewire()
@@ -249,7 +308,7 @@ class Runtime:
         policy: OverflowPolicy | None = None,
         state: str | None = None,
         supervision: Supervision | None = None,
-    ) -> Any:
+    ) -> AgentRef:
         """Create an agent running ``machine`` and return its ``AgentRef``.
 
         Raises:
@@ -314,7 +373,7 @@ class Runtime:
         """Step a paused agent again."""
         self._d.resume(agent_id)
 
-    def ref(self, agent_id: Any) -> Any:
+    def ref(self, agent_id: Any) -> AgentRef:
         """Return the ``AgentRef`` of a live agent (raises ``AgentNotFoundError``)."""
         return self._d.ref(agent_id)
 
@@ -363,12 +422,12 @@ class Runtime:
         ids = agent_ids if isinstance(agent_ids, np.ndarray) else list(agent_ids)
         slots = self._d.slots(ids)
         if not (isinstance(events, np.ndarray) and events.dtype.kind in "iu"):
+            events = list(events)
+            if len(events) != len(ids):
+                raise InvalidArgumentError(f"{len(events)} events for {len(ids)} agents")
             machines = [self._d.machine(a) for a in ids]
             events = np.array(
-                [
-                    m.event_code(e) if isinstance(e, str) else e
-                    for m, e in zip(machines, events, strict=True)
-                ],
+                [_event_code(m, e) for m, e in zip(machines, events, strict=True)],
                 dtype=np.int32,
             )
         self._d.send_many_slots(slots, events, priorities, payloads)
@@ -386,7 +445,7 @@ class Runtime:
     def slots(self, agent_ids: Iterable[Any]) -> npt.NDArray[np.int32]:
         """Return the dispatcher slots of ``agent_ids`` (for ``send_many_slots``)."""
         ids = agent_ids if isinstance(agent_ids, np.ndarray) else list(agent_ids)
-        return self._d.slots(ids)  # type: ignore[no-any-return]
+        return self._d.slots(ids)
 
     # -- running (synchronous hosts) -----------------------------------------------------
 
@@ -414,7 +473,7 @@ class Runtime:
 
         Under ``open_runtime`` the dispatch task does this by itself.
         """
-        now = self._clock() if now is None else now
+        now = self._clock() if now is None else number("now", now)
         self._d.now = now
         fired = 0
         for due in self._timers.pop_due(now):
@@ -432,9 +491,7 @@ class Runtime:
         if key == _RESTART:
             if d.timer_guard(slot)[0] != owner_gen(who):
                 return 0
-            agent_id = d.agent_at(slot)
-            d.restart(agent_id)
-            d.resume(agent_id)
+            d.restart(d.agent_at(slot))  # ends the backoff; a pause() meanwhile stays
             return 1
         try:
             return int(d.fire(slot, owner_gen(who), guard, guard_value, event, payload, lane))
@@ -524,7 +581,7 @@ class Runtime:
         if delay <= 0:
             d.restart(agent_id)
         else:
-            d.pause(agent_id)
+            d.backoff(agent_id)
             self._timers.arm(d.now + delay, self._owner(ref), _RESTART)
 
     def _on_request(self, request: int, ok: bool, value: Any) -> None:
@@ -578,6 +635,17 @@ class Runtime:
         return self._instruments.failures.items()
 
     # -- async API (needs open_runtime) --------------------------------------------------
+
+    def _attach(self, host: Host) -> None:
+        """Called by the trio host when it starts driving this runtime."""
+        if self._host is not None:
+            raise RuntimeBusyError("this runtime is already running under open_runtime")
+        self._host = host
+        self._d.work_enabled = True
+
+    def _detach(self) -> None:
+        self._host = None
+        self._d.work_enabled = False
 
     def _running_host(self) -> Host:
         if self._host is None:
@@ -644,7 +712,8 @@ class Runtime:
         self, agent_id: Any = _ALL, from_seq: int | None = None
     ) -> AsyncIterator[Subscription]:
         """Follow transition records (``Transition``, or ``Gap`` when this reader fell more
-        than ``retention`` behind), of one agent or all. Never takes mail from a mailbox.
+        than ``retention`` behind), of one agent, or of every agent when ``agent_id`` is None
+        (the default; no agent can have the id None). Never takes mail from a mailbox.
 
         ``from_seq=None`` starts with the next record; a number starts there (older records
         are kept only while someone subscribes, or with ``Runtime(record=True)``).
@@ -726,7 +795,7 @@ class Runtime:
 
     def machine(self, agent_id: Any) -> Machine:
         """The machine an agent runs."""
-        return self._d.machine(agent_id)  # type: ignore[no-any-return]
+        return self._d.machine(agent_id)
 
     def queued(self, agent_id: Any) -> list[tuple[Priority, str, Any]]:
         """Queued messages of an agent as ``(priority, event, payload)``, in process order."""
@@ -751,38 +820,41 @@ class Runtime:
         return self._dead.discard()
 
     def rejected(self) -> list[Any]:
-        """Input that receptors refused (``ErrorRecord``), oldest first (the last 10 000)."""
+        """Input that receptors refused (``ErrorRecord``), oldest first (the last 10 000;
+        ``statistics().rejected`` counts them all)."""
         return self._rejected.items()
 
     def effector_failures(self) -> list[Any]:
-        """Effectors that raised, each with the batch (or record) it failed to take."""
+        """Effectors that raised, each with the batch (or record) it failed to take (the
+        last 1 000; ``statistics().effector_failures`` counts them all)."""
         return self._effector_failures.items()
 
     def receptor_failures(self) -> list[Any]:
-        """Receptors that raised, each with what followed (restart or stop)."""
+        """Receptors that raised, each with what followed (restart or stop; the last 1 000,
+        ``statistics().receptor_failures`` counts them all)."""
         return self._receptor_failures.items()
 
     @property
     def step_latency(self) -> LatencyRing:
         """The ring of sampled step durations (ns); see ``sample_every``."""
-        return self._d.step_ring  # type: ignore[no-any-return]
+        return self._d.step_ring
 
     @property
     def wait_latency(self) -> LatencyRing:
         """The ring of sampled times messages spent in their mailbox (ns)."""
-        return self._d.wait_ring  # type: ignore[no-any-return]
+        return self._d.wait_ring
 
     def track(self, agent_id: Any) -> tuple[LatencyRing, LatencyRing]:
         """Keep this agent's sampled (step, wait) latencies in rings of its own too."""
-        return self._d.track(agent_id)  # type: ignore[no-any-return]
+        return self._d.track(agent_id)
 
     def track_machine(self, machine: Machine) -> tuple[LatencyRing, LatencyRing]:
         """Keep the sampled (step, wait) latencies of this machine's agents apart too."""
-        return self._d.track_machine(machine)  # type: ignore[no-any-return]
+        return self._d.track_machine(machine)
 
     def last_error(self, agent_id: Any) -> BaseException | None:
         """The error of the agent's last failed message (kept until it is terminated)."""
-        return self._d.last_error(agent_id)  # type: ignore[no-any-return]
+        return self._d.last_error(agent_id)
 
     def machine_statistics(self) -> list[MachineStatistics]:
         """Per machine: agents, agents per state, messages processed and failed."""
@@ -819,8 +891,19 @@ class Runtime:
         """Failed count per slot; a read-only copy."""
         return np.array(self._d.failed)
 
-    def statistics(self, agent_id: Any = _ALL) -> Any:
-        """Counters of one agent (``AgentStatistics``) or of the runtime (``RuntimeStatistics``)."""
+    @overload
+    def statistics(self) -> RuntimeStatistics: ...
+
+    @overload
+    def statistics(self, agent_id: Hashable) -> AgentStatistics: ...
+
+    def statistics(self, agent_id: Hashable = _ALL) -> AgentStatistics | RuntimeStatistics:
+        """Counters of one agent (``AgentStatistics``) or, with no argument, of the runtime
+        (``RuntimeStatistics``).
+
+        Raises:
+            AgentNotFoundError: No such agent.
+        """
         d = self._d
         if agent_id is not _ALL:
             ref = d.ref(agent_id)
@@ -852,6 +935,9 @@ class Runtime:
             len(self._requests),
             d.step_ring.summary(),
             d.wait_ring.summary(),
+            self._rejected.total,
+            self._effector_failures.total,
+            self._receptor_failures.total,
         )
 
     def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:
