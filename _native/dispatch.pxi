@@ -1043,6 +1043,7 @@ cdef class Dispatcher:
         try:
             result = (<list>mt.handlers)[h](ctx, event)
             if self._cold[slot].gen != gen:  # the handler terminated its own agent
+                self.retired[0] += 1  # processed, by an agent that is gone
                 if request:
                     self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return 0

@@ -403,7 +403,8 @@ def test_supervision_restart_with_backoff_then_stop(make: MakeRuntime, clock: Cl
     rt.send_nowait("f", "ok", priority=Priority.LOW)
     rt.run_until_idle()
     assert rt.state("f") == "middle"  # failed in middle; restart waits for the backoff
-    assert rt.status("f") is AgentStatus.ERROR and not rt.paused("f")  # a backoff, no pause
+    assert rt.status("f") is AgentStatus.ERROR  # a backoff, not a pause
+    assert not rt.paused("f")
     assert rt.queued("f") == [(Priority.LOW, "ok", None)]
     assert rt.timers("f") == [("restart",)]
     advance(rt, clock, 1.0)
@@ -418,7 +419,8 @@ def test_supervision_restart_with_backoff_then_stop(make: MakeRuntime, clock: Cl
     advance(rt, clock, 1.0)
     assert rt.timers("f") == [("restart",)]  # second backoff is 2 s
     advance(rt, clock, 1.0)
-    assert rt.timers("f") == [] and rt.status("f") is AgentStatus.IDLE
+    assert rt.timers("f") == []
+    assert rt.status("f") is AgentStatus.IDLE
     rt.send_nowait("f", "boom")  # third failure within the window: stop
     rt.send_nowait("f", "ok")
     rt.run_until_idle()

@@ -122,7 +122,7 @@ def _engine_imports(path: pathlib.Path, package: list[str]) -> set[str]:
             if node.level:
                 base = package[: len(package) - node.level + 1]
                 parts = base + (node.module.split(".") if node.module else [])
-                names = [parts] if node.module else [parts + [a.name] for a in node.names]
+                names = [parts] if node.module else [[*parts, a.name] for a in node.names]
             elif node.module and node.module.split(".")[0] == "engine":
                 names = [node.module.split(".")]
             else:
@@ -156,4 +156,5 @@ def test_every_layer_states_its_theory_of_operation() -> None:
     for layer in LAYERS:
         if (root / layer).is_dir():
             doc = ast.get_docstring(ast.parse((root / layer / "__init__.py").read_text()))
-            assert doc and len(doc) > 200, layer
+            assert doc, layer
+            assert len(doc) > 200, layer

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 import trio
 
-
 _brief = reprlib.Repr()
 _brief.maxstring = 60
 _brief.maxlong = 40
@@ -27,6 +26,15 @@ def brief(value: object) -> str:
         if isinstance(value, int):
             return f"<int of {value.bit_length()} bits>"
         return f"<{type(value).__name__} object>"
+
+def _text(error: BaseException) -> str:
+    """``str(error)``, at most 200 characters, even if its ``__str__`` raises."""
+    try:
+        text = str(error)
+    except Exception:
+        return f"<{type(error).__name__} whose str() raised>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
 
 class EngineError(Exception):
     """Raised for every error the engine reports on purpose: the base of the tree."""
@@ -100,8 +108,8 @@ class HandlerError(EngineError):
 
     def __init__(self, agent_id: object, state: str, event: str, cause: BaseException) -> None:
         super().__init__(
-            f"handler for agent {brief(agent_id)} in state {brief(state)} on event {brief(event)} failed: "
-            f"{type(cause).__name__}: {cause}"
+            f"handler for agent {brief(agent_id)} in state {brief(state)} on event "
+            f"{brief(event)} failed: {type(cause).__name__}: {_text(cause)}"
         )
         self.agent_id = agent_id
         self.state = state
@@ -163,7 +171,7 @@ class PluginLoadError(EngineError):
     plugin, and the cause is ``__cause__``."""
 
     def __init__(self, name: str, cause: BaseException) -> None:
-        super().__init__(f"plugin {name!r} failed to load: {type(cause).__name__}: {cause}")
+        super().__init__(f"plugin {name!r} failed to load: {type(cause).__name__}: {_text(cause)}")
         self.name = name
         self.__cause__ = cause
 
@@ -182,7 +190,7 @@ class PluginFailedError(EngineError):
     failed too often); names the plugin, and the cause is ``__cause__``."""
 
     def __init__(self, name: str, cause: BaseException, detail: str = "") -> None:
-        msg = f"plugin {name!r} failed: {type(cause).__name__}: {cause}"
+        msg = f"plugin {name!r} failed: {type(cause).__name__}: {_text(cause)}"
         super().__init__(f"{msg} ({detail})" if detail else msg)
         self.name = name
         self.__cause__ = cause

@@ -15,6 +15,7 @@ from ._exceptions import InvalidArgumentError, brief
 
 __all__ = ["brief", "flag", "integer", "number"]
 
+
 def number(name: str, value: Any, *, minimum: float | None = None) -> float:
     """``value`` as a finite float (bools, NaN, infinities and non-numbers refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

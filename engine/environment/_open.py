@@ -11,12 +11,14 @@ are cancelled.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
+from ..core._exceptions import RuntimeNotRunningError
 from ..runtime._host import Host
 from ..runtime._runtime import Runtime
 from ._wiring import Plugin, Wiring, as_plugins
@@ -46,6 +48,7 @@ async def open_runtime(
     queued stays in the runtime, which remains usable synchronously. An error of the runtime
     itself, or of a receptor whose policy is stop, propagates out of the ``async with``.
     """
+    _require_trio()
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
@@ -93,3 +96,24 @@ async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.Canc
         async with trio.open_nursery() as nursery:
             for plugin in plugins:
                 nursery.start_soon(wiring.run_receptor, plugin, name=f"receptor {plugin.name}")
+
+
+def _require_trio() -> None:
+    """Refuse, with a message that says what to do, to start outside trio (under asyncio,
+    say, where trio's primitives would fail with an error that names neither)."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        where = "outside trio"
+        asyncio = sys.modules.get("asyncio")
+        if asyncio is not None:
+            try:
+                asyncio.get_running_loop()
+                where = "under asyncio"
+            except RuntimeError:
+                pass
+        raise RuntimeNotRunningError(
+            f"open_runtime needs trio and was entered {where}: run it with trio.run(main) "
+            "(the runtime's tasks, timers and clock are trio's), or drive an engine.Runtime "
+            "synchronously from your own loop (send_nowait, run_until_idle, fire_timers)"
+        ) from None

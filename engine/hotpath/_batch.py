@@ -49,7 +49,9 @@ def batch_arrays(
 
 
 def restore_ids(
-    ids: list[Any], slots: Sequence[int] | npt.NDArray[np.int32], retired: list[tuple[int, int, Any]]
+    ids: list[Any],
+    slots: Sequence[int] | npt.NDArray[np.int32],
+    retired: list[tuple[int, int, Any]],
 ) -> None:
     """Give the outputs of agents terminated before the flush their own ids back.
 

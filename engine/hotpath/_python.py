@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, final
 import numpy as np
 
 from ..core._actions import Prepared, Send, Work, lane, prepare
-from ..core._validate import brief
 from ..core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
@@ -55,6 +54,7 @@ from ..core._types import (
     Step,
     as_priority,
 )
+from ..core._validate import brief
 from ._batch import batch_arrays, restore_ids
 from ._metrics import METRICS_DTYPE, LatencyRing
 
@@ -80,6 +80,7 @@ _HANDLER_FAILED: Final = DeadLetterReason.HANDLER_FAILED
 _INVALID: Final = DeadLetterReason.INVALID_TRANSITION
 _DROPPED: Final = DeadLetterReason.DROPPED
 _TERMINATED: Final = DeadLetterReason.TERMINATED
+
 
 class DeadLetterSink(Protocol):
     """Where dead letters go (a deque, the runtime's retention ring, an instrument tap)."""
@@ -883,6 +884,7 @@ class Dispatcher:
                 AgentContext(self, slot, gen), Event(machine.events[ev], payload, lane)
             )
             if self._gen[slot] != gen:  # the handler terminated its own agent
+                self.retired[0] += 1  # processed, by an agent that is gone
                 if request:
                     self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return

@@ -30,7 +30,6 @@ from ..core._exceptions import (
     UnknownEventError,
 )
 from ..core._machine import Machine
-from ..core._validate import brief, flag, integer, number
 from ..core._types import (
     AgentStatus,
     DeadLetter,
@@ -39,6 +38,7 @@ from ..core._types import (
     OverflowPolicy,
     Priority,
 )
+from ..core._validate import brief, flag, integer, number
 from ..hotpath._metrics import LatencyRing, LatencySummary
 from ._instruments import DeadLetterTap, Instruments
 from ._ring import Ring, Transition
@@ -84,6 +84,8 @@ def _policy(value: Any) -> OverflowPolicy:
         return OverflowPolicy(value)
     except (ValueError, TypeError):
         raise InvalidArgumentError(f"unknown overflow policy {brief(value)}") from None
+
+
 _RESTART = ("restart",)
 _TIMER_KEYS: dict[str, tuple[str, str]] = {}
 
@@ -235,7 +237,9 @@ class Runtime:
         # every argument is checked here, so a bad one fails this call with a typed error
         # (and nothing per message pays for it)
         if on_output is not None and not callable(on_output):
-            raise InvalidArgumentError(f"on_output must be callable or None, got {brief(on_output)}")
+            raise InvalidArgumentError(
+                f"on_output must be callable or None, got {brief(on_output)}"
+            )
         if clock is not None and not callable(clock):
             raise InvalidArgumentError(f"clock must be callable or None, got {brief(clock)}")
         if supervision is not None and not isinstance(supervision, Supervision):
