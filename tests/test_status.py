@@ -162,3 +162,19 @@ def test_statistics_typed_by_argument(
     rt.spawn(light, agent)
     assert isinstance(rt.statistics(), engine.RuntimeStatistics)
     assert isinstance(rt.statistics(agent), engine.AgentStatistics)
+
+
+def test_diagram_of_an_agent_highlights_its_state(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
+    rt = make_runtime()
+    rt.spawn(light, "a")
+    rt.send_nowait("a", "tick")
+    rt.run_until_idle()
+    assert rt.diagram("a") == light.to_mermaid(highlight="green")
+    assert rt.diagram("a", format="dot") == light.to_dot(highlight="green")
+    assert rt.diagram("a") != light.to_mermaid(highlight="red")
+    with pytest.raises(engine.InvalidArgumentError):
+        rt.diagram("a", format="svg")
+    with pytest.raises(engine.AgentNotFoundError):
+        rt.diagram("nobody")

@@ -801,6 +801,21 @@ class Runtime:
         """The machine an agent runs."""
         return self._d.machine(agent_id)
 
+    def diagram(self, agent_id: Any, format: str = "mermaid") -> str:
+        """The agent's machine drawn as Mermaid (``"mermaid"``) or Graphviz (``"dot"``), its
+        current state highlighted.
+
+        Raises:
+            AgentNotFoundError: No such agent.
+            InvalidArgumentError: Another format.
+        """
+        machine, state = self._d.machine(agent_id), self._d.state(agent_id)
+        if format == "mermaid":
+            return machine.to_mermaid(highlight=state)
+        if format == "dot":
+            return machine.to_dot(highlight=state)
+        raise InvalidArgumentError(f"format must be 'mermaid' or 'dot', got {brief(format)}")
+
     def queued(self, agent_id: Any) -> list[tuple[Priority, str, Any]]:
         """Queued messages of an agent as ``(priority, event, payload)``, in process order."""
         return list(self._d.queued(agent_id))
