@@ -4,113 +4,180 @@
 names (through their entry points), and runs under trio until SIGINT or SIGTERM (or
 ``--for SECONDS``); then it shuts down cleanly: receptors stop, effectors take what is queued
 and close. ``plugins`` lists what discovery finds, with versions and whether each loads.
+
+Before anything runs, ``prepare_app`` checks the whole file in one pass: its schema, its
+cross references, every machine's import and every plugin (installed, in its role, loadable,
+its own config), and reports every problem at once, one line each, with exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import math
+import pkgutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TextIO
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TextIO, final
 
+import attrs
 import trio
 
-from ..core._exceptions import ConfigError, EngineError
+from ..core._exceptions import ConfigError, EngineError, PluginLoadError, PluginValidationError
 from ..core._machine import Machine
 from ..core._types import OverflowPolicy
 from ..environment import _discovery as _plugins
-from ..environment._config import AppConfig, load_app
+from ..environment._config import (
+    AppConfig,
+    MachineConfig,
+    PluginConfig,
+    check_app,
+    read_app,
+    valid_entries,
+)
 from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
 from ..observe._top import TopView
 
 
-def import_object(path: str) -> Any:
-    """``package.module:attribute`` (dots allowed after the colon)."""
-    module, sep, attr = path.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"{path!r} is not of the form 'package.module:attribute'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+@final
+@attrs.frozen
+class App:
+    """An app file, checked: its configuration, its machines and its plugins, built."""
+
+    where: str
+    config: AppConfig
+    machines: dict[str, Machine]
+    receptors: list[Plugin]
+    effectors: list[Plugin]
+
+
+def resolve_machines(configs: Mapping[str, MachineConfig]) -> tuple[dict[str, Machine], list[str]]:
+    """Import each machine (``pkgutil.resolve_name``): the machines, and the problems."""
+    machines, problems = {}, []
+    for name, cfg in configs.items():
+        where = f"$.machines[{name!r}].path"
+        try:
+            obj = pkgutil.resolve_name(cfg.path)
+        except Exception as exc:  # the module's own code may raise anything
+            problems.append(f"cannot import {cfg.path!r}: {type(exc).__name__}: {exc} @ {where}")
+            continue
+        if isinstance(obj, Machine):
+            machines[name] = obj
+        else:
+            problems.append(
+                f"{cfg.path!r} is a {type(obj).__name__}, not an engine.Machine @ {where}"
+            )
+    return machines, problems
 
 
 def load_machines(app: AppConfig, where: str) -> dict[str, Machine]:
-    machines, problems = {}, []
-    for name, cfg in app.machines.items():
-        try:
-            obj = import_object(cfg.path)
-        except Exception as exc:
-            problems.append(
-                f"machines.{name}: cannot import {cfg.path!r}: {type(exc).__name__}: {exc}"
-            )
-            continue
-        if not isinstance(obj, Machine):
-            problems.append(
-                f"machines.{name}: {cfg.path!r} is a {type(obj).__name__}, not an engine.Machine"
-            )
-        machines[name] = obj
+    """The app's machines by name.
+
+    Raises:
+        ConfigError: Every machine that cannot be imported or is not an ``engine.Machine``.
+    """
+    machines, problems = resolve_machines(app.machines)
     if problems:
         raise ConfigError(where, problems)
     return machines
 
 
-def build_plugins(app: AppConfig, where: str) -> tuple[list[Plugin], list[Plugin]]:
-    """Instances for the app's ``[[plugins]]``: (receptors, effectors)."""
-    receptors, effectors = [], []
+def make_plugins(
+    configs: Mapping[int, PluginConfig],
+) -> tuple[list[Plugin], list[Plugin], list[str]]:
+    """Build the ``[[plugins]]`` entries (by index): receptors, effectors, and the problems."""
+    receptors, effectors, problems = [], [], []
     installed = _plugins.discover()
-    for i, cfg in enumerate(app.plugins):
+    for i, cfg in configs.items():
+        at = f"$.plugins[{i}]"
         infos = [p for p in installed if p.name == cfg.name]
         roles = {p.role for p in infos}
+        wanted = roles if cfg.role in (None, "both") else {cfg.role}
         if not infos:
             known = ", ".join(sorted({p.name for p in installed})) or "none"
-            raise ConfigError(
-                where,
-                [f"plugins[{i}]: no plugin named {cfg.name!r} is installed (installed: {known})"],
+            problems.append(
+                f"no plugin named {cfg.name!r} is installed (installed: {known}) @ {at}.name"
             )
-        wanted = roles if cfg.role in (None, "both") else {cfg.role}
+            continue
         if len(wanted) == 2 and len({p.value for p in infos}) == 2:
-            raise ConfigError(
-                where,
-                [
-                    f"plugins[{i}]: {cfg.name!r} has separate receptor and effector factories "
-                    '(set role = "receptor" or "effector", one entry each)'
-                ],
+            problems.append(
+                f"{cfg.name!r} has separate receptor and effector factories (set role = "
+                f'"receptor" or "effector", one entry each) @ {at}.role'
             )
+            continue
         if not wanted <= roles:
-            raise ConfigError(
-                where,
-                [
-                    f"plugins[{i}]: {cfg.name!r} is not registered as "
-                    f"{' and '.join(sorted(wanted - roles))}"
-                ],
-            )
-        factory = _plugins.load(next(p for p in infos if p.role in wanted))
-        obj = _plugins.create(cfg.name, factory, cfg.config)
+            missing = " and ".join(sorted(wanted - roles))
+            problems.append(f"{cfg.name!r} is not registered as {missing} @ {at}.role")
+            continue
+        try:
+            factory = _plugins.load(next(p for p in infos if p.role in wanted))
+            obj = _plugins.create(cfg.name, factory, cfg.config, path=f"{at}.config")
+        except ConfigError as exc:
+            problems += exc.problems
+            continue
+        except (PluginLoadError, PluginValidationError) as exc:
+            problems.append(f"{exc} @ {at}.name")
+            continue
         plugin = Plugin(obj, cfg.name, cfg.restart)
         if "receptor" in wanted:
             receptors.append(plugin)
         if "effector" in wanted:
             effectors.append(plugin)
+    return receptors, effectors, problems
+
+
+def build_plugins(app: AppConfig, where: str) -> tuple[list[Plugin], list[Plugin]]:
+    """Instances for the app's ``[[plugins]]``: (receptors, effectors).
+
+    Raises:
+        ConfigError: Every plugin that is not installed, does not fit its role, does not load,
+            or whose config is bad.
+    """
+    receptors, effectors, problems = make_plugins(dict(enumerate(app.plugins)))
+    if problems:
+        raise ConfigError(where, problems)
     return receptors, effectors
 
 
+def prepare_app(path: str) -> App:
+    """Read an app file, import its machines and build its plugins.
+
+    Raises:
+        ConfigError: Every problem of the file, found in one pass (the imports and plugins of
+            its valid entries are checked even when other entries are bad).
+    """
+    data = read_app(path)
+    problems: list[str] = []
+    config = None
+    try:
+        config = check_app(data, path)
+    except ConfigError as exc:
+        problems += exc.problems
+    machines, found = resolve_machines(valid_entries(data, "machines", MachineConfig))
+    problems += found
+    receptors, effectors, found = make_plugins(valid_entries(data, "plugins", PluginConfig))
+    problems += found
+    if problems or config is None:
+        raise ConfigError(path, problems)
+    return App(path, config, machines, receptors, effectors)
+
+
+def _policy(name: str | None) -> OverflowPolicy | None:
+    if name is None:
+        return None
+    return OverflowPolicy.DROP_OLDEST if name == "drop_oldest" else OverflowPolicy.REJECT
+
+
 @asynccontextmanager
-async def app_runtime(app: AppConfig, where: str, **overrides: Any) -> AsyncIterator[Any]:
+async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
     """The app's runtime under trio, its agents spawned and its plugins wired."""
-    machines = load_machines(app, where)
-    receptors, effectors = build_plugins(app, where)
-    rc = app.runtime
+    rc = app.config.runtime
     options: dict[str, Any] = {
         "implementation": rc.implementation,
         "capacity": rc.capacity,
-        "policy": OverflowPolicy.DROP_OLDEST
-        if rc.policy == "drop_oldest"
-        else OverflowPolicy.REJECT,
+        "policy": _policy(rc.policy),
         "budget": rc.budget,
         "batch": rc.batch,
         "dead_letter_limit": rc.dead_letter_limit,
@@ -121,18 +188,16 @@ async def app_runtime(app: AppConfig, where: str, **overrides: Any) -> AsyncIter
         "sample_every": rc.sample_every,
     }
     options.update(overrides)
-    async with open_runtime(receptors=receptors, effectors=effectors, **options) as rt:
-        for group in app.agents:
-            machine = machines[group.machine]
-            policy = (
-                None
-                if group.policy is None
-                else (
-                    OverflowPolicy.DROP_OLDEST
-                    if group.policy == "drop_oldest"
-                    else OverflowPolicy.REJECT
-                )
-            )
+    async with AsyncExitStack() as stack:
+        runtime = open_runtime(receptors=app.receptors, effectors=app.effectors, **options)
+        try:
+            rt = await stack.enter_async_context(runtime)
+        except OSError as exc:  # an effector's aopen: a file in a directory that is not there
+            problem = f"a plugin could not start: {type(exc).__name__}: {exc}"
+            raise ConfigError(app.where, [problem]) from exc
+        for group in app.config.agents:
+            machine = app.machines[group.machine]
+            policy = _policy(group.policy)
             for agent_id in group.agent_ids():
                 rt.spawn(
                     machine,
@@ -141,20 +206,20 @@ async def app_runtime(app: AppConfig, where: str, **overrides: Any) -> AsyncIter
                     policy=policy,
                     supervision=group.supervision,
                 )
-        yield rt, [p.name for p in receptors], [p.name for p in effectors]
+        yield rt, [p.name for p in app.receptors], [p.name for p in app.effectors]
 
 
 async def until_stopped(seconds: float | None, out: TextIO) -> None:
     """Return on SIGINT/SIGTERM, or after ``seconds``."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        with trio.move_on_after(float("inf") if seconds is None else seconds):
+        with trio.move_on_after(math.inf if seconds is None else seconds):
             async for sig in signals:
                 print(f"engine: {signal.Signals(sig).name}, shutting down", file=out, flush=True)
                 return
 
 
-async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) -> None:
-    async with app_runtime(app, where) as (rt, receptors, effectors):
+async def serve(app: App, seconds: float | None, out: TextIO) -> None:
+    async with app_runtime(app) as (rt, receptors, effectors):
         print(
             f"engine: {len(rt)} agents on the {rt.implementation} hot path; receptors: "
             f"{receptors}; effectors: {effectors}",
@@ -171,14 +236,12 @@ async def serve(app: AppConfig, where: str, seconds: float | None, out: TextIO) 
     )
 
 
-async def top(
-    app: AppConfig, where: str, seconds: float | None, interval: float, screen: TextIO
-) -> None:
+async def top(app: App, seconds: float | None, interval: float, screen: TextIO) -> None:
     clear = "\x1b[H\x1b[2J" if screen.isatty() else ""
     async with app_runtime(
-        app, where, metrics=True, sample_every=app.runtime.sample_every or 64
+        app, metrics=True, sample_every=app.config.runtime.sample_every or 64
     ) as (rt, _, _):
-        view = TopView(rt, where)
+        view = TopView(rt, app.where)
 
         async def refresh() -> None:
             while True:
@@ -217,30 +280,54 @@ def list_plugins(out: TextIO) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """``--for``: a finite number of seconds, 0 or more."""
+    value = _number(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _interval(text: str) -> float:
+    """``--interval``: a finite number of seconds, more than 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds > 0, got {text!r}")
+    return value
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    return value if math.isfinite(value) else math.nan  # nan fails every comparison
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an app file until interrupted")
     run.add_argument("app", help="the app's TOML file")
     run.add_argument(
-        "--for", dest="seconds", type=float, default=None, help="stop after this many seconds"
+        "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
     sub.add_parser("plugins", help="list installed plugins and whether they load")
     live = sub.add_parser("top", help="run an app file with a live view of its metrics")
     live.add_argument("app", help="the app's TOML file")
-    live.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    live.add_argument("--interval", type=_interval, default=1.0, help="seconds between refreshes")
     live.add_argument(
-        "--for", dest="seconds", type=float, default=None, help="stop after this many seconds"
+        "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
     args = parser.parse_args(argv)
     if args.command == "plugins":
         return list_plugins(sys.stdout)
     try:
-        app = load_app(args.app)
+        app = prepare_app(args.app)
         if args.command == "top":
-            trio.run(top, app, args.app, args.seconds, args.interval, sys.stdout)
+            trio.run(top, app, args.seconds, args.interval, sys.stdout)
         else:
-            trio.run(serve, app, args.app, args.seconds, sys.stderr)
+            trio.run(serve, app, args.seconds, sys.stderr)
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 2

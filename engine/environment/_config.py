@@ -1,8 +1,19 @@
-"""Configuration: attrs classes structured from dicts (TOML) by one cattrs converter.
+"""Configuration: attrs classes structured from dicts (TOML) by one strict cattrs converter.
 
-``structure(data, cls, where)`` reports every bad field at once as a ``ConfigError`` (cattrs'
-detailed validation, flattened into readable lines with their paths). ``AppConfig`` is the
-schema of ``python -m engine run app.toml``::
+Theory of operation: ``converter`` coerces nothing. cattrs' defaults call ``bool(value)`` and
+``int(value)``, so ``"no"`` became True and ``64.9`` became 64; here a bool is a bool, an int
+an int (never a bool), a float an int or a float that is finite (``FloatOrInfinity`` also
+takes infinities), a string a string, a list a list (never a string), and a ``Literal`` one of
+its values, of the same type.
+
+cattrs reports every field that fails to structure, but runs no attrs validator once one
+field of a class is bad, and attrs stops at the first failing validator: the hook for attrs
+classes runs the validators of every other field too, and attaches each failure to its field
+with cattrs' ``AttributeValidationNote``. ``structure()`` turns cattrs' tree of errors into
+lines, each with its path (``cattrs.transform_error``), and raises them as one ``ConfigError``.
+No message of cattrs' is parsed: problems are described from the exceptions' types.
+
+``AppConfig`` is the schema of ``python -m engine run app.toml``::
 
     [runtime]                       # Runtime keyword arguments, all optional
     implementation = "native"
@@ -22,46 +33,147 @@ schema of ``python -m engine run app.toml``::
     restart = { policy = "restart", backoff = 0.5 }
     [plugins.config]                # the plugin's own Config
     port = 7000
+
+``load_app()`` checks what the file alone can tell (its schema, and that agents name machines
+of ``[machines]``); importing the machines and building the plugins is the command line's job
+(``engine.cli``), which checks the entries of ``valid_entries()`` in the same run.
 """
 
 from __future__ import annotations
 
+import math
+import reprlib
 import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, TypeVar, final
+from typing import Annotated, Any, Literal, TypeVar, final
 
 import attrs
 import cattrs
 from cattrs.cols import list_structure_factory
+from cattrs.errors import AttributeValidationNote, ClassValidationError, ForbiddenExtraKeysError
+from cattrs.gen import make_dict_structure_fn
+from cattrs.strategies import configure_union_passthrough
+from cattrs.v import format_exception
 
 from ..core._exceptions import ConfigError
 from ..runtime._supervision import Supervision
 
 T = TypeVar("T")
 
+
+class Mistyped(TypeError):
+    """A value of the wrong type, which the converter does not coerce."""
+
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(f"expected {expected}, got {reprlib.repr(value)}")
+        self.expected = expected
+        self.value = value
+
+
+class Invalid(ValueError):
+    """A well-typed value that a validator or a check across fields refused; the message is
+    theirs (the original exception is the ``__cause__``)."""
+
+
 converter = cattrs.Converter(forbid_extra_keys=True)
 """The engine's one converter (plugins' ``Config`` classes are structured with it too)."""
 
 
-def _str_or_int(value: Any, _: Any) -> str | int:
-    if isinstance(value, str | int) and not isinstance(value, bool):
+def _bool(value: Any, _: Any) -> bool:
+    if isinstance(value, bool):
         return value
-    raise TypeError(f"expected a string or an integer, got {value!r}")
+    raise Mistyped("true or false", value)
 
 
-converter.register_structure_hook(str | int, _str_or_int)
+def _int(value: Any, type_: type[int]) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if type_ is int else type_(value)
+    raise Mistyped("an integer", value)
+
+
+def _float(value: Any, _: Any) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise Mistyped("a number", value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range
+        raise Mistyped("a finite number", value) from None
+    if not math.isfinite(number):  # durations, backoffs, rates: nan and inf mean nothing
+        raise Mistyped("a finite number", value)
+    return number
+
+
+_INFINITY_ALLOWED = "inf allowed"
+
+FloatOrInfinity = Annotated[float, _INFINITY_ALLOWED]
+"""A float field that also takes ``inf`` and ``-inf`` (say ``idle_timeout = inf``: never);
+a plain ``float`` field takes finite numbers only. NaN is never a value."""
+
+
+def _allows_infinity(type_: Any) -> bool:
+    return _INFINITY_ALLOWED in getattr(type_, "__metadata__", ())
+
+
+def _float_or_infinity(value: Any, _: Any) -> float:
+    if isinstance(value, float) and math.isinf(value):
+        return value
+    try:
+        return _float(value, float)
+    except Mistyped:
+        raise Mistyped("a number or inf", value) from None
+
+
+def _str(value: Any, _: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise Mistyped("a string", value)
+
+
+for _type, _hook in ((bool, _bool), (int, _int), (float, _float), (str, _str)):
+    converter.register_structure_hook(_type, _hook)
+converter.register_structure_hook_func(_allows_infinity, _float_or_infinity)
+
+# Unions with these members (``str | int``): a value passes when its exact class is one of them
+# (True is not an int; bool is left out, or cattrs would let it in as a subclass of int);
+# other members (float, bool, classes) go through their own hooks above.
+configure_union_passthrough(str | int | None, converter)
+
+
+def _is_literal(type_: Any) -> bool:
+    return getattr(type_, "__origin__", None) is Literal
+
+
+def _literal_hook(type_: Any) -> Callable[[Any, Any], Any]:
+    # cattrs' own compares with ==, so 1 matches Literal[True], and says "x not in literal
+    # typing.Literal[...]"; this compares value and type, and names the choices.
+    choices = [((v.value if isinstance(v, Enum) else v), v) for v in type_.__args__]
+    expected = "one of " + ", ".join(repr(raw) for raw, _ in choices)
+
+    def structure_literal(value: Any, _: Any) -> Any:
+        for raw, choice in choices:
+            if type(value) is type(raw) and value == raw:
+                return choice
+        raise Mistyped(expected, value)
+
+    return structure_literal
+
+
+converter.register_structure_hook_factory(_is_literal, _literal_hook)
 
 
 def _is_list(type_: Any) -> bool:
     return getattr(type_, "__origin__", None) is list
 
 
-def _list_hook(type_: Any) -> Any:
+def _list_hook(type_: Any) -> Callable[[Any, Any], list[Any]]:
     base = list_structure_factory(type_, converter)  # cattrs' own, with per-item paths
 
     def structure_list(value: Any, _: Any) -> list[Any]:
-        if isinstance(value, str | bytes):  # "l1" is not ["l", "1"]
-            raise TypeError(f"expected a list, got the string {value!r}")
+        # cattrs would take any iterable: "l1" as ["l", "1"], a table as its keys
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise Mistyped("an array", value)
         return base(value, type_)  # type: ignore[no-any-return]
 
     return structure_list
@@ -70,59 +182,92 @@ def _list_hook(type_: Any) -> Any:
 converter.register_structure_hook_factory(_is_list, _list_hook)
 
 
-def structure(data: Any, cls: type[T], where: str) -> T:
-    """Structure ``data`` into ``cls``, or raise ``ConfigError`` listing every problem: type
-    errors found by cattrs and the attrs validators of every field that has the right type
-    (cattrs alone stops before validators when any field is malformed)."""
+def _attrs_hook(cls: Any) -> Callable[[Any, Any], Any]:
+    base = make_dict_structure_fn(cls, converter)  # cattrs' own, detailed
+    validated = [f for f in attrs.fields(cls) if f.init and f.validator is not None]
+
+    def structure_attrs(data: Any, _: Any) -> Any:
+        if not isinstance(data, Mapping):
+            raise Mistyped("a table", data)
+        try:
+            return base(data, cls)
+        except ClassValidationError as exc:
+            error = exc
+        noted, others = error.group_exceptions()
+        failed = {note.name for _, note in noted}
+        refused = [
+            problem
+            for field in validated
+            if field.name in data and field.name not in failed
+            if (problem := _validate(cls, field, data[field.name])) is not None
+        ]
+        extra = [e for e in others if isinstance(e, ForbiddenExtraKeysError)]
+        errors: list[Exception]
+        if noted or extra:  # cattrs stopped before __init__: add the validators' findings
+            errors = [*(e for e, _ in noted), *extra, *refused]
+        elif refused:  # __init__ raised at the first validator that failed: all of them
+            errors = list(refused)
+        else:  # every field is fine on its own: a check across fields (__attrs_post_init__)
+            errors = [_invalid(e) for e in others]
+        raise ClassValidationError(error.message, errors, cls)
+
+    return structure_attrs
+
+
+def _validate(cls: type, field: attrs.Attribute[Any], raw: Any) -> Invalid | None:
+    """Run one field's validator on its structured value alone (the instance is None)."""
+    convert: Any = field.converter  # typed as attrs.Converter, but usually a plain callable
+    if field.validator is None or isinstance(convert, attrs.Converter):
+        return None  # a converter taking the instance cannot run alone
     try:
-        return converter.structure(data, cls)
-    except cattrs.BaseValidationError as exc:
-        problems = cattrs.transform_error(exc, path="$", format_exception=_describe)
-    except (TypeError, ValueError) as exc:
-        problems = [f"{type(exc).__name__}: {exc}"]
-    problems += [p for p in _validator_problems(data, cls, "$") if p not in problems]
-    raise ConfigError(where, problems)
+        value = converter.structure(raw, Any if field.type is None else field.type)
+        if convert is not None:
+            value = convert(value)
+        field.validator(None, field, value)
+    except (cattrs.BaseValidationError, Mistyped):
+        return None  # not a validator's finding: cattrs reported it already
+    except Exception as exc:
+        invalid = _invalid(exc)
+        invalid.add_note(
+            AttributeValidationNote(
+                f"Validating class {cls.__qualname__} @ attribute {field.name}",
+                field.name,
+                field.type,
+            )
+        )
+        return invalid
+    return None
+
+
+def _invalid(exc: Exception) -> Invalid:
+    # attrs' validators raise ValueError(message) or TypeError(message, attribute, ...)
+    message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    invalid = Invalid(message or type(exc).__name__)
+    invalid.__cause__ = exc
+    return invalid
+
+
+converter.register_structure_hook_factory(attrs.has, _attrs_hook)
 
 
 def _describe(exc: BaseException, type_: Any) -> str:
-    if type_ is None and isinstance(exc, ValueError) and str(exc):
-        return str(exc)  # a check across fields (__attrs_post_init__) says what is wrong
-    text = cattrs.v.format_exception(exc, type_)
-    if text.startswith("unknown error (") and text.endswith(")"):
-        text = text[len("unknown error (") : -1]  # e.g. "x not in literal typing.Literal[...]"
-    return text
+    """One problem, for ``cattrs.transform_error`` (which adds `` @ path``)."""
+    if isinstance(exc, Mistyped | Invalid):
+        return str(exc)  # written to be read
+    return format_exception(exc, type_)  # missing and extra fields, cattrs' own hooks
 
 
-def _validator_problems(data: Any, cls: Any, path: str) -> list[str]:
-    """Run each attrs field's validator on its value alone, recursing into nested classes."""
-    if not (attrs.has(cls) and isinstance(data, dict)):
-        return []
-    out = []
-    for field in attrs.fields(cls):
-        if field.name not in data:
-            continue
-        raw, where = data[field.name], f"{path}.{field.name}"
-        if attrs.has(field.type):
-            out += _validator_problems(raw, field.type, where)
-            continue
-        items: tuple[Any, ...] = getattr(field.type, "__args__", ())
-        if isinstance(raw, list) and len(items) == 1 and attrs.has(items[0]):
-            for i, item in enumerate(raw):
-                out += _validator_problems(item, items[0], f"{where}[{i}]")
-            continue
-        if isinstance(raw, dict) and len(items) == 2 and attrs.has(items[1]):
-            for key, item in raw.items():
-                out += _validator_problems(item, items[1], f"{where}.{key}")
-            continue
-        if field.validator is None:
-            continue
-        try:
-            value = converter.structure(raw, field.type)
-            field.validator(None, field, value)
-        except Exception as exc:  # a type error is cattrs' report; a validator's is ours
-            if not isinstance(exc, cattrs.BaseValidationError | TypeError):
-                out.append(f"{exc} @ {where}")
-    return out
+def structure(data: Any, cls: type[T], where: str, *, path: str = "$") -> T:
+    """Structure ``data`` into ``cls``, or raise ``ConfigError`` listing every problem, each
+    as ``description @ path`` (``path`` is the root's).
+
+    Raises:
+        ConfigError: Every bad field, missing field and extra field.
+    """
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, Mistyped, Invalid) as exc:
+        raise ConfigError(where, cattrs.transform_error(exc, path, _describe)) from None
 
 
 @final
@@ -157,12 +302,20 @@ class RuntimeConfig:
     sample_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
 
 
+def _import_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    # the rest of the syntax is pkgutil.resolve_name's, which the command line reports
+    module, colon, name = value.partition(":")
+    if not (module and colon and name):
+        raise ValueError(f"expected 'package.module:attribute', got {value!r}")
+
+
 @final
 @attrs.frozen
 class MachineConfig:
-    """Where a machine lives: ``path = "package.module:ATTRIBUTE"``."""
+    """Where a machine lives: ``path = "package.module:ATTRIBUTE"`` (dots allowed after the
+    colon, for a class attribute)."""
 
-    path: str
+    path: str = attrs.field(validator=_import_path)
 
 
 @final
@@ -177,9 +330,17 @@ class AgentsConfig:
         default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
     )
     prefix: str | None = None
-    capacity: int | None = None
+    capacity: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
     policy: Literal["reject", "drop_oldest"] | None = None
     supervision: Supervision | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.ids is None) == (self.count is None):
+            raise ValueError("needs exactly one of ids or count")
+        if self.prefix is not None and self.count is None:
+            raise ValueError("prefix applies to count, not to ids")
 
     def agent_ids(self) -> list[Any]:
         if self.ids is not None:
@@ -210,24 +371,74 @@ class AppConfig:
     plugins: list[PluginConfig] = attrs.Factory(list)
 
 
+def read_app(path: str | Path) -> dict[str, Any]:
+    """The TOML table of an app file.
+
+    Raises:
+        ConfigError: The file cannot be read, is not UTF-8 or not TOML (one problem: nothing
+            else can be checked).
+    """
+    try:
+        text = Path(path).read_bytes().decode()
+        return tomllib.loads(text)
+    except OSError as exc:
+        problem = f"cannot read it: {type(exc).__name__}: {exc.strerror or exc}"
+    except UnicodeDecodeError as exc:
+        problem = f"not UTF-8 text: {exc}"
+    except tomllib.TOMLDecodeError as exc:
+        problem = f"not valid TOML: {exc}"
+    raise ConfigError(str(path), [problem])
+
+
+def check_app(data: Mapping[str, Any], where: str) -> AppConfig:
+    """Structure an app file's table and check that its agents name machines it defines.
+
+    Raises:
+        ConfigError: Every problem found, each with its path.
+    """
+    problems: list[str] = []
+    app = None
+    try:
+        app = structure(data, AppConfig, where)
+    except ConfigError as exc:
+        problems += exc.problems
+    # on the raw table, so that it is checked however broken the rest is
+    machines = data.get("machines", {})
+    agents = data.get("agents")
+    if isinstance(machines, Mapping) and isinstance(agents, list):
+        for i, group in enumerate(agents):
+            name = group.get("machine") if isinstance(group, Mapping) else None
+            if isinstance(name, str) and name not in machines:
+                problems.append(f"{name!r} is not a machine of [machines] @ $.agents[{i}].machine")
+    if problems or app is None:
+        raise ConfigError(where, problems)
+    return app
+
+
 def load_app(path: str | Path) -> AppConfig:
     """Read and check an app file; ``ConfigError`` lists every problem found.
 
     Raises:
-        ConfigError: Unreadable TOML, bad fields, or references to undefined machines.
+        ConfigError: An unreadable file, bad TOML, bad fields, or agents of undefined machines.
     """
-    where = str(path)
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(where, [f"{type(exc).__name__}: {exc}"]) from None
-    app = structure(data, AppConfig, where)
-    problems = []
-    for i, group in enumerate(app.agents):
-        if group.machine not in app.machines:
-            problems.append(f"agents[{i}].machine {group.machine!r} is not in [machines]")
-        if (group.ids is None) == (group.count is None):
-            problems.append(f"agents[{i}] needs exactly one of ids or count")
-    if problems:
-        raise ConfigError(where, problems)
-    return app
+    return check_app(read_app(path), str(path))
+
+
+def valid_entries(data: Mapping[str, Any], section: str, cls: type[T]) -> dict[Any, T]:
+    """The entries of ``section`` (a table of tables, or an array of tables) that structure
+    into ``cls`` on their own, by name or by index; the others are left out (``check_app``
+    reports them). What needs these (imports, plugins) is then checked in the same run."""
+    raw = data.get(section)
+    if isinstance(raw, Mapping):
+        items: Iterable[tuple[Any, Any]] = raw.items()
+    elif isinstance(raw, list):
+        items = enumerate(raw)
+    else:
+        return {}
+    out = {}
+    for key, entry in items:
+        try:
+            out[key] = converter.structure(entry, cls)
+        except (cattrs.BaseValidationError, Mistyped, Invalid):
+            continue
+    return out

@@ -88,8 +88,16 @@ def load(info: PluginInfo) -> Any:
         raise PluginLoadError(info.name, exc) from exc
 
 
-def create(name: str, factory: Any, config: Mapping[str, Any] | None = None) -> Any:
+def create(
+    name: str, factory: Any, config: Mapping[str, Any] | None = None, *, path: str = "$"
+) -> Any:
     """Structure ``config`` into ``factory.Config`` and build the plugin.
+
+    Args:
+        name: The plugin's name, for errors.
+        factory: What its entry point names.
+        config: Its config table (``None``: all defaults).
+        path: Where ``config`` sits in its file, for the problems' paths.
 
     Raises:
         PluginValidationError: The factory is not callable or has no attrs ``Config``.
@@ -99,7 +107,7 @@ def create(name: str, factory: Any, config: Mapping[str, Any] | None = None) -> 
     cfg_cls = getattr(factory, "Config", None)
     if not callable(factory) or cfg_cls is None or not attrs.has(cfg_cls):
         raise PluginValidationError(name, "its factory must be callable with an attrs Config")
-    cfg = structure(dict(config or {}), cfg_cls, f"config of plugin {name!r}")
+    cfg = structure(dict(config or {}), cfg_cls, f"config of plugin {name!r}", path=path)
     try:
         return factory(cfg)
     except (ConfigError, PluginValidationError):
