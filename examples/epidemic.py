@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import sys
 import time
 from array import array
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
 import attrs
@@ -35,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 import trio.testing
+from tqdm import tqdm
 
 import engine
 from engine import Priority, Send, StateTimeout, Step, Timer
@@ -204,19 +207,15 @@ def authority_machine(p: Params, order: list[int]) -> engine.Machine:
     return authority
 
 
-def progress(out: TextIO, p: Params, day: int, counts: list[int]) -> None:
-    """One line, redrawn in place: a bar over ``p.days`` and the compartments."""
-    width = 30
-    filled = width * day // p.days
-    out.write(
-        f"\rday {day:>4}/{p.days} [{'#' * filled}{'.' * (width - filled)}]  "
-        f"S {counts[S]:>9,}  I {counts[I]:>9,}  R {counts[R]:>9,}  V {counts[V]:>9,}"
-    )
-    out.flush()
+def progress_bar(p: Params, out: TextIO, *, disable: bool | None = None) -> tqdm[Any]:
+    """A tqdm bar over ``p.days`` on ``out``, with the compartments after it. By default it
+    is drawn only when ``out`` is a terminal; ``disable=True`` never draws it."""
+    return tqdm(total=p.days, desc="days", unit="day", file=out, disable=disable)
 
 
-def simulate(p: Params, *, out: TextIO | None = None) -> Result:
-    """Run the epidemic of ``p`` to its end (nobody infected) or ``p.days``."""
+def simulate(p: Params, *, bar: tqdm[Any] | None = None) -> Result:
+    """Run the epidemic of ``p`` to its end (nobody infected) or ``p.days``, moving ``bar``
+    (see ``progress_bar``) one day at a time and closing it at the end."""
     gen = np.random.default_rng(p.seed)
     contacts = gen.integers(0, p.agents - 1, size=(p.agents, p.contacts), dtype=np.int32)
     contacts += contacts >= np.arange(p.agents, dtype=np.int32)[:, None]  # nobody meets itself
@@ -254,8 +253,12 @@ def simulate(p: Params, *, out: TextIO | None = None) -> Result:
             while True:
                 await trio.sleep_until((day + 0.5) * DAY)  # all of `day`'s events are done
                 curve[day] = counts
-                if out is not None:
-                    progress(out, p, day, counts)
+                if bar is not None:
+                    bar.set_postfix_str(
+                        f"S {counts[S]:,}  I {counts[I]:,}  R {counts[R]:,}  V {counts[V]:,}",
+                        refresh=False,
+                    )
+                    bar.update(day - bar.n)
                 if counts[I] == 0 or day == p.days:
                     break
                 day += 1
@@ -263,8 +266,8 @@ def simulate(p: Params, *, out: TextIO | None = None) -> Result:
         return rt, day, wall
 
     rt, last_day, wall = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
-    if out is not None:
-        out.write("\n")
+    if bar is not None:
+        bar.close()
     (stats,) = [m for m in rt.machine_statistics() if m.machine == "person"]
     return Result(
         params=p,
@@ -338,6 +341,23 @@ def plot(r: Result, path: str) -> None:
     plt.close(fig)
 
 
+def unwritable(path: str) -> str | None:
+    """Why ``plot`` could not write ``path``, found before the run rather than after it."""
+    folder = Path(path).parent
+    if not folder.is_dir():
+        return f"directory {folder} does not exist"
+    if not os.access(folder, os.W_OK):
+        return f"directory {folder} is not writable"
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return "needs matplotlib (pip install matplotlib), or --plot ''"
+    suffix = Path(path).suffix
+    if suffix and suffix[1:].lower() not in FigureCanvasBase.get_supported_filetypes():
+        return f"matplotlib cannot write {suffix!r} files"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -352,8 +372,14 @@ def main(argv: list[str] | None = None) -> None:
         "--implementation", choices=["native", "python"], default=None, help="hot path"
     )
     parser.add_argument("--plot", default="epidemic.png", help="PNG path ('' for none)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (there is none unless on a terminal)"
+    )
     args = parser.parse_args(argv)
+    if args.plot:
+        problem = unwritable(args.plot)
+        if problem:
+            parser.error(f"argument --plot: {problem}")
     try:
         params = Params(
             agents=args.agents,
@@ -371,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
         f"compiled module loaded: {engine.USE_EXTENSIONS}",
         flush=True,
     )
-    result = simulate(params, out=None if args.quiet else sys.stderr)
+    bar = progress_bar(params, sys.stderr, disable=True if args.quiet else None)
+    result = simulate(params, bar=bar)
     print(summary(result))
     if args.plot:
         plot(result, args.plot)

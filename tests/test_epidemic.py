@@ -4,6 +4,7 @@ invariants, checked on its event log."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def test_script_prints_table_and_writes_png(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     for label in ("messages / s", "step latency", "final S / I / R / V", "blake2b"):
         assert label in done.stdout
-    assert "day " in done.stderr  # the progress bar
+    assert done.stderr == ""  # no progress bar: stderr is not a terminal
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     digest = done.stdout.split("blake2b ")[1].split()[0]
     params = epidemic.Params(agents=3000, seed=7)
@@ -132,3 +133,59 @@ def test_params_are_checked() -> None:
         epidemic.Params(agents=10, contacts=10)
     with pytest.raises(engine.InvalidArgumentError):
         epidemic.Params(illness=(3, 2))
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_is_tqdm_over_the_days() -> None:
+    params = epidemic.Params(agents=1000, seed=1)
+    out = Terminal()
+    r = epidemic.simulate(params, bar=epidemic.progress_bar(params, out))
+    last = out.getvalue().split("\r")[-1]
+    days = len(r.curve) - 1
+    final = r.curve[-1]
+    assert last.startswith("days: ")
+    assert f"| {days}/{params.days} [" in last
+    assert f"S {final[epidemic.S]:,}  I 0  R {final[epidemic.R]:,}  V {final[epidemic.V]:,}" in (
+        last
+    )
+    assert last.endswith("\n")  # closed: the table starts on a line of its own
+    # not a terminal, or disabled (--quiet): nothing is drawn
+    for out, disable in ((io.StringIO(), None), (Terminal(), True)):
+        epidemic.simulate(params, bar=epidemic.progress_bar(params, out, disable=disable))
+        assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_quiet_turns_the_bar_off_on_a_terminal(
+    quiet: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    for name in ("COLUMNS", "LINES"):  # tqdm reads these for a terminal it cannot measure
+        monkeypatch.delenv(name, raising=False)
+    epidemic.main(["--agents", "1000", "--plot", "", *(["--quiet"] if quiet else [])])
+    assert "ever infected" in capsys.readouterr().out
+    assert ("days: " in terminal.getvalue()) is not quiet
+
+
+@pytest.mark.parametrize(
+    ("plot", "error"),
+    [
+        ("no/such/dir/curves.png", "argument --plot: directory {dir} does not exist"),
+        ("curves.nosuchformat", "argument --plot: matplotlib cannot write '.nosuchformat' files"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], plot: str, error: str
+) -> None:
+    path = tmp_path / plot
+    with pytest.raises(SystemExit) as info:
+        epidemic.main(["--agents", "1000", "--plot", str(path)])
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # nothing ran
+    assert captured.err.splitlines()[-1].endswith(error.format(dir=path.parent))
