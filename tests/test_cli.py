@@ -211,3 +211,27 @@ def test_a_bad_app_file_from_a_real_process(app_dir: Path) -> None:
         "  - expected an integer, got 64.9 @ $.runtime.budget",
         "  - expected true or false, got 'no' @ $.runtime.record",
     ]
+
+
+def test_a_plugin_wired_twice_in_one_role_is_reported_with_the_rest(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = write(
+        app_dir / "app.toml",
+        """
+        [runtime]
+        metrics = "yes"
+        [[plugins]]
+        name = "jsonl"
+        role = "effector"
+        [[plugins]]
+        name = "jsonl"
+        config = { path = "-" }
+        """,
+    )
+    code, err = run_cli(capsys, "run", str(app), "--for", "0")
+    assert code == 2
+    assert err[1:] == [
+        "  - expected true or false, got 'yes' @ $.runtime.metrics",
+        "  - 'jsonl' is already wired by plugins[0] (one instance per role) @ $.plugins[1].name",
+    ]

@@ -90,11 +90,21 @@ def make_plugins(
     """Build the ``[[plugins]]`` entries (by index): receptors, effectors, and the problems."""
     receptors, effectors, problems = [], [], []
     installed = _plugins.discover()
+    taken: dict[tuple[str, str], int] = {}  # (role, name) -> index: names are unique per role
     for i, cfg in configs.items():
         at = f"$.plugins[{i}]"
         infos = [p for p in installed if p.name == cfg.name]
         roles = {p.role for p in infos}
-        wanted = roles if cfg.role in (None, "both") else {cfg.role}
+        wanted: set[_plugins.Role] = roles
+        if cfg.role == "receptor" or cfg.role == "effector":
+            wanted = {cfg.role}
+        twins = [f"plugins[{taken[r, cfg.name]}]" for r in sorted(wanted) if (r, cfg.name) in taken]
+        if twins:
+            problems.append(
+                f"{cfg.name!r} is already wired by {twins[0]} (one instance per role) @ {at}.name"
+            )
+            continue
+        taken.update({(r, cfg.name): i for r in wanted})
         if not infos:
             known = ", ".join(sorted({p.name for p in installed})) or "none"
             problems.append(
@@ -114,6 +124,8 @@ def make_plugins(
         try:
             factory = _plugins.load(next(p for p in infos if p.role in wanted))
             obj = _plugins.create(cfg.name, factory, cfg.config, path=f"{at}.config")
+            for role in sorted(wanted):
+                _plugins.check_role(cfg.name, obj, role)
         except ConfigError as exc:
             problems += exc.problems
             continue
@@ -271,6 +283,7 @@ def list_plugins(out: TextIO) -> int:
                 "ok" if status.error is None else f"BROKEN: {status.error}",
             )
         )
+    # four padded columns: smaller than a table library, and nothing to install
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         print(
