@@ -72,18 +72,6 @@ def resolve_machines(configs: Mapping[str, MachineConfig]) -> tuple[dict[str, Ma
     return machines, problems
 
 
-def load_machines(app: AppConfig, where: str) -> dict[str, Machine]:
-    """The app's machines by name.
-
-    Raises:
-        ConfigError: Every machine that cannot be imported or is not an ``engine.Machine``.
-    """
-    machines, problems = resolve_machines(app.machines)
-    if problems:
-        raise ConfigError(where, problems)
-    return machines
-
-
 def make_plugins(
     configs: Mapping[int, PluginConfig],
 ) -> tuple[list[Plugin], list[Plugin], list[str]]:
