@@ -236,11 +236,14 @@ cdef class Dispatcher:
         self._clock = clock
         self._mono = clock is time.monotonic
 
-    cdef double _status_time(self):
+    cdef inline double _status_time(self) except? -1.0:
         """The time to stamp on a status change: ``now`` inside a run (fresh to one batch)
         or a send_many call, else a clock reading (a send may come after a long idle)."""
         if self._running or self._now_fresh or self._clock is None:
             return self.now
+        return self._read_clock()
+
+    cdef double _read_clock(self) except? -1.0:
         self.now = _monotonic() if self._mono else float(self._clock())
         return self.now
 

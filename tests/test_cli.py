@@ -84,7 +84,7 @@ def test_unreadable_app_files_exit_2_without_a_traceback(
     code, err = run_cli(capsys, "run", str(binary))
     assert code == 2
     assert err == [
-        f"engine: {binary} is invalid (1 problems):",
+        f"engine: {binary} is invalid (1 problem):",
         "  - not UTF-8 text: 'utf-8' codec can't decode byte 0xff in position 18: "
         "invalid start byte",
     ]
@@ -190,7 +190,7 @@ def test_a_plugin_writing_into_a_missing_directory_is_reported(
     code, err = run_cli(capsys, "run", str(app), "--for", "0")
     assert code == 2
     assert err == [
-        f"engine: {app} is invalid (1 problems):",
+        f"engine: {app} is invalid (1 problem):",
         f"  - a plugin could not start: FileNotFoundError: [Errno 2] No such file or "
         f"directory: '{out}'",
     ]

@@ -275,7 +275,7 @@ def test_str_subclass_names_are_the_same_names_everywhere() -> None:
 
 
 def test_outputs_are_distinct_by_type() -> None:
-    values: list[Any] = [True, 1, 1.0, False, 0, 0.0, "1", (1,)]
+    values: list[Any] = [True, 1, 1.0, False, 0, 0.0, -0.0, "1", (1,), (True,), ((1.0,), "x")]
     m = Machine("m", ["a"], "a", [("a", f"e{i}", None, v) for i, v in enumerate(values)])
     assert len(m.outputs) == len(values)
     assert [type(v) for v in m.outputs] == [type(v) for v in values]
@@ -285,9 +285,17 @@ def test_outputs_are_distinct_by_type() -> None:
         assert out == v
     assert m.step("a", "e0")[1] is True
     assert m.step("a", "e3")[1] is False
+    assert str(m.step("a", "e6")[1]) == "-0.0"
+    assert type(m.step("a", "e9")[1][0]) is bool
+    assert type(m.step("a", "e10")[1][0][0]) is float
     # equal values of one type are still one output
-    same = Machine("m", ["a"], "a", [("a", "x", None, 1), ("a", "y", None, 1), ("a", "z", None, 2)])
-    assert same.outputs == (1, 2)
+    same = Machine(
+        "m",
+        ["a"],
+        "a",
+        [("a", "x", None, (1, "a")), ("a", "y", None, (1, "a")), ("a", "z", None, 2)],
+    )
+    assert same.outputs == ((1, "a"), 2)
     assert same.output_table.tolist() == [0, 0, 1]
 
 

@@ -36,6 +36,10 @@ def _text(error: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _count(problems: tuple[str, ...]) -> str:
+    return "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+
+
 class EngineError(Exception):
     """Raised for every error the engine reports on purpose: the base of the tree."""
 
@@ -97,7 +101,7 @@ class MachineDefinitionError(EngineError):
         self.name = name
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"machine {name!r} is invalid ({len(self.problems)} problems):\n{lines}")
+        super().__init__(f"machine {name!r} is invalid ({_count(self.problems)}):\n{lines}")
 
 
 class HandlerError(EngineError):
@@ -163,7 +167,7 @@ class ConfigError(EngineError):
         self.where = where
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{where} is invalid ({len(self.problems)} problems):\n{lines}")
+        super().__init__(f"{where} is invalid ({_count(self.problems)}):\n{lines}")
 
 
 class PluginLoadError(EngineError):

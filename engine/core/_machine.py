@@ -9,11 +9,13 @@ Nothing here knows about time, I/O, trio or agents: ``step()`` is a pure table l
 
 Names are plain ``str``: a ``StrEnum`` member (or any ``str`` subclass) given as a state or
 event name is accepted everywhere a name is taken and stored as its plain string value.
-Outputs are interned by ``(type, value)``, so ``True``, ``1`` and ``1.0`` stay three outputs.
+Outputs are interned by type and value all the way down, so ``True``, ``1``, ``1.0``, ``(1,)``
+and ``(True,)`` stay five outputs.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, final
 
@@ -128,7 +130,7 @@ class Machine:
 
         declared = _names("event", events, problems) if events is not None else None
         event_index: dict[str, int] = {e: i for i, e in enumerate(declared or ())}
-        outputs: dict[tuple[type, Hashable], int] = {}  # by (type, value): True, 1, 1.0 differ
+        outputs: dict[Hashable, tuple[int, Hashable]] = {}  # True, 1, 1.0 differ (_output_key)
         rows = _parse_rows(
             transitions, state_index, event_index, declared is not None, outputs, problems
         )
@@ -148,7 +150,7 @@ class Machine:
         self.name = name
         self.states = tuple(state_list)
         self.events = tuple(event_index)
-        self.outputs = tuple(value for _, value in outputs)
+        self.outputs = tuple(value for _, value in outputs.values())
         self.initial = initial
         self.unhandled = unhandled
         self.next_table = next_t
@@ -361,6 +363,16 @@ class Machine:
         )
 
 
+def _output_key(value: Hashable) -> Hashable:
+    """What makes two outputs the same output: equal *and* of the same types, all the way
+    down (``True``, ``1``, ``1.0``, ``(True,)``, ``(1,)``, ``0.0`` and ``-0.0`` are six)."""
+    if isinstance(value, tuple):
+        return (type(value), tuple(_output_key(item) for item in value))
+    if isinstance(value, float):
+        return (float, value, math.copysign(1.0, value))
+    return (type(value), value)
+
+
 def _plain(name: str) -> str:
     """``name`` as a plain ``str`` (the value of a ``StrEnum`` member or ``str`` subclass)."""
     return name if type(name) is str else str.__str__(name)
@@ -386,7 +398,7 @@ def _parse_rows(
     state_index: Mapping[str, int],
     event_index: dict[str, int],
     events_declared: bool,
-    outputs: dict[tuple[type, Hashable], int],
+    outputs: dict[Hashable, tuple[int, Hashable]],
     problems: list[str],
 ) -> list[CompiledRow]:
     """Validate rows; collect problems; intern new events (unless they were declared) and
@@ -441,6 +453,6 @@ def _parse_rows(
                     f"(first was row {seen[s, ev]})"
                 )
             seen[s, ev] = i
-        code = -1 if out is None else outputs.setdefault((type(out), out), len(outputs))
+        code = -1 if out is None else outputs.setdefault(_output_key(out), (len(outputs), out))[0]
         rows.append((srcs, ev, None if dest is None else state_index[_plain(dest)], code))
     return rows

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, final
 import attrs
 import trio
 
-from engine.plugin_spec import ErrorRecord
+from engine.plugin_spec import ErrorRecord, FloatOrInfinity
 from engine.plugin_util import LineSplitter, encode_batch, encode_record, submit, too_long
 
 from ._connection import CHUNK, GONE, Connection, close_gently, peer_name
@@ -81,7 +81,7 @@ class TcpPlugin:
         (``TooManyConnections``), so idle peers cannot keep clients with the token out."""
         max_connections: int = attrs.field(default=64, validator=attrs.validators.ge(1))
         """Authenticated connections; one more is refused (``TooManyConnections``)."""
-        idle_timeout: float | None = attrs.field(default=300.0, validator=_positive)
+        idle_timeout: FloatOrInfinity | None = attrs.field(default=300.0, validator=_positive)
         """Seconds an authenticated connection may send nothing (an empty line will do) before
         it is closed (``IdleTimeout``); None or ``inf``: never."""
         max_line: int = attrs.field(default=65536, validator=attrs.validators.ge(1))
