@@ -125,6 +125,12 @@ def _is_id(value: Any) -> bool:
 def parse_record(line: bytes) -> tuple[Any, str | int, Any, int]:
     """``(agent, event, payload, priority)`` from one JSON line.
 
+    Hand-written on purpose, not the project's cattrs converter: this runs once per input
+    line of a receptor, where it costs about 1.4 µs beyond ``json`` here against 5.3 µs for
+    structuring an attrs record with the converter (measured on this machine, 2026-11-30),
+    and each refusal needs its own error name for the client (``MissingField``,
+    ``UnknownField``, ...), which cattrs' exception groups would have to be mapped back to.
+
     Raises:
         Refused: ``UnicodeDecodeError``, ``JSONDecodeError``, ``InvalidNumber`` (an integer
             of more than ``MAX_INT_DIGITS`` digits, ``NaN``, ``Infinity``, a float out of
