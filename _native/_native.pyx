@@ -48,7 +48,7 @@ from engine.core._actions import (
     Timer,
     Work,
 )
-from engine.hotpath._batch import batch_arrays, restore_ids
+from engine.hotpath._batch import as_int32, batch_arrays, restore_ids
 from engine.core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,

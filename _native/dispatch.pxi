@@ -602,15 +602,79 @@ cdef class Dispatcher:
 
     # -- sending -------------------------------------------------------------------------
 
-    def send_nowait(self, agent_id, event, payload=None, priority=1, int32_t request=0):
-        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``.
+    def send_nowait(self, agent_id, event, payload=None, priority=1):
+        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        if self._ag[slot].flags & F_STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
+        self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority), 0)
 
-        ``request`` (non-zero) tags the message so ``on_request`` reports its answer.
-        """
+    def send_request(self, agent_id, event, payload, priority, int32_t request):
+        """``send_nowait`` with a request id: ``on_request`` reports the message's answer."""
         cdef int32_t slot = self._slot_of(agent_id)
         if self._ag[slot].flags & F_STOPPED:
             raise AgentStoppedError(agent_id, "is stopped")
         self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority), request)
+
+    def send_many(self, agent_ids, events, priorities=1, payloads=None):
+        """Queue many messages by agent id; see ``Runtime.send_many``.
+
+        Ids, names, priorities and payloads are converted in one pass (ids through the id
+        table, names through each agent's machine) and every message is checked before any
+        is queued.
+        """
+        cdef list ids = _as_list(agent_ids)
+        cdef Py_ssize_t i, n = len(ids)
+        cdef list names = None
+        cdef list lanes_in = None
+        cdef list pl = _payloads(payloads, n)
+        cdef int32_t slot, code, lane = -1
+        cdef const int32_t[::1] codes_in
+        cdef const int32_t[::1] prios_in
+        cdef bint coded = isinstance(events, np.ndarray) and events.dtype.kind in "iu"
+        cdef bint prioritized = isinstance(priorities, np.ndarray) and priorities.ndim == 1
+        cdef MachTab* mt
+        out = np.empty((3, n), dtype=np.int32)
+        cdef int32_t[:, ::1] o = out
+        if coded:
+            codes_in = as_int32("events", events)
+            if codes_in.shape[0] != n:
+                raise InvalidArgumentError(f"{codes_in.shape[0]} events for {n} agents")
+        else:
+            names = _as_list(events)
+            if len(names) != n:
+                raise InvalidArgumentError(f"{len(names)} events for {n} agents")
+        if prioritized:
+            prios_in = as_int32("priorities", priorities)
+            if prios_in.shape[0] != n:
+                raise InvalidArgumentError(f"{prios_in.shape[0]} priorities for {n} agents")
+        elif isinstance(priorities, (list, tuple)):
+            lanes_in = _as_list(priorities)
+            if len(lanes_in) != n:
+                raise InvalidArgumentError(f"{len(lanes_in)} priorities for {n} agents")
+        else:
+            lane = _lane(priorities)
+        for i in range(n):
+            slot = self._slot_of(<object>PyList_GET_ITEM(ids, i))
+            if self._ag[slot].flags & F_STOPPED:
+                raise AgentStoppedError(self._ids[slot], "is stopped")
+            if coded:
+                code = codes_in[i]
+                mt = &self._mt[self._ag[slot].mach]
+                if code < 0 or code >= mt.n_events:
+                    raise UnknownEventError((<object>mt.machine).name, code)
+            else:
+                code = self._event_code(slot, <object>PyList_GET_ITEM(names, i))
+            if prioritized:
+                lane = prios_in[i]
+                if lane < 0 or lane > 3:
+                    raise InvalidArgumentError(f"priority must be 0..3, got {lane}")
+            elif lanes_in is not None:
+                lane = _lane(<object>PyList_GET_ITEM(lanes_in, i))
+            o[0, i] = slot
+            o[1, i] = code
+            o[2, i] = lane
+        self._queue_checked(o[0], o[1], o[2], pl)
 
     def send_many_slots(self, slots, events, priorities=1, payloads=None):
         """Queue many messages at once; all are validated before any is queued."""
@@ -621,12 +685,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t i, n = s_mv.shape[0]
         cdef int32_t slot, e, p, min_events = 0x7FFFFFFF
         cdef uint16_t f
-        cdef list pl = None
-        cdef dict bounded = None
-        if payloads is not None:
-            pl = list(payloads)
-            if len(pl) != n:
-                raise InvalidArgumentError(f"payloads has {len(pl)} items for {n} messages")
+        cdef list pl = _payloads(payloads, n)
         for i in range(self._n_mach):
             min_events = min(min_events, self._mt[i].n_events)
         for i in range(n):  # validate: touches the flag array, agent records only if needed
@@ -644,7 +703,17 @@ cdef class Dispatcher:
                 raise UnknownEventError((<object>self._mt[self._ag[slot].mach].machine).name, e)
             if p < 0 or p > 3:
                 raise InvalidArgumentError(f"priority must be 0..3, got {p}")
-            if f & F_REJECT:
+        self._queue_checked(s_mv, e_mv, p_mv, pl)
+
+    cdef int _queue_checked(self, const int32_t[::1] s_mv, const int32_t[::1] e_mv,
+                            const int32_t[::1] p_mv, list pl) except -1:
+        """Queue valid messages, unless one would overflow a REJECT mailbox (then none)."""
+        cdef Py_ssize_t i, n = s_mv.shape[0]
+        cdef int32_t slot
+        cdef dict bounded = None
+        for i in range(n):
+            slot = s_mv[i]
+            if self._ag[slot].flags & F_REJECT:
                 if bounded is None:
                     bounded = {}
                 bounded[slot] = bounded.get(slot, 0) + 1
@@ -958,11 +1027,11 @@ cdef class Dispatcher:
     cdef inline int _step_msg(self, int32_t slot, Agent* ag, Msg* m, int lane,
                               uint16_t f) except -1:
         """Step a message just taken from a lane: the table alone when it can."""
-        if (m.payload == NULL and m.request == 0 and not self._hooked
-                and not (f & F_POSTPONED)
+        if (m.request == 0 and not self._hooked and not (f & F_POSTPONED)
                 and self._mt[ag.mach].handler[ag.state * self._mt[ag.mach].n_events
                                               + m.event] < 0):
-            return self._step_table(slot, m.event, lane)  # the common case: no Python at all
+            # the common case: no Python at all (a payload only rides along)
+            return self._step_table(slot, m.event, lane, m.payload)
         return self._step(slot, m.event, take(m.payload), lane, m.request)
 
     cdef int _step_front(self, int32_t slot) except -1:
@@ -974,15 +1043,17 @@ cdef class Dispatcher:
             self._ag[slot].flags &= ~F_FRONT
         return self._step(slot, ev, payload, lane, request)
 
-    cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane) except -1:
-        """A table step with no payload, request, postponed mail or recording."""
+    cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane,
+                                PyObject* payload) except -1:
+        """A table step with no handler, request, postponed mail or recording; takes over
+        the payload reference (released after the step: only a failure needs the object)."""
         cdef Agent* ag = &self._ag[slot]
         cdef MachTab* mt = &self._mt[ag.mach]
         cdef int32_t cell = ag.state * mt.n_events + ev
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code
         if nxt < 0:
-            return self._step(slot, ev, None, lane, 0)
+            return self._step(slot, ev, take(payload), lane, 0)
         if nxt != ag.state:
             ag.state = nxt
             ag.epoch += 1
@@ -993,6 +1064,8 @@ cdef class Dispatcher:
         if self._ag[slot].flags & F_ERROR:
             self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
+        if payload != NULL:
+            Py_XDECREF(payload)  # last: a __del__ may run any code
         return 0
 
     cdef int _step(self, int32_t slot, int32_t ev, object payload, int lane,
@@ -1441,3 +1514,26 @@ cdef class Dispatcher:
         cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
         return [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._postponed.get(slot, ())]
 
+
+
+cdef list _as_list(object items):
+    """``items`` as a list without copying a list (numpy arrays through ``tolist``)."""
+    if type(items) is list:
+        return <list>items
+    if isinstance(items, np.ndarray):
+        if items.ndim != 1:
+            raise InvalidArgumentError(f"expected a 1-d array, got shape {items.shape}")
+        return items.tolist()
+    if isinstance(items, (str, bytes)):
+        raise InvalidArgumentError(f"expected a sequence, got {brief(items)}")
+    return list(items)
+
+
+cdef list _payloads(object payloads, Py_ssize_t n):
+    cdef list pl
+    if payloads is None:
+        return None
+    pl = _as_list(payloads)
+    if len(pl) != n:
+        raise InvalidArgumentError(f"payloads has {len(pl)} items for {n} messages")
+    return pl

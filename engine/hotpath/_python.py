@@ -55,7 +55,7 @@ from ..core._types import (
     as_priority,
 )
 from ..core._validate import brief
-from ._batch import batch_arrays, restore_ids
+from ._batch import as_int32, batch_arrays, restore_ids
 from ._metrics import METRICS_DTYPE, LatencyRing
 
 if TYPE_CHECKING:
@@ -589,19 +589,61 @@ class Dispatcher:
     # -- sending -------------------------------------------------------------------------
 
     def send_nowait(
-        self,
-        agent_id: Any,
-        event: str | int,
-        payload: Any = None,
-        priority: int = 1,
-        request: int = 0,
+        self, agent_id: Any, event: str | int, payload: Any = None, priority: int = 1
     ) -> None:
-        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``.
+        """Queue ``event`` for ``agent_id`` at ``priority``; see ``Runtime.send_nowait``."""
+        slot = self._sendable(self._slot_of(agent_id))
+        self._enqueue(slot, self._event_code(slot, event), payload, self._lane(priority), 0)
 
-        ``request`` (non-zero) tags the message so ``on_request`` reports its answer.
-        """
+    def send_request(
+        self, agent_id: Any, event: str | int, payload: Any, priority: int, request: int
+    ) -> None:
+        """``send_nowait`` with a request id: ``on_request`` reports the message's answer."""
         slot = self._sendable(self._slot_of(agent_id))
         self._enqueue(slot, self._event_code(slot, event), payload, self._lane(priority), request)
+
+    def send_many(
+        self,
+        agent_ids: Any,
+        events: Any,
+        priorities: Any = 1,
+        payloads: Any = None,
+    ) -> None:
+        """Queue many messages by agent id; see ``Runtime.send_many``.
+
+        Ids, names, priorities and payloads are converted in one pass and every message is
+        checked before any is queued.
+        """
+        ids = _as_list(agent_ids)
+        n = len(ids)
+        payload_list = _payloads(payloads, n)
+        coded = isinstance(events, np.ndarray) and events.dtype.kind in "iu"
+        codes_in: list[Any] = as_int32("events", events).tolist() if coded else _as_list(events)
+        if len(codes_in) != n:
+            raise InvalidArgumentError(f"{len(codes_in)} events for {n} agents")
+        if isinstance(priorities, np.ndarray) and priorities.ndim == 1:
+            lanes_in: list[Any] | None = as_int32("priorities", priorities).tolist()
+        elif isinstance(priorities, list | tuple):
+            lanes_in = list(priorities)
+        else:
+            lanes_in = None
+            one = lane(priorities)
+        if lanes_in is not None and len(lanes_in) != n:
+            raise InvalidArgumentError(f"{len(lanes_in)} priorities for {n} agents")
+        slots, codes, lanes = [0] * n, [0] * n, [0] * n
+        for i in range(n):
+            slot = self._sendable(self._slot_of(ids[i]))
+            event = codes_in[i]
+            if coded:
+                machine = self._machines[self._mach[slot]]
+                if not 0 <= event < len(machine.events):
+                    raise UnknownEventError(machine.name, event)
+                codes[i] = event
+            else:
+                codes[i] = self._event_code(slot, event)
+            slots[i] = slot
+            lanes[i] = one if lanes_in is None else lane(lanes_in[i])
+        self._queue_checked(slots, codes, lanes, payload_list)
 
     def send_many_slots(
         self,
@@ -613,10 +655,8 @@ class Dispatcher:
         """Queue many messages at once; all are validated before any is queued."""
         sl, ev, pr = batch_arrays(slots, events, priorities)
         n = len(sl)
-        if payloads is not None and len(payloads) != n:
-            raise InvalidArgumentError(f"payloads has {len(payloads)} items for {n} messages")
+        payload_list = _payloads(payloads, n)
         nslots = len(self._ids)
-        bounded: dict[int, int] = {}
         for i in range(n):
             slot, e, p = int(sl[i]), int(ev[i]), int(pr[i])
             if not 0 <= slot < nslots or self._flags[slot] & (_LIVE | _DEAD) != _LIVE:
@@ -626,22 +666,28 @@ class Dispatcher:
                 raise UnknownEventError(self._machines[self._mach[slot]].name, e)
             if not 0 <= p <= 3:
                 raise InvalidArgumentError(f"priority must be 0..3, got {p}")
+        self._queue_checked(sl.tolist(), ev.tolist(), pr.tolist(), payload_list)
+
+    def _queue_checked(
+        self, slots: list[int], events: list[int], lanes: list[int], payloads: list[Any] | None
+    ) -> None:
+        """Queue valid messages, unless one would overflow a REJECT mailbox (then none)."""
+        bounded: dict[int, int] = {}
+        for slot in slots:
             if self._flags[slot] & _REJECT:
                 bounded[slot] = bounded.get(slot, 0) + 1
         for slot, k in bounded.items():
             if self._count[slot] + k > self._cap[slot]:
-                first = next(i for i in range(n) if int(sl[i]) == slot)
-                self._overflowed(
-                    slot, int(ev[first]), None if payloads is None else payloads[first], "reject"
-                )
+                first = slots.index(slot)
+                payload = None if payloads is None else payloads[first]
+                self._overflowed(slot, events[first], payload, "reject")
                 raise MailboxFullError(self._ids[slot], self._cap[slot])
         self._status_time()  # one clock reading stamps every agent this batch wakes
         self._now_fresh = True
         try:
-            for i in range(n):
-                self._enqueue(
-                    int(sl[i]), int(ev[i]), None if payloads is None else payloads[i], int(pr[i]), 0
-                )
+            for i, slot in enumerate(slots):
+                payload = None if payloads is None else payloads[i]
+                self._enqueue(slot, events[i], payload, lanes[i], 0)
         finally:
             self._now_fresh = False
 
@@ -1273,3 +1319,25 @@ def _grow(arr: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
     new = np.zeros(n, dtype=arr.dtype)
     new[: len(arr)] = arr
     return new
+
+
+def _as_list(items: Any) -> list[Any]:
+    """``items`` as a list (numpy arrays through ``tolist``), refusing strings."""
+    if type(items) is list:
+        return items
+    if isinstance(items, np.ndarray):
+        if items.ndim != 1:
+            raise InvalidArgumentError(f"expected a 1-d array, got shape {items.shape}")
+        return list(items.tolist())
+    if isinstance(items, str | bytes):
+        raise InvalidArgumentError(f"expected a sequence, got {brief(items)}")
+    return list(items)
+
+
+def _payloads(payloads: Any, n: int) -> list[Any] | None:
+    if payloads is None:
+        return None
+    out = _as_list(payloads)
+    if len(out) != n:
+        raise InvalidArgumentError(f"payloads has {len(out)} items for {n} messages")
+    return out

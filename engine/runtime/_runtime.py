@@ -27,7 +27,6 @@ from ..core._exceptions import (
     InvalidArgumentError,
     RuntimeBusyError,
     RuntimeNotRunningError,
-    UnknownEventError,
 )
 from ..core._machine import Machine
 from ..core._types import (
@@ -65,18 +64,6 @@ _ALL: Any = None
 _INT32 = 2**31 - 1
 _MAX_RING = 2**24
 """Largest retention ring or latency ring (entries): rings are allocated whole, up front."""
-
-
-def _event_code(machine: Machine, event: Any) -> int:
-    """An event name or code of ``machine`` as a code; floats and bools are refused, never
-    truncated (1.9 is not event 1)."""
-    if isinstance(event, str):
-        return machine.event_code(event)
-    if isinstance(event, int | np.integer) and not isinstance(event, bool):
-        code = int(event)
-        if 0 <= code < len(machine.events):
-            return code
-    raise UnknownEventError(machine.name, event if type(event) in (float, bool) else brief(event))
 
 
 def _policy(value: Any) -> OverflowPolicy:
@@ -413,28 +400,23 @@ class Runtime:
 
     def send_many(
         self,
-        agent_ids: Iterable[Any],
-        events: Any,
-        priorities: Any = Priority.NORMAL,
-        payloads: Sequence[Any] | None = None,
+        agent_ids: Iterable[Hashable],
+        events: Iterable[str | int] | npt.NDArray[np.integer[Any]],
+        priorities: int | Iterable[int] | npt.NDArray[np.integer[Any]] = Priority.NORMAL,
+        payloads: Iterable[Any] | None = None,
     ) -> None:
-        """Queue many messages at once; all are validated before any is queued.
+        """Queue many messages at once, by agent id; all are checked before any is queued.
 
-        ``events`` is a sequence of event names or an integer array of event codes;
-        ``priorities`` is one priority or one per message.
+        ``agent_ids`` is a list, tuple or array of ids; ``events`` event names (``StrEnum``
+        members too) or codes, or an integer array of codes; ``priorities`` one priority
+        (``Priority`` or int) or one per message; ``payloads`` None or one per message. The
+        conversion (ids to slots, names to codes) runs in the dispatcher in one pass.
+
+        Raises:
+            AgentNotFoundError, AgentStoppedError, UnknownEventError, InvalidArgumentError,
+            MailboxFullError: As ``send_nowait``, for the first bad message (none is queued).
         """
-        ids = agent_ids if isinstance(agent_ids, np.ndarray) else list(agent_ids)
-        slots = self._d.slots(ids)
-        if not (isinstance(events, np.ndarray) and events.dtype.kind in "iu"):
-            events = list(events)
-            if len(events) != len(ids):
-                raise InvalidArgumentError(f"{len(events)} events for {len(ids)} agents")
-            machines = [self._d.machine(a) for a in ids]
-            events = np.array(
-                [_event_code(m, e) for m, e in zip(machines, events, strict=True)],
-                dtype=np.int32,
-            )
-        self._d.send_many_slots(slots, events, priorities, payloads)
+        self._d.send_many(agent_ids, events, priorities, payloads)
 
     def send_many_slots(
         self,
@@ -691,7 +673,7 @@ class Runtime:
         request = self._new_request()
         pending = self._requests[request] = _Pending()
         try:
-            self._d.send_nowait(agent_id, event, payload, priority, request)
+            self._d.send_request(agent_id, event, payload, priority, request)
             if timeout is None:
                 await pending.wait()
             else:
