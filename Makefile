@@ -5,21 +5,25 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-NATIVE_SRC := $(wildcard _native/*.pyx _native/*.pxi) setup.py
+NATIVE_SRC := $(wildcard _native/*.pyx _native/*.pxi _native/*.pxd _native/*.h) setup.py
 NATIVE_SO := $(VENV)/.native-built
 PLUGINS := $(wildcard plugins/*/pyproject.toml)
 BENCH_MESSAGES ?= 1000000
 
-.PHONY: demo test bench bench-compare install build lint typecheck clean
+.PHONY: demo test bench bench-compare install build wheel lint typecheck ci-package ci-lowest \
+	clean
 
 install: $(STAMP)
 
-# The project with its test extras, and our plugin distributions (found through their
-# entry points, like any installed plugin).
+# The project with its extras and every development group (pyproject.toml's
+# [dependency-groups]; `--group` needs pip >= 25.1), and our plugin distributions (found through
+# their entry points, like any installed plugin). One pip command: the plugins' `engine`
+# requirement is met by this checkout, never looked up on an index.
 $(STAMP): pyproject.toml setup.py $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
+	$(PY) -m pip install --quiet -e '.[testing,prometheus,otel]' --group dev \
+		$(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
 # Rebuild the extension in place when its sources change (pip built it once at install).
@@ -51,6 +55,18 @@ bench-compare: build
 	BENCH_MESSAGES=$(BENCH_MESSAGES) $(PY) -m pytest bench --benchmark-only \
 		--benchmark-compare --benchmark-columns=min,median,mean,rounds
 
+# The engine's sdist and wheel (built from the sdist), and our plugins', in dist/.
+wheel: $(STAMP)
+	$(PY) -m build --outdir dist .
+	$(foreach p,$(PLUGINS),$(PY) -m build --outdir dist $(dir $(p)) &&) true
+
+# CI's checks beyond `make test`: the packages as a user installs them, and the declared floors.
+ci-package:
+	.ci/package-check
+
+ci-lowest:
+	.ci/lowest-deps
+
 lint:
 	$(PY) -m ruff check engine tests bench examples plugins
 
@@ -58,4 +74,4 @@ typecheck:
 	$(PY) -m mypy
 
 clean:
-	rm -rf build engine/*.so _native/*.c $(NATIVE_SO)
+	rm -rf build dist engine/*.so _native/*.c _native/*.html $(NATIVE_SO)
