@@ -105,6 +105,8 @@ cdef class Dispatcher:
     cdef list _out_retired    # (output count, slot, agent id) for agents terminated while
                               # their outputs wait in the buffer
     cdef list _mt_retired     # machine tables replaced by a larger copy (see register)
+    cdef PyObject* _rel[RELEASE]  # payload references to drop (_release_later)
+    cdef int _nrel
     cdef public object on_wake
     cdef public object on_request
     cdef public object on_actions
@@ -634,6 +636,17 @@ cdef class Dispatcher:
         cdef bint coded = isinstance(events, np.ndarray) and events.dtype.kind in "iu"
         cdef bint prioritized = isinstance(priorities, np.ndarray) and priorities.ndim == 1
         cdef MachTab* mt
+        # names and priorities are few distinct objects repeated: an identity cache (of this
+        # call's own copies of the lists, so every object stays alive) skips the lookups
+        cdef PyObject* obj
+        cdef size_t h
+        cdef PyObject* seen_name[CACHE]
+        cdef int32_t seen_mach[CACHE]
+        cdef int32_t seen_code[CACHE]
+        cdef PyObject* seen_prio[CACHE]
+        cdef int32_t seen_lane[CACHE]
+        memset(seen_name, 0, sizeof(seen_name))
+        memset(seen_prio, 0, sizeof(seen_prio))
         out = np.empty((3, n), dtype=np.int32)
         cdef int32_t[:, ::1] o = out
         if coded:
@@ -641,7 +654,7 @@ cdef class Dispatcher:
             if codes_in.shape[0] != n:
                 raise InvalidArgumentError(f"{codes_in.shape[0]} events for {n} agents")
         else:
-            names = _as_list(events)
+            names = list(_as_list(events))
             if len(names) != n:
                 raise InvalidArgumentError(f"{len(names)} events for {n} agents")
         if prioritized:
@@ -649,7 +662,7 @@ cdef class Dispatcher:
             if prios_in.shape[0] != n:
                 raise InvalidArgumentError(f"{prios_in.shape[0]} priorities for {n} agents")
         elif isinstance(priorities, (list, tuple)):
-            lanes_in = _as_list(priorities)
+            lanes_in = list(priorities)
             if len(lanes_in) != n:
                 raise InvalidArgumentError(f"{len(lanes_in)} priorities for {n} agents")
         else:
@@ -664,13 +677,25 @@ cdef class Dispatcher:
                 if code < 0 or code >= mt.n_events:
                     raise UnknownEventError((<object>mt.machine).name, code)
             else:
-                code = self._event_code(slot, <object>PyList_GET_ITEM(names, i))
+                obj = PyList_GET_ITEM(names, i)
+                h = ((<size_t>obj >> 4) ^ self._ag[slot].mach) & (CACHE - 1)
+                if seen_name[h] == obj and seen_mach[h] == self._ag[slot].mach:
+                    code = seen_code[h]
+                else:
+                    code = self._event_code(slot, <object>obj)
+                    seen_name[h], seen_mach[h], seen_code[h] = obj, self._ag[slot].mach, code
             if prioritized:
                 lane = prios_in[i]
                 if lane < 0 or lane > 3:
                     raise InvalidArgumentError(f"priority must be 0..3, got {lane}")
             elif lanes_in is not None:
-                lane = _lane(<object>PyList_GET_ITEM(lanes_in, i))
+                obj = PyList_GET_ITEM(lanes_in, i)
+                h = (<size_t>obj >> 4) & (CACHE - 1)
+                if seen_prio[h] == obj:
+                    lane = seen_lane[h]
+                else:
+                    lane = _lane(<object>obj)
+                    seen_prio[h], seen_lane[h] = obj, lane
             o[0, i] = slot
             o[1, i] = code
             o[2, i] = lane
@@ -751,6 +776,8 @@ cdef class Dispatcher:
                 prefetch_w(&self._pool.boxes[self._pool.free[self._pool.nfree - 4]])
             if self._chunks.nfree > 4:
                 prefetch_w(&self._chunks.chunks[self._chunks.free[self._chunks.nfree - 4]])
+            if pl is not None and i + AHEAD < n:  # its reference count is about to change
+                prefetch_w(PyList_GET_ITEM(pl, i + AHEAD))
             self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
         return 0
 
@@ -964,7 +991,10 @@ cdef class Dispatcher:
                 if self._olen >= self._out_limit:
                     self._flush()
         finally:
-            self._running = False
+            try:
+                self._release_now()
+            finally:
+                self._running = False
         self._flush()
         return done
 
@@ -1065,7 +1095,29 @@ cdef class Dispatcher:
             self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
         if payload != NULL:
-            Py_XDECREF(payload)  # last: a __del__ may run any code
+            self._release_later(payload)  # last: a __del__ may run any code
+        return 0
+
+    cdef inline int _release_later(self, PyObject* payload) except -1:
+        """Drop a payload reference, in batches: the reference counts of payloads taken in
+        a random order are cache misses, and a run of independent decrements overlaps them
+        (one decrement per step stalls the step instead). Released when RELEASE are waiting
+        and at the end of every ``run`` (and only in a run, so counts are exact outside)."""
+        self._rel[self._nrel] = payload
+        self._nrel += 1
+        if self._nrel == RELEASE:
+            self._release_now()
+        return 0
+
+    cdef int _release_now(self) except -1:
+        cdef int i, n = self._nrel
+        self._nrel = 0  # (a __del__ cannot add to it: only a run's table steps do)
+        for i in range(min(n, RELEASE_AHEAD)):
+            prefetch_w(self._rel[i])
+        for i in range(n):
+            if i + RELEASE_AHEAD < n:
+                prefetch_w(self._rel[i + RELEASE_AHEAD])
+            Py_XDECREF(self._rel[i])
         return 0
 
     cdef int _step(self, int32_t slot, int32_t ev, object payload, int lane,

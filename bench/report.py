@@ -172,6 +172,7 @@ def report(path: Path) -> None:
     scaling_target(curve)
     trio_targets({b["name"]: b for b in benchmarks})
     metrics_targets({b["name"]: b for b in benchmarks})
+    realistic_targets(benchmarks)
     print()
     plot_scaling(curve, HERE / "throughput_vs_agents.png")
     plot_latency(benchmarks, HERE / "latency_percentiles.png")
@@ -339,6 +340,43 @@ def metrics_targets(by_name: dict[str, Any]) -> None:
                 f"| {mode}, native ({info['rounds']} paired rounds) | extra time | < 5% | "
                 f"{cost:+.1%} | {'PASS' if cost < 0.05 else 'MISS'} |"
             )
+
+
+REALISTIC_TARGETS = (
+    # (what, numerator contender, denominator contender, required ratio, at most/at least)
+    ("send_many of lists, total", "native/lists", "native/ints", 2.0, "≤"),
+    ("payload run vs no-payload run", "native/run-payload", "native/run-bare", 1.5, "≤"),
+    ("send_many of lists vs hand-written runtime", "handwritten", "native/lists", 10.0, "≥"),
+    ("send_many of lists vs automat", "automat", "native/lists", 15.0, "≥"),
+    ("send_nowait loop vs hand-written runtime", "handwritten", "native/nowait", 3.0, "≥"),
+)
+
+
+def realistic_targets(benchmarks: list[Bench]) -> None:
+    """Group ``realistic``: time per message of every contender, and the targets as ratios
+    of two contenders' medians per message in this run."""
+    rows = [b for b in benchmarks if b["group"] == "realistic"]
+    if not rows:
+        return
+    by: dict[str, Bench] = {}
+    for b in rows:
+        mode = b["extra_info"].get("mode")
+        by[f"{system(b)}/{mode}" if mode else system(b)] = b
+    for what, top, bottom, required, sense in REALISTIC_TARGETS:
+        ratio = per_message(by.get(top)) / per_message(by.get(bottom))
+        ok = ratio <= required if sense == "≤" else ratio >= required
+        verdict = "not measured" if math.isnan(ratio) else "PASS" if ok else "MISS"
+        print(
+            f"| realistic: {what} | {top} / {bottom} per message | {sense} {required:g}x | "
+            f"{ratio_text(ratio)} | {verdict} |"
+        )
+    print("\n### realistic workload (ns per message)\n")
+    print("| contender | ns/message | x native/lists |")
+    print("|---|---:|---:|")
+    base = per_message(by.get("native/lists"))
+    for name, b in sorted(by.items(), key=lambda kv: per_message(kv[1])):
+        ns = per_message(b) * 1e9
+        print(f"| {name} | {ns:,.0f} | {ratio_text(per_message(b) / base)} |")
 
 
 if __name__ == "__main__":

@@ -180,3 +180,36 @@ def test_send_actions_with_payloads(make_runtime: MakeRuntime, light: Machine) -
     assert rt.run_until_idle() == 4
     assert [rt.state(f"l{i}") for i in range(3)] == ["green"] * 3
     assert sys.getrefcount(payload) == before
+
+
+def test_payload_counts_are_exact_after_every_partial_run(
+    make_runtime: MakeRuntime, light: Machine
+) -> None:
+    """Payload references are dropped in batches inside a run, never later."""
+    rt = make_runtime(budget=7)
+    for i in range(10):
+        rt.spawn(light, i)
+    shared = Tracked()
+    before = sys.getrefcount(shared)
+    rt.send_many([i % 10 for i in range(1000)], ["tick"] * 1000, payloads=[shared] * 1000)
+    for done in (1, 99, 300, 600):
+        rt.run(done)
+        assert sys.getrefcount(shared) - before == len(
+            [m for i in range(10) for m in rt.queued(i)]
+        )
+    rt.run_until_idle()
+    assert sys.getrefcount(shared) == before
+
+
+def test_a_failing_sink_still_drops_the_payloads_of_its_run(light: Machine, impl: str) -> None:
+    def sink(batch: Any) -> None:
+        raise RuntimeError("sink down")
+
+    rt = Runtime(implementation=impl, on_output=sink)
+    rt.spawn(light, "a")
+    shared = Tracked()
+    before = sys.getrefcount(shared)
+    rt.send_many(["a"] * 300, ["tick"] * 300, payloads=[shared] * 300)
+    with pytest.raises(RuntimeError, match="sink down"):
+        rt.run_until_idle()
+    assert sys.getrefcount(shared) - before == len(rt.queued("a"))

@@ -283,6 +283,8 @@ class Runtime:
         d.on_failure = self._on_failure
         d.on_request = self._on_request
         d.clock = self._clock
+        # the per-message send is the dispatcher's own (compiled) method: no Python frame
+        self.send_nowait = d.send_nowait  # type: ignore[method-assign]
         d.now = self._clock()
         self._instruments = Instruments(self._rewire)
         self._rewire()
