@@ -9,8 +9,10 @@ The pure-Python twin ``engine/_hotpath_py.py`` defines the behaviour; both run t
 """
 
 cimport cython
+from cpython.bool cimport PyBool_Check
 from cpython.dict cimport PyDict_GetItem
-from cpython.list cimport PyList_GET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.long cimport PyLong_AsLong
 from cpython.number cimport PyIndex_Check
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
@@ -24,6 +26,14 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 cdef extern from "Python.h":
     # with exc=NULL an out-of-range integer is clamped instead of raising
     Py_ssize_t PyNumber_AsSsize_t(object o, PyObject* exc) except? -1
+    # the plain C API, errors as return codes (the caller checks them)
+    Py_hash_t PyObject_Hash_raw "PyObject_Hash"(PyObject* o) noexcept
+    int PyObject_RichCompareBool_raw "PyObject_RichCompareBool"(PyObject* a, PyObject* b,
+                                                                int op) noexcept
+    void PyErr_Clear() noexcept
+    PyObject* PyErr_Occurred() noexcept
+    PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError"(PyObject* d,
+                                                                   PyObject* key) noexcept
 
 
 cdef extern from "bigmem.h" nogil:
@@ -90,6 +100,7 @@ AGENT_COLD_DTYPE = np.dtype([
 """Layout of the cold part of an agent record (the C struct ``AgentCold``)."""
 
 cdef tuple _PRIORITIES = tuple(Priority)
+cdef tuple _SMALL_INTS = (0, 1, 2, 3)  # CPython's cached small ints: one object each
 cdef object _STATUS_IDLE = AgentStatus.IDLE
 cdef object _STATUS_PROCESSING = AgentStatus.PROCESSING
 cdef object _STATUS_ERROR = AgentStatus.ERROR

@@ -4,7 +4,7 @@ cdef enum:
     CHUNK = 8             # messages per chunk: 8 x 16 bytes = two cache lines
     STAMPED = 0x40000000  # set in Msg.event when ChunkPool.stamps holds its enqueue time
     AHEAD = 16            # how many messages (or ready agents) ahead loops prefetch
-    CACHE = 64            # entries of send_many's identity caches (names, priorities)
+    CACHE = 64            # entries of send_many's identity cache of event names
     RELEASE = 256         # payload references dropped in one batch (Dispatcher._release_later)
     RELEASE_AHEAD = 32    # and how far ahead that batch prefetches them
 

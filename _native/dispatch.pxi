@@ -618,6 +618,8 @@ cdef class Dispatcher:
             raise AgentStoppedError(agent_id, "is stopped")
         self._enqueue(slot, self._event_code(slot, event), payload, _lane(priority), request)
 
+    @cython.boundscheck(False)  # every index is below n, the length of each array
+    @cython.wraparound(False)
     def send_many(self, agent_ids, events, priorities=1, payloads=None):
         """Queue many messages by agent id; see ``Runtime.send_many``.
 
@@ -625,7 +627,10 @@ cdef class Dispatcher:
         table, names through each agent's machine) and every message is checked before any
         is queued.
         """
-        cdef list ids = _as_list(agent_ids)
+        # private copies of the lists: an id's __hash__ or __eq__ (any Python) could change
+        # the caller's lists while this loop reads them (payloads, too many to copy, are read
+        # with a size check in _enqueue_many)
+        cdef list ids = list(_as_list(agent_ids))
         cdef Py_ssize_t i, n = len(ids)
         cdef list names = None
         cdef list lanes_in = None
@@ -636,17 +641,15 @@ cdef class Dispatcher:
         cdef bint coded = isinstance(events, np.ndarray) and events.dtype.kind in "iu"
         cdef bint prioritized = isinstance(priorities, np.ndarray) and priorities.ndim == 1
         cdef MachTab* mt
-        # names and priorities are few distinct objects repeated: an identity cache (of this
-        # call's own copies of the lists, so every object stays alive) skips the lookups
+        # names are few distinct objects repeated: an identity cache (of this call's own copy
+        # of the list, so every object stays alive) skips their lookups
         cdef PyObject* obj
         cdef size_t h
+        cdef bint bounded_seen = False
         cdef PyObject* seen_name[CACHE]
         cdef int32_t seen_mach[CACHE]
         cdef int32_t seen_code[CACHE]
-        cdef PyObject* seen_prio[CACHE]
-        cdef int32_t seen_lane[CACHE]
         memset(seen_name, 0, sizeof(seen_name))
-        memset(seen_prio, 0, sizeof(seen_prio))
         out = np.empty((3, n), dtype=np.int32)
         cdef int32_t[:, ::1] o = out
         if coded:
@@ -669,8 +672,10 @@ cdef class Dispatcher:
             lane = _lane(priorities)
         for i in range(n):
             slot = self._slot_of(<object>PyList_GET_ITEM(ids, i))
-            if self._ag[slot].flags & F_STOPPED:
-                raise AgentStoppedError(self._ids[slot], "is stopped")
+            if self._ag[slot].flags & (F_STOPPED | F_REJECT):
+                if self._ag[slot].flags & F_STOPPED:
+                    raise AgentStoppedError(self._ids[slot], "is stopped")
+                bounded_seen = True
             if coded:
                 code = codes_in[i]
                 mt = &self._mt[self._ag[slot].mach]
@@ -689,18 +694,14 @@ cdef class Dispatcher:
                 if lane < 0 or lane > 3:
                     raise InvalidArgumentError(f"priority must be 0..3, got {lane}")
             elif lanes_in is not None:
-                obj = PyList_GET_ITEM(lanes_in, i)
-                h = (<size_t>obj >> 4) & (CACHE - 1)
-                if seen_prio[h] == obj:
-                    lane = seen_lane[h]
-                else:
-                    lane = _lane(<object>obj)
-                    seen_prio[h], seen_lane[h] = obj, lane
+                lane = _lane(<object>PyList_GET_ITEM(lanes_in, i))
             o[0, i] = slot
             o[1, i] = code
             o[2, i] = lane
-        self._queue_checked(o[0], o[1], o[2], pl)
+        self._queue_checked(o[0], o[1], o[2], pl, bounded_seen)
 
+    @cython.boundscheck(False)  # every index is below n, the length of each array
+    @cython.wraparound(False)
     def send_many_slots(self, slots, events, priorities=1, payloads=None):
         """Queue many messages at once; all are validated before any is queued."""
         sl, ev, pr = batch_arrays(slots, events, priorities)
@@ -728,12 +729,15 @@ cdef class Dispatcher:
                 raise UnknownEventError((<object>self._mt[self._ag[slot].mach].machine).name, e)
             if p < 0 or p > 3:
                 raise InvalidArgumentError(f"priority must be 0..3, got {p}")
-        self._queue_checked(s_mv, e_mv, p_mv, pl)
+        self._queue_checked(s_mv, e_mv, p_mv, pl, True)
 
+    @cython.boundscheck(False)  # every index is below n, the length of each array
+    @cython.wraparound(False)
     cdef int _queue_checked(self, const int32_t[::1] s_mv, const int32_t[::1] e_mv,
-                            const int32_t[::1] p_mv, list pl) except -1:
-        """Queue valid messages, unless one would overflow a REJECT mailbox (then none)."""
-        cdef Py_ssize_t i, n = s_mv.shape[0]
+                            const int32_t[::1] p_mv, list pl, bint bounded_seen) except -1:
+        """Queue valid messages, unless one would overflow a REJECT mailbox (then none);
+        ``bounded_seen``: the caller met a REJECT mailbox among them (else none is counted)."""
+        cdef Py_ssize_t i, n = s_mv.shape[0] if bounded_seen else 0
         cdef int32_t slot
         cdef dict bounded = None
         for i in range(n):
@@ -749,7 +753,7 @@ cdef class Dispatcher:
                 if depth + k > self._cold[slot].cap:
                     for i in range(n):
                         if s_mv[i] == slot:
-                            self._overflowed(slot, e_mv[i], None if pl is None else pl[i],
+                            self._overflowed(slot, e_mv[i], _payload_at(pl, i),
                                              "reject")
                             break
                     raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
@@ -760,6 +764,8 @@ cdef class Dispatcher:
         finally:
             self._now_fresh = False
 
+    @cython.boundscheck(False)  # every index is below n, the length of each array
+    @cython.wraparound(False)
     cdef int _enqueue_many(self, const int32_t[::1] s_mv, const int32_t[::1] e_mv,
                            const int32_t[::1] p_mv, list pl) except -1:
         cdef Py_ssize_t i, n = s_mv.shape[0]
@@ -776,20 +782,29 @@ cdef class Dispatcher:
                 prefetch_w(&self._pool.boxes[self._pool.free[self._pool.nfree - 4]])
             if self._chunks.nfree > 4:
                 prefetch_w(&self._chunks.chunks[self._chunks.free[self._chunks.nfree - 4]])
-            if pl is not None and i + AHEAD < n:  # its reference count is about to change
+            if pl is not None and i + AHEAD < PyList_GET_SIZE(pl):  # its count will change
                 prefetch_w(PyList_GET_ITEM(pl, i + AHEAD))
-            self._enqueue(s_mv[i], e_mv[i], None if pl is None else pl[i], p_mv[i], 0)
+            self._enqueue(s_mv[i], e_mv[i], _payload_at(pl, i), p_mv[i], 0)
         return 0
 
     cdef inline void _prefetch_agent(self, int32_t slot) noexcept:
         """Start loading the hot record of ``slot`` (32 bytes: one cache line)."""
         prefetch_w(&self._ag[slot])
 
-    cdef int32_t _slot_of(self, object agent_id) except -1:
+    cdef inline int32_t _slot_of(self, object agent_id) except -1:
+        cdef int32_t slot = idt_lookup_raw(&self._tab, self._ids, <PyObject*>agent_id)
+        if slot >= 0:
+            return slot
+        if slot == -3:  # unhashable, or a hostile __hash__/__eq__: again, to chain the error
+            PyErr_Clear()
+            return self._slot_of_checked(agent_id)
+        raise AgentNotFoundError(agent_id)
+
+    cdef int32_t _slot_of_checked(self, object agent_id) except -1:
         cdef int32_t slot
         try:
             slot = idt_lookup(&self._tab, self._ids, agent_id)
-        except Exception as exc:  # unhashable, or a hostile __hash__/__eq__
+        except Exception as exc:
             raise AgentNotFoundError(agent_id) from exc
         if slot < 0:
             raise AgentNotFoundError(agent_id)
@@ -804,11 +819,19 @@ cdef class Dispatcher:
         cdef MachTab* mt = &self._mt[self._ag[slot].mach]
         cdef PyObject* code
         cdef Py_ssize_t v
+        cdef int32_t i
         if isinstance(event, str):  # a name (a StrEnum member too)
-            code = PyDict_GetItem(<object>mt.event_index, event)
+            if mt.n_events <= 16:  # the machine's own name objects (literals are interned)
+                for i in range(mt.n_events):
+                    if PyTuple_GET_ITEM(<tuple>mt.events, i) == <PyObject*>event:
+                        return i
+            # (PyDict_GetItem saves and restores the error state on every call: 4x slower)
+            code = PyDict_GetItemWithError_raw(mt.event_index, <PyObject*>event)
             if code != NULL:
                 return <int32_t>PyLong_AsLong(<object>code)
-        elif PyIndex_Check(event) and not isinstance(event, bool):  # ints, IntEnums, numpy ints
+            if PyErr_Occurred() != NULL:  # a str subclass whose __eq__ or __hash__ raised
+                PyErr_Clear()
+        elif PyIndex_Check(event) and not PyBool_Check(event):  # ints, IntEnums, numpy ints
             v = PyNumber_AsSsize_t(event, NULL)  # clamps instead of raising on overflow
             if 0 <= v < mt.n_events:
                 return <int32_t>v
@@ -835,6 +858,8 @@ cdef class Dispatcher:
                 raise AgentStoppedError(agent_id, "was terminated or stopped while sending")
             ag = &self._ag[slot]
             b = ag.box
+        if self._chunks.nfree == 0:  # grow first: a MemoryError leaves everything as it was
+            _grow_chunks(&self._chunks)
         if b < 0:
             b = box_alloc(&self._pool)
             ag.box = b
@@ -843,14 +868,7 @@ cdef class Dispatcher:
         if payload is not None:
             ref = <PyObject*>payload
             Py_INCREF(payload)
-        try:
-            lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref, request)
-        except MemoryError:
-            Py_XDECREF(ref)
-            if self._pool.boxes[b].count == 0:
-                box_free(&self._pool, b)
-                ag.box = -1
-            raise
+        lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref, request)  # a chunk is free
         if self.sample_every:
             self._stamp(&self._pool.boxes[b], lane)
         if self.metrics_enabled and self._pool.boxes[b].count > self._mx[slot].high_water:
@@ -1589,3 +1607,13 @@ cdef list _payloads(object payloads, Py_ssize_t n):
     if len(pl) != n:
         raise InvalidArgumentError(f"payloads has {len(pl)} items for {n} messages")
     return pl
+
+
+cdef inline object _payload_at(list payloads, Py_ssize_t i):
+    """``payloads[i]`` (a new reference), None without payloads; the caller's list, so its
+    size is checked: an instrument run by a send may have changed it."""
+    if payloads is None:
+        return None
+    if i >= PyList_GET_SIZE(payloads):
+        raise InvalidArgumentError("payloads changed size while they were being queued")
+    return <object>PyList_GET_ITEM(payloads, i)

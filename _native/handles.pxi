@@ -143,10 +143,20 @@ cdef inline AgentRef _make_ref(Dispatcher d, int32_t slot):
     return ref
 
 
+cdef PyObject* _LANE_OBJECTS[8]  # Priority.LOW .. CRITICAL, then the ints 0 .. 3
+for _i in range(4):
+    _LANE_OBJECTS[_i] = <PyObject*>_PRIORITIES[_i]
+    _LANE_OBJECTS[4 + _i] = <PyObject*>(<object>_SMALL_INTS[_i])
+
+
 cdef inline int _lane(object priority) except -1:
     """A priority as a lane: anything integral (Priority, int, numpy integer) in 0..3."""
     cdef Py_ssize_t v = -1
-    if PyIndex_Check(priority) and not isinstance(priority, bool):
+    cdef int i
+    for i in range(8):  # the usual objects, by identity: no number protocol
+        if _LANE_OBJECTS[i] == <PyObject*>priority:
+            return i & 3
+    if PyIndex_Check(priority) and not PyBool_Check(priority):
         v = PyNumber_AsSsize_t(priority, NULL)  # clamps instead of raising on overflow
     if 0 <= v <= 3:
         return <int>v

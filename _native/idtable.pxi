@@ -60,6 +60,39 @@ cdef inline int32_t idt_lookup(IdTable* t, list ids, object key) except -2:
     return idt_find(t, ids, key, idt_hash(key))
 
 
+cdef inline int32_t idt_lookup_raw(IdTable* t, list ids, PyObject* key) noexcept:
+    """Slot of ``key``, -1 if absent, or -3 with a Python exception set (hashing or comparing
+    raised). The per-send path: plain C-API error codes instead of a try block per call."""
+    cdef Py_hash_t full = PyObject_Hash_raw(key)
+    cdef uint32_t h
+    cdef size_t perturb, i
+    cdef int32_t c
+    cdef PyObject* k
+    cdef int eq
+    if full == -1:
+        return -3
+    h = <uint32_t><size_t>full
+    perturb = h
+    i = h & t.mask
+    while True:
+        c = t.cells[i]
+        if c == CELL_EMPTY:
+            return -1
+        if c >= 0 and t.hashes[c] == h:
+            k = PyList_GET_ITEM(ids, c)
+            if k == key:
+                return c
+            Py_INCREF(<object>k)  # __eq__ may drop the list's reference
+            eq = PyObject_RichCompareBool_raw(k, key, Py_EQ)
+            Py_DECREF(<object>k)
+            if eq > 0:
+                return c
+            if eq < 0:
+                return -3
+        perturb >>= 5
+        i = (i * 5 + perturb + 1) & t.mask
+
+
 cdef int _idt_place(IdTable* t, uint32_t h, int32_t slot) noexcept:
     cdef size_t perturb = h
     cdef size_t i = h & t.mask

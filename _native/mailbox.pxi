@@ -19,13 +19,6 @@ cdef int _grow_chunks(ChunkPool* p) except -1:
     return 0
 
 
-cdef inline int32_t chunk_alloc(ChunkPool* p) except -1:
-    if p.nfree == 0:
-        _grow_chunks(p)
-    p.nfree -= 1
-    return p.free[p.nfree]
-
-
 cdef inline void chunk_free(ChunkPool* p, int32_t c) noexcept nogil:
     p.free[p.nfree] = c
     p.nfree += 1
@@ -64,18 +57,25 @@ cdef inline void box_free(BoxPool* p, int32_t b) noexcept nogil:
     p.nfree += 1
 
 
-cdef inline int lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
-                          PyObject* payload, int32_t request) except -1:
-    """Append a message (taking over the payload reference) to a lane."""
+cdef inline int32_t chunk_take(ChunkPool* p) noexcept nogil:
+    """Pop a free chunk; the caller made sure one is free (``nfree > 0``)."""
+    p.nfree -= 1
+    return p.free[p.nfree]
+
+
+cdef inline void lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
+                           PyObject* payload, int32_t request) noexcept nogil:
+    """Append a message (taking over the payload reference) to a lane; needs at most one
+    free chunk, which the caller guarantees (so this cannot fail halfway)."""
     cdef int32_t c = box.tail[lane]
     cdef int32_t n
     cdef Msg* m
     if box.head[lane] < 0:
-        c = chunk_alloc(pool)
+        c = chunk_take(pool)
         box.head[lane] = box.tail[lane] = c
         box.hpos[lane] = box.tpos[lane] = 0
     elif box.tpos[lane] == CHUNK:
-        n = chunk_alloc(pool)
+        n = chunk_take(pool)
         pool.next[c] = n
         box.tail[lane] = c = n
         box.tpos[lane] = 0
@@ -85,7 +85,6 @@ cdef inline int lane_push(Box* box, ChunkPool* pool, int lane, int32_t event,
     m.request = request
     box.tpos[lane] += 1
     box.count += 1
-    return 0
 
 
 cdef inline Msg lane_pop(Box* box, ChunkPool* pool, int lane) noexcept nogil:
