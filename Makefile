@@ -43,7 +43,7 @@ test: build
 	$(PY) -m mypy --strict $(filter-out %.egg-info,$(wildcard plugins/*/engine_*))
 	BENCH_MESSAGES=20000 BENCH_MEMORY_AGENTS=10000 BENCH_HOPS=2000 BENCH_REQUESTS=500 \
 		BENCH_SCALING_AGENTS=100,10000 BENCH_SCALING_MESSAGES=20000 BENCH_TIMERS=5000 \
-		BENCH_PEER_MESSAGES=2000 \
+		BENCH_PEER_MESSAGES=2000 BENCH_REALISTIC_AGENTS=2000 \
 		$(PY) -m pytest bench --benchmark-disable -q
 
 bench: build

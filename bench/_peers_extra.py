@@ -1,4 +1,4 @@
-"""The optional peers (``pip install engine[peers]``) on the shared workload.
+"""The optional peers (the ``bench`` dependency group: ``pip install --group bench``) on the shared workload.
 
 * python-statemachine: one ``StateMachine`` instance per agent, ``sm.send(event_name)``;
 * pykka: one ``ThreadingActor`` per agent (an OS thread each), ``ref.tell(event_code)``;

@@ -11,10 +11,10 @@ transition spec). Then ``gc.collect()``, resident set size from ``/proc/self/sta
   included, since the runtime holds it).
 * automat: one instance per agent, kept in a list.
 * transitions: one model with its own ``transitions.Machine`` per agent, kept in a list.
-* python-statemachine (``[peers]``): one ``StateMachine`` instance per agent, kept in a list.
-* pykka (``[peers]``): one started ``ThreadingActor`` per agent (an OS thread each, idle in
+* python-statemachine (``bench`` group): one ``StateMachine`` instance per agent, kept in a list.
+* pykka (``bench`` group): one started ``ThreadingActor`` per agent (an OS thread each, idle in
   its inbox); stopped after the second reading.
-* xoscar (``[peers]``): one actor per agent in an in-process actor pool (made, with its event
+* xoscar (``bench`` group): one actor per agent in an in-process actor pool (made, with its event
   loop, before the first reading).
 
 Sizes: BENCH_MEMORY_AGENTS (default ``100000,1000000``) for the engine and automat; transitions
@@ -169,7 +169,7 @@ def test_idle_agent_memory(
 ) -> None:
     benchmark.group = "memory"
     if peer in OPTIONAL:
-        pytest.importorskip(OPTIONAL[peer], reason=f"{peer}: install engine[peers]")
+        pytest.importorskip(OPTIONAL[peer], reason=f"{peer}: pip install --group bench")
     result = benchmark.pedantic(measure, args=(peer, n), rounds=1, iterations=1)
     per_agent = result["bytes_per_agent"]
     assert per_agent > 0

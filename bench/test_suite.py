@@ -106,7 +106,7 @@ def test_step_peer(benchmark: Any, peer: str, workload: Workload) -> None:
         benchmark.pedantic(run_automat, args=(automat_methods(instances), agents, events), rounds=1)
         states = [automat_state(m) for m in instances]
     else:
-        pytest.importorskip("statemachine", reason="python-statemachine: install engine[peers]")
+        pytest.importorskip("statemachine", reason="python-statemachine: pip install --group bench")
         machines = statemachine_instances(w.n_agents)
         benchmark.pedantic(run_statemachine, args=(machines, agents, names), rounds=1)
         states = [statemachine_state(m) for m in machines]
@@ -118,7 +118,7 @@ def test_step_peer(benchmark: Any, peer: str, workload: Workload) -> None:
 
 
 def test_send_peer_pykka(benchmark: Any, workload: Workload) -> None:
-    pytest.importorskip("pykka", reason="pykka: install engine[peers]")
+    pytest.importorskip("pykka", reason="pykka: pip install --group bench")
     benchmark.group = "send"
     agents, events, reference = prefix(workload, min(workload.size, PEER_MESSAGES))
     refs = pykka_actors(workload.n_agents)
@@ -131,7 +131,7 @@ def test_send_peer_pykka(benchmark: Any, workload: Workload) -> None:
 
 
 def test_send_peer_xoscar(benchmark: Any, workload: Workload) -> None:
-    pytest.importorskip("xoscar", reason="xoscar: install engine[peers]")
+    pytest.importorskip("xoscar", reason="xoscar: pip install --group bench")
     benchmark.group = "send"
     agents, events, reference = prefix(workload, min(workload.size, PEER_MESSAGES))
 
@@ -239,7 +239,7 @@ def test_timers_peer_trio_tasks(benchmark: Any) -> None:
 
 
 def test_request_peer_pykka(benchmark: Any) -> None:
-    pytest.importorskip("pykka", reason="pykka: install engine[peers]")
+    pytest.importorskip("pykka", reason="pykka: pip install --group bench")
     benchmark.group = "request"
     samples: list[int] = []
     (ref,) = pykka_actors(1)
@@ -261,7 +261,7 @@ def test_request_peer_pykka(benchmark: Any) -> None:
 
 
 def test_request_peer_xoscar(benchmark: Any) -> None:
-    pytest.importorskip("xoscar", reason="xoscar: install engine[peers]")
+    pytest.importorskip("xoscar", reason="xoscar: pip install --group bench")
     benchmark.group = "request"
     samples: list[int] = []
 
