@@ -1,4 +1,5 @@
-"""The optional peers (the ``bench`` dependency group: ``pip install --group bench``) on the shared workload.
+"""The optional peers on the shared workload (the ``bench`` dependency group:
+``pip install --group bench``).
 
 * python-statemachine: one ``StateMachine`` instance per agent, ``sm.send(event_name)``;
 * pykka: one ``ThreadingActor`` per agent (an OS thread each), ``ref.tell(event_code)``;
