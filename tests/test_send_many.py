@@ -95,17 +95,6 @@ def test_bad_batches_queue_nothing(
     assert rt.queued("a") == rt.queued("b") == []
 
 
-def test_a_full_reject_mailbox_refuses_the_whole_batch(
-    make_runtime: MakeRuntime, light: Machine
-) -> None:
-    rt = make_runtime()
-    rt.spawn(light, "a")
-    rt.spawn(light, "b", capacity=1)
-    with pytest.raises(engine.MailboxFullError):
-        rt.send_many(["a", "b", "b"], ["tick"] * 3)
-    assert rt.queued("a") == rt.queued("b") == []
-
-
 class Tracked:
     """A payload whose lifetime the test watches."""
 
