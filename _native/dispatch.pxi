@@ -1584,6 +1584,101 @@ cdef class Dispatcher:
         cdef tuple events = <tuple>self._mt[self._ag[slot].mach].events
         return [(_PRIORITIES[l], events[e], p) for e, p, l, _ in self._postponed.get(slot, ())]
 
+    # -- export and load (snapshots: engine.store) --------------------------------------
+
+    def export(self, agent_id):
+        """Everything the dispatcher holds for ``agent_id``, as plain data: see the twin."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        cdef Agent* ag = &self._ag[slot]
+        cdef uint16_t f = ag.flags
+        cdef int lane
+        cdef list mail = []
+        if ag.box >= 0:
+            for lane in range(3, -1, -1):
+                if self._pool.boxes[ag.box].head[lane] >= 0:
+                    lane_raw(&self._pool.boxes[ag.box], &self._chunks, lane, mail)
+        return {
+            "state": ag.state,
+            "epoch": ag.epoch,
+            "since": ag.since,
+            "processed": ag.processed,
+            "failed": self._cold[slot].failed,
+            "dropped": self._dropped[slot] if self._dropped != NULL else 0,
+            "capacity": self._cold[slot].cap,
+            "policy": OverflowPolicy.DROP_OLDEST if f & F_DROP_OLDEST else OverflowPolicy.REJECT,
+            "paused": (f & F_PAUSED) != 0,
+            "stopped": (f & F_STOPPED) != 0,
+            "error": (f & F_ERROR) != 0,
+            "backoff": (f & F_BACKOFF) != 0,
+            "front": [(e, p, l) for e, p, l, _ in self._front.get(slot, ())],
+            "mail": mail,
+            "postponed": [(e, p, l) for e, p, l, _ in self._postponed.get(slot, ())],
+        }
+
+    def ready_order(self):
+        """Ids of the agents on the ready queue, in the order they will run."""
+        cdef Py_ssize_t i
+        cdef int32_t slot
+        out = []
+        for i in range(self._rlen):
+            slot = self._ready[(self._rhead + i) & (self._slot_cap - 1)]
+            if self._ag[slot].flags & F_LIVE:
+                out.append(self._ids[slot])
+        return out
+
+    def wake(self, agent_id):
+        """Put an agent with mail on the ready queue (if it may run and is not on it)."""
+        self._wake(self._slot_of(agent_id))
+
+    def load(self, agent_id, saved, wake=True):
+        """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
+        everything is checked before anything changes. ``wake=False`` leaves it off the
+        ready queue (``wake`` it later, to restore the queue's order)."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        cdef Agent* ag
+        cdef int32_t b
+        if self._ag[slot].box >= 0 or self._ag[slot].flags & (F_FRONT | F_POSTPONED):
+            raise InvalidArgumentError(f"agent {brief(agent_id)} already has mail")
+        state = saved["state"]
+        if not 0 <= state < mt.n_states:
+            raise InvalidArgumentError(f"state {state!r} is not a state of this machine")
+        for part in ("front", "mail", "postponed"):
+            for ev, _, lane in saved[part]:
+                if not (0 <= ev < mt.n_events and 0 <= lane <= 3):
+                    raise InvalidArgumentError(f"bad message ({ev!r}, lane {lane!r}) in {part}")
+        ag = &self._ag[slot]
+        ag.state = state
+        ag.epoch = saved["epoch"]
+        ag.since = saved["since"]
+        ag.processed = saved["processed"]
+        self._cold[slot].failed = saved["failed"]
+        if saved["dropped"]:
+            self._count_drops()
+            self._dropped[slot] = saved["dropped"]
+        for ev, payload, lane in saved["mail"]:
+            if self._chunks.nfree == 0:
+                _grow_chunks(&self._chunks)
+            if self._ag[slot].box < 0:
+                b = box_alloc(&self._pool)
+                self._ag[slot].box = b
+            if payload is not None:
+                Py_INCREF(payload)
+            lane_push(&self._pool.boxes[self._ag[slot].box], &self._chunks, lane, ev,
+                      NULL if payload is None else <PyObject*>payload, 0)
+        if saved["front"]:
+            self._front[slot] = deque((e, p, l, 0) for e, p, l in saved["front"])
+            self._ag[slot].flags |= F_FRONT
+        if saved["postponed"]:
+            self._postponed[slot] = [(e, p, l, 0) for e, p, l in saved["postponed"]]
+            self._ag[slot].flags |= F_POSTPONED
+        self._ag[slot].flags |= ((F_PAUSED if saved["paused"] else 0)
+                                 | (F_STOPPED if saved["stopped"] else 0)
+                                 | (F_ERROR if saved["error"] else 0)
+                                 | (F_BACKOFF if saved["backoff"] else 0))
+        if wake:
+            self._wake(slot)
+
 
 
 cdef list _as_list(object items):
@@ -1617,3 +1712,21 @@ cdef inline object _payload_at(list payloads, Py_ssize_t i):
     if i >= PyList_GET_SIZE(payloads):
         raise InvalidArgumentError("payloads changed size while they were being queued")
     return <object>PyList_GET_ITEM(payloads, i)
+
+
+cdef int lane_raw(Box* box, ChunkPool* pool, int lane, list out) except -1:
+    """Append ``(event code, payload, lane)`` for each message of a lane, oldest first."""
+    cdef int32_t c = box.head[lane]
+    cdef int pos = box.hpos[lane]
+    cdef int end
+    cdef Msg* m
+    while c >= 0:
+        end = box.tpos[lane] if c == box.tail[lane] else CHUNK
+        while pos < end:
+            m = &pool.chunks[c].m[pos]
+            out.append((m.event & ~STAMPED, None if m.payload == NULL else <object>m.payload,
+                        lane))
+            pos += 1
+        c = -1 if c == box.tail[lane] else pool.next[c]
+        pos = 0
+    return 0

@@ -1314,6 +1314,87 @@ class Dispatcher:
             (_PRIORITIES[lane], events[ev], p) for ev, p, lane, _ in self._postponed.get(slot, ())
         ]
 
+    # -- export and load (snapshots: engine.store) --------------------------------------
+
+    def export(self, agent_id: Any) -> dict[str, Any]:
+        """Everything the dispatcher holds for ``agent_id``, as plain data: its state code,
+        state-change count (``epoch``), status stamp, counters, mailbox settings, the
+        ``paused``/``stopped``/``error``/``backoff`` flags, and its mail as
+        ``(event code, payload, lane)`` lists: the front queue, the lanes in processing order
+        (highest lane first, FIFO within one) and the postponed list. Request ids are not
+        kept (a request belongs to the process that is waiting for it)."""
+        slot = self._slot_of(agent_id)
+        flags = self._flags[slot]
+        mail: list[tuple[int, Any, int]] = []
+        box = self._box[slot]
+        if box is not None:
+            for lane_ in (3, 2, 1, 0):
+                mail += [(ev, p, lane_) for ev, p, _, _ in box[lane_]]
+        return {
+            "state": self._state[slot],
+            "epoch": self._epoch[slot],
+            "since": self._since[slot],
+            "processed": int(self._processed[slot]),
+            "failed": int(self._failed[slot]),
+            "dropped": int(self._dropped[slot]),
+            "capacity": self._cap[slot],
+            "policy": OverflowPolicy.DROP_OLDEST if flags & _DROP_OLDEST else OverflowPolicy.REJECT,
+            "paused": bool(flags & _PAUSED),
+            "stopped": bool(flags & _STOPPED),
+            "error": bool(flags & _ERROR),
+            "backoff": bool(flags & _BACKOFF),
+            "front": [(e, p, lane_) for e, p, lane_, _ in self._front.get(slot, ())],
+            "mail": mail,
+            "postponed": [(e, p, lane_) for e, p, lane_, _ in self._postponed.get(slot, ())],
+        }
+
+    def ready_order(self) -> list[Any]:
+        """Ids of the agents on the ready queue, in the order they will run."""
+        return [self._ids[s] for s in self._ready if self._flags[s] & _LIVE]
+
+    def wake(self, agent_id: Any) -> None:
+        """Put an agent with mail on the ready queue (if it may run and is not on it)."""
+        self._wake(self._slot_of(agent_id))
+
+    def load(self, agent_id: Any, saved: dict[str, Any], wake: bool = True) -> None:
+        """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
+        everything is checked before anything changes. ``wake=False`` leaves it off the
+        ready queue (``wake`` it later, to restore the queue's order)."""
+        slot = self._slot_of(agent_id)
+        machine = self._machines[self._mach[slot]]
+        if self._count[slot] or slot in self._front or slot in self._postponed:
+            raise InvalidArgumentError(f"agent {brief(agent_id)} already has mail")
+        state = saved["state"]
+        if not 0 <= state < len(machine.states):
+            raise InvalidArgumentError(f"state {state!r} is not a state of this machine")
+        for part in ("front", "mail", "postponed"):
+            for ev, _, lane_ in saved[part]:
+                if not (0 <= ev < len(machine.events) and 0 <= lane_ <= 3):
+                    raise InvalidArgumentError(f"bad message ({ev!r}, lane {lane_!r}) in {part}")
+        self._state[slot] = state
+        self._epoch[slot] = saved["epoch"]
+        self._since[slot] = saved["since"]
+        self._processed[slot] = saved["processed"]
+        self._failed[slot] = saved["failed"]
+        self._dropped[slot] = saved["dropped"]
+        if saved["mail"]:
+            box = self._box[slot] = [deque(), deque(), deque(), deque()]
+            for ev, payload, lane_ in saved["mail"]:
+                box[lane_].append((ev, payload, 0, 0))
+            self._count[slot] = len(saved["mail"])
+        if saved["front"]:
+            self._front[slot] = deque((e, p, lane_, 0) for e, p, lane_ in saved["front"])
+        if saved["postponed"]:
+            self._postponed[slot] = [(e, p, lane_, 0) for e, p, lane_ in saved["postponed"]]
+        self._flags[slot] |= (
+            (_PAUSED if saved["paused"] else 0)
+            | (_STOPPED if saved["stopped"] else 0)
+            | (_ERROR if saved["error"] else 0)
+            | (_BACKOFF if saved["backoff"] else 0)
+        )
+        if wake:
+            self._wake(slot)
+
 
 def _grow(arr: npt.NDArray[np.int64], n: int) -> npt.NDArray[np.int64]:
     new = np.zeros(n, dtype=arr.dtype)

@@ -498,6 +498,102 @@ class Runtime:
             d.dead_letter_count += 1
         return 1
 
+    # -- export and import (snapshots: engine.store builds on these) ---------------------
+
+    def _export(self, agent_ids: Iterable[Hashable]) -> list[dict[str, Any]]:
+        """Everything the runtime holds for each agent, as plain data (no encoding): the
+        dispatcher's part (``Dispatcher.export``) plus id, machine, data, per-agent
+        supervision, restarts (and how long ago those in supervision's window were), the
+        place on the ready queue, and the armed timers as ``(key, seconds from now, guard kind,
+        event code, payload, lane, live, order)`` (``live`` is False for a guarded timer whose
+        guard no longer holds: armed, but it will never fire; ``order`` ranks all timers by
+        arming, which breaks ties between equal deadlines)."""
+        d = self._d
+        ids = list(agent_ids)
+        refs = [d.ref(agent_id) for agent_id in ids]  # AgentNotFoundError before any work
+        timers = self._timers.live()
+        ready = {agent_id: i for i, agent_id in enumerate(d.ready_order())}
+        now = self._clock()
+        out = []
+        for agent_id, ref in zip(ids, refs, strict=True):
+            saved = d.export(agent_id)
+            taken = saved["processed"] + saved["failed"]
+            kept = []
+            for deadline, seq, _, key, guard, value, event, payload, lane in timers.get(
+                self._owner(ref), ()
+            ):
+                live = not (
+                    (guard == STATE_GUARD and value != saved["epoch"])
+                    or (guard == EVENT_GUARD and value != taken)
+                )
+                kept.append((key, deadline - now, guard, event, payload, lane, live, seq))
+            saved.update(
+                id=agent_id,
+                machine=d.machine(agent_id),
+                data=d.data(agent_id),
+                supervision=self._by_agent.get(ref),
+                restarts=self._restarts.get(ref, 0),
+                restart_ages=[now - t for t in self._history.get(ref, ())],
+                timers=kept,
+                ready=ready.get(agent_id, -1),
+            )
+            out.append(saved)
+        return out
+
+    def _import(self, saved: dict[str, Any], wake: bool = True) -> AgentRef:
+        """Spawn an agent from what ``_export`` returned (with ``machine`` a ``Machine``);
+        its timers are re-armed as many seconds from now as they had left (overdue ones fire
+        at the next ``fire_timers``, once). ``wake=False``: see ``_wake_in_order``."""
+        ref = self.spawn(
+            saved["machine"],
+            saved["id"],
+            saved["data"],
+            capacity=saved["capacity"],
+            policy=saved["policy"],
+            supervision=saved["supervision"],
+        )
+        try:
+            self._d.load(saved["id"], saved, wake)
+        except BaseException:
+            self.terminate(saved["id"])
+            raise
+        if saved["restarts"]:
+            self._restarts[ref] = saved["restarts"]
+        if saved["restart_ages"]:  # supervision's window: how long ago each restart was
+            now = self._clock()
+            self._history[ref] = deque(now - age for age in saved["restart_ages"])
+        if wake:
+            self._arm_imported([(ref, saved)])
+        return ref
+
+    def _arm_imported(self, agents: Sequence[tuple[AgentRef, dict[str, Any]]]) -> None:
+        """Re-arm the timers of imported agents, all in their original arming order (so
+        timers due at the same instant fire in the order they would have)."""
+        now = self._clock()
+        pending = []
+        for ref, saved in agents:
+            who = self._owner(ref)
+            _, epoch, taken = self._d.timer_guard(ref.slot)
+            for key, remaining, guard, event, payload, lane, live, order in saved["timers"]:
+                value = epoch if guard == STATE_GUARD else taken if guard == EVENT_GUARD else 0
+                if not live:
+                    value = -1  # never equal to a count: armed, and dead, as it was
+                pending.append((order, now + remaining, who, key, guard, value, event, payload,
+                                lane))
+        pending.sort(key=lambda t: t[0])
+        for _, *timer in pending:
+            self._timers.arm(*timer)
+
+    def _finish_import(self, agents: Sequence[tuple[AgentRef, dict[str, Any]]]) -> None:
+        """After ``_import(..., wake=False)`` of many agents: arm their timers in their
+        original order, and put them on the ready queue in the order they had (``ready``),
+        after whatever is queued already, so a restored runtime runs as the original would."""
+        self._arm_imported(agents)
+        saved = [s for _, s in agents]
+        queued = sorted((s for s in saved if s["ready"] >= 0), key=lambda s: s["ready"])
+        for s in [*queued, *(s for s in saved if s["ready"] < 0)]:
+            self._d.wake(s["id"])
+
     # -- hooks called by the dispatcher --------------------------------------------------
 
     def _on_actions(

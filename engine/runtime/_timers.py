@@ -135,6 +135,16 @@ class TimerQueue:
             return []
         return sorted(keys, key=repr) if type(keys) is set else [keys]
 
+    def live(self) -> dict[int, list[Entry]]:
+        """The armed timers per owner, each owner's in deadline order (one pass over all)."""
+        out: dict[int, list[Entry]] = {}
+        live = self._live
+        for deadline in sorted(self._buckets):
+            for entry in self._buckets[deadline]:
+                if live.get((entry[2], entry[3])) == entry[1]:
+                    out.setdefault(entry[2], []).append(entry)
+        return out
+
     def next_deadline(self) -> float | None:
         """The earliest live deadline, or None."""
         deadlines = self._deadlines

@@ -1,0 +1,364 @@
+"""Snapshots of agents: what one holds, how it is encoded, and how agents are rebuilt.
+
+Theory of operation: ``capture`` reads agents through the runtime's ``_export`` (plain data,
+no encoding) and turns machine-relative things into portable ones: event codes become event
+names, lanes ``Priority`` values, and timer deadlines, which are readings of the runtime's
+clock, become wall-clock times (``time.time()``), so a timer survives a restart of the process
+and fires at most once (an overdue one at the next ``fire_timers``). ``encode`` packs a
+snapshot with a ``Codec`` into one framed, checksummed record; ``decode`` checks the frame,
+unpacks and structures it (every field typed; a damaged one is a ``CorruptRecordError``
+naming the agent). ``restore`` spawns each agent on the machine of that name and loads it, the
+same way on both hot paths: a restored agent behaves exactly as the original would have.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from ..core._exceptions import EngineError, brief
+from ..core._machine import Machine
+from ..core._types import OverflowPolicy, Priority
+from ..runtime._supervision import Supervision
+from ._codec import Codec, CodecError, CorruptRecordError, frame, unframe
+
+if TYPE_CHECKING:
+    from ..hotpath._python import AgentRef
+    from ..runtime._runtime import Runtime
+
+Message = tuple[str, Any, Priority]
+"""A queued message: ``(event name, payload, priority)``."""
+
+
+@final
+@attrs.frozen
+class TimerSnapshot:
+    """An armed timer of a snapshot."""
+
+    key: tuple[str, ...]
+    """``("timer", name)``, ``("state_timeout",)``, ``("event_timeout",)`` or ``("restart",)``."""
+    due: float
+    """Wall-clock time (``time.time()``) when it fires."""
+    guard: int
+    """0: none; 1: dies at the next state change; 2: dies when the next event is taken."""
+    event: str | None
+    """The event it delivers (None for a restart)."""
+    payload: Any
+    priority: Priority
+    live: bool = True
+    """False for a guarded timer whose guard already failed: it stays armed (its key is taken)
+    but will never fire, as in the original."""
+    order: int = 0
+    """Rank among the timers of one ``capture`` by arming order (ties in ``due`` fire in it)."""
+
+
+@final
+@attrs.frozen
+class AgentSnapshot:
+    """Everything an agent is: enough to rebuild it, in this process or another."""
+
+    agent_id: Any
+    machine: str
+    """The machine's name (``restore`` looks the machine up by it)."""
+    state: str
+    data: Any
+    mail: tuple[Message, ...]
+    """Queued messages in processing order: the front queue, then the lanes."""
+    postponed: tuple[Message, ...]
+    timers: tuple[TimerSnapshot, ...]
+    taken_at: float
+    """Wall-clock time of the snapshot."""
+    front: int = 0
+    """How many of ``mail`` were in the front queue (NextEvents, replayed postponed events)."""
+    paused: bool = False
+    stopped: bool = False
+    error: bool = False
+    backoff: bool = False
+    """In a supervision backoff (its ``("restart",)`` timer is among ``timers``)."""
+    processed: int = 0
+    failed: int = 0
+    dropped: int = 0
+    restarts: int = 0
+    restarted_at: tuple[float, ...] = ()
+    """Wall-clock times of the restarts inside supervision's window (they set the backoff)."""
+    epoch: int = 0
+    """State changes so far (what state timeouts are guarded by)."""
+    capacity: int = 0
+    policy: OverflowPolicy = OverflowPolicy.REJECT
+    supervision: Supervision | None = None
+    ready: int = -1
+    """Its place on the ready queue when the snapshot was taken (-1: not on it): ``restore``
+    puts agents back in that order, so they run in the order they would have."""
+
+
+def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSnapshot]:
+    """Snapshots of ``agent_ids`` (default: every agent), all taken at one instant.
+
+    Raises:
+        AgentNotFoundError: An id names no agent (nothing is captured).
+    """
+    ids = rt.agent_ids() if agent_ids is None else list(agent_ids)
+    exported = rt._export(ids)
+    wall = time.time()
+    out = []
+    for saved in exported:
+        machine: Machine = saved["machine"]
+        events = machine.events
+
+        def messages(
+            items: Sequence[tuple[int, Any, int]], names: tuple[str, ...] = events
+        ) -> tuple[Message, ...]:
+            return tuple((names[e], p, Priority(lane)) for e, p, lane in items)
+
+        out.append(
+            AgentSnapshot(
+                agent_id=saved["id"],
+                machine=machine.name,
+                state=machine.states[saved["state"]],
+                data=saved["data"],
+                mail=messages(saved["front"]) + messages(saved["mail"]),
+                front=len(saved["front"]),
+                postponed=messages(saved["postponed"]),
+                timers=tuple(
+                    TimerSnapshot(
+                        tuple(key),
+                        wall + remaining,
+                        guard,
+                        events[event] if event >= 0 else None,
+                        payload,
+                        Priority(lane),
+                        live,
+                        order,
+                    )
+                    for key, remaining, guard, event, payload, lane, live, order in saved["timers"]
+                ),
+                taken_at=wall,
+                paused=saved["paused"],
+                stopped=saved["stopped"],
+                error=saved["error"],
+                backoff=saved["backoff"],
+                processed=int(saved["processed"]),
+                failed=int(saved["failed"]),
+                dropped=int(saved["dropped"]),
+                restarts=saved["restarts"],
+                restarted_at=tuple(wall - age for age in saved["restart_ages"]),
+                epoch=int(saved["epoch"]),
+                capacity=int(saved["capacity"]),
+                policy=OverflowPolicy(saved["policy"]),
+                supervision=saved["supervision"],
+                ready=saved["ready"],
+            )
+        )
+    return out
+
+
+class MachineNotFoundError(EngineError, KeyError):
+    """Raised by ``restore`` when a snapshot names a machine it was not given."""
+
+    def __init__(self, agent_id: Any, machine: str) -> None:
+        super().__init__(agent_id, machine)
+        self.agent_id = agent_id
+        self.machine = machine
+
+    def __str__(self) -> str:
+        return f"agent {brief(self.agent_id)}: no machine named {self.machine!r} was given"
+
+
+def restore(
+    rt: Runtime,
+    snapshots: Iterable[AgentSnapshot],
+    machines: Mapping[str, Machine] | Iterable[Machine],
+) -> list[AgentRef]:
+    """Spawn an agent from each snapshot, on the machine of its name, exactly as it was:
+    state, data, mail in order, postponed events, flags, counters, supervision, and timers
+    re-armed for their wall-clock time (overdue ones fire at the next ``fire_timers``).
+
+    Raises:
+        MachineNotFoundError: A snapshot names a machine not in ``machines``.
+        AgentExistsError: An agent with that id is already in ``rt``.
+        UnknownStateError, UnknownEventError: The machine of that name does not have a state
+            or event the snapshot needs (a different machine under the same name).
+    """
+    by_name = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
+    wall, now = time.time(), rt._clock()
+    refs = []
+    loaded = []
+    for snap in snapshots:
+        machine = by_name.get(snap.machine)
+        if machine is None:
+            raise MachineNotFoundError(snap.agent_id, snap.machine)
+        code = machine.event_code
+        mail = _raw(machine, snap.mail)
+        saved = {
+            "id": snap.agent_id,
+            "machine": machine,
+            "data": snap.data,
+            "state": machine.state_code(snap.state),
+            "epoch": snap.epoch,
+            "since": now,
+            "processed": snap.processed,
+            "failed": snap.failed,
+            "dropped": snap.dropped,
+            "capacity": snap.capacity,
+            "policy": snap.policy,
+            "paused": snap.paused,
+            "stopped": snap.stopped,
+            "error": snap.error,
+            "backoff": snap.backoff,
+            "front": mail[: snap.front],
+            "mail": mail[snap.front :],
+            "postponed": _raw(machine, snap.postponed),
+            "supervision": snap.supervision,
+            "restarts": snap.restarts,
+            "restart_ages": [wall - t for t in snap.restarted_at],
+            "ready": snap.ready,
+            "timers": [
+                (
+                    t.key,
+                    t.due - wall,
+                    t.guard,
+                    -1 if t.event is None else code(t.event),
+                    t.payload,
+                    int(t.priority),
+                    t.live,
+                    t.order,
+                )
+                for t in snap.timers
+            ],
+        }
+        ref = rt._import(saved, wake=False)
+        refs.append(ref)
+        loaded.append((ref, saved))
+    rt._finish_import(loaded)
+    return refs
+
+
+def _raw(machine: Machine, items: Sequence[Message]) -> list[tuple[int, Any, int]]:
+    """Messages as the dispatcher holds them: event codes and lanes."""
+    return [(machine.event_code(name), payload, int(priority)) for name, payload, priority in items]
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+_FIELDS = tuple(a.name for a in attrs.fields(AgentSnapshot))
+
+
+def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
+    """One framed, checksummed record (``CodecError`` naming the agent and the path of a
+    value that cannot be encoded)."""
+    codec = codec or DEFAULT_CODEC
+    s = snapshot
+    body = [
+        s.agent_id,
+        s.machine,
+        s.state,
+        s.data,
+        [[name, payload, int(priority)] for name, payload, priority in s.mail],
+        [[name, payload, int(priority)] for name, payload, priority in s.postponed],
+        [
+            [list(t.key), t.due, t.guard, t.event, t.payload, int(t.priority), t.live, t.order]
+            for t in s.timers
+        ],
+        s.taken_at,
+        s.front,
+        s.paused,
+        s.stopped,
+        s.error,
+        s.backoff,
+        s.processed,
+        s.failed,
+        s.dropped,
+        s.restarts,
+        list(s.restarted_at),
+        s.epoch,
+        s.capacity,
+        s.policy.value,
+        None if s.supervision is None else attrs.astuple(s.supervision),
+        s.ready,
+    ]
+    return frame(codec.pack(body, agent=s.agent_id))
+
+
+def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> AgentSnapshot:
+    """The snapshot ``encode`` made.
+
+    Raises:
+        CorruptRecordError: The record is damaged, truncated, of a newer format, or its fields
+            are not what a snapshot holds (names ``agent`` when it is given).
+    """
+    codec = codec or DEFAULT_CODEC
+    body = unframe(record, agent)
+    try:
+        fields = codec.unpack(body, agent)
+        if not isinstance(fields, list) or len(fields) != len(_FIELDS):
+            raise CorruptRecordError("not a snapshot record", agent)
+        values = dict(zip(_FIELDS, fields, strict=True))
+        values["mail"] = tuple(_message(m) for m in values["mail"])
+        values["postponed"] = tuple(_message(m) for m in values["postponed"])
+        values["timers"] = tuple(
+            TimerSnapshot(
+                tuple(_str(k) for k in key),
+                _float(due),
+                _int(guard),
+                event,
+                payload,
+                Priority(lane),
+                _bool(live),
+                _int(order),
+            )
+            for key, due, guard, event, payload, lane, live, order in values["timers"]
+        )
+        values["policy"] = OverflowPolicy(values["policy"])
+        sup = values["supervision"]
+        values["supervision"] = None if sup is None else Supervision(*sup)
+        for name in ("processed", "failed", "dropped", "restarts", "epoch", "capacity", "front"):
+            values[name] = _int(values[name])
+        if type(values["ready"]) is not int:
+            raise TypeError("ready")
+        for name in ("paused", "stopped", "error", "backoff"):
+            _bool(values[name])
+        for name in ("machine", "state"):
+            values[name] = _str(values[name])
+        values["taken_at"] = _float(values["taken_at"])
+        values["restarted_at"] = tuple(_float(t) for t in values["restarted_at"])
+        return AgentSnapshot(**values)
+    except CorruptRecordError:
+        raise
+    except (CodecError, EngineError, TypeError, ValueError, KeyError) as exc:
+        raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+
+
+def _message(item: Any) -> Message:
+    name, payload, priority = item
+    return (_str(name), payload, Priority(priority))
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"expected a count, got {value!r}")
+    return value
+
+
+def _float(value: Any) -> float:
+    if type(value) not in (int, float):
+        raise TypeError(f"expected a time, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected True or False, got {value!r}")
+    return value
+
+
+def _str(value: Any) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a name, got {value!r}")
+    return value
+
+
+DEFAULT_CODEC = Codec()
+"""Builtins only (tuples, sets and big ints kept exactly); register types on your own Codec."""
