@@ -92,6 +92,16 @@ def test_user_types_are_registered_by_name_and_others_refused_with_their_path() 
         Codec().unpack(codec.pack(Point(0, 0)))  # a codec that does not know the name
 
 
+def test_a_value_nested_too_deeply_is_a_codec_error() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(5000):
+        inner.append([])
+        inner = inner[0]
+    with pytest.raises(CodecError, match="agent 'a'"):
+        Codec().pack(deep, agent="a")
+
+
 @pytest.mark.parametrize(
     "damage",
     [

@@ -83,8 +83,11 @@ class Codec:
         try:
             packed: bytes = msgpack.packb(value, default=self._default, strict_types=True)
             return packed
-        except (CodecError, TypeError, ValueError, OverflowError) as exc:
-            message, path = _locate(self, value)
+        except (CodecError, TypeError, ValueError, OverflowError, RecursionError) as exc:
+            try:
+                message, path = _locate(self, value)
+            except RecursionError:
+                message, path = "the value is nested too deeply", ""
             raise CodecError(message or str(exc), agent=agent, path=path) from None
 
     def unpack(self, data: bytes, agent: Any = None) -> Any:
