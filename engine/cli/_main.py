@@ -16,9 +16,10 @@ import argparse
 import math
 import pkgutil
 import signal
+import sqlite3
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any, TextIO, final
 
 import attrs
@@ -36,9 +37,11 @@ from ..environment._config import (
     read_app,
     valid_entries,
 )
+from ..environment._durable import start_snapshots
 from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
 from ..observe._top import TopView
+from ..store import MemoryStore, SQLiteStore, Store, load
 
 
 @final
@@ -189,16 +192,29 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
     }
     options.update(overrides)
     async with AsyncExitStack() as stack:
+        # the store first: closed after the runtime, whose last snapshot it takes at exit
+        store = None if app.config.store is None else stack.enter_context(_opened_store(app))
         runtime = open_runtime(receptors=app.receptors, effectors=app.effectors, **options)
         try:
             rt = await stack.enter_async_context(runtime)
         except OSError as exc:  # an effector's aopen: a file in a directory that is not there
             problem = f"a plugin could not start: {type(exc).__name__}: {exc}"
             raise ConfigError(app.where, [problem]) from exc
+        if store is not None:
+            report = load(rt, store, app.machines.values())
+            print(
+                f"engine: restored {len(report.restored)} agents from the store",
+                file=sys.stderr,
+                flush=True,
+            )
+            for key, error in report.failed:
+                print(f"engine: not restored: {key}: {error}", file=sys.stderr, flush=True)
         for group in app.config.agents:
             machine = app.machines[group.machine]
             policy = _policy(group.policy)
             for agent_id in group.agent_ids():
+                if agent_id in rt:  # restored from the store
+                    continue
                 rt.spawn(
                     machine,
                     agent_id,
@@ -206,7 +222,26 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
                     policy=policy,
                     supervision=group.supervision,
                 )
+        if store is not None and app.config.store is not None:
+            await start_snapshots(rt, store, app.config.store.snapshot_every)
         yield rt, [p.name for p in app.receptors], [p.name for p in app.effectors]
+
+
+@contextmanager
+def _opened_store(app: App) -> Iterator[Store]:
+    """The app file's store, closed at exit (after the runtime's last snapshot)."""
+    config = app.config.store
+    assert config is not None
+    try:
+        store: Store = (
+            MemoryStore() if config.kind == "memory" else SQLiteStore(str(config.path))
+        )
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(app.where, [f"cannot open the store: {exc} @ $.store.path"]) from exc
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 async def until_stopped(seconds: float | None, out: TextIO) -> None:

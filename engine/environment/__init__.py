@@ -8,5 +8,9 @@ importing them, loads them (``PluginLoadError`` naming the plugin) and validates
 cattrs converter, reporting every bad field at once. ``_wiring`` connects the objects to a
 running runtime (effectors behind the output sink, receptors as tasks with an ``EventSink``),
 and ``_open`` provides ``open_runtime``, which builds a runtime, its trio host and the wiring
-under one nursery.
+under one nursery. ``_durable`` takes periodic snapshots of a running runtime into a store
+(``start_snapshots``), writing from a worker thread.
 """
+
+from ._durable import snapshot_now as snapshot_now
+from ._durable import start_snapshots as start_snapshots

@@ -34,6 +34,11 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     [plugins.config]                # the plugin's own Config
     port = 7000
 
+    [store]                         # optional: keep the agents across runs (snapshots)
+    kind = "sqlite"                 # or "memory"
+    path = "agents.db"
+    snapshot_every = 60.0           # seconds; without it, one snapshot at exit
+
 ``load_app()`` checks what the file alone can tell (its schema, and that agents name machines
 of ``[machines]``); importing the machines and building the plugins is the command line's job
 (``engine.cli``), which checks the entries of ``valid_entries()`` in the same run.
@@ -362,6 +367,24 @@ class PluginConfig:
 
 @final
 @attrs.frozen
+class StoreConfig:
+    """Where ``run`` keeps the agents (durability "snapshot"): it restores them from the store
+    at start, snapshots them every ``snapshot_every`` seconds (if set) and once more at exit."""
+
+    kind: Literal["sqlite", "memory"] = "sqlite"
+    path: str | None = None
+    """The SQLite file (needed for ``kind = "sqlite"``)."""
+    snapshot_every: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.kind == "sqlite" and not self.path:
+            raise ValueError('kind = "sqlite" needs a path')
+
+
+@final
+@attrs.frozen
 class AppConfig:
     """The schema of an app file (see the module docstring)."""
 
@@ -369,6 +392,7 @@ class AppConfig:
     machines: dict[str, MachineConfig] = attrs.Factory(dict)
     agents: list[AgentsConfig] = attrs.Factory(list)
     plugins: list[PluginConfig] = attrs.Factory(list)
+    store: StoreConfig | None = None
 
 
 def read_app(path: str | Path) -> dict[str, Any]:

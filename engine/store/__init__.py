@@ -18,6 +18,7 @@ from ._codec import CodecError as CodecError
 from ._codec import CorruptRecordError as CorruptRecordError
 from ._persist import LoadReport as LoadReport
 from ._persist import load as load
+from ._persist import records as records
 from ._persist import save as save
 from ._snapshot import AgentSnapshot as AgentSnapshot
 from ._snapshot import MachineNotFoundError as MachineNotFoundError

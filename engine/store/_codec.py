@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final, final
 
-import msgpack
+import msgpack  # type: ignore[import-untyped,unused-ignore]  # (no stubs; users run mypy too)
 
 from ..core._exceptions import EngineError, brief
 

@@ -29,6 +29,22 @@ class LoadReport:
     (``CorruptRecordError``), an unknown machine (``MachineNotFoundError``), an id taken."""
 
 
+def records(
+    rt: Runtime, agent_ids: Iterable[Any] | None = None, codec: Codec | None = None
+) -> list[tuple[str, float, bytes]]:
+    """``(agent key, taken_at, record)`` of ``agent_ids`` (default: all), captured at one
+    instant and all encoded: what ``Store.write`` takes. Call it where the runtime runs (under
+    trio, on the trio thread), then write in a worker thread if the store is slow.
+
+    Raises:
+        CodecError: A value cannot be encoded (nothing is returned, so nothing is written).
+    """
+    return [
+        (agent_key(s.agent_id, codec), s.taken_at, encode(s, codec))
+        for s in capture(rt, agent_ids)
+    ]
+
+
 def save(
     rt: Runtime,
     store: Store,
@@ -38,10 +54,7 @@ def save(
     """Snapshot ``agent_ids`` (default: all) at one instant and write them in one store
     transaction; return the record ids. Every snapshot is encoded before anything is written,
     so a value that cannot be encoded (``CodecError``) leaves the store as it was."""
-    records = [
-        (agent_key(s.agent_id, codec), s.taken_at, encode(s, codec)) for s in capture(rt, agent_ids)
-    ]
-    return store.write(records)
+    return store.write(records(rt, agent_ids, codec))
 
 
 def load(

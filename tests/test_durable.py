@@ -1,0 +1,159 @@
+"""Durability level "snapshot": periodic snapshots of a running runtime, and app files that
+keep their agents across runs of ``python -m engine run``."""
+
+from __future__ import annotations
+
+import math
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import engine
+import engine.store as store
+from engine import Machine
+from engine.cli import main
+from engine.environment import snapshot_now, start_snapshots
+
+
+def counter() -> Machine:
+    m = Machine("counter", ["s"], "s", [("s", "add", None)], events=["add"])
+
+    @m.handler("s", "add")
+    def add(agent: engine.AgentContext, event: engine.Event) -> None:
+        agent.data["n"] = agent.data.get("n", 0) + 1
+
+    return m
+
+
+def test_periodic_snapshots_and_one_at_exit(impl: str) -> None:
+    m = counter()
+    mem = store.MemoryStore()
+
+    async def main_() -> None:
+        async with engine.open_runtime(implementation=impl) as rt:
+            rt.spawn(m, "a", {})
+            rt.spawn(m, "b", {})
+            await start_snapshots(rt, mem, every=10)
+            for _ in range(3):
+                rt.send_nowait("a", "add")
+                await trio.sleep(10.5)  # one snapshot a period
+            rt.send_nowait("b", "add")
+            await rt.wait_until_idle()
+
+    # (the writes run in a worker thread: virtual time must not jump while one is under way)
+    trio.run(main_, clock=trio.testing.MockClock(autojump_threshold=0.05))
+    history = mem.history(store.agent_key("a"))
+    assert len(history) == 4  # three periods, and one at exit
+    counts = [store.decode(r.record).data.get("n", 0) for r in history]
+    assert counts == [1, 2, 3, 3]
+    fresh = engine.Runtime(implementation=impl)
+    store.load(fresh, mem, [m])
+    assert (fresh.data("a"), fresh.data("b")) == ({"n": 3}, {"n": 1})
+
+
+@pytest.mark.parametrize("every", [0, -1, math.nan, math.inf, "60"])
+def test_the_period_must_be_positive_and_finite(every: Any) -> None:
+    async def main_() -> None:
+        async with engine.open_runtime() as rt:
+            with pytest.raises(engine.InvalidArgumentError):
+                await start_snapshots(rt, store.MemoryStore(), every=every)
+
+    trio.run(main_)
+
+
+def test_a_snapshot_that_cannot_be_encoded_stops_the_runtime(impl: str) -> None:
+    m = counter()
+
+    async def main_() -> None:
+        async with engine.open_runtime(implementation=impl) as rt:
+            rt.spawn(m, "a", {"handle": object()})
+            await start_snapshots(rt, store.MemoryStore(), every=5)
+            await trio.sleep(6)
+
+    with pytest.raises(store.CodecError, match="agent 'a'"):
+        trio.run(main_, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_snapshot_now_writes_from_a_worker_thread(impl: str) -> None:
+    m = counter()
+    mem = store.MemoryStore()
+
+    async def main_() -> list[int]:
+        async with engine.open_runtime(implementation=impl) as rt:
+            rt.spawn(m, "a", {})
+            return await snapshot_now(rt, mem)
+
+    assert trio.run(main_) == [1]
+
+
+MACHINES = """
+import engine
+
+COUNTER = engine.Machine("counter", ["s"], "s", [("s", "add", None)], events=["add"])
+
+@COUNTER.handler("s", "add")
+def add(agent, event):
+    agent.data = (agent.data or 0) + 1
+"""
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "durable_machines.py").write_text(MACHINES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("ENGINE_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    path = tmp_path / "app.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [machines.counter]
+            path = "durable_machines:COUNTER"
+
+            [[agents]]
+            machine = "counter"
+            ids = ["c1", "c2"]
+
+            [[plugins]]
+            name = "timers"
+            [plugins.config]
+            timers = [{{ agents = ["c1"], event = "add", every = 0.05, count = 3 }}]
+
+            [store]
+            kind = "sqlite"
+            path = "{tmp_path / 'agents.db'}"
+            """
+        )
+    )
+    yield path
+    sys.modules.pop("durable_machines", None)
+
+
+def test_an_app_file_store_keeps_agents_across_runs(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for run in range(2):
+        assert main(["run", str(app), "--for", "0.6"]) == 0
+        err = capsys.readouterr().err
+        assert f"restored {2 * run} agents from the store" in err
+    db = store.SQLiteStore(app.parent / "agents.db")
+    latest = {r.agent: store.decode(r.record).data for r in db.latest()}
+    db.close()
+    assert latest == {store.agent_key("c1"): 6, store.agent_key("c2"): None}  # 3 ticks a run
+
+
+def test_a_bad_store_section_is_reported_with_the_rest(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = app.read_text().replace('kind = "sqlite"', 'kind = "postgres"')
+    text = text.replace("[store]", "[store]\nsnapshot_every = -1")
+    app.write_text(text)
+    assert main(["run", str(app), "--for", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "$.store.kind" in err
+    assert "$.store.snapshot_every" in err
