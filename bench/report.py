@@ -173,6 +173,7 @@ def report(path: Path) -> None:
     trio_targets({b["name"]: b for b in benchmarks})
     metrics_targets({b["name"]: b for b in benchmarks})
     realistic_targets(benchmarks)
+    store_targets(benchmarks)
     print()
     plot_scaling(curve, HERE / "throughput_vs_agents.png")
     plot_latency(benchmarks, HERE / "latency_percentiles.png")
@@ -377,6 +378,21 @@ def realistic_targets(benchmarks: list[Bench]) -> None:
     for name, b in sorted(by.items(), key=lambda kv: per_message(kv[1])):
         ns = per_message(b) * 1e9
         print(f"| {name} | {ns:,.0f} | {ratio_text(per_message(b) / base)} |")
+
+
+def store_targets(benchmarks: list[Bench]) -> None:
+    """Group ``store``: snapshot (save) and restore (load) rates of idle agents against raw
+    SQLite rows of the same size, as a share of the raw rate (target: ≥ 30 %)."""
+    by = {b["extra_info"].get("mode"): b for b in benchmarks if b["group"] == "store"}
+    for ours, raw, what in (("save", "insert", "snapshot"), ("load", "select", "restore")):
+        share = per_message(by.get(raw)) / per_message(by.get(ours))
+        verdict = "not measured" if math.isnan(share) else "PASS" if share >= 0.3 else "MISS"
+        agents = by[ours]["extra_info"]["agents"] if ours in by else 0
+        rate = 1 / per_message(by.get(ours)) if ours in by else math.nan
+        print(
+            f"| {what} of {agents:,} idle agents on SQLite ({rate:,.0f}/s) | share of raw "
+            f"{raw} rate | ≥ 30% | {share:.0%} | {verdict} |"
+        )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ runtime, naming the cause: silently keeping an old snapshot would lose data.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -57,11 +58,10 @@ async def _snapshot_loop(
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
+    period = math.inf if every is None else every  # (trio sleeps forever on inf)
     try:
         while True:
-            if every is None:
-                await trio.sleep_forever()
-            await trio.sleep(every)
+            await trio.sleep(period)
             await snapshot_now(rt, store, codec)
     finally:
         with trio.move_on_after(shutdown_timeout) as scope:
