@@ -157,3 +157,13 @@ def test_a_bad_store_section_is_reported_with_the_rest(
     err = capsys.readouterr().err
     assert "$.store.kind" in err
     assert "$.store.snapshot_every" in err
+
+
+def test_a_store_that_cannot_be_opened_is_a_config_error(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app.write_text(app.read_text().replace("agents.db", "no/such/dir/agents.db"))
+    assert main(["run", str(app), "--for", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the store" in err
+    assert "Traceback" not in err
