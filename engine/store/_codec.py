@@ -106,7 +106,7 @@ class Codec:
         if kind is tuple:
             return msgpack.ExtType(_TUPLE, self._pack_inner(list(obj)))
         if kind is set or kind is frozenset:
-            items = sorted(obj, key=_order) if _sortable(obj) else list(obj)
+            items = _in_order(obj)
             return msgpack.ExtType(_SET if kind is set else _FROZENSET, self._pack_inner(items))
         if kind is int:  # beyond 64 bits: two's complement bytes, any size
             return msgpack.ExtType(
@@ -147,14 +147,13 @@ def _order(item: Any) -> Any:
     return (type(item).__name__, item)
 
 
-def _sortable(items: Any) -> bool:
-    """Sets are written in a stable order when their items can be ordered (same bytes for the
-    same set, run after run); otherwise in iteration order."""
+def _in_order(items: Any) -> list[Any]:
+    """A set's items in a stable order when they can be ordered (same bytes for the same set,
+    run after run); otherwise in iteration order. Sorted once."""
     try:
-        sorted(items, key=_order)
+        return sorted(items, key=_order)
     except TypeError:
-        return False
-    return True
+        return list(items)
 
 
 def _locate(codec: Codec, value: Any, path: str = "$") -> tuple[str, str]:

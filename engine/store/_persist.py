@@ -40,8 +40,7 @@ def records(
         CodecError: A value cannot be encoded (nothing is returned, so nothing is written).
     """
     return [
-        (agent_key(s.agent_id, codec), s.taken_at, encode(s, codec))
-        for s in capture(rt, agent_ids)
+        (agent_key(s.agent_id, codec), s.taken_at, encode(s, codec)) for s in capture(rt, agent_ids)
     ]
 
 

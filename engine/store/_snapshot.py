@@ -107,21 +107,15 @@ def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSn
     for saved in exported:
         machine: Machine = saved["machine"]
         events = machine.events
-
-        def messages(
-            items: Sequence[tuple[int, Any, int]], names: tuple[str, ...] = events
-        ) -> tuple[Message, ...]:
-            return tuple((names[e], p, Priority(lane)) for e, p, lane in items)
-
         out.append(
             AgentSnapshot(
                 agent_id=saved["id"],
                 machine=machine.name,
                 state=machine.states[saved["state"]],
                 data=saved["data"],
-                mail=messages(saved["front"]) + messages(saved["mail"]),
+                mail=_named(events, saved["front"]) + _named(events, saved["mail"]),
                 front=len(saved["front"]),
-                postponed=messages(saved["postponed"]),
+                postponed=_named(events, saved["postponed"]),
                 timers=tuple(
                     TimerSnapshot(
                         tuple(key),
@@ -153,6 +147,11 @@ def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSn
             )
         )
     return out
+
+
+def _named(events: tuple[str, ...], items: Sequence[tuple[int, Any, int]]) -> tuple[Message, ...]:
+    """Messages as a snapshot keeps them: event names and priorities."""
+    return tuple((events[e], p, Priority(lane)) for e, p, lane in items)
 
 
 class MachineNotFoundError(EngineError, KeyError):

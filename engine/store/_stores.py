@@ -70,7 +70,11 @@ def agent_key(agent_id: Any, codec: Codec | None = None) -> str:
         return "s:" + agent_id
     if type(agent_id) is int:
         return f"i:{agent_id:x}"
-    return "x:" + (codec or Codec()).pack(agent_id, agent=agent_id).hex()
+    return "x:" + (codec or _KEY_CODEC).pack(agent_id, agent=agent_id).hex()
+
+
+_KEY_CODEC = Codec()
+"""Builtins only: enough for ids (made once, not per key)."""
 
 
 @final
