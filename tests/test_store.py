@@ -164,6 +164,29 @@ def test_store_conformance(a_store: store.Store) -> None:
     assert [r.agent for r in a_store.latest()] == ["s:a"]
 
 
+def test_compaction_keeps_the_newest_records_and_drops_terminated_agents(
+    a_store: store.Store,
+) -> None:
+    a_store.write([("s:a", 1.0, b"a1"), ("s:b", 1.0, b"b1"), ("s:c", 1.0, b"c1")])
+    a_store.write([("s:a", 2.0, b"a2"), ("s:b", 2.0, store.TOMBSTONE), ("s:a", 3.0, b"a3")])
+    assert [(r.agent, r.record) for r in a_store.latest()] == [
+        ("s:a", b"a3"),
+        ("s:b", b""),
+        ("s:c", b"c1"),
+    ]
+    assert a_store.compact(keep=2) == 3  # a1, and both of b's
+    assert [r.record for r in a_store.history("s:a")] == [b"a2", b"a3"]
+    assert a_store.history("s:b") == []
+    assert a_store.compact() == 1
+    assert [(r.agent, r.record) for r in a_store.latest()] == [("s:a", b"a3"), ("s:c", b"c1")]
+    assert a_store.compact() == 0
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError):
+            a_store.compact(keep=bad)
+    assert a_store.write([("s:b", 4.0, b"b again")])[0] > 0  # a terminated id can come back
+    assert [r.record for r in a_store.history("s:b")] == [b"b again"]
+
+
 def test_a_store_write_is_all_or_nothing(a_store: store.Store) -> None:
     a_store.write([("s:a", 1.0, b"ok")])
     with pytest.raises(TypeError):

@@ -30,5 +30,6 @@ from ._snapshot import restore as restore
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLiteStore as SQLiteStore
 from ._stores import Store as Store
+from ._stores import TOMBSTONE as TOMBSTONE
 from ._stores import StoredRecord as StoredRecord
 from ._stores import agent_key as agent_key

@@ -4,7 +4,10 @@ Theory of operation: a store keeps opaque records (bytes made by ``encode``) und
 key (``agent_key``: the id's exact encoding, so ``1``, ``"1"`` and ``(1,)`` are three agents)
 with a wall-clock time, and gives each record an id that only grows. ``write`` stores many in
 one transaction (all or none), ``latest`` reads the newest record of each agent, ``history``
-an agent's records oldest first, ``forget`` drops an agent's records but the newest ``keep``.
+an agent's records oldest first, ``forget`` drops an agent's records but the newest ``keep``,
+``compact`` does that for every agent at once. An empty record is a tombstone (the agent was
+terminated): ``latest`` returns it like any record, and ``compact`` drops every record of an
+agent whose newest record is one.
 Stores know nothing of agents or codecs: checksums and decoding happen above them, so a
 damaged record fails alone. Calls are synchronous and never made from the drain loop.
 """
@@ -60,7 +63,16 @@ class Store(Protocol):
         """Drop the agent's records but the newest ``keep``; return how many were dropped."""
         ...
 
+    def compact(self, keep: int = 1) -> int:
+        """Keep the newest ``keep`` (at least 1) records of each agent and none of an agent
+        whose newest record is a tombstone (``b""``); return how many were dropped."""
+        ...
+
     def close(self) -> None: ...
+
+
+TOMBSTONE = b""
+"""The record that says "this agent was terminated"."""
 
 
 def agent_key(agent_id: Any, codec: Codec | None = None) -> str:
@@ -122,6 +134,22 @@ class MemoryStore:
             else:
                 del ids[: len(drop)]
             return len(drop)
+
+    def compact(self, keep: int = 1) -> int:
+        keep = _keep(keep)
+        dropped = 0
+        with self._lock:
+            for agent in list(self._by_agent):
+                ids = self._by_agent[agent]
+                cut = len(ids) if self._records[ids[-1]].record == TOMBSTONE else len(ids) - keep
+                for rid in ids[: max(0, cut)]:
+                    del self._records[rid]
+                dropped += max(0, cut)
+                if cut >= len(ids):
+                    del self._by_agent[agent]
+                elif cut > 0:
+                    del ids[:cut]
+        return dropped
 
     def close(self) -> None:
         pass
@@ -214,6 +242,25 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
+    def compact(self, keep: int = 1) -> int:
+        keep = _keep(keep)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                dropped = db.execute(
+                    "DELETE FROM snapshots WHERE id IN (SELECT id FROM (SELECT id, "
+                    "ROW_NUMBER() OVER (PARTITION BY agent ORDER BY id DESC) AS n, "
+                    "FIRST_VALUE(length(record)) OVER (PARTITION BY agent ORDER BY id DESC) "
+                    "AS newest FROM snapshots) WHERE n > ? OR newest = 0)",
+                    (keep,),
+                ).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return dropped
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -222,6 +269,12 @@ class SQLiteStore:
 def _text(value: Any) -> str:
     if type(value) is not str:
         raise TypeError(f"an agent key must be a str, got {type(value).__name__}")
+    return value
+
+
+def _keep(value: Any) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"keep must be an int of at least 1, got {value!r}")
     return value
 
 
