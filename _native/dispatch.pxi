@@ -15,6 +15,7 @@ cdef enum:
     F_FRONT = 256       # has a front queue: self._front[slot]
     F_POSTPONED = 512   # has postponed messages: self._postponed[slot]
     F_BACKOFF = 1024    # waiting out a restart backoff (supervision): not stepped
+    F_DIRTY = 2048      # changed since the last take_dirty() (the commit log reads it)
     F_HOLD = 64 | 128 | 1024   # paused, stopped or in backoff: not stepped
     F_STATUS_HELD = 8 | 64 | 128 | 256  # status shown is ERROR, PAUSED or STOPPED, or a front
                         # queue keeps it PROCESSING: mail arriving or leaving changes nothing
@@ -152,6 +153,7 @@ cdef class Dispatcher:
     # output buffer
     cdef int32_t* _oslot
     cdef int32_t* _ocode
+    cdef int64_t* _ostep      # the agent's step (processed count after it) of each output
     cdef Py_ssize_t _olen
     cdef Py_ssize_t _ocap
     cdef list _extras
@@ -224,6 +226,7 @@ cdef class Dispatcher:
         big_free(self._ready, self._slot_cap * sizeof(int32_t))
         big_free(self._oslot, self._ocap * sizeof(int32_t))
         big_free(self._ocode, self._ocap * sizeof(int32_t))
+        big_free(self._ostep, self._ocap * sizeof(int64_t))
         free(self._mt)
         for old in self._mt_retired:
             free(<void*><size_t>old)
@@ -431,7 +434,7 @@ cdef class Dispatcher:
         if capacity:
             self._count_drops()
             self._dropped[slot] = 0
-        self._ag[slot].flags = F_LIVE | (
+        self._ag[slot].flags = F_LIVE | F_DIRTY | (
             (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
         idt_insert(&self._tab, h, slot)
         return _make_ref(self, slot)
@@ -547,7 +550,7 @@ cdef class Dispatcher:
         cdef uint16_t f = self._ag[slot].flags
         if not (f & (F_PAUSED | F_ERROR | F_STOPPED)):  # the status shown changes
             self._ag[slot].since = self._status_time()
-        self._ag[slot].flags = f | F_PAUSED
+        self._ag[slot].flags = f | F_PAUSED | F_DIRTY
 
     def resume(self, agent_id):
         """Step a paused agent again (an agent in a restart backoff still waits it out)."""
@@ -555,7 +558,7 @@ cdef class Dispatcher:
         cdef uint16_t f = self._ag[slot].flags
         if f & F_PAUSED and not (f & (F_ERROR | F_STOPPED)):
             self._ag[slot].since = self._status_time()
-        self._ag[slot].flags = f & ~F_PAUSED
+        self._ag[slot].flags = (f & ~F_PAUSED) | F_DIRTY
         self._wake(slot)
 
     def paused(self, agent_id):
@@ -565,13 +568,13 @@ cdef class Dispatcher:
     def backoff(self, agent_id):
         """Hold an agent until ``restart`` (supervision's backoff); ``pause``/``resume``
         during it are kept apart from it."""
-        self._ag[self._slot_of(agent_id)].flags |= F_BACKOFF
+        self._ag[self._slot_of(agent_id)].flags |= F_BACKOFF | F_DIRTY
 
     def stop(self, agent_id):
         """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
         (sends raise ``AgentStoppedError``); it stays registered until terminated."""
         cdef int32_t slot = self._slot_of(agent_id)
-        self._ag[slot].flags = (self._ag[slot].flags | F_STOPPED) & ~(F_ERROR | F_BACKOFF)
+        self._ag[slot].flags = (self._ag[slot].flags | F_STOPPED | F_DIRTY) & ~(F_ERROR | F_BACKOFF)
         self._ag[slot].since = self._status_time()
         return self._evict(slot, _STOPPED_REASON)
 
@@ -586,7 +589,7 @@ cdef class Dispatcher:
         self._ag[slot].epoch += 1
         if self.metrics_enabled:
             self._mx[slot].restarts += 1
-        self._ag[slot].flags &= ~(F_ERROR | F_BACKOFF)
+        self._ag[slot].flags = (self._ag[slot].flags & ~(F_ERROR | F_BACKOFF)) | F_DIRTY
         self._ag[slot].since = self._status_time()
         self._replay(slot, None, True)
         self._wake(slot)
@@ -843,6 +846,7 @@ cdef class Dispatcher:
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
         cdef uint32_t gen
+        ag.flags |= F_DIRTY  # (even if nothing is queued in the end: a spare record at worst)
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
             agent_id = self._ids[slot]
@@ -996,7 +1000,8 @@ cdef class Dispatcher:
                 finally:
                     if self.metrics_enabled:
                         self._mx[slot].busy_ns += _now_ns() - t0
-                    f = self._ag[slot].flags
+                    f = self._ag[slot].flags | F_DIRTY
+                    self._ag[slot].flags = f
                     if f & F_DEAD:
                         self._release(slot)
                     elif (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & F_HOLD):
@@ -1322,9 +1327,11 @@ cdef class Dispatcher:
             cap = self._ocap * 2 if self._ocap else 1024
             _grow(<void**>&self._oslot, self._ocap, cap, sizeof(int32_t))
             _grow(<void**>&self._ocode, self._ocap, cap, sizeof(int32_t))
+            _grow(<void**>&self._ostep, self._ocap, cap, sizeof(int64_t))
             self._ocap = cap
         self._oslot[self._olen] = slot
         self._ocode[self._olen] = code
+        self._ostep[self._olen] = self._ag[slot].processed + 1  # pushed before the count
         self._olen += 1
         return 0
 
@@ -1364,19 +1371,23 @@ cdef class Dispatcher:
         cdef Py_ssize_t i, n = self._olen
         cdef int32_t[::1] s_mv
         cdef int32_t[::1] c_mv
+        cdef int64_t[::1] t_mv
         if n == 0:
             return 0
         slots = np.empty(n, dtype=np.int32)
         codes = np.empty(n, dtype=np.int32)
+        steps = np.empty(n, dtype=np.int64)
         s_mv = slots
         c_mv = codes
+        t_mv = steps
         memcpy(&s_mv[0], self._oslot, n * sizeof(int32_t))
         memcpy(&c_mv[0], self._ocode, n * sizeof(int32_t))
+        memcpy(&t_mv[0], self._ostep, n * sizeof(int64_t))
         ids = [self._ids[self._oslot[i]] for i in range(n)]
         if self._out_retired:
             restore_ids(ids, slots, self._out_retired)
             self._out_retired = []
-        batch = OutputBatch(ids, slots, codes, self._values, self._extras)
+        batch = OutputBatch(ids, slots, codes, self._values, self._extras, steps)
         self._olen = 0
         self._extras = []
         self._sink(batch)
@@ -1531,6 +1542,7 @@ cdef class Dispatcher:
         ag = &self._ag[slot]
         if self._cold[slot].gen != gen or not (ag.flags & F_LIVE):
             return 0
+        ag.flags |= F_DIRTY  # the timer is gone, whatever happens next
         if guard == 1 and guard_value != ag.epoch:
             return 0
         if guard == 2 and guard_value != ag.processed + self._cold[slot].failed:
@@ -1629,6 +1641,30 @@ cdef class Dispatcher:
     def wake(self, agent_id):
         """Put an agent with mail on the ready queue (if it may run and is not on it)."""
         self._wake(self._slot_of(agent_id))
+
+    def touch(self, agent_id):
+        """Mark an agent changed (for ``take_dirty``): for changes made outside the
+        dispatcher, such as its timers."""
+        self._ag[self._slot_of(agent_id)].flags |= F_DIRTY
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def take_dirty(self):
+        """Slots (an int32 array, ascending) of the live agents changed since the last call:
+        spawned, sent to (even if refused), stepped, paused, resumed, stopped, restarted, a
+        timer fired, or ``touch``ed. Clears the marks: one pass over the slots."""
+        cdef int32_t slot, k = 0
+        cdef uint16_t f
+        out = np.empty(self._n_slots, dtype=np.int32)
+        cdef int32_t[::1] mv = out
+        for slot in range(self._n_slots):
+            f = self._ag[slot].flags
+            if f & F_DIRTY:
+                self._ag[slot].flags = f & ~F_DIRTY
+                if f & F_LIVE and not (f & F_DEAD):
+                    mv[k] = slot
+                    k += 1
+        return out[:k]
 
     def load(self, agent_id, saved, wake=True):
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);

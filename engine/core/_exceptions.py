@@ -170,6 +170,17 @@ class ConfigError(EngineError):
         super().__init__(f"{where} is invalid ({_count(self.problems)}):\n{lines}")
 
 
+class StoreError(EngineError):
+    """Raised when a store cannot do what was asked of it: its database cannot be reached (a
+    bad DSN, a server that is down or refuses the login, a lost connection) or fails the
+    operation; names the store, and the driver's exception is ``__cause__``."""
+
+    def __init__(self, store: str, cause: BaseException) -> None:
+        super().__init__(f"{store}: {type(cause).__name__}: {_text(cause).rstrip()}")
+        self.store = store
+        self.__cause__ = cause
+
+
 class PluginLoadError(EngineError):
     """Raised when a plugin's entry point cannot be imported or its factory fails; names the
     plugin, and the cause is ``__cause__``."""

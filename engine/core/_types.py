@@ -132,9 +132,27 @@ class OutputBatch:
     """The runtime's table of interned machine outputs, indexed by non-negative codes."""
     extras: Sequence[Any]
     """Outputs returned by handlers, indexed by ``-(code + 1)``."""
+    steps: npt.NDArray[np.int64]
+    """The step of its agent that emitted each output: the agent's ``processed`` count once
+    that step was done (1 for its first). Snapshots keep the count, so a step processed again
+    after a crash recovery emits the same ``(agent_id, step, k-th output of the step)``: the
+    key an effector deduplicates on (see ``sequence``)."""
 
     def __len__(self) -> int:
         return len(self.agent_ids)
+
+    def sequence(self) -> Iterator[tuple[Any, int, int, Any]]:
+        """``(agent_id, step, k, output)`` for each output, ``k`` counting from 0 within its
+        step: a key that is the same when a step is processed again after a recovery."""
+        values, extras = self.values, self.extras
+        last: tuple[Any, int] | None = None
+        k = 0
+        for agent_id, step, code in zip(
+            self.agent_ids, self.steps.tolist(), self.codes.tolist(), strict=True
+        ):
+            k = k + 1 if last is not None and last[1] == step and last[0] == agent_id else 0
+            last = (agent_id, step)
+            yield agent_id, step, k, (values[code] if code >= 0 else extras[-code - 1])
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         values, extras = self.values, self.extras

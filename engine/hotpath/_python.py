@@ -74,6 +74,7 @@ _REJECT: Final = 32
 _PAUSED: Final = 64
 _STOPPED: Final = 128
 _BACKOFF: Final = 1024  # waiting out a restart backoff (supervision)
+_DIRTY: Final = 2048  # changed since the last take_dirty() (the commit log reads it)
 _HOLD: Final = _PAUSED | _STOPPED | _BACKOFF  # not stepped
 _PRIORITIES: Final = tuple(Priority)
 _HANDLER_FAILED: Final = DeadLetterReason.HANDLER_FAILED
@@ -323,6 +324,7 @@ class Dispatcher:
         self._ready: deque[int] = deque()
         self._out_slots: list[int] = []
         self._out_codes: list[int] = []
+        self._out_steps: list[int] = []
         self._extras: list[Any] = []
 
     # -- machines ------------------------------------------------------------------------
@@ -423,7 +425,7 @@ class Dispatcher:
                     self._mx = grown
         self._state[slot] = s
         self._mach[slot] = m
-        self._flags[slot] = flags
+        self._flags[slot] = flags | _DIRTY
         self._epoch[slot] = 0
         self._since[slot] = self.now
         self._cap[slot] = capacity
@@ -523,7 +525,7 @@ class Dispatcher:
         slot = self._slot_of(agent_id)
         if not self._flags[slot] & (_PAUSED | _ERROR | _STOPPED):  # the status shown changes
             self._since[slot] = self._status_time()
-        self._flags[slot] |= _PAUSED
+        self._flags[slot] |= _PAUSED | _DIRTY
 
     def resume(self, agent_id: Any) -> None:
         """Step a paused agent again (an agent in a restart backoff still waits it out)."""
@@ -531,7 +533,7 @@ class Dispatcher:
         flags = self._flags[slot]
         if flags & _PAUSED and not flags & (_ERROR | _STOPPED):
             self._since[slot] = self._status_time()
-        self._flags[slot] &= ~_PAUSED
+        self._flags[slot] = (self._flags[slot] & ~_PAUSED) | _DIRTY
         self._wake(slot)
 
     def paused(self, agent_id: Any) -> bool:
@@ -541,13 +543,13 @@ class Dispatcher:
     def backoff(self, agent_id: Any) -> None:
         """Hold an agent until ``restart`` (supervision's backoff); ``pause``/``resume``
         during it are kept apart from it."""
-        self._flags[self._slot_of(agent_id)] |= _BACKOFF
+        self._flags[self._slot_of(agent_id)] |= _BACKOFF | _DIRTY
 
     def stop(self, agent_id: Any) -> int:
         """Stop an agent for good: its mail becomes STOPPED dead letters and it takes no more
         (sends raise ``AgentStoppedError``); it stays registered until terminated."""
         slot = self._slot_of(agent_id)
-        self._flags[slot] = (self._flags[slot] | _STOPPED) & ~(_ERROR | _BACKOFF)
+        self._flags[slot] = (self._flags[slot] | _STOPPED | _DIRTY) & ~(_ERROR | _BACKOFF)
         self._since[slot] = self._status_time()
         return self._evict(slot, DeadLetterReason.STOPPED)
 
@@ -570,7 +572,7 @@ class Dispatcher:
         self._epoch[slot] += 1
         if self.metrics_enabled:
             self._mx[slot]["restarts"] += 1
-        self._flags[slot] &= ~(_ERROR | _BACKOFF)
+        self._flags[slot] = (self._flags[slot] & ~(_ERROR | _BACKOFF)) | _DIRTY
         self._since[slot] = self._status_time()
         self._replay(slot, [])
         self._wake(slot)
@@ -729,6 +731,7 @@ class Dispatcher:
         return lane(priority)
 
     def _enqueue(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
+        self._flags[slot] |= _DIRTY  # (even if nothing is queued in the end: a spare record)
         cap = self._cap[slot]
         if cap and self._count[slot] >= cap:
             agent_id = self._ids[slot]
@@ -847,7 +850,7 @@ class Dispatcher:
                 finally:
                     if self.metrics_enabled:
                         self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
-                    flags = self._flags[slot]
+                    flags = self._flags[slot] = self._flags[slot] | _DIRTY
                     if flags & _DEAD:
                         self._release(slot)
                     elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
@@ -989,15 +992,18 @@ class Dispatcher:
             self._replay(slot, [] if prepared is None else prepared.front, nxt != s)
         outputs = extras if extras is not None else (() if code < 0 else (self._values[code],))
         if self._sink is not None:
+            step = int(self._processed[slot]) + 1
             if extras is None:
                 if code >= 0:
                     self._out_slots.append(slot)
                     self._out_codes.append(code)
+                    self._out_steps.append(step)
             else:
                 for value in extras:
                     self._extras.append(value)
                     self._out_slots.append(slot)
                     self._out_codes.append(-len(self._extras))
+                    self._out_steps.append(step)
         self._processed[slot] += 1
         if self._flags[slot] & _ERROR:
             self._flags[slot] &= ~_ERROR
@@ -1123,8 +1129,9 @@ class Dispatcher:
             np.array(self._out_codes, dtype=np.int32),
             self._values,
             self._extras,
+            np.array(self._out_steps, dtype=np.int64),
         )
-        self._out_slots, self._out_codes, self._extras = [], [], []
+        self._out_slots, self._out_codes, self._out_steps, self._extras = [], [], [], []
         assert self._sink is not None
         self._sink(batch)
 
@@ -1268,6 +1275,7 @@ class Dispatcher:
             return 0
         if self._gen[slot] != gen or not self._flags[slot] & _LIVE:
             return 0
+        self._flags[slot] |= _DIRTY  # the timer is gone, whatever happens next
         if guard == 1 and guard_value != self._epoch[slot]:
             return 0
         if guard == 2 and guard_value != self._processed[slot] + self._failed[slot]:
@@ -1355,6 +1363,24 @@ class Dispatcher:
     def wake(self, agent_id: Any) -> None:
         """Put an agent with mail on the ready queue (if it may run and is not on it)."""
         self._wake(self._slot_of(agent_id))
+
+    def touch(self, agent_id: Any) -> None:
+        """Mark an agent changed (for ``take_dirty``): for changes made outside the
+        dispatcher, such as its timers."""
+        self._flags[self._slot_of(agent_id)] |= _DIRTY
+
+    def take_dirty(self) -> npt.NDArray[np.int32]:
+        """Slots (an int32 array, ascending) of the live agents changed since the last call:
+        spawned, sent to (even if refused), stepped, paused, resumed, stopped, restarted, a
+        timer fired, or ``touch``ed. Clears the marks: one pass over the slots."""
+        flags = self._flags
+        out = []
+        for slot, f in enumerate(flags):
+            if f & _DIRTY:
+                flags[slot] = f & ~_DIRTY
+                if f & _LIVE and not f & _DEAD:
+                    out.append(slot)
+        return np.array(out, dtype=np.int32)
 
     def load(self, agent_id: Any, saved: dict[str, Any], wake: bool = True) -> None:
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
