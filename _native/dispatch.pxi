@@ -1610,6 +1610,9 @@ cdef class Dispatcher:
                 if self._pool.boxes[ag.box].head[lane] >= 0:
                     lane_raw(&self._pool.boxes[ag.box], &self._chunks, lane, mail)
         return {
+            "id": self._ids[slot],
+            "machine": <object>self._mt[ag.mach].machine,
+            "data": self._data[slot],
             "state": ag.state,
             "epoch": ag.epoch,
             "since": ag.since,
@@ -1617,14 +1620,16 @@ cdef class Dispatcher:
             "failed": self._cold[slot].failed,
             "dropped": self._dropped[slot] if self._dropped != NULL else 0,
             "capacity": self._cold[slot].cap,
-            "policy": OverflowPolicy.DROP_OLDEST if f & F_DROP_OLDEST else OverflowPolicy.REJECT,
+            "policy": _POLICY_DROP_OLDEST if f & F_DROP_OLDEST else _POLICY_REJECT,
             "paused": (f & F_PAUSED) != 0,
             "stopped": (f & F_STOPPED) != 0,
             "error": (f & F_ERROR) != 0,
             "backoff": (f & F_BACKOFF) != 0,
-            "front": [(e, p, l) for e, p, l, _ in self._front.get(slot, ())],
+            "front": ([(e, p, l) for e, p, l, _ in self._front[slot]]
+                      if f & F_FRONT else []),
             "mail": mail,
-            "postponed": [(e, p, l) for e, p, l, _ in self._postponed.get(slot, ())],
+            "postponed": ([(e, p, l) for e, p, l, _ in self._postponed[slot]]
+                          if f & F_POSTPONED else []),
         }
 
     def ready_order(self):
@@ -1715,6 +1720,10 @@ cdef class Dispatcher:
         if wake:
             self._wake(slot)
 
+
+
+cdef object _POLICY_REJECT = OverflowPolicy.REJECT
+cdef object _POLICY_DROP_OLDEST = OverflowPolicy.DROP_OLDEST
 
 
 cdef list _as_list(object items):

@@ -9,8 +9,11 @@ cattrs converter, reporting every bad field at once. ``_wiring`` connects the ob
 running runtime (effectors behind the output sink, receptors as tasks with an ``EventSink``),
 and ``_open`` provides ``open_runtime``, which builds a runtime, its trio host and the wiring
 under one nursery. ``_durable`` takes periodic snapshots of a running runtime into a store
-(``start_snapshots``), writing from a worker thread.
+(``start_snapshots``) and runs the commit log (``start_commit_log``), capturing on the trio
+thread and writing from a worker thread; ``open_runtime(store=..., durability=...)`` starts
+either, after restoring agents from the store when asked (``restore=``).
 """
 
 from ._durable import snapshot_now as snapshot_now
 from ._durable import start_snapshots as start_snapshots
+from ._durable import start_commit_log as start_commit_log

@@ -1,6 +1,7 @@
-"""Periodic snapshots of a running runtime into a store (durability level "snapshot").
+"""Durability under trio: periodic snapshots (level "snapshot") and the commit log's task
+(level "log").
 
-Theory of operation: one task of the runtime's nursery (``Runtime.start``) wakes every
+Theory of operation, snapshots: one task of the runtime's nursery (``Runtime.start``) wakes every
 ``every`` seconds of trio's clock, captures and encodes every agent on the trio thread (the
 runtime is not thread-safe, and a capture is synchronous, so it sees one instant), and writes
 the records in a worker thread (``trio.to_thread``), so the store's I/O never blocks the trio
@@ -8,6 +9,14 @@ loop and never runs inside the drain loop. When the runtime closes, the task tak
 snapshot before it returns (shielded, so a shutdown does not lose the last interval). A
 snapshot that cannot be encoded (``CodecError``) or written fails the task, and with it the
 runtime, naming the cause: silently keeping an old snapshot would lose data.
+
+The commit task runs rounds: wait until agents changed (the dispatch task says so after each
+batch) or someone waits for durability (``await rt.send``, ``rt.flush``), or at most a second
+(mail queued for a paused agent runs no batch); gather for ``commit_interval`` seconds; capture
+one commit on the trio thread; write it in a worker thread; wake the waiters. A waiter waits
+for the end of a round that started after it arrived, so everything it accepted is in that
+round's commit. A commit that fails (a value the codec cannot encode, a store error) fails
+the task and the runtime: a runtime that silently stopped being durable would lose data.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import trio
 from ..core._exceptions import InvalidArgumentError
 from ..core._validate import number
 from ..store._codec import Codec
+from ..store._log import CommitLog
 from ..store._persist import records
 
 if TYPE_CHECKING:
@@ -72,3 +82,89 @@ async def _snapshot_loop(
 async def snapshot_now(rt: Runtime, store: Store, codec: Codec | None = None) -> list[int]:
     """Capture every agent now (on the trio thread) and write them in a worker thread."""
     return await trio.to_thread.run_sync(store.write, records(rt, codec=codec))
+
+
+_SWEEP = 1.0
+"""Seconds after which the commit task looks for changes nobody told it about."""
+
+
+class CommitTask:
+    """The commit log run as a task of the runtime's nursery (the host's ``Durability``)."""
+
+    def __init__(self, log: CommitLog, interval: float, shutdown_timeout: float) -> None:
+        self.log = log
+        self.interval = interval
+        self.shutdown_timeout = shutdown_timeout
+        self._kick = trio.Event()
+        self._landed = trio.lowlevel.ParkingLot()
+        self.started = 0
+        """Rounds begun (a round captures everything changed before it began)."""
+        self.done = 0
+        """Rounds whose commit is written."""
+
+    def drained(self) -> None:
+        self._kick.set()
+
+    async def wait_durable(self) -> None:
+        target = self.started + 1
+        self._kick.set()
+        while self.done < target:
+            await self._landed.park()
+
+    async def run(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                with trio.move_on_after(_SWEEP):
+                    await self._kick.wait()
+                self._kick = trio.Event()
+                if self.interval:
+                    await trio.sleep(self.interval)
+                await self._round()
+        finally:
+            with trio.move_on_after(self.shutdown_timeout) as scope:
+                scope.shield = True
+                await self._round()
+
+    async def _round(self) -> None:
+        self.started += 1
+        commit = self.log.capture()
+        if commit is not None:
+            await trio.to_thread.run_sync(self.log.write, commit)
+        self.done = self.started
+        self._landed.unpark_all()
+
+
+async def start_commit_log(
+    rt: Runtime,
+    store: Store,
+    *,
+    commit_interval: float = 0.0,
+    codec: Codec | None = None,
+    compact_every: int = 256,
+    shutdown_timeout: float = 10.0,
+    commit_existing: bool = True,
+) -> CommitLog:
+    """Make every change of ``rt``'s agents durable in ``store`` (durability level "log"):
+    from now on ``await rt.send`` returns once its message is committed, and ``rt.flush()``
+    waits for everything accepted so far. Agents already in ``rt`` are committed by the first
+    round, unless ``commit_existing`` is False (they were just restored from ``store``).
+    Returns the ``CommitLog``.
+
+    Raises:
+        InvalidArgumentError: A bad interval, or the runtime has a commit log already.
+        RuntimeNotRunningError: ``rt`` is not under ``open_runtime``.
+    """
+    commit_interval = number("commit_interval", commit_interval, minimum=0)
+    host = rt._running_host()
+    log = CommitLog(rt, store, codec, compact_every)
+    if not commit_existing:
+        log.forget_changes()
+    task = CommitTask(log, commit_interval, shutdown_timeout)
+    try:
+        await rt.start(task.run, name="commit log")
+    except BaseException:
+        log.close()
+        raise
+    host.durability = task
+    return log

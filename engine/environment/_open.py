@@ -12,16 +12,23 @@ are cancelled.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
 
-from ..core._exceptions import RuntimeNotRunningError
+from ..core._exceptions import InvalidArgumentError, RuntimeNotRunningError, brief
+from ..core._machine import Machine
 from ..runtime._host import Host
 from ..runtime._runtime import Runtime
+from ..store._codec import Codec
+from ..store._persist import load_records
+from ..store._stores import Store
+from ._durable import start_commit_log, start_snapshots
 from ._wiring import Plugin, Wiring, as_plugins
+
+DURABILITY = ("none", "snapshot", "log")
 
 
 @asynccontextmanager
@@ -30,6 +37,12 @@ async def open_runtime(
     receptors: Sequence[Any] = (),
     effectors: Sequence[Any] = (),
     shutdown_timeout: float = 5.0,
+    store: Store | None = None,
+    durability: str = "none",
+    restore: Iterable[Machine] | None = None,
+    snapshot_every: float | None = None,
+    commit_interval: float = 0.0,
+    codec: Codec | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -40,6 +53,18 @@ async def open_runtime(
         effectors: Effector objects (or ``Plugin`` wrappers) that receive every output batch.
         shutdown_timeout: Seconds allowed at exit for effectors to take what is queued and
             close (``aclose``).
+        store: Where agents are kept (``engine.store``); needed by ``restore`` and by the
+            durability levels "snapshot" and "log".
+        durability: "none" (nothing is kept), "snapshot" (every agent is snapshotted every
+            ``snapshot_every`` seconds, or only at exit when None, and at exit), or "log"
+            (every change is committed in group commits; ``await rt.send`` returns once its
+            message is committed; see ``engine.store.CommitLog``).
+        restore: Machines of the agents to bring back from ``store`` before anything runs
+            (``rt.recovery`` is the ``LoadReport``: agents restored, records that failed).
+        snapshot_every: Seconds between snapshots (durability "snapshot").
+        commit_interval: Seconds a commit round gathers changes before it is written
+            (durability "log"; 0: a round starts as soon as the previous one is written).
+        codec: Encodes agent data and payloads (default: builtins only).
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
 
@@ -49,6 +74,14 @@ async def open_runtime(
     itself, or of a receptor whose policy is stop, propagates out of the ``async with``.
     """
     _require_trio()
+    if durability not in DURABILITY:
+        raise InvalidArgumentError(
+            f"durability must be one of {', '.join(DURABILITY)}, got {brief(durability)}"
+        )
+    if store is None and (durability != "none" or restore is not None):
+        raise InvalidArgumentError(f"durability={durability!r} and restore need a store")
+    if store is not None and not isinstance(store, Store):
+        raise InvalidArgumentError(f"store must be an engine.store.Store, got {brief(store)}")
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
@@ -59,6 +92,10 @@ async def open_runtime(
             host = Host(rt, nursery, wiring)
             rt._attach(host)
             try:
+                if store is not None:
+                    await _start_durability(
+                        rt, store, durability, restore, snapshot_every, commit_interval, codec
+                    )
                 try:
                     async with trio.open_nursery() as plugged:  # effector tasks, receptors
                         await wiring.open(plugged)
@@ -89,6 +126,27 @@ async def open_runtime(
         if error is group:
             raise
         raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
+
+
+async def _start_durability(
+    rt: Runtime,
+    store: Store,
+    durability: str,
+    restore: Iterable[Machine] | None,
+    snapshot_every: float | None,
+    commit_interval: float,
+    codec: Codec | None,
+) -> None:
+    if restore is not None:
+        stored = await trio.to_thread.run_sync(store.latest)
+        rt.recovery = load_records(rt, stored, list(restore), codec)
+    if durability == "log":
+        await start_commit_log(
+            rt, store, commit_interval=commit_interval, codec=codec,
+            commit_existing=restore is None,
+        )
+    elif durability == "snapshot":
+        await start_snapshots(rt, store, snapshot_every, codec)
 
 
 async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:

@@ -1325,7 +1325,8 @@ class Dispatcher:
     # -- export and load (snapshots: engine.store) --------------------------------------
 
     def export(self, agent_id: Any) -> dict[str, Any]:
-        """Everything the dispatcher holds for ``agent_id``, as plain data: its state code,
+        """Everything the dispatcher holds for ``agent_id``, as plain data: its id, machine
+        and data, its state code,
         state-change count (``epoch``), status stamp, counters, mailbox settings, the
         ``paused``/``stopped``/``error``/``backoff`` flags, and its mail as
         ``(event code, payload, lane)`` lists: the front queue, the lanes in processing order
@@ -1339,6 +1340,9 @@ class Dispatcher:
             for lane_ in (3, 2, 1, 0):
                 mail += [(ev, p, lane_) for ev, p, _, _ in box[lane_]]
         return {
+            "id": self._ids[slot],
+            "machine": self._machines[self._mach[slot]],
+            "data": self._data[slot],
             "state": self._state[slot],
             "epoch": self._epoch[slot],
             "since": self._since[slot],

@@ -11,8 +11,10 @@ filed under its agent. Errors of the runtime itself (a sink that raises, say) en
 dispatch task and so propagate through the nursery to the ``async with``.
 
 ``open_runtime`` (``engine.environment``) creates the host: this module knows nothing of
-plugins. Outputs leave through an *outlet* (the environment's ``Wiring``), which the dispatch
-task flushes between batches when it has something pending.
+plugins or stores. Outputs leave through an *outlet* (the environment's ``Wiring``), which the
+dispatch task flushes between batches when it has something pending. A *durability* (the
+commit log's task, when there is one) is told after each batch that agents changed, and
+``send`` waits on it until what it queued is committed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ class Outlet(Protocol):
         ...
 
 
+class Durability(Protocol):
+    """What makes accepted mail durable (the environment's commit task)."""
+
+    def drained(self) -> None:
+        """Agents changed (a batch ran, mail was queued): commit soon."""
+        ...
+
+    async def wait_durable(self) -> None:
+        """Return once everything accepted before the call is committed."""
+        ...
+
+
 @final
 class Host:
     """What ``open_runtime`` attaches to a ``Runtime`` (private)."""
@@ -59,6 +73,7 @@ class Host:
         self._progress = trio.lowlevel.ParkingLot()
         self._idle = trio.lowlevel.ParkingLot()
         self._work: dict[Any, set[trio.CancelScope]] = {}
+        self.durability: Durability | None = None
         rt._d.on_wake = self._on_wake
 
     def _on_wake(self) -> None:
@@ -103,6 +118,8 @@ class Host:
                     rt._fire(due)
             if d.has_ready:
                 d.run(batch)
+                if self.durability is not None:
+                    self.durability.drained()
                 if wiring.pending:  # async effectors: wait for room (backpressure)
                     await wiring.flush()
                 if progress:
@@ -135,8 +152,17 @@ class Host:
             except MailboxFullError:
                 await self._progress.park()
             else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                if self.durability is not None:  # queued: now wait for its commit
+                    await self.durability.wait_durable()
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
                 return
+
+    async def flush(self) -> None:
+        if self.durability is not None:
+            await self.durability.wait_durable()
+        else:
+            await trio.lowlevel.checkpoint()
 
     async def wait_until_idle(self) -> None:
         if self.rt._d.has_ready or self._parked is None:

@@ -278,6 +278,11 @@ class Runtime:
         self._record_always = record
         self._subscribers = 0
         self._host: Host | None = None
+        self._gone: list[Any] | None = None
+        """Ids terminated since the last commit, while a commit log is attached."""
+        self.recovery: Any = None
+        """What ``open_runtime(restore=...)`` brought back from its store (an
+        ``engine.store.LoadReport``: agents restored, records that failed), else None."""
         d = self._d
         d.on_actions = self._on_actions
         d.on_failure = self._on_failure
@@ -343,6 +348,8 @@ class Runtime:
         """
         ref = self._d.ref(agent_id)
         self._forget(ref)
+        if self._gone is not None:
+            self._gone.append(agent_id)
         return int(self._d.terminate(agent_id))
 
     def _owner(self, ref: Any) -> int:
@@ -514,29 +521,27 @@ class Runtime:
         timers = self._timers.live()
         ready = {agent_id: i for i, agent_id in enumerate(d.ready_order())}
         now = self._clock()
+        by_agent, restarts, history = self._by_agent, self._restarts, self._history
         out = []
+        export = d.export
         for agent_id, ref in zip(ids, refs, strict=True):
-            saved = d.export(agent_id)
-            taken = saved["processed"] + saved["failed"]
+            saved = export(agent_id)
             kept = []
-            for deadline, seq, _, key, guard, value, event, payload, lane in timers.get(
-                self._owner(ref), ()
-            ):
-                live = not (
-                    (guard == STATE_GUARD and value != saved["epoch"])
-                    or (guard == EVENT_GUARD and value != taken)
-                )
-                kept.append((key, deadline - now, guard, event, payload, lane, live, seq))
-            saved.update(
-                id=agent_id,
-                machine=d.machine(agent_id),
-                data=d.data(agent_id),
-                supervision=self._by_agent.get(ref),
-                restarts=self._restarts.get(ref, 0),
-                restart_ages=[now - t for t in self._history.get(ref, ())],
-                timers=kept,
-                ready=ready.get(agent_id, -1),
-            )
+            if timers:  # (most runtimes snapshot far more agents than they have timers)
+                taken = saved["processed"] + saved["failed"]
+                for deadline, seq, _, key, guard, value, event, payload, lane in timers.get(
+                    self._owner(ref), ()
+                ):
+                    live = not (
+                        (guard == STATE_GUARD and value != saved["epoch"])
+                        or (guard == EVENT_GUARD and value != taken)
+                    )
+                    kept.append((key, deadline - now, guard, event, payload, lane, live, seq))
+            saved["supervision"] = by_agent.get(ref) if by_agent else None
+            saved["restarts"] = restarts.get(ref, 0) if restarts else 0
+            saved["restart_ages"] = [now - t for t in history.get(ref, ())] if history else []
+            saved["timers"] = kept
+            saved["ready"] = ready.get(agent_id, -1) if ready else -1
             out.append(saved)
         return out
 
@@ -743,11 +748,18 @@ class Runtime:
         payload: Any = None,
         priority: int = Priority.NORMAL,
     ) -> None:
-        """Queue an event, waiting for room while the agent's bounded mailbox is full.
+        """Queue an event, waiting for room while the agent's bounded mailbox is full. Under
+        ``durability="log"`` it returns once the message is committed (if cancelled while
+        waiting for that, the message stays queued and is committed with the next group).
 
         Raises what ``send_nowait`` raises, except ``MailboxFullError``.
         """
         await self._running_host().send(agent_id, event, payload, priority)
+
+    async def flush(self) -> None:
+        """Return once everything accepted so far (``send_nowait``, ``send_many``, receptors)
+        is committed, under ``durability="log"``; at once otherwise."""
+        await self._running_host().flush()
 
     async def request(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, final
 
@@ -10,8 +11,8 @@ import attrs
 from ..core._exceptions import EngineError
 from ..core._machine import Machine
 from ._codec import Codec
-from ._snapshot import capture, decode, encode, restore
-from ._stores import Store, agent_key
+from ._snapshot import decode, encode_exported, restore
+from ._stores import TOMBSTONE, Store, StoredRecord, agent_key
 
 if TYPE_CHECKING:
     from ..runtime._runtime import Runtime
@@ -39,9 +40,9 @@ def records(
     Raises:
         CodecError: A value cannot be encoded (nothing is returned, so nothing is written).
     """
-    return [
-        (agent_key(s.agent_id, codec), s.taken_at, encode(s, codec)) for s in capture(rt, agent_ids)
-    ]
+    exported = rt._export(rt.agent_ids() if agent_ids is None else agent_ids)
+    wall = time.time()
+    return [(agent_key(s["id"], codec), wall, encode_exported(s, wall, codec)) for s in exported]
 
 
 def save(
@@ -66,15 +67,28 @@ def load(
     """Restore the newest snapshot of ``agent_ids`` (default: every agent in the store) into
     ``rt``. A record that cannot be restored is reported in the result and the others are
     restored all the same."""
-    machines = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
     keys = None if agent_ids is None else [agent_key(a, codec) for a in agent_ids]
+    return load_records(rt, store.latest(keys), machines, codec)
+
+
+def load_records(
+    rt: Runtime,
+    stored: Iterable[StoredRecord],
+    machines: Mapping[str, Machine] | Iterable[Machine],
+    codec: Codec | None = None,
+) -> LoadReport:
+    """``load``'s second half: restore records already read from a store (read them in a
+    worker thread, restore on the runtime's thread). Tombstones are skipped."""
+    machines = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
     restored, failed = [], []
-    for stored in store.latest(keys):
+    for item in stored:
+        if item.record == TOMBSTONE:
+            continue
         try:
-            snapshot = decode(stored.record, codec, agent=stored.agent)
+            snapshot = decode(item.record, codec, agent=item.agent)
             restore(rt, [snapshot], machines)
         except EngineError as exc:
-            failed.append((stored.agent, exc))
+            failed.append((item.agent, exc))
         else:
             restored.append(snapshot.agent_id)
     return LoadReport(restored, failed)

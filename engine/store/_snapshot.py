@@ -281,6 +281,55 @@ def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
     return frame(codec.pack(body, agent=s.agent_id))
 
 
+_POLICY_VALUES: dict[OverflowPolicy, int] = {p: p.value for p in OverflowPolicy}
+
+
+def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = None) -> bytes:
+    """What ``encode(capture(...))`` makes, straight from one item of ``Runtime._export``
+    taken at wall-clock time ``wall``, with no snapshot object in between (the commit log's
+    and ``records``' path: several times faster per agent)."""
+    machine: Machine = saved["machine"]
+    events = machine.events
+    front = saved["front"]
+    sup = saved["supervision"]
+    body = [
+        saved["id"],
+        machine.name,
+        machine.states[saved["state"]],
+        saved["data"],
+        [[events[e], p, lane] for e, p, lane in front] + [
+            [events[e], p, lane] for e, p, lane in saved["mail"]
+        ]
+        if front or saved["mail"]
+        else [],
+        [[events[e], p, lane] for e, p, lane in saved["postponed"]] if saved["postponed"] else [],
+        [
+            [list(key), wall + remaining, guard, events[ev] if ev >= 0 else None, p, lane, live,
+             order]
+            for key, remaining, guard, ev, p, lane, live, order in saved["timers"]
+        ]
+        if saved["timers"]
+        else [],
+        wall,
+        len(front),
+        saved["paused"],
+        saved["stopped"],
+        saved["error"],
+        saved["backoff"],
+        int(saved["processed"]),
+        int(saved["failed"]),
+        int(saved["dropped"]),
+        saved["restarts"],
+        [wall - age for age in saved["restart_ages"]],
+        int(saved["epoch"]),
+        int(saved["capacity"]),
+        _POLICY_VALUES[saved["policy"]],
+        None if sup is None else attrs.astuple(sup),
+        saved["ready"],
+    ]
+    return frame((codec or DEFAULT_CODEC).pack(body, agent=saved["id"]))
+
+
 def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> AgentSnapshot:
     """The snapshot ``encode`` made.
 

@@ -1,0 +1,153 @@
+"""The commit log: every change of every agent made durable in group commits.
+
+Theory of operation: the dispatcher marks an agent whenever it changes (mail accepted or
+refused, a step, pause, resume, stop, restart, a timer fired; ``take_dirty`` collects and
+clears the marks in one pass), and the runtime lists the agents it terminates. A commit
+``capture``s, at one instant and on the runtime's thread, a snapshot record of every marked
+agent and a tombstone of every terminated one, then ``write``s them in one store
+transaction (from any thread). The store's newest record of each agent is therefore always
+the agent as it was at the last commit that landed: a consistent cut of the whole runtime,
+because every commit is captured at one instant and written whole, in order. Recovery is
+``load``: the newest record of every agent, tombstones skipped.
+
+What a commit guarantees: a message accepted before a capture is, in the store once that
+commit lands, either reflected in its agent's state or still queued in its record; never
+both, never neither. What may happen twice: steps taken after the last commit that landed
+are lost with the process and taken again after recovery (at least once), and their outputs
+are emitted again with the same ``OutputBatch.steps`` numbers, which is how an effector
+deduplicates. Compaction keeps the store bounded: every ``compact_every`` commits it drops all
+but the newest record of each agent, and every record of a terminated one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, final
+
+import attrs
+
+from ..core._exceptions import InvalidArgumentError
+from ..core._validate import integer
+from ._codec import Codec
+from ._snapshot import encode_exported
+from ._stores import TOMBSTONE, Store, agent_key
+
+if TYPE_CHECKING:
+    from ..runtime._runtime import Runtime
+
+
+@final
+@attrs.frozen
+class Commit:
+    """One group commit, captured and not yet written."""
+
+    number: int
+    """Commits are numbered from 1 in capture order."""
+    records: list[tuple[str, float, bytes]]
+    """``(agent key, taken_at, record)``: tombstones first, then snapshots."""
+    agents: int
+    """Agents captured (snapshots)."""
+    terminated: int
+    """Tombstones."""
+
+
+@final
+class CommitLog:
+    """Group commits of a runtime's changed agents into a store.
+
+    Drive it yourself (``commit()`` after your own ``run``s: synchronous, on the runtime's
+    thread), or let ``open_runtime(store=..., durability="log")`` run it as a task that
+    captures on the trio thread and writes in a worker thread.
+
+    Args:
+        rt: The runtime. One log per runtime.
+        store: Where the records go.
+        codec: Encodes agent data and payloads (default: builtins only).
+        compact_every: Compact the store after this many commits (0: never).
+    """
+
+    def __init__(
+        self, rt: Runtime, store: Store, codec: Codec | None = None, compact_every: int = 256
+    ) -> None:
+        if rt._gone is not None:
+            raise InvalidArgumentError("this runtime already has a commit log")
+        self.compact_every = integer("compact_every", compact_every, 0, 2**31 - 1)
+        self.rt = rt
+        self.store = store
+        self.codec = codec
+        self.captured = 0
+        """Number of the last commit captured."""
+        self.durable = 0
+        """Number of the last commit written (everything captured up to it is durable)."""
+        self.records_written = 0
+        self._writing = threading.Lock()  # commits are written one at a time, in order
+        rt._gone = []
+
+    def close(self) -> None:
+        """Detach from the runtime (terminations are no longer listed). The store stays open."""
+        self.rt._gone = None
+
+    def forget_changes(self) -> None:
+        """Treat every agent as committed as it is now (after restoring them from this store,
+        say, so the first commit does not write them all again)."""
+        self.rt._d.take_dirty()
+        if self.rt._gone:
+            self.rt._gone.clear()
+
+    def capture(self) -> Commit | None:
+        """Take the next commit: a record of every agent changed since the last capture and a
+        tombstone of every agent terminated since; None if there is nothing to commit.
+
+        Raises:
+            CodecError: An agent's data or mail cannot be encoded. Nothing is captured, and
+                the changes stay marked, so a later capture tries again.
+        """
+        rt = self.rt
+        d = rt._d
+        slots = d.take_dirty()
+        gone = rt._gone or []
+        if not len(slots) and not gone:
+            return None
+        agent_at = d.agent_at
+        ids = [agent_at(slot) for slot in slots.tolist()]
+        try:
+            wall = time.time()
+            codec = self.codec
+            records = [(agent_key(agent_id, codec), wall, TOMBSTONE) for agent_id in gone]
+            exported = rt._export(ids)
+            records += [
+                (agent_key(s["id"], codec), wall, encode_exported(s, wall, codec))
+                for s in exported
+            ]
+        except BaseException:
+            for agent_id in ids:  # undo the capture: the next one tries again
+                d.touch(agent_id)
+            raise
+        rt._gone = []
+        self.captured += 1
+        return Commit(self.captured, records, len(ids), len(gone))
+
+    def write(self, commit: Commit) -> None:
+        """Write a captured commit in one store transaction (from any thread; commits must
+        be written in the order they were captured), then compact when it is time."""
+        with self._writing:
+            if commit.number != self.durable + 1:
+                raise InvalidArgumentError(
+                    f"commit {commit.number} written out of order (the last written is "
+                    f"{self.durable})"
+                )
+            self.store.write(commit.records)
+            self.durable = commit.number
+            self.records_written += len(commit.records)
+            if self.compact_every and commit.number % self.compact_every == 0:
+                self.store.compact()
+
+    def commit(self) -> int:
+        """Capture and write now (synchronously); return how many records were written."""
+        taken = self.capture()
+        if taken is None:
+            return 0
+        self.write(taken)
+        return len(taken.records)
+
