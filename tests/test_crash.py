@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+from crash_child import counter
+
 import engine
 import engine.store as store
-
-from crash_child import counter
 
 KILLS = int(os.environ.get("ENGINE_CRASH_KILLS", "50"))
 CHILD = Path(__file__).with_name("crash_child.py")
@@ -38,7 +38,7 @@ def _acked(path: Path) -> list[int]:
     return [int(line) for line in lines]
 
 
-def _recover(db: Path, impl: str) -> tuple[engine.Runtime, list[int], list[int]]:
+def _recover(db: Path, impl: str) -> tuple[list[int], list[int]]:
     rt = engine.Runtime(implementation=impl)
     s = store.SQLiteStore(db)
     try:
@@ -53,7 +53,7 @@ def _recover(db: Path, impl: str) -> tuple[engine.Runtime, list[int], list[int]]
         assert rt.statistics(agent_id).processed == len(seen)
         processed += seen
         queued += [payload for _, _, payload in rt.queued(agent_id)]
-    return rt, processed, queued
+    return processed, queued
 
 
 def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
@@ -79,7 +79,7 @@ def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
         child.kill()
         child.wait()
         child.stdout.close()
-        rt, processed, queued = _recover(db, "python" if run % 2 else "native")
+        processed, queued = _recover(db, "python" if run % 2 else "native")
         acked = _acked(acks)
         counts = collections.Counter(processed + queued)
         twice = [seq for seq, n in counts.items() if n > 1]

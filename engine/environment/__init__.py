@@ -15,5 +15,5 @@ either, after restoring agents from the store when asked (``restore=``).
 """
 
 from ._durable import snapshot_now as snapshot_now
-from ._durable import start_snapshots as start_snapshots
 from ._durable import start_commit_log as start_commit_log
+from ._durable import start_snapshots as start_snapshots
