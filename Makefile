@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet -e '.[testing,prometheus,otel]' --group dev \
+	$(PY) -m pip install --quiet -e '.[testing,prometheus,otel,postgres]' --group dev \
 		$(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 

@@ -39,6 +39,7 @@ from .core._exceptions import PluginLoadError as PluginLoadError
 from .core._exceptions import PluginValidationError as PluginValidationError
 from .core._exceptions import RuntimeBusyError as RuntimeBusyError
 from .core._exceptions import RuntimeNotRunningError as RuntimeNotRunningError
+from .core._exceptions import StoreError as StoreError
 from .core._exceptions import UnknownEventError as UnknownEventError
 from .core._exceptions import UnknownStateError as UnknownStateError
 from .core._machine import Machine as Machine

@@ -1,10 +1,13 @@
-"""Shared fixtures: every hot-path test runs against the compiled module and the twin."""
+"""Shared fixtures: every hot-path test runs against the compiled module and the twin; a real
+PostgreSQL server (tests/pg.py) for the stores, with a fresh database per test."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pg
 import pytest
 
 import engine
@@ -50,3 +53,36 @@ def light() -> engine.Machine:
             ("*", "fault", "red", "stop"),
         ],
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a throwaway PostgreSQL server started for the session (fsync off), stopped
+    and removed at its end. Fails, never skips, when the server is not installed."""
+    try:
+        dsn, stop = pg.start_server(fsync=False)
+    except pg.ServerNotFound as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield dsn
+    finally:
+        stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def postgres_db(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a fresh, empty database on the session's server, dropped after the test (so
+    no test sees another's tables)."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    name = f"test_{next(_databases)}"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield make_conninfo(postgres_dsn, dbname=name)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # FORCE: a store left open
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from crash_child import counter
+from crash_child import counter, open_store
 
 import engine
 import engine.store as store
@@ -38,9 +38,9 @@ def _acked(path: Path) -> list[int]:
     return [int(line) for line in lines]
 
 
-def _recover(db: Path, impl: str) -> tuple[list[int], list[int]]:
+def _recover(where: str, kind: str, impl: str) -> tuple[list[int], list[int]]:
     rt = engine.Runtime(implementation=impl)
-    s = store.SQLiteStore(db)
+    s = open_store(where, kind)
     try:
         report = store.load(rt, s, [counter])
     finally:
@@ -56,8 +56,7 @@ def _recover(db: Path, impl: str) -> tuple[list[int], list[int]]:
     return processed, queued
 
 
-def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
-              where: str | None = None) -> dict[str, int]:
+def run_kills(where: str, kind: str, acks: Path, kills: int, seed: int) -> dict[str, int]:
     rng = random.Random(seed)
     first = 0
     totals = collections.Counter[str]()
@@ -66,7 +65,7 @@ def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
         if run % 2:
             env["ENGINE_NO_EXTENSIONS"] = "1"
         child = subprocess.Popen(
-            [sys.executable, str(CHILD), where or str(db), str(acks), str(first), kind],
+            [sys.executable, str(CHILD), where, str(acks), str(first), kind],
             stdout=subprocess.PIPE,
             env=env,
         )
@@ -79,7 +78,7 @@ def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
         child.kill()
         child.wait()
         child.stdout.close()
-        processed, queued = _recover(db, "python" if run % 2 else "native")
+        processed, queued = _recover(where, kind, "python" if run % 2 else "native")
         acked = _acked(acks)
         counts = collections.Counter(processed + queued)
         twice = [seq for seq, n in counts.items() if n > 1]
@@ -95,8 +94,19 @@ def run_kills(db: Path, acks: Path, kills: int, seed: int, kind: str = "sqlite",
     return dict(totals)
 
 
-def test_no_committed_message_is_lost_across_sigkills(tmp_path: Path) -> None:
-    totals = run_kills(tmp_path / "crash.db", tmp_path / "acks", KILLS, seed=20261130)
+def test_no_committed_message_is_lost_across_sigkills_on_sqlite(tmp_path: Path) -> None:
+    totals = run_kills(str(tmp_path / "crash.db"), "sqlite", tmp_path / "acks", KILLS, 20261130)
     print("crash test (SQLite):", totals)
     assert totals["kills"] == KILLS
     assert totals["acknowledged"] > KILLS  # the runs did real work between the kills
+    assert totals["queued"] > 0  # some were recovered queued, not only processed
+
+
+def test_no_committed_message_is_lost_across_sigkills_on_postgres(
+    tmp_path: Path, postgres_db: str
+) -> None:
+    totals = run_kills(postgres_db, "postgres", tmp_path / "acks", KILLS, 20261201)
+    print("crash test (PostgreSQL):", totals)
+    assert totals["kills"] == KILLS
+    assert totals["acknowledged"] > KILLS
+    assert totals["queued"] > 0

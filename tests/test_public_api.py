@@ -78,9 +78,9 @@ PUBLIC_API = {
     "OutputBatch", "OverflowPolicy", "Plugin", "PluginFailedError", "PluginLoadError",
     "PluginValidationError", "Postpone", "Priority", "ReceptorFailure", "Reply",
     "RestartPolicy", "Runtime", "RuntimeBusyError", "RuntimeNotRunningError", "RuntimePortal",
-    "RuntimeStatistics", "Send", "StateTimeout", "Step", "Subscription", "Supervision", "Timer",
-    "Transition", "USE_EXTENSIONS", "UnknownEventError", "UnknownStateError", "Work",
-    "open_runtime",
+    "RuntimeStatistics", "Send", "StateTimeout", "Step", "StoreError", "Subscription",
+    "Supervision", "Timer", "Transition", "USE_EXTENSIONS", "UnknownEventError",
+    "UnknownStateError", "Work", "open_runtime",
 }  # fmt: skip
 """What ``engine`` exported before the subpackage layout; it may grow, never shrink."""
 

@@ -135,11 +135,15 @@ def _snapshot(agent: Any, taken: float = 0.0) -> store.AgentSnapshot:
 # -- the stores: one conformance suite ----------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def a_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[store.Store]:
-    made: store.Store = (
-        store.MemoryStore() if request.param == "memory" else store.SQLiteStore(tmp_path / "s.db")
-    )
+    made: store.Store
+    if request.param == "memory":
+        made = store.MemoryStore()
+    elif request.param == "sqlite":
+        made = store.SQLiteStore(tmp_path / "s.db")
+    else:  # a real server (tests/pg.py), a fresh database
+        made = store.PostgresStore(request.getfixturevalue("postgres_db"))
     yield made
     made.close()
 
@@ -181,10 +185,19 @@ def test_compaction_keeps_the_newest_records_and_drops_terminated_agents(
     assert [(r.agent, r.record) for r in a_store.latest()] == [("s:a", b"a3"), ("s:c", b"c1")]
     assert a_store.compact() == 0
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="keep"):
             a_store.compact(keep=bad)
     assert a_store.write([("s:b", 4.0, b"b again")])[0] > 0  # a terminated id can come back
     assert [r.record for r in a_store.history("s:b")] == [b"b again"]
+
+
+def test_record_ids_never_come_back(a_store: store.Store) -> None:
+    first = a_store.write([("s:a", 1.0, b"a"), ("s:b", 1.0, b"b")])
+    a_store.forget("s:b")
+    a_store.write([("s:c", 1.0, store.TOMBSTONE)])
+    a_store.compact()
+    (again,) = a_store.write([("s:d", 2.0, b"d")])
+    assert again > max(first) + 1
 
 
 def test_a_store_write_is_all_or_nothing(a_store: store.Store) -> None:

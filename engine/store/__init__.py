@@ -8,18 +8,23 @@ into a framed record (format version, CRC-32, msgpack body through a ``Codec``: 
 sets and big ints, the user's registered types, never pickle); ``decode`` checks and reads one
 back; ``restore`` rebuilds agents on the machines of their names. A ``Store`` keeps records
 per agent with ids and times: ``MemoryStore`` and ``SQLiteStore`` (stdlib ``sqlite3``, WAL,
-one transaction per write). ``save`` and ``load`` join the two. Store I/O is synchronous and
-never runs inside the drain loop; under trio, run it in a worker thread
-(``trio.to_thread.run_sync``).
+one transaction per write), and ``PostgresStore`` (a PostgreSQL table through a connection
+pool: psycopg, the ``postgres`` extra, imported only when one is made). ``save`` and ``load``
+join the two. Store I/O is synchronous and never runs inside the drain loop; under trio, run
+it in a worker thread (``trio.to_thread.run_sync``).
 """
 
 from ._codec import Codec as Codec
 from ._codec import CodecError as CodecError
 from ._codec import CorruptRecordError as CorruptRecordError
+from ._log import Commit as Commit
+from ._log import CommitLog as CommitLog
 from ._persist import LoadReport as LoadReport
 from ._persist import load as load
+from ._persist import load_records as load_records
 from ._persist import records as records
 from ._persist import save as save
+from ._postgres import PostgresStore as PostgresStore
 from ._snapshot import AgentSnapshot as AgentSnapshot
 from ._snapshot import MachineNotFoundError as MachineNotFoundError
 from ._snapshot import TimerSnapshot as TimerSnapshot
@@ -27,9 +32,9 @@ from ._snapshot import capture as capture
 from ._snapshot import decode as decode
 from ._snapshot import encode as encode
 from ._snapshot import restore as restore
+from ._stores import TOMBSTONE as TOMBSTONE
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLiteStore as SQLiteStore
 from ._stores import Store as Store
-from ._stores import TOMBSTONE as TOMBSTONE
 from ._stores import StoredRecord as StoredRecord
 from ._stores import agent_key as agent_key

@@ -186,7 +186,12 @@ class SQLiteStore:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                start = db.execute("SELECT COALESCE(MAX(id), 0) FROM snapshots").fetchone()[0]
+                # AUTOINCREMENT's counter: ids never come back, even after the newest
+                # records were dropped (compact, forget)
+                start = db.execute(
+                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = "
+                    "'snapshots'), 0), COALESCE((SELECT MAX(id) FROM snapshots), 0))"
+                ).fetchone()[0]
                 db.executemany(
                     "INSERT INTO snapshots (id, agent, taken_at, record) VALUES (?, ?, ?, ?)",
                     [(start + 1 + i, a, t, r) for i, (a, t, r) in enumerate(items)],
