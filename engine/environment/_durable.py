@@ -12,8 +12,9 @@ runtime, naming the cause: silently keeping an old snapshot would lose data.
 
 The commit task runs rounds: wait until agents changed (the dispatch task says so after each
 batch) or someone waits for durability (``await rt.send``, ``rt.flush``), or at most a second
-(mail queued for a paused agent runs no batch); gather for ``commit_interval`` seconds; capture
-one commit on the trio thread; write it in a worker thread; wake the waiters. A waiter waits
+(mail queued for a paused agent runs no batch); unless someone waits, gather changes until
+``commit_interval`` seconds have passed since the previous round began; capture one commit on
+the trio thread; write it in a worker thread; wake the waiters. A waiter waits
 for the end of a round that started after it arrived, so everything it accepted is in that
 round's commit. A commit that fails (a value the codec cannot encode, a store error) fails
 the task and the runtime: a runtime that silently stopped being durable would lose data.
@@ -95,7 +96,8 @@ class CommitTask:
         self.log = log
         self.interval = interval
         self.shutdown_timeout = shutdown_timeout
-        self._kick = trio.Event()
+        self._changed = trio.Event()  # agents changed since the last round began
+        self._wanted = trio.Event()  # someone waits for a round: start it now
         self._landed = trio.lowlevel.ParkingLot()
         self.started = 0
         """Rounds begun (a round captures everything changed before it began)."""
@@ -103,11 +105,12 @@ class CommitTask:
         """Rounds whose commit is written."""
 
     def drained(self) -> None:
-        self._kick.set()
+        self._changed.set()
 
     async def wait_durable(self) -> None:
         target = self.started + 1
-        self._kick.set()
+        self._wanted.set()
+        self._changed.set()
         while self.done < target:
             await self._landed.park()
 
@@ -115,11 +118,12 @@ class CommitTask:
         task_status.started()
         try:
             while True:
-                with trio.move_on_after(_SWEEP):
-                    await self._kick.wait()
-                self._kick = trio.Event()
-                if self.interval:
-                    await trio.sleep(self.interval)
+                last = trio.current_time()
+                with trio.move_on_after(_SWEEP):  # (mail for paused agents runs no batch)
+                    await self._changed.wait()
+                if self.interval and not self._wanted.is_set():
+                    with trio.move_on_at(last + self.interval):  # gather, unless wanted
+                        await self._wanted.wait()
                 await self._round()
         finally:
             with trio.move_on_after(self.shutdown_timeout) as scope:
@@ -127,6 +131,8 @@ class CommitTask:
                 await self._round()
 
     async def _round(self) -> None:
+        self._changed = trio.Event()
+        self._wanted = trio.Event()
         self.started += 1
         commit = self.log.capture()
         if commit is not None:

@@ -182,25 +182,23 @@ class SQLiteStore:
 
     def write(self, records: Sequence[tuple[str, float, bytes]]) -> list[int]:
         items = [(_text(a), float(t), _blob(r)) for a, t, r in records]  # check all first
+        insert = "INSERT INTO snapshots (agent, taken_at, record) VALUES (?, ?, ?)"
         with self._lock:
             db = self._db
+            if len(items) == 1:  # one statement is one transaction (a per-step checkpoint)
+                row_id = db.execute(insert, items[0]).lastrowid
+                assert row_id is not None
+                return [row_id]
             db.execute("BEGIN IMMEDIATE")
             try:
-                # AUTOINCREMENT's counter: ids never come back, even after the newest
-                # records were dropped (compact, forget)
-                start = db.execute(
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = "
-                    "'snapshots'), 0), COALESCE((SELECT MAX(id) FROM snapshots), 0))"
-                ).fetchone()[0]
-                db.executemany(
-                    "INSERT INTO snapshots (id, agent, taken_at, record) VALUES (?, ?, ?, ?)",
-                    [(start + 1 + i, a, t, r) for i, (a, t, r) in enumerate(items)],
-                )
+                db.executemany(insert, items)
+                # AUTOINCREMENT: the one writer's rows got consecutive ids that never come back
+                (last,) = db.execute("SELECT last_insert_rowid()").fetchone()
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return list(range(start + 1, start + 1 + len(items)))
+        return list(range(last - len(items) + 1, last + 1))
 
     def latest(self, agents: Iterable[str] | None = None) -> list[StoredRecord]:
         query = (
@@ -284,6 +282,8 @@ def _keep(value: Any) -> int:
 
 
 def _blob(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"a record must be bytes, got {type(value).__name__}")
     return bytes(value)
