@@ -174,6 +174,7 @@ def report(path: Path) -> None:
     metrics_targets({b["name"]: b for b in benchmarks})
     realistic_targets(benchmarks)
     store_targets(benchmarks)
+    log_targets(benchmarks)
     print()
     plot_scaling(curve, HERE / "throughput_vs_agents.png")
     plot_latency(benchmarks, HERE / "latency_percentiles.png")
@@ -392,6 +393,40 @@ def store_targets(benchmarks: list[Bench]) -> None:
         print(
             f"| {what} of {agents:,} idle agents on SQLite ({rate:,.0f}/s) | share of raw "
             f"{raw} rate | ≥ 30% | {share:.0%} | {verdict} |"
+        )
+
+
+def log_targets(benchmarks: list[Bench]) -> None:
+    """Groups ``log`` (messages/s of the table workload under durability "log" as a share of
+    raw inserts of the same messages into the same database: target ≥ 50 %) and
+    ``checkpoint`` (per-step durable commits against LangGraph's SqliteSaver: ≥ 100x)."""
+    log = [b for b in benchmarks if b["group"] == "log"]
+
+    def rate(b: Bench) -> float:
+        return b["extra_info"]["messages"] / median(b)
+
+    for database in ("sqlite", "postgres"):
+        raw = [b for b in log if b["extra_info"].get("durability") == "raw"
+               and b["extra_info"].get("database") == database]
+        for b in log:
+            info = b["extra_info"]
+            if info.get("durability") != "log" or info.get("database") != database or not raw:
+                continue
+            share = rate(b) / rate(raw[0])
+            print(
+                f"| table workload under log on {database} (commit_interval "
+                f"{info.get('commit_interval', 0):g} s, {rate(b):,.0f} msg/s) | share of raw "
+                f"inserts ({rate(raw[0]):,.0f} msg/s) | ≥ 50% | {share:.0%} | "
+                f"{'PASS' if share >= 0.5 else 'MISS'} |"
+            )
+    check = {b["extra_info"].get("system"): b for b in benchmarks if b["group"] == "checkpoint"}
+    if "engine" in check and "langgraph" in check:
+        ours, peer = (c["extra_info"]["steps"] / median(c) for c in
+                      (check["engine"], check["langgraph"]))
+        print(
+            f"| per-step durable checkpoints ({ours:,.0f} steps/s) | x LangGraph SqliteSaver "
+            f"({peer:,.0f} steps/s) | ≥ 100x | {ours / peer:.0f}x | "
+            f"{'PASS' if ours / peer >= 100 else 'MISS'} |"
         )
 
 

@@ -11,7 +11,7 @@ import attrs
 from ..core._exceptions import EngineError
 from ..core._machine import Machine
 from ._codec import Codec
-from ._snapshot import decode, encode_exported, restore
+from ._snapshot import decode, encode_exported, prepare
 from ._stores import TOMBSTONE, Store, StoredRecord, agent_key
 
 if TYPE_CHECKING:
@@ -80,15 +80,20 @@ def load_records(
     """``load``'s second half: restore records already read from a store (read them in a
     worker thread, restore on the runtime's thread). Tombstones are skipped."""
     machines = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
-    restored, failed = [], []
-    for item in stored:
-        if item.record == TOMBSTONE:
-            continue
-        try:
-            snapshot = decode(item.record, codec, agent=item.agent)
-            restore(rt, [snapshot], machines)
-        except EngineError as exc:
-            failed.append((item.agent, exc))
-        else:
-            restored.append(snapshot.agent_id)
+    wall, now = time.time(), rt._clock()
+    restored, failed, loaded = [], [], []
+    try:
+        for item in stored:
+            if item.record == TOMBSTONE:
+                continue
+            try:
+                snapshot = decode(item.record, codec, agent=item.agent)
+                saved = prepare(snapshot, machines, wall, now)
+                loaded.append((rt._import(saved, wake=False), saved))
+            except EngineError as exc:
+                failed.append((item.agent, exc))
+            else:
+                restored.append(snapshot.agent_id)
+    finally:  # timers and the ready queue, in their original order, for all of them at once
+        rt._finish_import(loaded)
     return LoadReport(restored, failed)

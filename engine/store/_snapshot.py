@@ -186,53 +186,65 @@ def restore(
     refs = []
     loaded = []
     for snap in snapshots:
-        machine = by_name.get(snap.machine)
-        if machine is None:
-            raise MachineNotFoundError(snap.agent_id, snap.machine)
-        code = machine.event_code
-        mail = _raw(machine, snap.mail)
-        saved = {
-            "id": snap.agent_id,
-            "machine": machine,
-            "data": snap.data,
-            "state": machine.state_code(snap.state),
-            "epoch": snap.epoch,
-            "since": now,
-            "processed": snap.processed,
-            "failed": snap.failed,
-            "dropped": snap.dropped,
-            "capacity": snap.capacity,
-            "policy": snap.policy,
-            "paused": snap.paused,
-            "stopped": snap.stopped,
-            "error": snap.error,
-            "backoff": snap.backoff,
-            "front": mail[: snap.front],
-            "mail": mail[snap.front :],
-            "postponed": _raw(machine, snap.postponed),
-            "supervision": snap.supervision,
-            "restarts": snap.restarts,
-            "restart_ages": [wall - t for t in snap.restarted_at],
-            "ready": snap.ready,
-            "timers": [
-                (
-                    t.key,
-                    t.due - wall,
-                    t.guard,
-                    -1 if t.event is None else code(t.event),
-                    t.payload,
-                    int(t.priority),
-                    t.live,
-                    t.order,
-                )
-                for t in snap.timers
-            ],
-        }
+        saved = prepare(snap, by_name, wall, now)
         ref = rt._import(saved, wake=False)
         refs.append(ref)
         loaded.append((ref, saved))
     rt._finish_import(loaded)
     return refs
+
+
+def prepare(
+    snap: AgentSnapshot, by_name: Mapping[str, Machine], wall: float, now: float
+) -> dict[str, Any]:
+    """What ``Runtime._import`` takes, for a snapshot restored at wall-clock time ``wall``
+    and runtime clock reading ``now`` (``restore``'s first half, one agent at a time).
+
+    Raises:
+        MachineNotFoundError, UnknownStateError, UnknownEventError: as ``restore``.
+    """
+    machine = by_name.get(snap.machine)
+    if machine is None:
+        raise MachineNotFoundError(snap.agent_id, snap.machine)
+    code = machine.event_code
+    mail = _raw(machine, snap.mail) if snap.mail else []
+    return {
+        "id": snap.agent_id,
+        "machine": machine,
+        "data": snap.data,
+        "state": machine.state_code(snap.state),
+        "epoch": snap.epoch,
+        "since": now,
+        "processed": snap.processed,
+        "failed": snap.failed,
+        "dropped": snap.dropped,
+        "capacity": snap.capacity,
+        "policy": snap.policy,
+        "paused": snap.paused,
+        "stopped": snap.stopped,
+        "error": snap.error,
+        "backoff": snap.backoff,
+        "front": mail[: snap.front],
+        "mail": mail[snap.front :],
+        "postponed": _raw(machine, snap.postponed) if snap.postponed else [],
+        "supervision": snap.supervision,
+        "restarts": snap.restarts,
+        "restart_ages": [wall - t for t in snap.restarted_at],
+        "ready": snap.ready,
+        "timers": [
+            (
+                t.key,
+                t.due - wall,
+                t.guard,
+                -1 if t.event is None else code(t.event),
+                t.payload,
+                int(t.priority),
+                t.live,
+                t.order,
+            )
+            for t in snap.timers
+        ],
+    }
 
 
 def _raw(machine: Machine, items: Sequence[Message]) -> list[tuple[int, Any, int]]:
@@ -282,6 +294,7 @@ def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
 
 
 _POLICY_VALUES: dict[OverflowPolicy, int] = {p: p.value for p in OverflowPolicy}
+_POLICIES: dict[int, OverflowPolicy] = {p.value: p for p in OverflowPolicy}
 
 
 def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = None) -> bytes:
@@ -344,9 +357,11 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
         if not isinstance(fields, list) or len(fields) != len(_FIELDS):
             raise CorruptRecordError("not a snapshot record", agent)
         values = dict(zip(_FIELDS, fields, strict=True))
-        values["mail"] = tuple(_message(m) for m in values["mail"])
-        values["postponed"] = tuple(_message(m) for m in values["postponed"])
-        values["timers"] = tuple(
+        values["mail"] = tuple(_message(m) for m in values["mail"]) if values["mail"] else ()
+        values["postponed"] = (
+            tuple(_message(m) for m in values["postponed"]) if values["postponed"] else ()
+        )
+        values["timers"] = () if not values["timers"] else tuple(
             TimerSnapshot(
                 tuple(_str(k) for k in key),
                 _float(due),
@@ -359,7 +374,7 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
             )
             for key, due, guard, event, payload, lane, live, order in values["timers"]
         )
-        values["policy"] = OverflowPolicy(values["policy"])
+        values["policy"] = _POLICIES[values["policy"]]
         sup = values["supervision"]
         values["supervision"] = None if sup is None else Supervision(*sup)
         for name in ("processed", "failed", "dropped", "restarts", "epoch", "capacity", "front"):
@@ -371,7 +386,9 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
         for name in ("machine", "state"):
             values[name] = _str(values[name])
         values["taken_at"] = _float(values["taken_at"])
-        values["restarted_at"] = tuple(_float(t) for t in values["restarted_at"])
+        values["restarted_at"] = (
+            tuple(_float(t) for t in values["restarted_at"]) if values["restarted_at"] else ()
+        )
         return AgentSnapshot(**values)
     except CorruptRecordError:
         raise
