@@ -134,9 +134,11 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     sys.modules.pop("durable_machines", None)
 
 
+@pytest.mark.parametrize("durability", ["snapshot", "log"])
 def test_an_app_file_store_keeps_agents_across_runs(
-    app: Path, capsys: pytest.CaptureFixture[str]
+    app: Path, capsys: pytest.CaptureFixture[str], durability: str
 ) -> None:
+    app.write_text(app.read_text().replace("[store]", f'[store]\ndurability = "{durability}"'))
     for run in range(2):
         assert main(["run", str(app), "--for", "0.6"]) == 0
         err = capsys.readouterr().err
@@ -150,13 +152,33 @@ def test_an_app_file_store_keeps_agents_across_runs(
 def test_a_bad_store_section_is_reported_with_the_rest(
     app: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = app.read_text().replace('kind = "sqlite"', 'kind = "postgres"')
-    text = text.replace("[store]", "[store]\nsnapshot_every = -1")
+    text = app.read_text().replace('kind = "sqlite"', 'kind = "oracle"')
+    text = text.replace("[store]", '[store]\nsnapshot_every = -1\ndurability = "always"')
     app.write_text(text)
     assert main(["run", str(app), "--for", "0.1"]) == 2
     err = capsys.readouterr().err
     assert "$.store.kind" in err
     assert "$.store.snapshot_every" in err
+    assert "$.store.durability" in err
+
+
+def test_an_app_file_keeps_agents_in_postgres_under_the_log(
+    app: Path, capsys: pytest.CaptureFixture[str], postgres_db: str
+) -> None:
+    text = app.read_text().replace('kind = "sqlite"', f'kind = "postgres"\ndsn = "{postgres_db}"')
+    app.write_text(text.replace("[store]", '[store]\ndurability = "log"'))
+    for run in range(2):
+        assert main(["run", str(app), "--for", "0.6"]) == 0
+        assert f"restored {2 * run} agents from the store" in capsys.readouterr().err
+    db = store.PostgresStore(postgres_db)
+    latest = {r.agent: store.decode(r.record).data for r in db.latest()}
+    db.close()
+    assert latest == {store.agent_key("c1"): 6, store.agent_key("c2"): None}
+    app.write_text(app.read_text().replace(postgres_db, "host=/no/such/dir dbname=x"))
+    assert main(["run", str(app), "--for", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open the store" in err
+    assert "$.store.dsn" in err
 
 
 def test_a_store_that_cannot_be_opened_is_a_config_error(

@@ -25,7 +25,13 @@ from typing import Any, TextIO, final
 import attrs
 import trio
 
-from ..core._exceptions import ConfigError, EngineError, PluginLoadError, PluginValidationError
+from ..core._exceptions import (
+    ConfigError,
+    EngineError,
+    PluginLoadError,
+    PluginValidationError,
+    StoreError,
+)
 from ..core._machine import Machine
 from ..core._types import OverflowPolicy
 from ..environment import _discovery as _plugins
@@ -37,11 +43,11 @@ from ..environment._config import (
     read_app,
     valid_entries,
 )
-from ..environment._durable import start_snapshots
+from ..environment._durable import start_commit_log, start_snapshots
 from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
 from ..observe._top import TopView
-from ..store import MemoryStore, SQLiteStore, Store, load
+from ..store import MemoryStore, PostgresStore, SQLiteStore, Store, load_records
 
 
 @final
@@ -201,7 +207,8 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
             problem = f"a plugin could not start: {type(exc).__name__}: {exc}"
             raise ConfigError(app.where, [problem]) from exc
         if store is not None:
-            report = load(rt, store, app.machines.values())
+            stored = await trio.to_thread.run_sync(store.latest)
+            report = load_records(rt, stored, app.machines.values())
             print(
                 f"engine: restored {len(report.restored)} agents from the store",
                 file=sys.stderr,
@@ -209,6 +216,13 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
             )
             for key, error in report.failed:
                 print(f"engine: not restored: {key}: {error}", file=sys.stderr, flush=True)
+            config = app.config.store
+            if config is not None and config.durability == "log":
+                # before the app file's new agents are spawned: the log commits them, and not
+                # the restored ones, which are in the store as they are
+                await start_commit_log(
+                    rt, store, commit_interval=config.commit_interval, commit_existing=False
+                )
         for group in app.config.agents:
             machine = app.machines[group.machine]
             policy = _policy(group.policy)
@@ -222,8 +236,10 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
                     policy=policy,
                     supervision=group.supervision,
                 )
-        if store is not None and app.config.store is not None:
-            await start_snapshots(rt, store, app.config.store.snapshot_every)
+        config = app.config.store
+        if store is not None and config is not None:
+            if config.durability == "snapshot":
+                await start_snapshots(rt, store, config.snapshot_every)
         yield rt, [p.name for p in app.receptors], [p.name for p in app.effectors]
 
 
@@ -234,10 +250,15 @@ def _opened_store(app: App) -> Iterator[Store]:
     assert config is not None
     try:
         store: Store = (
-            MemoryStore() if config.kind == "memory" else SQLiteStore(str(config.path))
+            MemoryStore()
+            if config.kind == "memory"
+            else PostgresStore(str(config.dsn))
+            if config.kind == "postgres"
+            else SQLiteStore(str(config.path))
         )
-    except (OSError, sqlite3.Error) as exc:
-        raise ConfigError(app.where, [f"cannot open the store: {exc} @ $.store.path"]) from exc
+    except (OSError, sqlite3.Error, StoreError) as exc:
+        where = "$.store.dsn" if config.kind == "postgres" else "$.store.path"
+        raise ConfigError(app.where, [f"cannot open the store: {exc} @ {where}"]) from exc
     try:
         yield store
     finally:

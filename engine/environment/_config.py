@@ -34,10 +34,12 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     [plugins.config]                # the plugin's own Config
     port = 7000
 
-    [store]                         # optional: keep the agents across runs (snapshots)
-    kind = "sqlite"                 # or "memory"
+    [store]                         # optional: keep the agents across runs
+    kind = "sqlite"                 # or "memory", or "postgres" with dsn = "..."
     path = "agents.db"
+    durability = "snapshot"         # or "log": every change, in group commits
     snapshot_every = 60.0           # seconds; without it, one snapshot at exit
+    commit_interval = 0.0           # "log": seconds a commit round gathers changes
 
 ``load_app()`` checks what the file alone can tell (its schema, and that agents name machines
 of ``[machines]``); importing the machines and building the plugins is the command line's job
@@ -368,19 +370,29 @@ class PluginConfig:
 @final
 @attrs.frozen
 class StoreConfig:
-    """Where ``run`` keeps the agents (durability "snapshot"): it restores them from the store
-    at start, snapshots them every ``snapshot_every`` seconds (if set) and once more at exit."""
+    """Where ``run`` keeps the agents: it restores them from the store at start, then keeps
+    them at the ``durability`` level: ``"snapshot"`` (every ``snapshot_every`` seconds if set,
+    and once more at exit) or ``"log"`` (every change, in group commits)."""
 
-    kind: Literal["sqlite", "memory"] = "sqlite"
+    kind: Literal["sqlite", "memory", "postgres"] = "sqlite"
     path: str | None = None
     """The SQLite file (needed for ``kind = "sqlite"``)."""
+    dsn: str | None = None
+    """The PostgreSQL connection string (needed for ``kind = "postgres"``)."""
+    durability: Literal["snapshot", "log"] = "snapshot"
     snapshot_every: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
     )
+    commit_interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    """Seconds a commit round gathers changes (durability "log")."""
 
     def __attrs_post_init__(self) -> None:
         if self.kind == "sqlite" and not self.path:
             raise ValueError('kind = "sqlite" needs a path')
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError('kind = "postgres" needs a dsn')
+        if not math.isfinite(self.commit_interval):
+            raise ValueError("commit_interval must be finite")
 
 
 @final
