@@ -237,9 +237,8 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
                     supervision=group.supervision,
                 )
         config = app.config.store
-        if store is not None and config is not None:
-            if config.durability == "snapshot":
-                await start_snapshots(rt, store, config.snapshot_every)
+        if store is not None and config is not None and config.durability == "snapshot":
+            await start_snapshots(rt, store, config.snapshot_every)
         yield rt, [p.name for p in app.receptors], [p.name for p in app.effectors]
 
 
