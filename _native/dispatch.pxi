@@ -1671,6 +1671,41 @@ cdef class Dispatcher:
                     k += 1
         return out[:k]
 
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    def export_plain(self, slots):
+        """For the live agents in ``slots`` (an int32 array) that hold nothing but counters
+        (no mail, front or postponed queue; not paused, stopped, in error or backoff; nothing
+        dropped), what ``export`` would say, as columns: ``(positions, ids, machines, data,
+        states, epochs, processed, failed, capacities, drop_oldest)``, lists indexed alike;
+        ``positions`` are their places in ``slots``. Others are left to ``export``."""
+        cdef const int32_t[::1] mv = np.ascontiguousarray(slots, dtype=np.int32)
+        cdef Py_ssize_t i, n = mv.shape[0]
+        cdef int32_t slot
+        cdef uint16_t f
+        cdef list pos = [], ids = [], machs = [], data = [], states = [], epochs = []
+        cdef list processed = [], failed = [], caps = [], drop = []
+        for i in range(n):
+            slot = mv[i]
+            if slot < 0 or slot >= self._n_slots:
+                continue
+            f = self._ag[slot].flags
+            if (not (f & F_LIVE) or f & (F_DEAD | F_FRONT | F_POSTPONED | F_HOLD | F_ERROR)
+                    or self._ag[slot].box >= 0
+                    or (self._dropped != NULL and self._dropped[slot])):
+                continue
+            pos.append(i)
+            ids.append(self._ids[slot])
+            machs.append(<object>self._mt[self._ag[slot].mach].machine)
+            data.append(self._data[slot])
+            states.append(self._ag[slot].state)
+            epochs.append(self._ag[slot].epoch)
+            processed.append(self._ag[slot].processed)
+            failed.append(self._cold[slot].failed)
+            caps.append(self._cold[slot].cap)
+            drop.append((f & F_DROP_OLDEST) != 0)
+        return pos, ids, machs, data, states, epochs, processed, failed, caps, drop
+
     def load(self, agent_id, saved, wake=True):
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
         everything is checked before anything changes. ``wake=False`` leaves it off the

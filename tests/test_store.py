@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -447,6 +448,72 @@ def test_load_restores_the_good_records_and_reports_the_rest(tmp_path: Path, imp
     assert isinstance(failed[store.agent_key("stranger")], store.MachineNotFoundError)
     assert fresh.run_until_idle() == 4
     db.close()
+
+
+def test_plain_agents_are_encoded_as_the_general_path_encodes_them(impl: str) -> None:
+    """``records`` takes a fast path for agents holding nothing but counters and data; its
+    records must be the general path's, byte for byte, and the others must still be whole."""
+    from engine.store._snapshot import encode_exported, encode_plain
+
+    m = Machine("m", ["a", "b"], "a", [("a", "go", "b"), ("b", "go", "a")], events=["go", "t"])
+    rt = Runtime(implementation=impl)
+    for i in range(12):
+        rt.spawn(m, i if i % 2 else f"agent {i}", {"n": i}, capacity=3 * (i % 3),
+                 policy=engine.OverflowPolicy.DROP_OLDEST if i % 4 == 1 else None)
+    rt.send_many([1, 3, "agent 4"], ["go"] * 3)
+    rt.run_until_idle()
+    rt.send_nowait(5, "go")  # queued: not plain
+    rt.pause(7)  # paused: not plain
+    rt.spawn(m, "own supervision", supervision=engine.Supervision(max_restarts=2))
+    all_slots = rt.slots(rt.agent_ids())
+    (ids, *_) = columns = rt._export_slots(all_slots)[0]
+    assert set(ids) == set(rt.agent_ids()) - {5, 7, "own supervision"}
+    wall = 1234.5
+    fast = encode_plain(columns, wall)
+    general = [encode_exported(s, wall) for s in rt._export(ids)]
+    assert [r for _, _, r in fast] == general
+    back = {}
+    for key, _, record in store.records(rt):
+        snap = store.decode(record)
+        back[snap.agent_id] = snap
+        assert key == store.agent_key(snap.agent_id)
+    assert sorted(back, key=str) == sorted(rt.agent_ids(), key=str)
+    for snap in store.capture(rt):
+        assert attrs.evolve(back[snap.agent_id], taken_at=snap.taken_at) == snap
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(13, -1), (14, "2"), (18, 1.5), (19, True), (9, 0), (8, False), (20, 7), (7, "now"),
+     (2, "nowhere"), (1, 5), (16, False), (22, None)],
+)
+def test_records_that_look_plain_are_checked_as_strictly(
+    impl: str, field: int, value: Any
+) -> None:
+    """``load`` reads plain records a shorter way; a record whose checksum holds but whose
+    fields are wrong must still be refused (``CorruptRecordError`` or the state's error)."""
+    from engine.store._codec import frame
+
+    m = Machine("m", ["a"], "a", [("a", "go", "a")])
+    (_, _, good), = store.records(_one(impl, m), [0])
+    from engine.store._snapshot import DEFAULT_CODEC
+
+    body = DEFAULT_CODEC.unpack(good[7:])
+    body[field] = value
+    s = store.MemoryStore()
+    s.write([("i:0", 1.0, frame(DEFAULT_CODEC.pack(body)))])
+    report = store.load(Runtime(implementation=impl), s, [m])
+    assert report.restored == []
+    ((_, error),) = report.failed
+    assert isinstance(error, engine.EngineError)
+    s.write([("i:0", 2.0, good)])
+    assert store.load(Runtime(implementation=impl), s, [m]).restored == [0]
+
+
+def _one(impl: str, m: Machine) -> Runtime:
+    rt = Runtime(implementation=impl)
+    rt.spawn(m, 0, {"x": 1})
+    return rt
 
 
 def test_a_value_that_cannot_be_encoded_writes_nothing(impl: str) -> None:

@@ -1386,6 +1386,40 @@ class Dispatcher:
                     out.append(slot)
         return np.array(out, dtype=np.int32)
 
+    def export_plain(self, slots: Any) -> tuple[list[Any], ...]:
+        """For the live agents in ``slots`` (an int32 array) that hold nothing but counters
+        (no mail, front or postponed queue; not paused, stopped, in error or backoff; nothing
+        dropped), what ``export`` would say, as columns: ``(positions, ids, machines, data,
+        states, epochs, processed, failed, capacities, drop_oldest)``, lists indexed alike;
+        ``positions`` are their places in ``slots``. Others are left to ``export``."""
+        cols: tuple[list[Any], ...] = tuple([] for _ in range(10))
+        pos, ids, machs, data, states, epochs, processed, failed, caps, drop = cols
+        busy = _DEAD | _HOLD | _ERROR
+        for i, slot in enumerate(np.asarray(slots, dtype=np.int32).tolist()):
+            if not 0 <= slot < len(self._ids):
+                continue
+            f = self._flags[slot]
+            if (
+                not f & _LIVE
+                or f & busy
+                or self._count[slot]
+                or slot in self._front
+                or slot in self._postponed
+                or self._dropped[slot]
+            ):
+                continue
+            pos.append(i)
+            ids.append(self._ids[slot])
+            machs.append(self._machines[self._mach[slot]])
+            data.append(self._data[slot])
+            states.append(self._state[slot])
+            epochs.append(self._epoch[slot])
+            processed.append(int(self._processed[slot]))
+            failed.append(int(self._failed[slot]))
+            caps.append(self._cap[slot])
+            drop.append(bool(f & _DROP_OLDEST))
+        return cols
+
     def load(self, agent_id: Any, saved: dict[str, Any], wake: bool = True) -> None:
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
         everything is checked before anything changes. ``wake=False`` leaves it off the

@@ -545,6 +545,30 @@ class Runtime:
             out.append(saved)
         return out
 
+    def _export_slots(
+        self, slots: npt.NDArray[np.int32]
+    ) -> tuple[tuple[list[Any], ...], list[dict[str, Any]]]:
+        """``_export`` of the live agents in ``slots``, split: the *plain* ones (nothing but
+        counters and data: no mail, flags, timers, per-agent supervision or restarts) as the
+        columns ``(ids, machines, data, states, epochs, processed, failed, capacities,
+        drop_oldest)`` that ``Dispatcher.export_plain`` reads in one pass, and the others as
+        ``_export`` dicts. Snapshots of many idle agents take the first, fast way."""
+        d = self._d
+        pos, *cols = d.export_plain(slots)
+        special: set[int] = set()  # slots with something the dispatcher does not hold
+        timers = self._timers.live() if self._timers else {}
+        special.update(owner_slot(o) for o in timers)
+        for refs in (self._by_agent, self._restarts, self._history):
+            special.update(ref.slot for ref in refs)
+        slot_list = slots.tolist()
+        if special:
+            keep = [k for k, i in enumerate(pos) if slot_list[i] not in special]
+            cols = [[col[k] for k in keep] for col in cols]
+            pos = [pos[k] for k in keep]
+        plain = set(pos)
+        rest = [d.agent_at(s) for i, s in enumerate(slot_list) if i not in plain]
+        return tuple(cols), self._export(rest)
+
     def _import(self, saved: dict[str, Any], wake: bool = True) -> AgentRef:
         """Spawn an agent from what ``_export`` returned (with ``machine`` a ``Machine``);
         its timers are re-armed as many seconds from now as they had left (overdue ones fire

@@ -30,7 +30,7 @@ import attrs
 from ..core._exceptions import InvalidArgumentError
 from ..core._validate import integer
 from ._codec import Codec
-from ._snapshot import encode_exported
+from ._snapshot import encode_slots
 from ._stores import TOMBSTONE, Store, agent_key
 
 if TYPE_CHECKING:
@@ -112,14 +112,10 @@ class CommitLog:
         agent_at = d.agent_at
         ids = [agent_at(slot) for slot in slots.tolist()]
         try:
-            wall = time.time()
             codec = self.codec
+            wall = time.time()
             records = [(agent_key(agent_id, codec), wall, TOMBSTONE) for agent_id in gone]
-            exported = rt._export(ids)
-            records += [
-                (agent_key(s["id"], codec), wall, encode_exported(s, wall, codec))
-                for s in exported
-            ]
+            records += encode_slots(rt, slots, codec)
         except BaseException:
             for agent_id in ids:  # undo the capture: the next one tries again
                 d.touch(agent_id)

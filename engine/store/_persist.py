@@ -11,7 +11,7 @@ import attrs
 from ..core._exceptions import EngineError
 from ..core._machine import Machine
 from ._codec import Codec
-from ._snapshot import decode, encode_exported, prepare
+from ._snapshot import decode_saved, encode_slots
 from ._stores import TOMBSTONE, Store, StoredRecord, agent_key
 
 if TYPE_CHECKING:
@@ -40,9 +40,8 @@ def records(
     Raises:
         CodecError: A value cannot be encoded (nothing is returned, so nothing is written).
     """
-    exported = rt._export(rt.agent_ids() if agent_ids is None else agent_ids)
-    wall = time.time()
-    return [(agent_key(s["id"], codec), wall, encode_exported(s, wall, codec)) for s in exported]
+    slots = rt.slots(rt.agent_ids() if agent_ids is None else agent_ids)
+    return encode_slots(rt, slots, codec)
 
 
 def save(
@@ -87,13 +86,12 @@ def load_records(
             if item.record == TOMBSTONE:
                 continue
             try:
-                snapshot = decode(item.record, codec, agent=item.agent)
-                saved = prepare(snapshot, machines, wall, now)
+                agent_id, saved = decode_saved(item.record, machines, wall, now, codec, item.agent)
                 loaded.append((rt._import(saved, wake=False), saved))
             except EngineError as exc:
                 failed.append((item.agent, exc))
             else:
-                restored.append(snapshot.agent_id)
+                restored.append(agent_id)
     finally:  # timers and the ready queue, in their original order, for all of them at once
         rt._finish_import(loaded)
     return LoadReport(restored, failed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 
@@ -24,6 +24,7 @@ from ..core._machine import Machine
 from ..core._types import OverflowPolicy, Priority
 from ..runtime._supervision import Supervision
 from ._codec import Codec, CodecError, CorruptRecordError, frame, unframe
+from ._stores import agent_key
 
 if TYPE_CHECKING:
     from ..hotpath._python import AgentRef
@@ -343,6 +344,38 @@ def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = No
     return frame((codec or DEFAULT_CODEC).pack(body, agent=saved["id"]))
 
 
+def encode_plain(
+    columns: tuple[list[Any], ...], wall: float, codec: Codec | None = None
+) -> list[tuple[str, float, bytes]]:
+    """``(agent key, wall, record)`` of the plain agents ``Runtime._export_slots`` gives as
+    columns: the same records ``encode_exported`` makes, without a dict per agent."""
+    pack = (codec or DEFAULT_CODEC).pack
+    out = []
+    for agent_id, machine, data, state, epoch, processed, failed, capacity, drop in zip(
+        *columns, strict=True
+    ):
+        body = [
+            agent_id, machine.name, machine.states[state], data, [], [], [], wall, 0,
+            False, False, False, False, processed, failed, 0, 0, [], epoch, capacity,
+            1 if drop else 0, None, -1,
+        ]  # fmt: skip
+        out.append((agent_key(agent_id, codec), wall, frame(pack(body, agent=agent_id))))
+    return out
+
+
+def encode_slots(
+    rt: Runtime, slots: Any, codec: Codec | None = None
+) -> list[tuple[str, float, bytes]]:
+    """``(agent key, taken_at, record)`` of the live agents in ``slots`` (an int32 array),
+    all taken at one instant: plain agents through ``encode_plain``, the rest through
+    ``encode_exported``."""
+    plain, rest = rt._export_slots(slots)
+    wall = time.time()
+    out = encode_plain(plain, wall, codec)
+    out += [(agent_key(s["id"], codec), wall, encode_exported(s, wall, codec)) for s in rest]
+    return out
+
+
 def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> AgentSnapshot:
     """The snapshot ``encode`` made.
 
@@ -394,6 +427,70 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
         raise
     except (CodecError, EngineError, TypeError, ValueError, KeyError) as exc:
         raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+
+
+def decode_saved(
+    record: bytes,
+    by_name: Mapping[str, Machine],
+    wall: float,
+    now: float,
+    codec: Codec | None = None,
+    agent: Any = None,
+) -> tuple[Any, dict[str, Any]]:
+    """``(agent id, what Runtime._import takes)`` from a record: ``prepare(decode(...))``,
+    with a short way for plain agents (nothing but counters and data, as ``encode_plain``
+    writes them), checked as strictly.
+
+    Raises:
+        CorruptRecordError, MachineNotFoundError, UnknownStateError: as ``decode`` and
+            ``prepare``.
+    """
+    codec = codec or DEFAULT_CODEC
+    try:
+        fields = codec.unpack(unframe(record, agent), agent)
+    except EngineError:
+        fields = None  # decode says what is wrong
+    if (
+        type(fields) is list
+        and len(fields) == len(_FIELDS)
+        and fields[4:7] == _EMPTY3  # mail, postponed, timers
+        and fields[8:13] == _PLAIN_FLAGS  # front count, paused, stopped, error, backoff
+        and [type(v) for v in fields[8:13]] == _PLAIN_FLAG_TYPES
+        and fields[15:18] == _PLAIN_RESTARTS  # dropped, restarts, restart times
+        and [type(v) for v in fields[15:17]] == _INTS
+        and fields[21:] == _PLAIN_TAIL  # supervision, ready
+        and type(fields[22]) is int
+        and type(fields[1]) is str
+        and type(fields[2]) is str
+        and fields[20] in _POLICIES
+    ):
+        agent_id, name, state, data = fields[:4]
+        machine = by_name.get(name)
+        if machine is None:
+            raise MachineNotFoundError(agent_id, name)
+        try:
+            counts = [_int(v) for v in (fields[13], fields[14], fields[18], fields[19])]
+            _float(fields[7])
+        except TypeError as exc:
+            raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+        return agent_id, {
+            "id": agent_id, "machine": machine, "data": data,
+            "state": machine.state_code(state), "epoch": counts[2], "since": now,
+            "processed": counts[0], "failed": counts[1], "dropped": 0, "capacity": counts[3],
+            "policy": _POLICIES[fields[20]], "paused": False, "stopped": False, "error": False,
+            "backoff": False, "front": [], "mail": [], "postponed": [], "supervision": None,
+            "restarts": 0, "restart_ages": [], "ready": -1, "timers": [],
+        }  # fmt: skip
+    snapshot = decode(record, codec, agent)
+    return snapshot.agent_id, prepare(snapshot, by_name, wall, now)
+
+
+_EMPTY3: Final[list[Any]] = [[], [], []]
+_PLAIN_FLAGS: Final = [0, False, False, False, False]
+_PLAIN_FLAG_TYPES: Final = [int, bool, bool, bool, bool]
+_INTS: Final = [int, int]
+_PLAIN_RESTARTS: Final = [0, 0, []]
+_PLAIN_TAIL: Final = [None, -1]
 
 
 def _message(item: Any) -> Message:
