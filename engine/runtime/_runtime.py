@@ -567,7 +567,7 @@ class Runtime:
             pos = [pos[k] for k in keep]
         plain = set(pos)
         rest = [d.agent_at(s) for i, s in enumerate(slot_list) if i not in plain]
-        return tuple(cols), self._export(rest)
+        return tuple(cols), self._export(rest) if rest else []
 
     def _import(self, saved: dict[str, Any], wake: bool = True) -> AgentRef:
         """Spawn an agent from what ``_export`` returned (with ``machine`` a ``Machine``);
