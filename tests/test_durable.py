@@ -149,6 +149,26 @@ def test_an_app_file_store_keeps_agents_across_runs(
     assert latest == {store.agent_key("c1"): 6, store.agent_key("c2"): None}  # 3 ticks a run
 
 
+def test_the_command_line_chooses_the_store_and_durability(
+    app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere.db"
+    for run in range(2):
+        args = ["run", str(app), "--for", "0.6", "--store", f"sqlite:{elsewhere}"]
+        assert main([*args, "--durability", "log"]) == 0
+        assert f"restored {2 * run} agents from the store" in capsys.readouterr().err
+    db = store.SQLiteStore(elsewhere)
+    assert {r.agent: store.decode(r.record).data for r in db.latest()}[store.agent_key("c1")] == 6
+    db.close()
+    assert not (tmp_path / "agents.db").exists()  # the app file's store was not used
+    assert main(["run", str(app), "--for", "0.1", "--store", "memory"]) == 0
+    with pytest.raises(SystemExit):
+        main(["run", str(app), "--store", "sqlite:"])
+    with pytest.raises(SystemExit):
+        main(["run", str(app), "--durability", "sometimes"])
+    assert "expected memory, sqlite:PATH or postgres:DSN" in capsys.readouterr().err
+
+
 def test_a_bad_store_section_is_reported_with_the_rest(
     app: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -150,14 +150,21 @@ def build_plugins(app: AppConfig, where: str) -> tuple[list[Plugin], list[Plugin
     return receptors, effectors
 
 
-def prepare_app(path: str) -> App:
-    """Read an app file, import its machines and build its plugins.
+def prepare_app(path: str, store: dict[str, Any] | None = None) -> App:
+    """Read an app file, import its machines and build its plugins. ``store`` replaces
+    entries of its ``[store]`` table (the command line's ``--store`` and ``--durability``).
 
     Raises:
         ConfigError: Every problem of the file, found in one pass (the imports and plugins of
             its valid entries are checked even when other entries are bad).
     """
     data = read_app(path)
+    if store:
+        table = data.get("store")
+        kept = table if isinstance(table, dict) else {}
+        if "kind" in store:  # another store: its own place, not the file's
+            kept = {k: v for k, v in kept.items() if k not in ("kind", "path", "dsn")}
+        data["store"] = {**kept, **store}
     problems: list[str] = []
     config = None
     try:
@@ -360,6 +367,29 @@ def _number(text: str) -> float:
     return value if math.isfinite(value) else math.nan  # nan fails every comparison
 
 
+def _store(text: str) -> dict[str, str]:
+    kind, _, where = text.partition(":")
+    if kind == "memory" and not where:
+        return {"kind": "memory"}
+    if kind in ("sqlite", "postgres") and where:
+        return {"kind": kind, "path" if kind == "sqlite" else "dsn": where}
+    raise argparse.ArgumentTypeError(
+        f"expected memory, sqlite:PATH or postgres:DSN, got {text!r}"
+    )
+
+
+def _store_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--store", type=_store, default=None,
+        help="keep the agents in memory, sqlite:PATH or postgres:DSN (replaces the app "
+        "file's [store] kind and place)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--durability", choices=("snapshot", "log"), default=None,
+        help="snapshot (periodic and at exit) or log (every change, in group commits)",
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -368,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument(
         "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
+    _store_options(run)
     sub.add_parser("plugins", help="list installed plugins and whether they load")
     live = sub.add_parser("top", help="run an app file with a live view of its metrics")
     live.add_argument("app", help="the app's TOML file")
@@ -375,11 +406,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     live.add_argument(
         "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
+    _store_options(live)
     args = parser.parse_args(argv)
     if args.command == "plugins":
         return list_plugins(sys.stdout)
+    store = dict(args.store or {})
+    if args.durability is not None:
+        store["durability"] = args.durability
     try:
-        app = prepare_app(args.app)
+        app = prepare_app(args.app, store)
         if args.command == "top":
             trio.run(top, app, args.seconds, args.interval, sys.stdout)
         else:
