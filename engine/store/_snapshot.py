@@ -468,15 +468,17 @@ def decode_saved(
         machine = by_name.get(name)
         if machine is None:
             raise MachineNotFoundError(agent_id, name)
-        try:
-            counts = [_int(v) for v in (fields[13], fields[14], fields[18], fields[19])]
-            _float(fields[7])
-        except TypeError as exc:
-            raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+        processed, failed, epoch, capacity = fields[13], fields[14], fields[18], fields[19]
+        if not (
+            type(processed) is int and processed >= 0 and type(failed) is int and failed >= 0
+            and type(epoch) is int and epoch >= 0 and type(capacity) is int and capacity >= 0
+            and type(fields[7]) in (int, float)
+        ):  # fmt: skip
+            raise CorruptRecordError("not a valid snapshot record (counts or time)", agent)
         return agent_id, {
             "id": agent_id, "machine": machine, "data": data,
-            "state": machine.state_code(state), "epoch": counts[2], "since": now,
-            "processed": counts[0], "failed": counts[1], "dropped": 0, "capacity": counts[3],
+            "state": machine.state_code(state), "epoch": epoch, "since": now,
+            "processed": processed, "failed": failed, "dropped": 0, "capacity": capacity,
             "policy": _POLICIES[fields[20]], "paused": False, "stopped": False, "error": False,
             "backoff": False, "front": [], "mail": [], "postponed": [], "supervision": None,
             "restarts": 0, "restart_ages": [], "ready": -1, "timers": [],
