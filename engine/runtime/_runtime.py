@@ -583,8 +583,9 @@ class Runtime:
         )
         try:
             self._d.load(saved["id"], saved, wake)
-        except BaseException:
-            self.terminate(saved["id"])
+        except BaseException:  # undone as if never spawned (no tombstone for a commit log)
+            self._forget(ref)
+            self._d.terminate(saved["id"])
             raise
         if saved["restarts"]:
             self._restarts[ref] = saved["restarts"]
