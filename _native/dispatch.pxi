@@ -109,6 +109,7 @@ cdef class Dispatcher:
     cdef PyObject* _rel[RELEASE]  # payload references to drop (_release_later)
     cdef int _nrel
     cdef public object on_wake
+    cdef public object on_missing  # an id not resident: wake it from a store (hibernation)
     cdef public object on_request
     cdef public object on_actions
     cdef public object on_failure
@@ -801,6 +802,18 @@ cdef class Dispatcher:
         if slot == -3:  # unhashable, or a hostile __hash__/__eq__: again, to chain the error
             PyErr_Clear()
             return self._slot_of_checked(agent_id)
+        if self.on_missing is not None:
+            return self._slot_of_missing(agent_id)
+        raise AgentNotFoundError(agent_id)
+
+    cdef int32_t _slot_of_missing(self, object agent_id) except -1:
+        """``on_missing(agent_id)`` makes a hibernated agent resident again (True) or says it
+        is none of its (False): then the id is looked up once more, or not found."""
+        cdef int32_t slot
+        if self.on_missing(agent_id):
+            slot = idt_lookup_raw(&self._tab, self._ids, <PyObject*>agent_id)
+            if slot >= 0:
+                return slot
         raise AgentNotFoundError(agent_id)
 
     cdef int32_t _slot_of_checked(self, object agent_id) except -1:

@@ -24,6 +24,7 @@ from .core._actions import Send as Send
 from .core._actions import StateTimeout as StateTimeout
 from .core._actions import Timer as Timer
 from .core._actions import Work as Work
+from .core._exceptions import AgentBusyError as AgentBusyError
 from .core._exceptions import AgentExistsError as AgentExistsError
 from .core._exceptions import AgentNotFoundError as AgentNotFoundError
 from .core._exceptions import AgentStoppedError as AgentStoppedError

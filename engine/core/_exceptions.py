@@ -71,6 +71,15 @@ class AgentStoppedError(EngineError):
         self.agent_id = agent_id
 
 
+class AgentBusyError(EngineError):
+    """Raised when an agent cannot do what was asked now: ``hibernate`` of an agent with mail
+    queued, postponed events or ``Work`` running."""
+
+    def __init__(self, agent_id: object, detail: str) -> None:
+        super().__init__(f"agent {brief(agent_id)} {detail}")
+        self.agent_id = agent_id
+
+
 class UnknownEventError(EngineError, KeyError):
     """Raised when an event name (or code) is not an event of the agent's machine."""
 

@@ -57,6 +57,9 @@ class AgentStatus(enum.IntEnum):
     PAUSED = 4
     """Paused by ``Runtime.pause``: it receives mail (and its timers run) but is not stepped
     until ``resume``."""
+    HIBERNATED = 5
+    """Written to the store and out of memory (``Runtime.hibernate``); the next message,
+    request, call naming it or due timer brings it back."""
 
 
 class DeadLetterReason(enum.Enum):

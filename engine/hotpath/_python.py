@@ -288,6 +288,8 @@ class Dispatcher:
         """True while a host runs ``Work`` actions (``open_runtime``); else they fail."""
         self._out_retired: list[tuple[int, int, Any]] = []
         self.on_wake: Callable[[], object] | None = None
+        self.on_missing: Callable[[Any], bool] | None = None
+        """An id not resident: wake it from a store (hibernation); True if it did."""
         self.on_request: Callable[[int, bool, Any], object] | None = None
         self.on_actions: Callable[[Any, int, int, list[tuple[Any, int]]], object] | None = None
         self.on_failure: Callable[[Any, int, BaseException], object] | None = None
@@ -697,6 +699,10 @@ class Dispatcher:
         try:
             return self._index[agent_id]
         except KeyError:
+            if self.on_missing is not None and self.on_missing(agent_id):
+                slot = self._index.get(agent_id)
+                if slot is not None:
+                    return slot
             raise AgentNotFoundError(agent_id) from None
         except Exception as exc:  # unhashable, or a hostile __hash__/__eq__
             raise AgentNotFoundError(agent_id) from exc

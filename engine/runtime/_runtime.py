@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, final, overload
+from typing import TYPE_CHECKING, Any, cast, final, overload
 
 import attrs
 import numpy as np
@@ -23,6 +23,8 @@ import trio
 from .. import hotpath as _hotpath
 from ..core._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ..core._exceptions import (
+    AgentExistsError,
+    AgentNotFoundError,
     EngineError,
     InvalidArgumentError,
     RuntimeBusyError,
@@ -74,6 +76,8 @@ def _policy(value: Any) -> OverflowPolicy:
 
 
 _RESTART = ("restart",)
+SLEEPERS = -1
+"""The timer owner of hibernated agents' wake-ups (keys ``("wake", agent_id)``)."""
 _TIMER_KEYS: dict[str, tuple[str, str]] = {}
 
 
@@ -162,6 +166,12 @@ class RuntimeStatistics:
     receptor_failures: int = 0
     """Times a receptor raised since the runtime started (``receptor_failures()`` keeps the
     last 1 000)."""
+    hibernated: int = 0
+    """Agents hibernated now (in the store, out of memory)."""
+    hibernations: int = 0
+    """Times an agent was hibernated since the runtime started."""
+    woken: int = 0
+    """Times a hibernated agent was brought back since the runtime started."""
 
 
 @final
@@ -280,6 +290,8 @@ class Runtime:
         self._host: Host | None = None
         self._gone: list[Any] | None = None
         """Ids terminated since the last commit, while a commit log is attached."""
+        self._sleeper: Any = None
+        """The hibernation of this runtime's agents (``engine.store.Hibernation``), if any."""
         self.recovery: Any = None
         """What ``open_runtime(restore=...)`` brought back from its store (an
         ``engine.store.LoadReport``: agents restored, records that failed), else None."""
@@ -316,6 +328,8 @@ class Runtime:
         """
         if supervision is not None and not isinstance(supervision, Supervision):
             raise InvalidArgumentError(f"supervision must be a Supervision, got {supervision!r}")
+        if self._sleeper is not None and self._sleeper.hibernated(agent_id) is not None:
+            raise AgentExistsError(agent_id)
         self._d.now = self._clock()
         ref = self._d.spawn(
             machine,
@@ -381,11 +395,56 @@ class Runtime:
         return len(self._d)
 
     def __contains__(self, agent_id: object) -> bool:
-        return agent_id in self._d
+        """True for a live agent, resident or hibernated."""
+        if agent_id in self._d:
+            return True
+        return self._sleeper is not None and self._sleeper.hibernated(agent_id) is not None
 
     def agent_ids(self) -> list[Any]:
-        """Ids of the live agents."""
+        """Ids of the live agents in memory (``hibernated_ids`` lists the others)."""
         return list(self._d.agent_ids())
+
+    # -- hibernation (engine.store.Hibernation does the work) ----------------------------
+
+    def hibernate(self, agent_id: Any) -> None:
+        """Write an idle agent to the store and free its memory; it stays addressable, with
+        status ``HIBERNATED``, and the next message, request, call naming it (``state``,
+        ``data``, ...) or due timer brings it back as it was. Needs a store (``open_runtime(
+        store=...)`` or ``engine.store.Hibernation(rt, store)``).
+
+        Raises:
+            AgentNotFoundError: No such agent.
+            AgentBusyError: It has mail queued, postponed events or ``Work`` running.
+            RuntimeBusyError: Called from inside a run (a handler).
+            InvalidArgumentError: This runtime has no store to hibernate into.
+        """
+        self._hibernation().hibernate(agent_id)
+
+    def wake(self, agent_id: Any) -> bool:
+        """Bring a hibernated agent back now (what sending to it does by itself); False if it
+        was resident already.
+
+        Raises:
+            AgentNotFoundError: No such agent.
+            CorruptRecordError, StoreError: Its record cannot be read back.
+        """
+        if agent_id in self._d:
+            return False
+        if self._sleeper is None or not self._sleeper.wake(agent_id):
+            raise AgentNotFoundError(agent_id)
+        return True
+
+    def hibernated_ids(self) -> list[Any]:
+        """Ids of the hibernated agents."""
+        return [] if self._sleeper is None else self._sleeper.ids()
+
+    def _hibernation(self) -> Any:
+        if self._sleeper is None:
+            raise InvalidArgumentError(
+                "this runtime has no store to hibernate into: open_runtime(store=...) or "
+                "engine.store.Hibernation(rt, store)"
+            )
+        return self._sleeper
 
     # -- sending -------------------------------------------------------------------------
 
@@ -481,6 +540,9 @@ class Runtime:
 
     def _fire(self, entry: Entry) -> int:
         _, _, who, key, guard, guard_value, event, payload, lane = entry
+        if who == SLEEPERS:  # a hibernated agent's timer is due: bring it back (its own
+            _, agent_id = cast(tuple[str, Any], key)  # timers, re-armed, fire at once)
+            return int(self._sleeper is not None and self._sleeper.wake(agent_id))
         d = self._d
         slot = owner_slot(who)
         if key == _RESTART:
@@ -900,10 +962,16 @@ class Runtime:
 
     def status(self, agent_id: Any) -> AgentStatus:
         """Current status of an agent (``AgentNotFoundError`` once terminated)."""
+        if self._sleeper is not None and self._sleeper.hibernated(agent_id) is not None:
+            return AgentStatus.HIBERNATED  # (asking does not wake it)
         return AgentStatus(self._d.status(agent_id))
 
     def status_since(self, agent_id: Any) -> float:
         """Clock reading when the agent's status last changed (precision: one dispatch batch)."""
+        if self._sleeper is not None:
+            since = self._sleeper.hibernated(agent_id)
+            if since is not None:
+                return float(since)
         return float(self._d.status_since(agent_id))
 
     def paused(self, agent_id: Any) -> bool:
@@ -1059,12 +1127,14 @@ class Runtime:
                 *self._agent_metrics(slot),
                 d.last_error(agent_id),
             )
+        sleeper = self._sleeper
+        asleep = (0, 0, 0) if sleeper is None else sleeper.counts
         return RuntimeStatistics(
             len(d),
             int(d.ready),
-            int(d.processed.sum()) + d.retired[0],
-            int(d.failed.sum()) + d.retired[1],
-            int(d.dropped.sum()) + d.retired[2],
+            int(d.processed.sum()) + d.retired[0] + asleep[0],
+            int(d.failed.sum()) + d.retired[1] + asleep[1],
+            int(d.dropped.sum()) + d.retired[2] + asleep[2],
             int(d.dead_letter_count),
             self.implementation,
             len(self._timers),
@@ -1074,6 +1144,9 @@ class Runtime:
             self._rejected.total,
             self._effector_failures.total,
             self._receptor_failures.total,
+            0 if sleeper is None else len(sleeper),
+            0 if sleeper is None else sleeper.hibernations,
+            0 if sleeper is None else sleeper.woken,
         )
 
     def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:

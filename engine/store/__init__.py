@@ -17,6 +17,7 @@ it in a worker thread (``trio.to_thread.run_sync``).
 from ._codec import Codec as Codec
 from ._codec import CodecError as CodecError
 from ._codec import CorruptRecordError as CorruptRecordError
+from ._hibernate import Hibernation as Hibernation
 from ._log import Commit as Commit
 from ._log import CommitLog as CommitLog
 from ._persist import LoadReport as LoadReport

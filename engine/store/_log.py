@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, final
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
@@ -50,6 +51,8 @@ class Commit:
     """Agents captured (snapshots)."""
     terminated: int
     """Tombstones."""
+    included: list[tuple[Any, bytes]] = attrs.field(factory=list)
+    """``(agent id, record)`` of the records given to ``include`` (hibernated agents)."""
 
 
 @final
@@ -82,6 +85,9 @@ class CommitLog:
         """Number of the last commit written (everything captured up to it is durable)."""
         self.records_written = 0
         self._writing = threading.Lock()  # commits are written one at a time, in order
+        self._included: list[tuple[Any, str, float, bytes]] = []
+        self.on_written: list[Callable[[list[tuple[Any, bytes]]], object]] = []
+        """Called (from the writing thread) with ``Commit.included`` once a commit is written."""
         rt._gone = []
 
     def close(self) -> None:
@@ -95,6 +101,12 @@ class CommitLog:
         if self.rt._gone:
             self.rt._gone.clear()
 
+    def include(self, items: Sequence[tuple[Any, str, float, bytes]]) -> None:
+        """Have the next commit write these ``(agent id, agent key, taken_at, record)`` too
+        (after every commit captured before): records of agents that left the runtime, such
+        as hibernated ones."""
+        self._included += items
+
     def capture(self) -> Commit | None:
         """Take the next commit: a record of every agent changed since the last capture and a
         tombstone of every agent terminated since; None if there is nothing to commit.
@@ -107,7 +119,8 @@ class CommitLog:
         d = rt._d
         slots = d.take_dirty()
         gone = rt._gone or []
-        if not len(slots) and not gone:
+        included, self._included = self._included, []
+        if not len(slots) and not gone and not included:
             return None
         agent_at = d.agent_at
         ids = [agent_at(slot) for slot in slots.tolist()]
@@ -115,14 +128,17 @@ class CommitLog:
             codec = self.codec
             wall = time.time()
             records = [(agent_key(agent_id, codec), wall, TOMBSTONE) for agent_id in gone]
+            records += [(key, at, record) for _, key, at, record in included]
             records += encode_slots(rt, slots, codec)
         except BaseException:
             for agent_id in ids:  # undo the capture: the next one tries again
                 d.touch(agent_id)
+            self._included[:0] = included
             raise
         rt._gone = []
         self.captured += 1
-        return Commit(self.captured, records, len(ids), len(gone))
+        done = [(agent_id, record) for agent_id, _, _, record in included]
+        return Commit(self.captured, records, len(ids), len(gone), done)
 
     def write(self, commit: Commit) -> None:
         """Write a captured commit in one store transaction (from any thread; commits must
@@ -136,6 +152,9 @@ class CommitLog:
             self.store.write(commit.records)
             self.durable = commit.number
             self.records_written += len(commit.records)
+            if commit.included:
+                for callback in self.on_written:
+                    callback(commit.included)
             if self.compact_every and commit.number % self.compact_every == 0:
                 self.store.compact()
 

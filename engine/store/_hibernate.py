@@ -1,0 +1,177 @@
+"""Hibernation: idle agents written to the store and out of memory, brought back on demand.
+
+Theory of operation: ``hibernate`` takes an idle agent's record (the same record a snapshot
+takes), writes it, and removes the agent from the dispatcher without dead letters (it has no
+mail). What stays in memory is one dictionary entry (id -> the clock reading it went to sleep
+at) and, if it had timers, one wake-up timer at its earliest deadline. The dispatcher calls
+``wake`` (its ``on_missing`` hook) whenever an id it does not hold is named: by a send, a
+request, a ``Send`` action, ``state``/``data`` and the other calls that take an id. ``wake``
+reads the record back (a point read, on the caller's thread), restores the agent exactly as
+it was, and the call goes on as if it had never left: mail is queued in arrival order, so a
+woken agent processes it in the order an awake one would have. A wake-up timer that comes due
+wakes the agent the same way, and restoring re-arms its own timers (overdue ones fire at once).
+
+Under the commit log the record is not written by ``hibernate``: it joins the log's next
+round, after every round captured before it, so an older record can never overwrite it; until
+that round is written, ``wake`` reads the record from memory. Counters of hibernated agents
+stay in the runtime's totals.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any, final
+
+import numpy as np
+
+from ..core._exceptions import AgentBusyError, InvalidArgumentError, RuntimeBusyError
+from ..core._machine import Machine
+from ..runtime._runtime import SLEEPERS
+from ._codec import Codec, CorruptRecordError
+from ._log import CommitLog
+from ._snapshot import decode_saved, encode_slots
+from ._stores import TOMBSTONE, Store, agent_key
+
+if TYPE_CHECKING:
+    from ..runtime._runtime import Runtime
+
+
+@final
+class Hibernation:
+    """Lets ``rt.hibernate`` write agents to ``store`` and brings them back on demand.
+
+    Args:
+        rt: The runtime (one hibernation each).
+        store: Where hibernated agents are kept (the commit log's store, when there is one).
+        codec: Encodes their data and payloads.
+        log: The runtime's commit log, if it has one: hibernation records then go through
+            its rounds, in order.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        store: Store,
+        codec: Codec | None = None,
+        log: CommitLog | None = None,
+    ) -> None:
+        if rt._sleeper is not None:
+            raise InvalidArgumentError("this runtime already has a hibernation")
+        if log is not None and log.store is not store:
+            raise InvalidArgumentError("hibernate into the commit log's own store")
+        self.rt = rt
+        self.store = store
+        self.codec = codec
+        self.log = log
+        self._since: dict[Any, float] = {}
+        self._pending: dict[Any, bytes] = {}  # records waiting for the log's next round
+        self._lock = threading.Lock()  # _pending: the log writes from a worker thread
+        self._machines: dict[str, Machine] = {}
+        self.counts = [0, 0, 0]
+        """Processed, failed and dropped messages of the agents asleep now."""
+        self.hibernations = 0
+        self.woken = 0
+        if log is not None:
+            log.on_written.append(self._written)
+        rt._sleeper = self
+        rt._d.on_missing = self.wake
+
+    def close(self) -> None:
+        """Detach from the runtime (hibernated agents stay in the store)."""
+        self.rt._sleeper = None
+        self.rt._d.on_missing = None
+        if self.log is not None and self._written in self.log.on_written:
+            self.log.on_written.remove(self._written)
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def hibernated(self, agent_id: Any) -> float | None:
+        """The clock reading when ``agent_id`` went to sleep, or None if it is not asleep."""
+        try:
+            return self._since.get(agent_id)
+        except TypeError:  # unhashable: no agent's id
+            return None
+
+    def ids(self) -> list[Any]:
+        return list(self._since)
+
+    def hibernate(self, agent_id: Any) -> None:
+        """See ``Runtime.hibernate``."""
+        rt = self.rt
+        d = rt._d
+        if self.hibernated(agent_id) is not None:
+            return
+        if d.running:
+            raise RuntimeBusyError("hibernate() called from inside a run (from a handler?)")
+        ref = d.ref(agent_id)  # AgentNotFoundError
+        agent_id = d.agent_at(ref.slot)  # the stored id (the argument only compares equal)
+        if d.depth(agent_id) or d.postponed(agent_id):
+            raise AgentBusyError(agent_id, "has mail queued or postponed: hibernate it idle")
+        host = rt._host
+        if host is not None and host._work.get(ref):
+            raise AgentBusyError(agent_id, "has Work running")
+        machine = d.machine(agent_id)
+        slot = ref.slot
+        deadline = None
+        if rt._timers.armed(rt._owner(ref)):
+            (saved,) = rt._export([agent_id])
+            live = [remaining for _, remaining, _, _, _, _, ok, _ in saved["timers"] if ok]
+            if live:
+                deadline = rt._clock() + min(live)
+        (key, wall, record) = encode_slots(rt, np.array([slot], dtype=np.int32), self.codec)[0]
+        if self.log is not None:
+            with self._lock:
+                self._pending[agent_id] = record
+            self.log.include([(agent_id, key, wall, record)])
+        else:
+            self.store.write([(key, wall, record)])
+        counts = (int(d.processed[slot]), int(d.failed[slot]), int(d.dropped[slot]))
+        self._machines[machine.name] = machine
+        rt._forget(ref)
+        d.terminate(agent_id)  # no mail: nothing is dead-lettered
+        for i, n in enumerate(counts):  # its counts stay in the runtime's totals
+            d.retired[i] -= n
+            self.counts[i] += n
+        self._since[agent_id] = rt._clock()
+        if deadline is not None:
+            rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
+        self.hibernations += 1
+
+    def wake(self, agent_id: Any) -> bool:
+        """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``); False if
+        it is not."""
+        since = self.hibernated(agent_id)
+        if since is None:
+            return False
+        rt = self.rt
+        with self._lock:
+            record = self._pending.get(agent_id)
+        if record is None:
+            found = self.store.latest([agent_key(agent_id, self.codec)])
+            if not found or found[0].record == TOMBSTONE:
+                raise CorruptRecordError("its hibernation record is not in the store", agent_id)
+            record = found[0].record
+        _, saved = decode_saved(
+            record, self._machines, time.time(), rt._clock(), self.codec, agent_id
+        )
+        del self._since[agent_id]
+        try:
+            ref = rt._import(saved, wake=False)
+        except BaseException:
+            self._since[agent_id] = since
+            raise
+        rt._finish_import([(ref, saved)])
+        for i, key in enumerate(("processed", "failed", "dropped")):
+            self.counts[i] -= saved[key]
+        rt._timers.cancel(SLEEPERS, ("wake", agent_id))
+        self.woken += 1
+        return True
+
+    def _written(self, written: list[tuple[Any, bytes]]) -> None:
+        """The log wrote these hibernation records: they need no memory copy any more."""
+        with self._lock:
+            for agent_id, record in written:
+                if self._pending.get(agent_id) is record:
+                    del self._pending[agent_id]
