@@ -71,8 +71,8 @@ def test_exceptions_form_one_tree() -> None:
 PUBLIC_API = {
     "AgentBusyError", "AgentContext", "AgentExistsError", "AgentNotFoundError", "AgentRef",
     "AgentStatistics", "AgentStatus", "AgentStoppedError", "CancelTimer", "ConfigError",
-    "DeadLetter", "DeadLetterReason", "EffectorFailure", "EngineError", "Event", "EventTimeout", "Gap",
-    "HandlerError", "Instrument", "InstrumentFailure", "InvalidArgumentError",
+    "DeadLetter", "DeadLetterReason", "EffectorFailure", "EngineError", "Event", "EventTimeout",
+    "Gap", "HandlerError", "Instrument", "InstrumentFailure", "InvalidArgumentError",
     "InvalidTransitionError", "LatencyRing", "LatencySummary", "Machine",
     "MachineDefinitionError", "MachineStatistics", "MailboxFullError", "NextEvent",
     "OutputBatch", "OverflowPolicy", "Plugin", "PluginFailedError", "PluginLoadError",
