@@ -1686,6 +1686,27 @@ cdef class Dispatcher:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
+    def idle_since(self):
+        """``(slots, since)``: the live agents with nothing queued, front or postponed (what
+        may hibernate), and the ``now`` reading when each last changed status: int32 and
+        float64 arrays, in slot order."""
+        cdef int32_t slot, k = 0
+        cdef uint16_t f
+        slots = np.empty(self._n_slots, dtype=np.int32)
+        since = np.empty(self._n_slots, dtype=np.float64)
+        cdef int32_t[::1] s_mv = slots
+        cdef double[::1] t_mv = since
+        for slot in range(self._n_slots):
+            f = self._ag[slot].flags
+            if (f & F_LIVE and not (f & (F_DEAD | F_QUEUED | F_FRONT | F_POSTPONED))
+                    and self._ag[slot].box < 0):
+                s_mv[k] = slot
+                t_mv[k] = self._ag[slot].since
+                k += 1
+        return slots[:k], since[:k]
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
     def export_plain(self, slots):
         """For the live agents in ``slots`` (an int32 array) that hold nothing but counters
         (no mail, front or postponed queue; not paused, stopped, in error or backoff; nothing

@@ -1,5 +1,6 @@
 """The workload of tests/test_crash.py, run as a child process that the test kills with
-SIGKILL: agents under ``durability="log"`` on a store, fed messages numbered from
+SIGKILL: agents under ``durability="log"`` on a store (paused, resumed and hibernated at
+random), fed messages numbered from
 ``first``; every message is acknowledged (a line in the ack file) only after the engine
 said it is committed (``await rt.send`` returned, or ``await rt.flush()`` after
 ``send_many``). Usage: ``python crash_child.py STORE ACKS FIRST [sqlite|postgres]``.
@@ -7,6 +8,7 @@ said it is committed (``await rt.send`` returned, or ``await rt.flush()`` after
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
@@ -48,6 +50,9 @@ async def main(where: str, acks_path: str, first: int, kind: str) -> None:
             if rng.random() < 0.05:  # some mail waits in paused agents' mailboxes
                 who = rng.randrange(AGENTS)
                 (rt.resume if rt.paused(who) else rt.pause)(who)
+            if rng.random() < 0.1:  # and some agents sleep in the store until mail comes
+                with contextlib.suppress(engine.AgentBusyError):
+                    rt.hibernate(rng.randrange(AGENTS))
             if rng.random() < 0.5:
                 await rt.send(rng.randrange(AGENTS), "inc", seq)
                 acks.write(f"{seq}\n")

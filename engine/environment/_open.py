@@ -20,12 +20,14 @@ import trio
 
 from ..core._exceptions import InvalidArgumentError, RuntimeNotRunningError, brief
 from ..core._machine import Machine
+from ..core._validate import integer, number
 from ..runtime._host import Host
 from ..runtime._runtime import Runtime
 from ..store._codec import Codec
+from ..store._hibernate import Hibernation
 from ..store._persist import load_records
 from ..store._stores import Store
-from ._durable import start_commit_log, start_snapshots
+from ._durable import start_commit_log, start_hibernation, start_snapshots
 from ._wiring import Plugin, Wiring, as_plugins
 
 DURABILITY = ("none", "snapshot", "log")
@@ -43,6 +45,8 @@ async def open_runtime(
     snapshot_every: float | None = None,
     commit_interval: float = 0.0,
     codec: Codec | None = None,
+    hibernate_after: float | None = None,
+    max_resident: int | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -65,6 +69,10 @@ async def open_runtime(
         commit_interval: Seconds a commit round gathers changes before it is written
             (durability "log"; 0: a round starts as soon as the previous one is written).
         codec: Encodes agent data and payloads (default: builtins only).
+        hibernate_after: Hibernate agents idle this many seconds (needs a store, durability
+            "none" or "log"; ``rt.hibernate`` works with any such store).
+        max_resident: Keep at most this many agents in memory: hibernate the ones idle the
+            longest beyond it (agents with mail are never hibernated, so it can be exceeded).
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
 
@@ -82,6 +90,11 @@ async def open_runtime(
         raise InvalidArgumentError(f"durability={durability!r} and restore need a store")
     if store is not None and not isinstance(store, Store):
         raise InvalidArgumentError(f"store must be an engine.store.Store, got {brief(store)}")
+    sleep = _sleep_policy(hibernate_after, max_resident)
+    if sleep is not None and (store is None or durability == "snapshot"):
+        raise InvalidArgumentError(
+            "hibernate_after and max_resident need a store, with durability 'none' or 'log'"
+        )
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
@@ -96,6 +109,8 @@ async def open_runtime(
                     await _start_durability(
                         rt, store, durability, restore, snapshot_every, commit_interval, codec
                     )
+                    if sleep is not None:
+                        await start_hibernation(rt, *sleep)
                 try:
                     async with trio.open_nursery() as plugged:  # effector tasks, receptors
                         await wiring.open(plugged)
@@ -128,6 +143,18 @@ async def open_runtime(
         raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
 
 
+def _sleep_policy(
+    hibernate_after: float | None, max_resident: int | None
+) -> tuple[float | None, int | None] | None:
+    if hibernate_after is not None:
+        hibernate_after = number("hibernate_after", hibernate_after, minimum=0)
+    if max_resident is not None:
+        max_resident = integer("max_resident", max_resident, 0, 2**31 - 1)
+    if hibernate_after is None and max_resident is None:
+        return None
+    return hibernate_after, max_resident
+
+
 async def _start_durability(
     rt: Runtime,
     store: Store,
@@ -141,12 +168,15 @@ async def _start_durability(
         stored = await trio.to_thread.run_sync(store.latest)
         rt.recovery = load_records(rt, stored, list(restore), codec)
     if durability == "log":
-        await start_commit_log(
+        log = await start_commit_log(
             rt, store, commit_interval=commit_interval, codec=codec,
             commit_existing=restore is None,
         )
+        Hibernation(rt, store, codec, log)
     elif durability == "snapshot":
         await start_snapshots(rt, store, snapshot_every, codec)
+    else:
+        Hibernation(rt, store, codec)
 
 
 async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:

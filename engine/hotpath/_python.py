@@ -1392,6 +1392,22 @@ class Dispatcher:
                     out.append(slot)
         return np.array(out, dtype=np.int32)
 
+    def idle_since(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
+        """``(slots, since)``: the live agents with nothing queued, front or postponed (what
+        may hibernate), and the ``now`` reading when each last changed status: int32 and
+        float64 arrays, in slot order."""
+        slots = [
+            slot
+            for slot, f in enumerate(self._flags)
+            if f & _LIVE
+            and not f & (_DEAD | _QUEUED)
+            and not self._count[slot]
+            and slot not in self._front
+            and slot not in self._postponed
+        ]
+        since = [self._since[slot] for slot in slots]
+        return np.array(slots, dtype=np.int32), np.array(since, dtype=np.float64)
+
     def export_plain(self, slots: Any) -> tuple[list[Any], ...]:
         """For the live agents in ``slots`` (an int32 array) that hold nothing but counters
         (no mail, front or postponed queue; not paused, stopped, in error or backoff; nothing

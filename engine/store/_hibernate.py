@@ -65,6 +65,7 @@ class Hibernation:
         self.codec = codec
         self.log = log
         self._since: dict[Any, float] = {}
+        self._offsets: dict[Any, float] = {}  # clock - wall time when one with timers slept
         self._pending: dict[Any, bytes] = {}  # records waiting for the log's next round
         self._lock = threading.Lock()  # _pending: the log writes from a worker thread
         self._machines: dict[str, Machine] = {}
@@ -135,7 +136,8 @@ class Hibernation:
             d.retired[i] -= n
             self.counts[i] += n
         self._since[agent_id] = rt._clock()
-        if deadline is not None:
+        if deadline is not None:  # its timers come back on this runtime's clock, not the wall's
+            self._offsets[agent_id] = rt._clock() - wall
             rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
         self.hibernations += 1
 
@@ -153,14 +155,18 @@ class Hibernation:
             if not found or found[0].record == TOMBSTONE:
                 raise CorruptRecordError("its hibernation record is not in the store", agent_id)
             record = found[0].record
-        _, saved = decode_saved(
-            record, self._machines, time.time(), rt._clock(), self.codec, agent_id
-        )
+        now = rt._clock()
+        offset = self._offsets.get(agent_id)
+        wall = time.time() if offset is None else now - offset
+        _, saved = decode_saved(record, self._machines, wall, now, self.codec, agent_id)
         del self._since[agent_id]
+        self._offsets.pop(agent_id, None)
         try:
             ref = rt._import(saved, wake=False)
         except BaseException:
             self._since[agent_id] = since
+            if offset is not None:
+                self._offsets[agent_id] = offset
             raise
         rt._finish_import([(ref, saved)])
         for i, key in enumerate(("processed", "failed", "dropped")):
@@ -168,6 +174,32 @@ class Hibernation:
         rt._timers.cancel(SLEEPERS, ("wake", agent_id))
         self.woken += 1
         return True
+
+    def sweep(self, idle_for: float | None = None, max_resident: int | None = None) -> int:
+        """Hibernate the agents idle for ``idle_for`` seconds or more, and then, while more
+        than ``max_resident`` agents are in memory, the ones idle the longest (least recently
+        used first); return how many went to sleep. Agents with mail are left alone."""
+        rt = self.rt
+        d = rt._d
+        if d.running:
+            return 0
+        slots, since = d.idle_since()
+        chosen = np.zeros(len(slots), dtype=bool)
+        if idle_for is not None:
+            chosen |= since <= rt._clock() - idle_for
+        if max_resident is not None:
+            excess = len(d) - max_resident - int(chosen.sum())
+            if excess > 0:
+                order = np.argsort(np.where(chosen, np.inf, since), kind="stable")
+                chosen[order[:excess]] = True
+        done = 0
+        for slot in slots[chosen].tolist():
+            try:
+                self.hibernate(d.agent_at(slot))
+            except AgentBusyError:  # Work running: it stays
+                continue
+            done += 1
+        return done
 
     def _written(self, written: list[tuple[Any, bytes]]) -> None:
         """The log wrote these hibernation records: they need no memory copy any more."""

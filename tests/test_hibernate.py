@@ -1,0 +1,277 @@
+"""Hibernation: agents written to the store and out of memory, woken by whatever names them.
+Every test runs on both hot paths."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+
+import engine
+import engine.store as store
+from engine import AgentStatus, Priority, Reply, Runtime, Send, Step, Timer
+
+counter = engine.Machine(
+    "counter",
+    ["even", "odd"],
+    "even",
+    [("even", "inc", "odd"), ("odd", "inc", "even")],
+    events=["inc", "relay", "ding", "arm", "ask"],
+    unhandled="ignore",
+)
+
+
+@counter.handler("*", "inc")
+def _inc(agent: engine.AgentContext, event: engine.Event) -> None:
+    agent.data["seen"].append(event.payload)
+
+
+@counter.handler("*", "relay")
+def _relay(agent: engine.AgentContext, event: engine.Event) -> Step:
+    target, payload = event.payload
+    return Step(actions=[Send(target, "inc", payload)])
+
+
+@counter.handler("*", "arm")
+def _arm(agent: engine.AgentContext, event: engine.Event) -> Step:
+    return Step(actions=[Timer("t", event.payload, "ding")])
+
+
+@counter.handler("*", "ding")
+def _ding(agent: engine.AgentContext, event: engine.Event) -> None:
+    agent.data["seen"].append("ding")
+
+
+@counter.handler("*", "ask")
+def _ask(agent: engine.AgentContext, event: engine.Event) -> Step:
+    return Step(actions=[Reply(len(agent.data["seen"]))])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _runtime(impl: str, clock: Clock | None = None) -> tuple[Runtime, store.Hibernation]:
+    rt = Runtime(implementation=impl, clock=clock)
+    return rt, store.Hibernation(rt, store.MemoryStore())
+
+
+def test_a_hibernated_agent_wakes_to_process_its_mail_as_an_awake_one_would(impl: str) -> None:
+    rng = random.Random(13)
+    mail = [(rng.randrange(4), k) for k in range(1000)]
+    results = []
+    for sleep in (False, True):
+        rt, hib = _runtime(impl)
+        rt.spawn(counter, "a", {"seen": []})
+        rt.send_nowait("a", "inc", "before")
+        rt.run_until_idle()
+        if sleep:
+            rt.hibernate("a")
+            assert rt.status("a") is AgentStatus.HIBERNATED
+            assert "a" in rt and len(rt) == 0 and rt.hibernated_ids() == ["a"]
+            assert rt.agent_ids() == []
+        for priority, k in mail:
+            rt.send_nowait("a", "inc", k, priority=priority)
+        assert rt.status("a") is AgentStatus.PROCESSING  # awake again, mail queued
+        rt.run_until_idle()
+        results.append((rt.state("a"), rt.data("a"), rt.statistics("a").processed))
+        assert rt.statistics().processed == 1001
+    assert results[0] == results[1]
+    assert (hib.hibernations, hib.woken) == (1, 1)
+
+
+def test_anything_naming_a_hibernated_agent_wakes_it(impl: str) -> None:
+    rt, hib = _runtime(impl)
+    for name in ("a", "b"):
+        rt.spawn(counter, name, {"seen": [name]})
+    since = rt.status_since("a")
+    rt.hibernate("a")
+    assert rt.status_since("a") >= since
+    assert rt.data("a") == {"seen": ["a"]}  # a read wakes it too
+    assert rt.status("a") is AgentStatus.IDLE
+    rt.hibernate("a")
+    rt.send_nowait("b", "relay", ("a", "from b"))  # a Send action, inside a run
+    rt.run_until_idle()
+    assert rt.data("a") == {"seen": ["a", "from b"]}
+    rt.hibernate("a")
+    rt.send_many(["b", "a", "a"], ["inc", "inc", "inc"], payloads=[1, 2, 3])
+    rt.run_until_idle()
+    assert rt.data("a")["seen"][-2:] == [2, 3]
+    rt.hibernate("a")
+    assert rt.terminate("a") == 0  # woken, then terminated
+    assert "a" not in rt
+    with pytest.raises(engine.AgentNotFoundError):
+        rt.status("a")
+    assert hib.woken == 4
+
+
+def test_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
+    clock = Clock()
+    rt, hib = _runtime(impl, clock)
+    rt.spawn(counter, "a", {"seen": []})
+    rt.send_nowait("a", "arm", 5.0)
+    rt.run_until_idle()
+    rt.hibernate("a")
+    assert rt.next_deadline() == 5.0
+    clock.now = 4.9
+    rt.fire_timers()
+    assert rt.status("a") is AgentStatus.HIBERNATED
+    clock.now = 5.0
+    rt.fire_timers()  # wakes it; its own timer, re-armed overdue, fires now
+    rt.fire_timers()
+    rt.run_until_idle()
+    assert rt.data("a") == {"seen": ["ding"]}
+    assert rt.next_deadline() is None
+
+
+def test_a_woken_agent_drops_its_wake_up_timer(impl: str) -> None:
+    clock = Clock()
+    rt, _ = _runtime(impl, clock)
+    rt.spawn(counter, "a", {"seen": []})
+    rt.send_nowait("a", "arm", 5.0)
+    rt.run_until_idle()
+    rt.hibernate("a")
+    rt.send_nowait("a", "inc", 1)  # woken by mail before the deadline
+    rt.run_until_idle()
+    clock.now = 6.0
+    assert rt.fire_timers() == 1  # its own timer only
+    rt.run_until_idle()
+    assert rt.data("a") == {"seen": [1, "ding"]}
+
+
+def test_hibernate_refuses_what_it_cannot_do_and_changes_nothing(impl: str) -> None:
+    rt = Runtime(implementation=impl)
+    rt.spawn(counter, "a", {"seen": []})
+    with pytest.raises(engine.InvalidArgumentError, match="no store"):
+        rt.hibernate("a")
+    store.Hibernation(rt, store.MemoryStore())
+    with pytest.raises(engine.InvalidArgumentError, match="already has"):
+        store.Hibernation(rt, store.MemoryStore())
+    rt.send_nowait("a", "inc", 1)
+    with pytest.raises(engine.AgentBusyError, match="mail"):
+        rt.hibernate("a")
+    assert rt.queued("a") == [(Priority.NORMAL, "inc", 1)]
+    with pytest.raises(engine.AgentNotFoundError):
+        rt.hibernate("nobody")
+    with pytest.raises(engine.AgentNotFoundError):
+        rt.wake("nobody")
+    assert rt.wake("a") is False  # resident
+
+    sleepy = engine.Machine("sleepy", ["s"], "s", [("s", "go", "s")])
+
+    @sleepy.handler("s", "go")
+    def go(agent: engine.AgentContext, event: engine.Event) -> None:
+        rt.hibernate("a")
+
+    rt.spawn(sleepy, "s")
+    rt.send_nowait("s", "go")
+    rt.run_until_idle()  # a, with mail, is processed; then s's handler is refused:
+    error = rt.last_error("s")
+    assert isinstance(error, engine.HandlerError)
+    assert isinstance(error.__cause__, engine.RuntimeBusyError)
+    assert rt.status("a") is AgentStatus.IDLE
+    rt.hibernate("a")
+    with pytest.raises(engine.AgentExistsError):
+        rt.spawn(counter, "a")
+    assert rt.status("a") is AgentStatus.HIBERNATED
+
+
+def test_a_missing_record_is_a_typed_error(impl: str) -> None:
+    rt = Runtime(implementation=impl)
+    s = store.MemoryStore()
+    store.Hibernation(rt, s)
+    rt.spawn(counter, "a", {"seen": []})
+    rt.hibernate("a")
+    s.forget(store.agent_key("a"))
+    with pytest.raises(store.CorruptRecordError, match="not in the store"):
+        rt.send_nowait("a", "inc", 1)
+    assert rt.status("a") is AgentStatus.HIBERNATED
+
+
+def test_sweep_hibernates_idle_and_least_recently_used_agents(impl: str) -> None:
+    clock = Clock()
+    rt, hib = _runtime(impl, clock)
+    for i in range(10):
+        clock.now = float(i)
+        rt.spawn(counter, i, {"seen": []})
+    clock.now = 10.0
+    rt.send_nowait(9, "inc", 1)  # mail queued: never hibernated
+    assert hib.sweep(idle_for=7.5) == 3  # idle since 0, 1 and 2
+    assert sorted(rt.hibernated_ids()) == [0, 1, 2]
+    assert hib.sweep(max_resident=4) == 3  # the least recently used: 3, 4, 5
+    assert sorted(rt.agent_ids()) == [6, 7, 8, 9]
+    assert rt.statistics().hibernated == 6
+
+
+def test_open_runtime_hibernates_by_policy_and_wakes_on_requests(impl: str) -> None:
+    async def main() -> None:
+        async with engine.open_runtime(
+            store=store.MemoryStore(), hibernate_after=10.0, implementation=impl
+        ) as rt:
+            for i in range(3):
+                rt.spawn(counter, i, {"seen": []})
+            await trio.sleep(5)
+            await rt.send(0, "inc", "x")
+            await trio.sleep(6)  # 1 and 2 idle for 11 s; 0 for 6 s
+            assert sorted(rt.hibernated_ids()) == [1, 2]
+            assert await rt.request(1, "ask") == 0
+            assert rt.status(1) is AgentStatus.IDLE
+            await trio.sleep(20)
+            assert sorted(rt.hibernated_ids()) == [0, 1, 2]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"hibernate_after": 1.0}, "need a store"),
+        ({"store": store.MemoryStore(), "durability": "snapshot", "max_resident": 5},
+         "need a store"),
+        ({"store": store.MemoryStore(), "hibernate_after": -1}, ">= 0"),
+        ({"store": store.MemoryStore(), "max_resident": 1.5}, "max_resident"),
+    ],
+)
+def test_bad_hibernation_settings_are_typed_errors(kwargs: dict[str, Any], match: str) -> None:
+    async def main() -> None:
+        async with engine.open_runtime(**kwargs):
+            pass
+
+    with pytest.raises(engine.InvalidArgumentError, match=match):
+        trio.run(main)
+
+
+def test_under_the_commit_log_hibernation_records_join_the_rounds(
+    impl: str, tmp_path: Path
+) -> None:
+    s = store.SQLiteStore(tmp_path / "h.db")
+
+    async def main() -> None:
+        async with engine.open_runtime(store=s, durability="log", implementation=impl) as rt:
+            for i in range(3):
+                rt.spawn(counter, i, {"seen": []})
+            await rt.send(0, "inc", 1)
+            await rt.wait_until_idle()
+            rt.hibernate(0)
+            assert rt.data(0) == {"seen": [1]}  # woken from memory or from the store
+            rt.hibernate(0)
+            rt.hibernate(1)
+            await rt.flush()
+            assert rt._sleeper._pending == {}  # written: no copies kept in memory
+            await rt.send(1, "inc", 2)  # woken from the store
+            await rt.wait_until_idle()
+            await rt.flush()
+
+    trio.run(main)
+    rt = Runtime(implementation=impl)
+    store.load(rt, s, [counter])
+    assert {i: rt.data(i)["seen"] for i in range(3)} == {0: [1], 1: [2], 2: []}
+    s.close()
