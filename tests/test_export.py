@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import engine
 import engine.observe
+import engine.store
 from engine import Machine
 
 
@@ -67,12 +68,21 @@ def test_registry_for_a_synchronous_runtime(light: Machine) -> None:
     from prometheus_client import generate_latest
 
     rt = engine.Runtime()
+    engine.store.Hibernation(rt, engine.store.MemoryStore())
     rt.spawn(light, 1)
+    rt.spawn(light, 2)
     rt.send_nowait(1, "tick")
     rt.run_until_idle()
+    rt.hibernate(1)
+    rt.hibernate(2)
+    rt.wake(2)
     text = generate_latest(engine.observe.prometheus_registry(rt)).decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    assert families["engine_messages_processed"].samples[0].value == 1
+    assert families["engine_messages_processed"].samples[0].value == 1  # 1's, asleep
+    assert families["engine_agents"].samples[0].value == 1
+    assert families["engine_agents_hibernated"].samples[0].value == 1
+    assert families["engine_hibernations"].samples[0].value == 2
+    assert families["engine_wakes"].samples[0].value == 1
     assert [s.value for s in families["engine_step_seconds"].samples] == [0.0, 0.0]
 
 
@@ -100,5 +110,7 @@ def test_opentelemetry_bridge(light: Machine) -> None:
     assert in_state == {"red": 0, "green": 3, "yellow": 0}
     quantiles = {p.attributes["quantile"] for p in points["engine.step.latency"]}
     assert quantiles == {"p50", "p90", "p99", "max"}
-    assert len(keep) == 10
+    assert points["engine.agents.hibernated"][0].value == 0
+    assert points["engine.wakes"][0].value == 0
+    assert len(keep) == 13
     provider.shutdown()

@@ -76,7 +76,9 @@ def test_a_hibernated_agent_wakes_to_process_its_mail_as_an_awake_one_would(impl
         if sleep:
             rt.hibernate("a")
             assert rt.status("a") is AgentStatus.HIBERNATED
-            assert "a" in rt and len(rt) == 0 and rt.hibernated_ids() == ["a"]
+            assert "a" in rt
+            assert len(rt) == 0
+            assert rt.hibernated_ids() == ["a"]
             assert rt.agent_ids() == []
         for priority, k in mail:
             rt.send_nowait("a", "inc", k, priority=priority)
@@ -115,7 +117,7 @@ def test_anything_naming_a_hibernated_agent_wakes_it(impl: str) -> None:
 
 def test_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
     clock = Clock()
-    rt, hib = _runtime(impl, clock)
+    rt, _ = _runtime(impl, clock)
     rt.spawn(counter, "a", {"seen": []})
     rt.send_nowait("a", "arm", 5.0)
     rt.run_until_idle()

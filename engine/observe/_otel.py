@@ -51,9 +51,12 @@ def instrument(rt: Runtime, meter: Any, prefix: str = "engine") -> list[Any]:
         "messages.failed": lambda: rt.statistics().failed,
         "messages.dropped": lambda: rt.statistics().dropped,
         "dead_letters": lambda: rt.statistics().dead_letters,
+        "hibernations": lambda: rt.statistics().hibernations,
+        "wakes": lambda: rt.statistics().woken,
     }
     gauges = {
         "agents": lambda: rt.statistics().agents,
+        "agents.hibernated": lambda: rt.statistics().hibernated,
         "agents.ready": lambda: rt.statistics().ready,
         "timers": lambda: rt.statistics().timers,
     }

@@ -42,10 +42,13 @@ class EngineCollector:
             ("messages_dropped", stats.dropped, "Messages dropped by full mailboxes"),
             ("dead_letters", stats.dead_letters, "Dead letters recorded"),
             ("inputs_refused", len(rt.rejected()), "Inputs refused by receptors (retained)"),
+            ("hibernations", stats.hibernations, "Times an agent was hibernated"),
+            ("wakes", stats.woken, "Times a hibernated agent was brought back"),
         ):
             yield CounterMetricFamily(f"{p}_{name}", doc, value=value)
         for name, value, doc in (
-            ("agents", stats.agents, "Live agents"),
+            ("agents", stats.agents, "Live agents in memory"),
+            ("agents_hibernated", stats.hibernated, "Agents hibernated (in the store)"),
             ("agents_ready", stats.ready, "Agents with mail waiting"),
             ("timers", stats.timers, "Armed timers"),
             ("pending_requests", stats.pending_requests, "Requests waiting for an answer"),
