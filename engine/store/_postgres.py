@@ -22,7 +22,7 @@ import operator
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Any, final
 
 from ..core._exceptions import ConfigError, InvalidArgumentError, StoreError
 from ._stores import StoredRecord, _blob, _keep, _text
@@ -178,7 +178,7 @@ class PostgresStore:
             return cur.execute(self._queries[query], args).rowcount
 
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
+    def _connection(self) -> Iterator[Connection[Any]]:
         with self._errors(), self._pool.connection() as conn:
             yield conn
 
