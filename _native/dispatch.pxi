@@ -492,7 +492,7 @@ cdef class Dispatcher:
             evicted.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
         evicted += self._postponed.pop(slot, [])
         self._ag[slot].flags &= ~(F_FRONT | F_POSTPONED)
-        error = AgentStoppedError(agent_id, "was " + reason.value)
+        error = AgentStoppedError(agent_id, "was " + reason.value) if evicted else None
         for ev, payload, lane, request in evicted:
             self._dead_letter(agent_id, mt, ev, payload, lane, reason, None, None)
             if request:

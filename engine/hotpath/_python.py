@@ -477,7 +477,7 @@ class Dispatcher:
         while self._count[slot]:
             evicted.append(self._dequeue(slot, sample=False))
         evicted += self._postponed.pop(slot, [])
-        error = AgentStoppedError(agent_id, "was " + reason.value)
+        error = AgentStoppedError(agent_id, "was " + reason.value) if evicted else None
         for ev, payload, lane_, request in evicted:
             self._dead_letter(agent_id, machine, ev, payload, lane_, reason)
             if request:

@@ -100,46 +100,67 @@ class Hibernation:
 
     def hibernate(self, agent_id: Any) -> None:
         """See ``Runtime.hibernate``."""
+        if self.hibernated(agent_id) is None:
+            self._hibernate([agent_id], strict=True)
+
+    def _hibernate(self, agent_ids: list[Any], strict: bool) -> int:
+        """Hibernate ``agent_ids`` (resident ones) with one store write; an agent that cannot
+        go raises (``strict``, before anything changes) or stays awake."""
         rt = self.rt
         d = rt._d
-        if self.hibernated(agent_id) is not None:
-            return
         if d.running:
             raise RuntimeBusyError("hibernate() called from inside a run (from a handler?)")
-        ref = d.ref(agent_id)  # AgentNotFoundError
-        agent_id = d.agent_at(ref.slot)  # the stored id (the argument only compares equal)
-        if d.depth(agent_id) or d.postponed(agent_id):
-            raise AgentBusyError(agent_id, "has mail queued or postponed: hibernate it idle")
-        host = rt._host
-        if host is not None and host._work.get(ref):
-            raise AgentBusyError(agent_id, "has Work running")
-        machine = d.machine(agent_id)
-        slot = ref.slot
-        deadline = None
-        if rt._timers.armed(rt._owner(ref)):
-            (saved,) = rt._export([agent_id])
+        work = rt._host._work if rt._host is not None else {}
+        refs = []
+        for agent_id in agent_ids:
+            ref = d.ref(agent_id)  # AgentNotFoundError
+            agent_id = d.agent_at(ref.slot)  # the stored id (the argument only compares equal)
+            busy = ""
+            if strict and (d.depth(agent_id) or d.postponed(agent_id)):  # (sweep: never)
+                busy = "has mail queued or postponed: hibernate it idle"
+            elif work and work.get(ref):
+                busy = "has Work running"
+            if busy and strict:
+                raise AgentBusyError(agent_id, busy)
+            if not busy:
+                refs.append((agent_id, ref))
+        if not refs:
+            return 0
+        deadlines = {}
+        now = rt._clock()
+        timed = [a for a, ref in refs if rt._timers and rt._timers.armed(rt._owner(ref))]
+        for saved in rt._export(timed) if timed else ():
             live = [remaining for _, remaining, _, _, _, _, ok, _ in saved["timers"] if ok]
             if live:
-                deadline = rt._clock() + min(live)
-        (key, wall, record) = encode_slots(rt, np.array([slot], dtype=np.int32), self.codec)[0]
+                deadlines[saved["id"]] = now + min(live)
+        slots = np.array([ref.slot for _, ref in refs], dtype=np.int32)
+        records = encode_slots(rt, slots, self.codec)
         if self.log is not None:
+            by_key = {agent_key(a, self.codec): a for a, _ in refs}
+            items = [(by_key[key], key, at, record) for key, at, record in records]
             with self._lock:
-                self._pending[agent_id] = record
-            self.log.include([(agent_id, key, wall, record)])
+                for agent_id, _, _, record in items:
+                    self._pending[agent_id] = record
+            self.log.include(items)
         else:
-            self.store.write([(key, wall, record)])
-        counts = (int(d.processed[slot]), int(d.failed[slot]), int(d.dropped[slot]))
-        self._machines[machine.name] = machine
-        rt._forget(ref)
-        d.terminate(agent_id)  # no mail: nothing is dead-lettered
-        for i, n in enumerate(counts):  # its counts stay in the runtime's totals
+            self.store.write(records)
+        wall = records[0][1]
+        for i, column in enumerate((d.processed, d.failed, d.dropped)):
+            n = int(column[slots].sum())  # their counts stay in the runtime's totals
             d.retired[i] -= n
             self.counts[i] += n
-        self._since[agent_id] = rt._clock()
-        if deadline is not None:  # its timers come back on this runtime's clock, not the wall's
-            self._offsets[agent_id] = rt._clock() - wall
-            rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
-        self.hibernations += 1
+        self._machines.update((m.name, m) for m in map(d.machine, (a for a, _ in refs)))
+        forget, terminate, since = rt._forget, d.terminate, self._since
+        for agent_id, ref in refs:
+            forget(ref)
+            terminate(agent_id)  # no mail: nothing is dead-lettered
+            since[agent_id] = now  # (one float object for the whole batch)
+            deadline = deadlines.get(agent_id)
+            if deadline is not None:  # its timers come back on this clock, not the wall's
+                self._offsets[agent_id] = now - wall
+                rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
+        self.hibernations += len(refs)
+        return len(refs)
 
     def wake(self, agent_id: Any) -> bool:
         """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``); False if
@@ -192,14 +213,7 @@ class Hibernation:
             if excess > 0:
                 order = np.argsort(np.where(chosen, np.inf, since), kind="stable")
                 chosen[order[:excess]] = True
-        done = 0
-        for slot in slots[chosen].tolist():
-            try:
-                self.hibernate(d.agent_at(slot))
-            except AgentBusyError:  # Work running: it stays
-                continue
-            done += 1
-        return done
+        return self._hibernate([d.agent_at(slot) for slot in slots[chosen].tolist()], False)
 
     def _written(self, written: list[tuple[Any, bytes]]) -> None:
         """The log wrote these hibernation records: they need no memory copy any more."""
