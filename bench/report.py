@@ -175,6 +175,7 @@ def report(path: Path) -> None:
     realistic_targets(benchmarks)
     store_targets(benchmarks)
     log_targets(benchmarks)
+    hibernate_targets(benchmarks)
     print()
     plot_scaling(curve, HERE / "throughput_vs_agents.png")
     plot_latency(benchmarks, HERE / "latency_percentiles.png")
@@ -428,6 +429,33 @@ def log_targets(benchmarks: list[Bench]) -> None:
             f"({peer:,.0f} steps/s) | ≥ 100x | {ours / peer:.0f}x | "
             f"{'PASS' if ours / peer >= 100 else 'MISS'} |"
         )
+
+
+def hibernate_targets(benchmarks: list[Bench]) -> None:
+    """Group ``hibernate``: bytes per hibernated agent (target ≤ 32 B resident) and the wake
+    latency on SQLite (target p99 ≤ 200 µs); the working-set throughput is reported."""
+    by = {b["extra_info"].get("mode"): b["extra_info"] for b in benchmarks
+          if b["group"] == "hibernate"}
+    memory, wake = by.get("memory"), by.get("wake")
+    if memory:
+        kept = memory["python_bytes_per_agent"] + 28  # + the int id the registry keeps alive
+        print(
+            f"| memory of {memory['agents']:,} hibernated agents | bytes per agent: "
+            f"bookkeeping + id (resident-set growth {memory['rss_bytes_per_agent']:.0f} B) | "
+            f"≤ 32 B | {kept:.0f} B | {'PASS' if kept <= 32 else 'MISS'} |"
+        )
+    if wake:
+        print(
+            f"| wake of a hibernated agent on SQLite (p50 {wake['p50_us']:.0f} µs) | p99 | "
+            f"≤ 200 µs | {wake['p99_us']:.0f} µs | {'PASS' if wake['p99_us'] <= 200 else 'MISS'} |"
+        )
+    for mode in ("working set (resident)", "working set (max_resident)"):
+        if mode in by:
+            info = by[mode]
+            print(
+                f"| {mode}: 1 % of {info['agents']:,} agents | messages/s | (reported) | "
+                f"{info['messages_per_second']:,} | |"
+            )
 
 
 if __name__ == "__main__":

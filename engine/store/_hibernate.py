@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from ..runtime._runtime import Runtime
 
 
+_BATCH = 10_000
+"""Agents a sweep hibernates per store write."""
+
+
 @final
 class Hibernation:
     """Lets ``rt.hibernate`` write agents to ``store`` and brings them back on demand.
@@ -213,7 +217,11 @@ class Hibernation:
             if excess > 0:
                 order = np.argsort(np.where(chosen, np.inf, since), kind="stable")
                 chosen[order[:excess]] = True
-        return self._hibernate([d.agent_at(slot) for slot in slots[chosen].tolist()], False)
+        chosen_slots = slots[chosen].tolist()
+        done = 0
+        for k in range(0, len(chosen_slots), _BATCH):  # bounded records in memory at once
+            done += self._hibernate([d.agent_at(s) for s in chosen_slots[k : k + _BATCH]], False)
+        return done
 
     def _written(self, written: list[tuple[Any, bytes]]) -> None:
         """The log wrote these hibernation records: they need no memory copy any more."""
