@@ -474,14 +474,19 @@ cdef class Dispatcher:
             self._release(slot)
         return n
 
-    cdef Py_ssize_t _evict(self, int32_t slot, object reason) except -1:
-        """Dead-letter everything queued or postponed for ``slot``, in processing order."""
-        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+    def take_mail(self, agent_id):
+        """Remove and return everything queued or postponed for ``agent_id``, in processing
+        order (front queue, lanes from the highest, postponed), as ``(event code, payload,
+        lane, request)``: nothing is dead-lettered (a rollback moves it)."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        self._ag[slot].flags |= F_DIRTY
+        return self._take(slot)
+
+    cdef list _take(self, int32_t slot):
         cdef Box* box
         cdef Msg m
         cdef int lane
-        cdef list evicted = list(self._front.pop(slot, ()))
-        agent_id = self._ids[slot]
+        cdef list taken = list(self._front.pop(slot, ()))
         while self._ag[slot].box >= 0:  # (nothing can be queued meanwhile: no Python runs)
             box = &self._pool.boxes[self._ag[slot].box]
             lane = top_lane(box)
@@ -489,9 +494,16 @@ cdef class Dispatcher:
             if box.count == 0:
                 box_free(&self._pool, self._ag[slot].box)
                 self._ag[slot].box = -1
-            evicted.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
-        evicted += self._postponed.pop(slot, [])
+            taken.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
+        taken += self._postponed.pop(slot, [])
         self._ag[slot].flags &= ~(F_FRONT | F_POSTPONED)
+        return taken
+
+    cdef Py_ssize_t _evict(self, int32_t slot, object reason) except -1:
+        """Dead-letter everything queued or postponed for ``slot``, in processing order."""
+        cdef MachTab* mt = &self._mt[self._ag[slot].mach]
+        agent_id = self._ids[slot]
+        cdef list evicted = self._take(slot)
         error = AgentStoppedError(agent_id, "was " + reason.value) if evicted else None
         for ev, payload, lane, request in evicted:
             self._dead_letter(agent_id, mt, ev, payload, lane, reason, None, None)

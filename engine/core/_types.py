@@ -78,6 +78,8 @@ class DeadLetterReason(enum.Enum):
     UNDELIVERABLE = "undeliverable"
     """Sent by a ``Send`` action or a timer to an agent that cannot take it (gone, unknown
     event, full mailbox); ``agent_id`` is the intended recipient."""
+    ROLLED_BACK = "rolled_back"
+    """Still queued when its agent was rolled back to a snapshot with ``mail="dead_letter"``."""
 
 
 @final

@@ -469,14 +469,26 @@ class Dispatcher:
             self._release(slot)
         return n
 
+    def take_mail(self, agent_id: Any) -> list[tuple[int, Any, int, int]]:
+        """Remove and return everything queued or postponed for ``agent_id``, in processing
+        order (front queue, lanes from the highest, postponed), as ``(event code, payload,
+        lane, request)``: nothing is dead-lettered (a rollback moves it)."""
+        slot = self._slot_of(agent_id)
+        self._flags[slot] |= _DIRTY
+        return self._take(slot)
+
+    def _take(self, slot: int) -> list[tuple[int, Any, int, int]]:
+        taken = list(self._front.pop(slot, ()))
+        while self._count[slot]:
+            taken.append(self._dequeue(slot, sample=False))
+        taken += self._postponed.pop(slot, [])
+        return taken
+
     def _evict(self, slot: int, reason: DeadLetterReason) -> int:
         """Dead-letter everything queued or postponed for ``slot``, in processing order."""
         agent_id = self._ids[slot]
         machine = self._machines[self._mach[slot]]
-        evicted = list(self._front.pop(slot, ()))
-        while self._count[slot]:
-            evicted.append(self._dequeue(slot, sample=False))
-        evicted += self._postponed.pop(slot, [])
+        evicted = self._take(slot)
         error = AgentStoppedError(agent_id, "was " + reason.value) if evicted else None
         for ev, payload, lane_, request in evicted:
             self._dead_letter(agent_id, machine, ev, payload, lane_, reason)

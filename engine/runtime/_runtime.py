@@ -10,6 +10,7 @@ supervision, pending requests and the transition log.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
@@ -437,6 +438,50 @@ class Runtime:
     def hibernated_ids(self) -> list[Any]:
         """Ids of the hibernated agents."""
         return [] if self._sleeper is None else self._sleeper.ids()
+
+    def snapshot(self, agent_id: Any, keep: int | None = None) -> int:
+        """Write a snapshot of one agent to the runtime's store and return its id (for
+        ``rollback`` and ``fork``); ``keep``: then drop all but its newest ``keep`` records.
+        (Under the commit log, its rounds and compaction share that history.)"""
+        return int(self._hibernation().snapshot(agent_id, keep))
+
+    def snapshots(self, agent_id: Any) -> list[Any]:
+        """The agent's records in the store, oldest first: ``SnapshotInfo(id, taken_at)``."""
+        return list(self._hibernation().snapshots(agent_id))
+
+    def rollback(self, agent_id: Any, to: int, *, mail: str = "keep") -> None:
+        """Put an agent back as snapshot ``to`` had it, in place (same id): state, data,
+        counters, flags, supervision and timers. Its mail now is kept queued (``mail="keep"``)
+        or dead-lettered as ``ROLLED_BACK`` (``"dead_letter"``); the snapshot's own queued mail
+        is not queued again. Checked whole before anything changes.
+
+        Raises:
+            SnapshotNotFoundError: ``to`` is not one of this agent's snapshots.
+            CorruptRecordError, UnknownStateError, UnknownEventError: It cannot be restored
+                on the agent's machine.
+        """
+        self._hibernation().rollback(agent_id, to, mail)
+
+    def fork(self, agent_id: Any, new_id: Any, *, at: int | None = None) -> AgentRef:
+        """Start ``new_id`` as an exact copy of ``agent_id`` (mail included) as it is now, or
+        as snapshot ``at`` had it; the two then diverge.
+
+        Raises:
+            AgentExistsError: ``new_id`` is taken.
+        """
+        if at is None and self._sleeper is None:
+            from_now: AgentRef = self._fork_now(agent_id, new_id)
+            return from_now
+        return cast("AgentRef", self._hibernation().fork(agent_id, new_id, at))
+
+    def _fork_now(self, agent_id: Any, new_id: Any) -> AgentRef:
+        (saved,) = self._export([agent_id])
+        copied = copy.deepcopy({k: saved[k] for k in ("data", "front", "mail", "postponed",
+                                                      "timers")})  # nothing shared
+        saved = {**saved, **copied, "id": new_id, "ready": -1}
+        ref = self._import(saved, wake=False)
+        self._finish_import([(ref, saved)])
+        return ref
 
     def _hibernation(self) -> Any:
         if self._sleeper is None:

@@ -18,6 +18,12 @@ from ._codec import Codec as Codec
 from ._codec import CodecError as CodecError
 from ._codec import CorruptRecordError as CorruptRecordError
 from ._hibernate import Hibernation as Hibernation
+from ._history import SnapshotInfo as SnapshotInfo
+from ._history import SnapshotNotFoundError as SnapshotNotFoundError
+from ._history import fork as fork
+from ._history import rollback as rollback
+from ._history import snapshot as snapshot
+from ._history import snapshots as snapshots
 from ._log import Commit as Commit
 from ._log import CommitLog as CommitLog
 from ._persist import LoadReport as LoadReport

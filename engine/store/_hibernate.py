@@ -28,6 +28,7 @@ import numpy as np
 from ..core._exceptions import AgentBusyError, InvalidArgumentError, RuntimeBusyError
 from ..core._machine import Machine
 from ..runtime._runtime import SLEEPERS
+from . import _history
 from ._codec import Codec, CorruptRecordError
 from ._log import CommitLog
 from ._snapshot import decode_saved, encode_slots
@@ -222,6 +223,20 @@ class Hibernation:
         for k in range(0, len(chosen_slots), _BATCH):  # bounded records in memory at once
             done += self._hibernate([d.agent_at(s) for s in chosen_slots[k : k + _BATCH]], False)
         return done
+
+    # -- history: what Runtime.snapshot, snapshots, rollback and fork call ----------------
+
+    def snapshot(self, agent_id: Any, keep: int | None = None) -> int:
+        return _history.snapshot(self.rt, self.store, agent_id, self.codec, keep)
+
+    def snapshots(self, agent_id: Any) -> list[_history.SnapshotInfo]:
+        return _history.snapshots(self.store, agent_id, self.codec)
+
+    def rollback(self, agent_id: Any, to: int, mail: Any = "keep") -> None:
+        _history.rollback(self.rt, self.store, agent_id, to, mail=mail, codec=self.codec)
+
+    def fork(self, agent_id: Any, new_id: Any, at: int | None = None) -> Any:
+        return _history.fork(self.rt, self.store, agent_id, new_id, at, codec=self.codec)
 
     def _written(self, written: list[tuple[Any, bytes]]) -> None:
         """The log wrote these hibernation records: they need no memory copy any more."""
