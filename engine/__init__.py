@@ -73,5 +73,7 @@ from .runtime._runtime import MachineStatistics as MachineStatistics
 from .runtime._runtime import Runtime as Runtime
 from .runtime._runtime import RuntimeStatistics as RuntimeStatistics
 from .runtime._supervision import Supervision as Supervision
+from .runtime._upgrade import UpgradeError as UpgradeError
+from .runtime._upgrade import UpgradeReport as UpgradeReport
 
 __version__ = "0.1.0"

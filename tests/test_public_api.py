@@ -81,6 +81,7 @@ PUBLIC_API = {
     "RuntimeStatistics", "Send", "StateTimeout", "Step", "StoreError", "Subscription",
     "Supervision", "Timer", "Transition", "USE_EXTENSIONS", "UnknownEventError",
     "UnknownStateError", "Work", "open_runtime",
+    "UpgradeError", "UpgradeReport",
 }  # fmt: skip
 """What ``engine`` exported before the subpackage layout; it may grow, never shrink."""
 

@@ -66,6 +66,8 @@ class Machine:
         events: Optional event names, to fix their order or declare events without rows.
         unhandled: ``"error"`` (an event with no transition is a failure, state unchanged) or
             ``"ignore"`` (it is consumed and does nothing).
+        version: The definition's version (an int >= 1), for ``Runtime.upgrade`` and what
+            statistics report; two versions of one machine share its name.
 
     Names may be ``str`` subclasses (``StrEnum`` members); they are stored as plain ``str``.
 
@@ -88,6 +90,7 @@ class Machine:
         "outputs",
         "states",
         "unhandled",
+        "version",
     )
 
     name: str
@@ -96,6 +99,7 @@ class Machine:
     outputs: tuple[Hashable, ...]
     initial: str
     unhandled: Literal["error", "ignore"]
+    version: int
     next_table: npt.NDArray[np.int32]
     output_table: npt.NDArray[np.int32]
     handler_table: npt.NDArray[np.int32]
@@ -109,8 +113,11 @@ class Machine:
         *,
         events: Sequence[str] | None = None,
         unhandled: Literal["error", "ignore"] = "error",
+        version: int = 1,
     ) -> None:
         problems: list[str] = []
+        if type(version) is not int or version < 1:
+            problems.append(f"version must be an int >= 1, got {version!r}")
         if not isinstance(name, str) or not name:
             problems.append(f"name must be a non-empty string, got {name!r}")
             name = str(name)
@@ -153,6 +160,7 @@ class Machine:
         self.outputs = tuple(value for _, value in outputs.values())
         self.initial = initial
         self.unhandled = unhandled
+        self.version = version
         self.next_table = next_t
         self.output_table = out_t
         self.handler_table = np.full(n_s * n_e, -1, dtype=np.int32)

@@ -13,7 +13,15 @@ from __future__ import annotations
 import copy
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast, final, overload
 
@@ -42,6 +50,7 @@ from ..core._types import (
 )
 from ..core._validate import brief, flag, integer, number
 from ..hotpath._metrics import LatencyRing, LatencySummary
+from . import _upgrade
 from ._instruments import DeadLetterTap, Instruments
 from ._ring import Ring, Transition
 from ._supervision import Supervision
@@ -55,6 +64,7 @@ from ._timers import (
     owner_gen,
     owner_slot,
 )
+from ._upgrade import UpgradeReport
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -291,6 +301,10 @@ class Runtime:
         self._host: Host | None = None
         self._gone: list[Any] | None = None
         """Ids terminated since the last commit, while a commit log is attached."""
+        self._upgrades: list[Any] = []
+        """``(old, new, states, migrate)`` of each upgrade, for ``rollback_upgrade``."""
+        self.upgrades = 0
+        """Upgrades done (rolled-back ones not counted)."""
         self._sleeper: Any = None
         """The hibernation of this runtime's agents (``engine.store.Hibernation``), if any."""
         self.recovery: Any = None
@@ -482,6 +496,53 @@ class Runtime:
         ref = self._import(saved, wake=False)
         self._finish_import([(ref, saved)])
         return ref
+
+    # -- versions ------------------------------------------------------------------------
+
+    def upgrade(
+        self,
+        old: Machine,
+        new: Machine,
+        *,
+        states: Mapping[str, str] | None = None,
+        migrate: Callable[[str, Any], Any] | None = None,
+        check: Callable[[Runtime, list[Any]], object] | None = None,
+        canary: int | None = None,
+    ) -> UpgradeReport:
+        """Move every agent of ``old`` to ``new`` between two steps, atomically: each state
+        goes to the state of that name in ``new`` unless ``states`` maps it; ``migrate(state,
+        data)`` returns the new data (give a new value: with a ``check`` the old one is kept
+        for a roll back); mail (requests included) and timers carry over, and a message whose
+        event ``new`` lacks becomes an ``UNDELIVERABLE`` dead letter. ``check(rt, ids)`` runs
+        on the upgraded agents (or the first ``canary`` of them) before the upgrade counts:
+        False or an exception puts every agent back as it was.
+
+        Raises:
+            UpgradeError: A state of ``old`` has nowhere to go, ``migrate`` raised, agents are
+                hibernated (nothing changed), or the check failed (everything put back).
+            RuntimeBusyError: Called from inside a run (a handler).
+        """
+        report = _upgrade.upgrade(
+            self, old, new, states=states, migrate=migrate, check=check, canary=canary
+        )
+        self.upgrades += 1
+        return report
+
+    def rollback_upgrade(
+        self,
+        *,
+        states: Mapping[str, str] | None = None,
+        migrate: Callable[[str, Any], Any] | None = None,
+    ) -> UpgradeReport:
+        """Move the last upgrade's agents back to its old machine (the inverse of its state
+        mapping unless ``states`` is given; ``migrate`` converts data back).
+
+        Raises:
+            UpgradeError: No upgrade to roll back, or it cannot be undone as asked.
+        """
+        report = _upgrade.rollback_upgrade(self, states=states, migrate=migrate)
+        self.upgrades -= 1
+        return report
 
     def _hibernation(self) -> Any:
         if self._sleeper is None:
