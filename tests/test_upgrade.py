@@ -87,7 +87,7 @@ def test_an_upgrade_with_a_state_missing_changes_nothing(impl: str) -> None:
     v1, v2 = _v1(), _v2()
     rt = Runtime(implementation=impl)
     rt.spawn(v1, "d", {"rings": 0})
-    with pytest.raises(UpgradeError, match="'open' -> 'open'.*'jammed' -> 'jammed'"):
+    with pytest.raises(UpgradeError, match=r"'open' -> 'open'.*'jammed' -> 'jammed'"):
         rt.upgrade(v1, v2, states={"shut": "closed"})
     with pytest.raises(UpgradeError, match="not states of"):
         rt.upgrade(v1, v2, states={**MAPPING, "ajar": "opened"})
