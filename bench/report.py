@@ -176,6 +176,11 @@ def report(path: Path) -> None:
     store_targets(benchmarks)
     log_targets(benchmarks)
     hibernate_targets(benchmarks)
+    for b in benchmarks:
+        if b["group"] == "upgrade":
+            info = b["extra_info"]
+            print(f"| upgrade of {info['agents']:,} agents ({info['implementation']}) | seconds | "
+                  f"(reported) | {median(b):.2f} | |")
     print()
     plot_scaling(curve, HERE / "throughput_vs_agents.png")
     plot_latency(benchmarks, HERE / "latency_percentiles.png")

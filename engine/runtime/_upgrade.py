@@ -155,11 +155,12 @@ def _move(
     dead = dropped = 0
     loaded = []
     requeue = []
-    for saved, state, data, events in agents:
+    refs = [d.ref(saved["id"]) for saved, _, _, _ in agents]
+    slots = np.array([ref.slot for ref in refs], dtype=np.int64)
+    for i, column in enumerate((d.processed, d.failed, d.dropped)):
+        d.retired[i] -= int(column[slots].sum())  # the agents go on counting where they were
+    for (saved, state, data, events), ref in zip(agents, refs, strict=True):
         agent_id = saved["id"]
-        ref = d.ref(agent_id)
-        slot = ref.slot
-        counts = (int(d.processed[slot]), int(d.failed[slot]), int(d.dropped[slot]))
         taken = d.take_mail(agent_id)
         timers = [t for t in saved["timers"] if t[3] < 0 or events[t[3]] >= 0]
         dropped += len(saved["timers"]) - len(timers)
@@ -171,8 +172,6 @@ def _move(
         }  # fmt: skip
         rt._forget(ref)
         d.terminate(agent_id)  # (no mail left: nothing is dead-lettered)
-        for i, n in enumerate(counts):  # the agent goes on counting where it was
-            d.retired[i] -= n
         loaded.append((rt._import(remade, wake=False), remade))
         requeue.append((agent_id, taken, events))
     rt._finish_import(loaded)
