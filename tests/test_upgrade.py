@@ -80,7 +80,7 @@ def test_an_upgrade_moves_state_data_mail_and_timers(impl: str) -> None:
     rt.run_until_idle()
     assert rt.data(3) == {"bells": 4, "from": "shut"}
     assert rt.state(0) == "opened"
-    assert rt.upgrades == 1
+    assert rt.upgrades == rt.statistics().upgrades == 1
 
 
 def test_an_upgrade_with_a_state_missing_changes_nothing(impl: str) -> None:

@@ -57,6 +57,7 @@ def instrument(rt: Runtime, meter: Any, prefix: str = "engine") -> list[Any]:
     gauges = {
         "agents": lambda: rt.statistics().agents,
         "agents.hibernated": lambda: rt.statistics().hibernated,
+        "upgrades": lambda: rt.statistics().upgrades,
         "agents.ready": lambda: rt.statistics().ready,
         "timers": lambda: rt.statistics().timers,
     }

@@ -49,6 +49,7 @@ class EngineCollector:
         for name, value, doc in (
             ("agents", stats.agents, "Live agents in memory"),
             ("agents_hibernated", stats.hibernated, "Agents hibernated (in the store)"),
+            ("upgrades", stats.upgrades, "Machine upgrades in force"),
             ("agents_ready", stats.ready, "Agents with mail waiting"),
             ("timers", stats.timers, "Armed timers"),
             ("pending_requests", stats.pending_requests, "Requests waiting for an answer"),

@@ -183,6 +183,8 @@ class RuntimeStatistics:
     """Times an agent was hibernated since the runtime started."""
     woken: int = 0
     """Times a hibernated agent was brought back since the runtime started."""
+    upgrades: int = 0
+    """Upgrades in force (``upgrade`` adds one, ``rollback_upgrade`` takes one away)."""
 
 
 @final
@@ -1253,6 +1255,7 @@ class Runtime:
             0 if sleeper is None else len(sleeper),
             0 if sleeper is None else sleeper.hibernations,
             0 if sleeper is None else sleeper.woken,
+            self.upgrades,
         )
 
     def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:
