@@ -10,45 +10,11 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from long_lived import counter
 
 import engine
 import engine.store as store
-from engine import AgentStatus, Priority, Reply, Runtime, Send, Step, Timer
-
-counter = engine.Machine(
-    "counter",
-    ["even", "odd"],
-    "even",
-    [("even", "inc", "odd"), ("odd", "inc", "even")],
-    events=["inc", "relay", "ding", "arm", "ask"],
-    unhandled="ignore",
-)
-
-
-@counter.handler("*", "inc")
-def _inc(agent: engine.AgentContext, event: engine.Event) -> None:
-    agent.data["seen"].append(event.payload)
-
-
-@counter.handler("*", "relay")
-def _relay(agent: engine.AgentContext, event: engine.Event) -> Step:
-    target, payload = event.payload
-    return Step(actions=[Send(target, "inc", payload)])
-
-
-@counter.handler("*", "arm")
-def _arm(agent: engine.AgentContext, event: engine.Event) -> Step:
-    return Step(actions=[Timer("t", event.payload, "ding")])
-
-
-@counter.handler("*", "ding")
-def _ding(agent: engine.AgentContext, event: engine.Event) -> None:
-    agent.data["seen"].append("ding")
-
-
-@counter.handler("*", "ask")
-def _ask(agent: engine.AgentContext, event: engine.Event) -> Step:
-    return Step(actions=[Reply(len(agent.data["seen"]))])
+from engine import AgentStatus, Priority, Runtime
 
 
 class Clock:
@@ -224,7 +190,7 @@ def test_open_runtime_hibernates_by_policy_and_wakes_on_requests(impl: str) -> N
             await rt.send(0, "inc", "x")
             await trio.sleep(6)  # 1 and 2 idle for 11 s; 0 for 6 s
             assert sorted(rt.hibernated_ids()) == [1, 2]
-            assert await rt.request(1, "ask") == 0
+            assert await rt.request(1, "ask") == []
             assert rt.status(1) is AgentStatus.IDLE
             await trio.sleep(20)
             assert sorted(rt.hibernated_ids()) == [0, 1, 2]

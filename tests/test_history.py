@@ -6,39 +6,11 @@ import random
 
 import pytest
 import trio
+from long_lived import counter
 
 import engine
 import engine.store as store
-from engine import DeadLetterReason, Priority, Reply, Runtime, Step, Timer
-
-counter = engine.Machine(
-    "counter",
-    ["even", "odd"],
-    "even",
-    [("even", "inc", "odd"), ("odd", "inc", "even")],
-    events=["inc", "arm", "ding", "ask"],
-    unhandled="ignore",
-)
-
-
-@counter.handler("*", "inc")
-def _inc(agent: engine.AgentContext, event: engine.Event) -> None:
-    agent.data["seen"].append(event.payload)
-
-
-@counter.handler("*", "arm")
-def _arm(agent: engine.AgentContext, event: engine.Event) -> Step:
-    return Step(actions=[Timer("t", event.payload, "ding")])
-
-
-@counter.handler("*", "ding")
-def _ding(agent: engine.AgentContext, event: engine.Event) -> None:
-    agent.data["seen"].append("ding")
-
-
-@counter.handler("*", "ask")
-def _ask(agent: engine.AgentContext, event: engine.Event) -> Step:
-    return Step(actions=[Reply(list(agent.data["seen"]))])
+from engine import DeadLetterReason, Priority, Runtime
 
 
 def _with_store(impl: str) -> Runtime:
