@@ -243,3 +243,50 @@ def test_under_the_commit_log_hibernation_records_join_the_rounds(
     store.load(rt, s, [counter])
     assert {i: rt.data(i)["seen"] for i in range(3)} == {0: [1], 1: [2], 2: []}
     s.close()
+
+
+def test_agents_hibernated_past_their_time_to_live_expire(impl: str) -> None:
+    clock = Clock()
+    rt, hib = _runtime(impl, clock)
+    for i in range(4):
+        rt.spawn(counter, i, {"seen": []})
+    rt.send_nowait(3, "arm", 50.0)  # its wake-up timer goes with it
+    rt.run_until_idle()
+    processed = rt.statistics().processed
+    rt.hibernate(0)
+    rt.hibernate(3)
+    clock.now = 10.0
+    rt.hibernate(1)
+    assert hib.expire(idle_for=10.0) == [0, 3]
+    assert hib.expire(idle_for=10.0) == []
+    assert list(hib.expired_ids) == [0, 3]
+    assert rt.statistics().expired == 2
+    assert rt.statistics().processed == processed  # their counts stay in the totals
+    assert 0 not in rt and 1 in rt
+    with pytest.raises(engine.AgentNotFoundError):
+        rt.send_nowait(0, "inc", 1)
+    assert hib.store.latest([store.agent_key(0)])[0].record == store.TOMBSTONE
+    assert rt.next_deadline() is None
+    rt.spawn(counter, 0, {"seen": ["new"]})  # the id is free again
+    assert rt.data(0) == {"seen": ["new"]}
+
+
+def test_open_runtime_expires_by_policy_under_the_commit_log(impl: str) -> None:
+    s = store.MemoryStore()
+
+    async def main() -> None:
+        async with engine.open_runtime(
+            store=s, durability="log", hibernate_after=5.0, expire_after=20.0,
+            implementation=impl,
+        ) as rt:  # fmt: skip
+            rt.spawn(counter, "a", {"seen": []})
+            await trio.sleep(10)
+            assert rt.status("a") is AgentStatus.HIBERNATED
+            await trio.sleep(25)
+            assert "a" not in rt
+            assert rt.statistics().expired == 1
+            await rt.flush()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    fresh = Runtime(implementation=impl)
+    assert store.load(fresh, s, [counter]).restored == []  # the tombstone wins

@@ -177,29 +177,39 @@ async def start_commit_log(
 
 
 async def start_hibernation(
-    rt: Runtime, hibernate_after: float | None, max_resident: int | None
+    rt: Runtime,
+    hibernate_after: float | None,
+    max_resident: int | None,
+    expire_after: float | None = None,
 ) -> None:
     """Hibernate ``rt``'s agents idle ``hibernate_after`` seconds, and the least recently
-    used beyond ``max_resident`` in memory, from a task that sweeps every so often (a tenth
-    of ``hibernate_after``, at most a second; every 50 ms with ``max_resident``). The runtime
-    needs a ``Hibernation`` (``open_runtime(store=...)`` makes one)."""
+    used beyond ``max_resident`` in memory, and remove the ones hibernated ``expire_after``
+    seconds, from a task that sweeps every so often (a tenth of the shortest of those times,
+    at most a second; every 50 ms with ``max_resident``). The runtime needs a
+    ``Hibernation`` (``open_runtime(store=...)`` makes one)."""
     sleeper = rt._hibernation()
-    period = 1.0 if hibernate_after is None else min(1.0, max(hibernate_after / 10, 0.001))
+    times = [t for t in (hibernate_after, expire_after) if t is not None]
+    period = min([1.0, *(max(t / 10, 0.001) for t in times)])
     if max_resident is not None:
         period = min(period, 0.05)
     await rt.start(
-        _sleep_loop, sleeper, hibernate_after, max_resident, period, name="hibernation"
-    )
+        _sleep_loop, sleeper, hibernate_after, max_resident, expire_after, period,
+        name="hibernation",
+    )  # fmt: skip
 
 
 async def _sleep_loop(
     sleeper: Any,
     hibernate_after: float | None,
     max_resident: int | None,
+    expire_after: float | None,
     period: float,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
     task_status.started()
     while True:
         await trio.sleep(period)
-        sleeper.sweep(hibernate_after, max_resident)
+        if hibernate_after is not None or max_resident is not None:
+            sleeper.sweep(hibernate_after, max_resident)
+        if expire_after is not None:
+            sleeper.expire(expire_after)

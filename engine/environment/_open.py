@@ -47,6 +47,7 @@ async def open_runtime(
     codec: Codec | None = None,
     hibernate_after: float | None = None,
     max_resident: int | None = None,
+    expire_after: float | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -73,6 +74,8 @@ async def open_runtime(
             "none" or "log"; ``rt.hibernate`` works with any such store).
         max_resident: Keep at most this many agents in memory: hibernate the ones idle the
             longest beyond it (agents with mail are never hibernated, so it can be exceeded).
+        expire_after: Remove agents hibernated this many seconds from the store (reported
+            in ``statistics().expired`` and the hibernation's ``expired_ids``).
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
 
@@ -90,10 +93,11 @@ async def open_runtime(
         raise InvalidArgumentError(f"durability={durability!r} and restore need a store")
     if store is not None and not isinstance(store, Store):
         raise InvalidArgumentError(f"store must be an engine.store.Store, got {brief(store)}")
-    sleep = _sleep_policy(hibernate_after, max_resident)
+    sleep = _sleep_policy(hibernate_after, max_resident, expire_after)
     if sleep is not None and (store is None or durability == "snapshot"):
         raise InvalidArgumentError(
-            "hibernate_after and max_resident need a store, with durability 'none' or 'log'"
+            "hibernate_after, max_resident and expire_after need a store, with durability "
+            "'none' or 'log'"
         )
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
@@ -144,15 +148,17 @@ async def open_runtime(
 
 
 def _sleep_policy(
-    hibernate_after: float | None, max_resident: int | None
-) -> tuple[float | None, int | None] | None:
+    hibernate_after: float | None, max_resident: int | None, expire_after: float | None
+) -> tuple[float | None, int | None, float | None] | None:
     if hibernate_after is not None:
         hibernate_after = number("hibernate_after", hibernate_after, minimum=0)
     if max_resident is not None:
         max_resident = integer("max_resident", max_resident, 0, 2**31 - 1)
-    if hibernate_after is None and max_resident is None:
+    if expire_after is not None:
+        expire_after = number("expire_after", expire_after, minimum=0)
+    if hibernate_after is None and max_resident is None and expire_after is None:
         return None
-    return hibernate_after, max_resident
+    return hibernate_after, max_resident, expire_after
 
 
 async def _start_durability(

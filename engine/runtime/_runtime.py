@@ -185,6 +185,8 @@ class RuntimeStatistics:
     """Times a hibernated agent was brought back since the runtime started."""
     upgrades: int = 0
     """Upgrades in force (``upgrade`` adds one, ``rollback_upgrade`` takes one away)."""
+    expired: int = 0
+    """Hibernated agents removed for idling past their time to live."""
 
 
 @final
@@ -1256,6 +1258,7 @@ class Runtime:
             0 if sleeper is None else sleeper.hibernations,
             0 if sleeper is None else sleeper.woken,
             self.upgrades,
+            0 if sleeper is None else sleeper.expired,
         )
 
     def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:

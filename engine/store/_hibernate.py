@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
@@ -78,6 +79,9 @@ class Hibernation:
         """Processed, failed and dropped messages of the agents asleep now."""
         self.hibernations = 0
         self.woken = 0
+        self.expired = 0
+        self.expired_ids: deque[Any] = deque(maxlen=10_000)
+        """The last 10 000 agents removed by ``expire`` (all are counted in ``expired``)."""
         if log is not None:
             log.on_written.append(self._written)
         rt._sleeper = self
@@ -237,6 +241,33 @@ class Hibernation:
 
     def fork(self, agent_id: Any, new_id: Any, at: int | None = None) -> Any:
         return _history.fork(self.rt, self.store, agent_id, new_id, at, codec=self.codec)
+
+    def expire(self, idle_for: float) -> list[Any]:
+        """Remove the agents hibernated ``idle_for`` seconds or more: a tombstone in the
+        store (through the commit log's next round, when there is one), their wake-up timers
+        cancelled; they are gone as if terminated, their counts kept in the totals. Returns
+        their ids (also kept in ``expired_ids``, and counted in ``statistics().expired``)."""
+        rt = self.rt
+        cutoff = rt._clock() - idle_for
+        gone = [agent_id for agent_id, since in self._since.items() if since <= cutoff]
+        if not gone:
+            return []
+        wall = time.time()
+        tombstones = [(agent_key(a, self.codec), wall, TOMBSTONE) for a in gone]
+        if self.log is not None:
+            with self._lock:
+                for agent_id in gone:
+                    self._pending.pop(agent_id, None)
+            self.log.include([(a, *t) for a, t in zip(gone, tombstones, strict=True)])
+        else:
+            self.store.write(tombstones)
+        for agent_id in gone:
+            del self._since[agent_id]
+            self._offsets.pop(agent_id, None)
+            rt._timers.cancel(SLEEPERS, ("wake", agent_id))
+        self.expired += len(gone)
+        self.expired_ids.extend(gone)
+        return gone
 
     def _written(self, written: list[tuple[Any, bytes]]) -> None:
         """The log wrote these hibernation records: they need no memory copy any more."""
