@@ -84,6 +84,7 @@ def test_registry_for_a_synchronous_runtime(light: Machine) -> None:
     assert families["engine_hibernations"].samples[0].value == 2
     assert families["engine_wakes"].samples[0].value == 1
     assert families["engine_upgrades"].samples[0].value == 0
+    assert families["engine_expired"].samples[0].value == 0
     assert [s.value for s in families["engine_step_seconds"].samples] == [0.0, 0.0]
 
 
@@ -114,5 +115,5 @@ def test_opentelemetry_bridge(light: Machine) -> None:
     assert points["engine.agents.hibernated"][0].value == 0
     assert points["engine.wakes"][0].value == 0
     assert points["engine.upgrades"][0].value == 0
-    assert len(keep) == 14
+    assert len(keep) == 15
     provider.shutdown()

@@ -53,6 +53,7 @@ def instrument(rt: Runtime, meter: Any, prefix: str = "engine") -> list[Any]:
         "dead_letters": lambda: rt.statistics().dead_letters,
         "hibernations": lambda: rt.statistics().hibernations,
         "wakes": lambda: rt.statistics().woken,
+        "expired": lambda: rt.statistics().expired,
     }
     gauges = {
         "agents": lambda: rt.statistics().agents,

@@ -44,6 +44,7 @@ class EngineCollector:
             ("inputs_refused", len(rt.rejected()), "Inputs refused by receptors (retained)"),
             ("hibernations", stats.hibernations, "Times an agent was hibernated"),
             ("wakes", stats.woken, "Times a hibernated agent was brought back"),
+            ("expired", stats.expired, "Hibernated agents removed past their time to live"),
         ):
             yield CounterMetricFamily(f"{p}_{name}", doc, value=value)
         for name, value, doc in (
