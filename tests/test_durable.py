@@ -149,6 +149,23 @@ def test_an_app_file_store_keeps_agents_across_runs(
     assert latest == {store.agent_key("c1"): 6, store.agent_key("c2"): None}  # 3 ticks a run
 
 
+def test_an_app_file_hibernates_its_idle_agents(
+    app: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app.write_text(
+        app.read_text().replace("[store]", '[store]\ndurability = "log"\nhibernate_after = 0.2')
+    )
+    assert main(["run", str(app), "--for", "0.8"]) == 0
+    db = store.SQLiteStore(app.parent / "agents.db")
+    latest = {r.agent: store.decode(r.record).data for r in db.latest()}
+    db.close()
+    assert latest == {store.agent_key("c1"): 3, store.agent_key("c2"): None}  # c1 woke 3 times
+    text = app.read_text().replace('durability = "log"', 'durability = "snapshot"')
+    app.write_text(text)
+    assert main(["run", str(app), "--for", "0.1"]) == 2
+    assert 'need durability = \"log\"' in capsys.readouterr().err
+
+
 def test_the_command_line_chooses_the_store_and_durability(
     app: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

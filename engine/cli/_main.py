@@ -43,11 +43,11 @@ from ..environment._config import (
     read_app,
     valid_entries,
 )
-from ..environment._durable import start_commit_log, start_snapshots
+from ..environment._durable import start_commit_log, start_hibernation, start_snapshots
 from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
 from ..observe._top import TopView
-from ..store import MemoryStore, PostgresStore, SQLiteStore, Store, load_records
+from ..store import Hibernation, MemoryStore, PostgresStore, SQLiteStore, Store, load_records
 
 
 @final
@@ -227,9 +227,16 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
             if config is not None and config.durability == "log":
                 # before the app file's new agents are spawned: the log commits them, and not
                 # the restored ones, which are in the store as they are
-                await start_commit_log(
+                log = await start_commit_log(
                     rt, store, commit_interval=config.commit_interval, commit_existing=False
                 )
+                Hibernation(rt, store, log=log)
+                if (config.hibernate_after, config.max_resident, config.expire_after) != (
+                    None, None, None,
+                ):  # fmt: skip
+                    await start_hibernation(
+                        rt, config.hibernate_after, config.max_resident, config.expire_after
+                    )
         for group in app.config.agents:
             machine = app.machines[group.machine]
             policy = _policy(group.policy)

@@ -40,6 +40,8 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     durability = "snapshot"         # or "log": every change, in group commits
     snapshot_every = 60.0           # seconds; without it, one snapshot at exit
     commit_interval = 0.0           # "log": seconds a commit round gathers changes
+    hibernate_after = 600.0         # "log": hibernate agents idle that long (max_resident,
+                                    # expire_after too)
 
 ``load_app()`` checks what the file alone can tell (its schema, and that agents name machines
 of ``[machines]``); importing the machines and building the plugins is the command line's job
@@ -385,6 +387,18 @@ class StoreConfig:
     )
     commit_interval: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     """Seconds a commit round gathers changes (durability "log")."""
+    hibernate_after: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """Hibernate agents idle this many seconds (durability "log")."""
+    max_resident: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.ge(0))
+    )
+    """Keep at most this many agents in memory (durability "log")."""
+    expire_after: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """Remove agents hibernated this many seconds (durability "log")."""
 
     def __attrs_post_init__(self) -> None:
         if self.kind == "sqlite" and not self.path:
@@ -393,6 +407,14 @@ class StoreConfig:
             raise ValueError('kind = "postgres" needs a dsn')
         if not math.isfinite(self.commit_interval):
             raise ValueError("commit_interval must be finite")
+        sleep = (self.hibernate_after, self.max_resident, self.expire_after)
+        if self.durability != "log" and sleep != (None, None, None):
+            raise ValueError(
+                'hibernate_after, max_resident and expire_after need durability = "log"'
+            )
+        for value in (self.hibernate_after, self.expire_after):
+            if value is not None and not math.isfinite(value):
+                raise ValueError("hibernation times must be finite")
 
 
 @final
