@@ -201,3 +201,51 @@ def test_machine_versions_are_checked() -> None:
     with pytest.raises(engine.MachineDefinitionError, match="version"):
         engine.Machine("m", ["a"], "a", [], version=0)
     assert engine.Machine("m", ["a"], "a", []).version == 1
+
+
+def test_hibernated_agents_and_old_records_migrate_along_the_upgrades(impl: str) -> None:
+    import engine.store as store
+
+    v1, v2 = _v1(), _v2()
+    s = store.MemoryStore()
+    rt = Runtime(implementation=impl)
+    store.Hibernation(rt, s)
+    rt.spawn(v1, "sleeper", {"rings": 2})
+    rt.spawn(v1, "awake", {"rings": 3})
+    rt.send_nowait("sleeper", "push")
+    rt.run_until_idle()
+    store.save(rt, s)  # records of v1 (the sleeper's is overwritten by its hibernation)
+    rt.hibernate("sleeper")
+    rt.upgrade(v1, v2, states=MAPPING, migrate=_migrate)  # only "awake" is in memory
+    assert rt.state("awake") == "closed"
+    assert rt.state("sleeper") == "opened"  # woken: migrated on the way in
+    assert rt.data("sleeper") == {"bells": 2, "from": "open"}
+    assert rt.machine("sleeper") is v2
+
+    fresh = Runtime(implementation=impl)  # another process: the v1 records in the store
+    report = store.load(fresh, s, [v2])
+    assert report.restored == []  # no upgrade declared: refused, and reported
+    assert all(isinstance(e, UpgradeError) for _, e in report.failed)
+    fresh = Runtime(implementation=impl)
+    fresh.upgrade(v1, v2, states=MAPPING, migrate=_migrate)  # no agents: declares the step
+    report = store.load(fresh, s, [v2])
+    assert sorted(report.restored) == ["awake", "sleeper"]
+    assert fresh.data("awake") == {"bells": 3, "from": "shut"}
+
+
+def test_an_old_record_with_mail_the_new_machine_cannot_take_is_refused(impl: str) -> None:
+    import engine.store as store
+
+    v1, v2 = _v1(), _v2()
+    rt = Runtime(implementation=impl)
+    rt.spawn(v1, "d", {"rings": 0})
+    rt.pause("d")
+    rt.send_nowait("d", "kick")  # v2 has no "kick"
+    s = store.MemoryStore()
+    store.save(rt, s)
+    fresh = Runtime(implementation=impl)
+    fresh.upgrade(v1, v2, states=MAPPING, migrate=_migrate)
+    ((_, error),) = store.load(fresh, s, [v2]).failed
+    assert isinstance(error, UpgradeError)
+    assert "'kick'" in str(error)
+    assert "d" not in fresh

@@ -306,9 +306,10 @@ class Runtime:
         self._gone: list[Any] | None = None
         """Ids terminated since the last commit, while a commit log is attached."""
         self._upgrades: list[Any] = []
-        """``(old, new, states, migrate)`` of each upgrade, for ``rollback_upgrade``."""
-        self.upgrades = 0
-        """Upgrades done (rolled-back ones not counted)."""
+        """``(old, new, states, migrate)`` of every upgrade, roll backs included, oldest first:
+        the chain older records migrate along when they are restored."""
+        self._undo: list[Any] = []
+        """The upgrades in force, for ``rollback_upgrade``."""
         self._sleeper: Any = None
         """The hibernation of this runtime's agents (``engine.store.Hibernation``), if any."""
         self.recovery: Any = None
@@ -526,11 +527,9 @@ class Runtime:
                 hibernated (nothing changed), or the check failed (everything put back).
             RuntimeBusyError: Called from inside a run (a handler).
         """
-        report = _upgrade.upgrade(
+        return _upgrade.upgrade(
             self, old, new, states=states, migrate=migrate, check=check, canary=canary
         )
-        self.upgrades += 1
-        return report
 
     def rollback_upgrade(
         self,
@@ -544,9 +543,12 @@ class Runtime:
         Raises:
             UpgradeError: No upgrade to roll back, or it cannot be undone as asked.
         """
-        report = _upgrade.rollback_upgrade(self, states=states, migrate=migrate)
-        self.upgrades -= 1
-        return report
+        return _upgrade.rollback_upgrade(self, states=states, migrate=migrate)
+
+    @property
+    def upgrades(self) -> int:
+        """Upgrades in force (``upgrade`` adds one, ``rollback_upgrade`` takes one away)."""
+        return len(self._undo)
 
     def _hibernation(self) -> Any:
         if self._sleeper is None:

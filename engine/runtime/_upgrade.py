@@ -12,7 +12,10 @@ message whose event the new machine lacks becomes an ``UNDELIVERABLE`` dead lett
 request failed). An optional ``check(rt, agent_ids)`` runs on the upgraded agents (all, or a
 ``canary`` subset); if it returns False or raises, every agent is put back as it was before
 the upgrade (the steps the check took are undone with them) and ``UpgradeError`` says why.
-``rollback_upgrade`` runs the last upgrade backwards.
+``rollback_upgrade`` runs the last upgrade backwards. Agents not in memory (hibernated, or
+in a snapshot) are not touched: the runtime keeps its upgrades as a chain, and a record of an
+older version is migrated along it when it is restored (``engine.store``). In a fresh
+process, declaring the upgrade again (with no agent of ``old`` alive) restores the chain.
 """
 
 from __future__ import annotations
@@ -73,8 +76,9 @@ def upgrade(
     migrate: Migrate | None = None,
     check: Callable[[Runtime, list[Any]], object] | None = None,
     canary: int | None = None,
+    undoing: bool = False,
 ) -> UpgradeReport:
-    """See ``Runtime.upgrade``."""
+    """See ``Runtime.upgrade`` (``undoing``: this is ``rollback_upgrade``'s)."""
     if not isinstance(old, Machine) or not isinstance(new, Machine) or old is new:
         raise InvalidArgumentError("upgrade needs two different Machine objects")
     if migrate is not None and not callable(migrate):
@@ -86,10 +90,6 @@ def upgrade(
     d = rt._d
     if d.running:
         raise RuntimeBusyError("upgrade() called from inside a run (from a handler?)")
-    if rt._sleeper is not None and len(rt._sleeper):
-        raise UpgradeError(
-            f"{len(rt._sleeper)} agents are hibernated: wake them first (rt.wake), then upgrade"
-        )
     mapping = {s: (states or {}).get(s, s) for s in old.states}
     unknown = sorted(set(states or ()) - set(old.states))
     if unknown:
@@ -131,7 +131,15 @@ def upgrade(
             back = [old.event_index.get(name, -1) for name in new.events]
             _move(rt, new, old, [(s, s["state"], s["data"], back) for s in before])
             raise UpgradeError(f"upgrade of {old.name!r} rolled back: {why}")
-    rt._upgrades.append((old, new, mapping, migrate))
+    rt._upgrades.append((old, new, mapping, migrate))  # the chain records migrate along
+    if undoing:
+        rt._undo.pop()
+    else:
+        rt._undo.append((old, new, mapping, migrate))
+    sleeper = rt._sleeper
+    if sleeper is not None and old.name in sleeper._machines:  # hibernated agents of old
+        del sleeper._machines[old.name]  # migrate when they wake, along rt._upgrades
+        sleeper._machines[new.name] = new
     return report
 
 
@@ -198,15 +206,12 @@ def rollback_upgrade(
 ) -> UpgradeReport:
     """Run the last upgrade backwards: its new machine's agents go back to the old one, with
     the inverse of its state mapping unless ``states`` is given."""
-    if not rt._upgrades:
+    if not rt._undo:
         raise UpgradeError("no upgrade to roll back")
-    old, new, mapping, _ = rt._upgrades[-1]
+    old, new, mapping, _ = rt._undo[-1]
     if states is None:
         inverse: dict[str, str] = {}
         for source, target in mapping.items():
             inverse.setdefault(target, source)
         states = {t: inverse.get(t, t) for t in new.states if inverse.get(t, t) in old.states}
-    report = upgrade(rt, new, old, states=states, migrate=migrate)
-    rt._upgrades.pop()  # this one's own record
-    rt._upgrades.pop()  # and the upgrade it undid
-    return report
+    return upgrade(rt, new, old, states=states, migrate=migrate, undoing=True)

@@ -188,7 +188,9 @@ class Hibernation:
         now = rt._clock()
         offset = self._offsets.get(agent_id)
         wall = time.time() if offset is None else now - offset
-        _, saved = decode_saved(record, self._machines, wall, now, self.codec, agent_id)
+        _, saved = decode_saved(
+            record, self._machines, wall, now, self.codec, agent_id, rt._upgrades
+        )
         del self._since[agent_id]
         self._offsets.pop(agent_id, None)
         try:

@@ -116,7 +116,9 @@ def rollback(
     agent_id = d.agent_at(ref.slot)
     snap = _read(store, agent_id, to, codec)
     snap = attrs.evolve(snap, mail=(), postponed=(), front=0, ready=-1)
-    saved = prepare(snap, _machines(rt, agent_id, machines), time.time(), rt._clock())
+    saved = prepare(
+        snap, _machines(rt, agent_id, machines), time.time(), rt._clock(), rt._upgrades
+    )
     machine = d.machine(agent_id)
     taken = d.take_mail(agent_id)
     rt._forget(ref)

@@ -86,7 +86,9 @@ def load_records(
             if item.record == TOMBSTONE:
                 continue
             try:
-                agent_id, saved = decode_saved(item.record, machines, wall, now, codec, item.agent)
+                agent_id, saved = decode_saved(
+                    item.record, machines, wall, now, codec, item.agent, rt._upgrades
+                )
                 loaded.append((rt._import(saved, wake=False), saved))
             except EngineError as exc:
                 failed.append((item.agent, exc))

@@ -23,6 +23,7 @@ from ..core._exceptions import EngineError, brief
 from ..core._machine import Machine
 from ..core._types import OverflowPolicy, Priority
 from ..runtime._supervision import Supervision
+from ..runtime._upgrade import UpgradeError
 from ._codec import Codec, CodecError, CorruptRecordError, frame, unframe
 from ._stores import agent_key
 
@@ -93,6 +94,9 @@ class AgentSnapshot:
     ready: int = -1
     """Its place on the ready queue when the snapshot was taken (-1: not on it): ``restore``
     puts agents back in that order, so they run in the order they would have."""
+    version: int = 1
+    """Its machine's version (records of format 1 have none: 1). Restored under a newer
+    machine of that name, the runtime's upgrades migrate it step by step."""
 
 
 def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSnapshot]:
@@ -145,6 +149,7 @@ def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSn
                 policy=OverflowPolicy(saved["policy"]),
                 supervision=saved["supervision"],
                 ready=saved["ready"],
+                version=machine.version,
             )
         )
     return out
@@ -187,7 +192,7 @@ def restore(
     refs = []
     loaded = []
     for snap in snapshots:
-        saved = prepare(snap, by_name, wall, now)
+        saved = prepare(snap, by_name, wall, now, rt._upgrades)
         ref = rt._import(saved, wake=False)
         refs.append(ref)
         loaded.append((ref, saved))
@@ -196,17 +201,23 @@ def restore(
 
 
 def prepare(
-    snap: AgentSnapshot, by_name: Mapping[str, Machine], wall: float, now: float
+    snap: AgentSnapshot,
+    by_name: Mapping[str, Machine],
+    wall: float,
+    now: float,
+    chain: Sequence[Step] = (),
 ) -> dict[str, Any]:
     """What ``Runtime._import`` takes, for a snapshot restored at wall-clock time ``wall``
-    and runtime clock reading ``now`` (``restore``'s first half, one agent at a time).
+    and runtime clock reading ``now`` (``restore``'s first half, one agent at a time); a
+    snapshot of an older version of its machine is migrated through ``chain`` (the runtime's
+    upgrades, oldest first).
 
     Raises:
         MachineNotFoundError, UnknownStateError, UnknownEventError: as ``restore``.
+        UpgradeError: No chain of upgrades leads from the snapshot's version to the machine's,
+            a migration raised, or queued mail names an event the new machine lacks.
     """
-    machine = by_name.get(snap.machine)
-    if machine is None:
-        raise MachineNotFoundError(snap.agent_id, snap.machine)
+    snap, machine = _migrated(snap, by_name, chain)
     code = machine.event_code
     mail = _raw(machine, snap.mail) if snap.mail else []
     return {
@@ -246,6 +257,58 @@ def prepare(
             for t in snap.timers
         ],
     }
+
+
+Step = tuple[Machine, Machine, Mapping[str, str], Any]
+"""One upgrade: ``(old, new, state mapping, migrate or None)``."""
+
+
+def _migrated(
+    snap: AgentSnapshot, by_name: Mapping[str, Machine], chain: Sequence[Step]
+) -> tuple[AgentSnapshot, Machine]:
+    """The snapshot moved along ``chain`` until its version is its machine's (from each
+    version, the newest upgrade out of it: the path the runtime itself took)."""
+    for _ in range(len(chain) + 1):
+        machine = by_name.get(snap.machine)
+        if machine is not None and machine.version == snap.version:
+            return snap, machine
+        step = next(
+            (s for s in reversed(chain) if s[0].name == snap.machine
+             and s[0].version == snap.version),
+            None,
+        )  # fmt: skip
+        if step is None:
+            if machine is None:
+                raise MachineNotFoundError(snap.agent_id, snap.machine)
+            raise UpgradeError(
+                f"agent {brief(snap.agent_id)}: no upgrade leads from {snap.machine!r} "
+                f"v{snap.version} to v{machine.version} (declare it with rt.upgrade)"
+            )
+        _, new, mapping, migrate = step
+        data = snap.data
+        if migrate is not None:
+            try:
+                data = migrate(snap.state, data)
+            except Exception as exc:
+                raise UpgradeError(
+                    f"migrate failed for agent {brief(snap.agent_id)} in state "
+                    f"{snap.state!r}: {type(exc).__name__}: {exc}"
+                ) from exc
+        lost = [name for name, _, _ in (*snap.mail, *snap.postponed) if name not in new.events]
+        if lost:
+            raise UpgradeError(
+                f"agent {brief(snap.agent_id)}: queued events {sorted(set(lost))} are not "
+                f"events of {new.name!r} v{new.version}"
+            )
+        timers = tuple(t for t in snap.timers if t.event is None or t.event in new.events)
+        snap = attrs.evolve(
+            snap, machine=new.name, version=new.version, state=mapping[snap.state], data=data,
+            timers=timers,
+        )  # fmt: skip
+    raise UpgradeError(
+        f"agent {brief(snap.agent_id)}: the upgrades go round in circles from {snap.machine!r} "
+        f"v{snap.version}"
+    )
 
 
 def _raw(machine: Machine, items: Sequence[Message]) -> list[tuple[int, Any, int]]:
@@ -290,6 +353,7 @@ def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
         s.policy.value,
         None if s.supervision is None else attrs.astuple(s.supervision),
         s.ready,
+        s.version,
     ]
     return frame(codec.pack(body, agent=s.agent_id))
 
@@ -340,6 +404,7 @@ def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = No
         _POLICY_VALUES[saved["policy"]],
         None if sup is None else attrs.astuple(sup),
         saved["ready"],
+        machine.version,
     ]
     return frame((codec or DEFAULT_CODEC).pack(body, agent=saved["id"]))
 
@@ -357,7 +422,7 @@ def encode_plain(
         body = [
             agent_id, machine.name, machine.states[state], data, [], [], [], wall, 0,
             False, False, False, False, processed, failed, 0, 0, [], epoch, capacity,
-            1 if drop else 0, None, -1,
+            1 if drop else 0, None, -1, machine.version,
         ]  # fmt: skip
         out.append((agent_key(agent_id, codec), wall, frame(pack(body, agent=agent_id))))
     return out
@@ -387,9 +452,13 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
     body = unframe(record, agent)
     try:
         fields = codec.unpack(body, agent)
+        if isinstance(fields, list) and len(fields) == len(_FIELDS) - 1:
+            fields.append(1)  # format 1: before machines had versions
         if not isinstance(fields, list) or len(fields) != len(_FIELDS):
             raise CorruptRecordError("not a snapshot record", agent)
         values = dict(zip(_FIELDS, fields, strict=True))
+        if type(values["version"]) is not int or values["version"] < 1:
+            raise TypeError(f"version {values['version']!r}")
         values["mail"] = tuple(_message(m) for m in values["mail"]) if values["mail"] else ()
         values["postponed"] = (
             tuple(_message(m) for m in values["postponed"]) if values["postponed"] else ()
@@ -436,6 +505,7 @@ def decode_saved(
     now: float,
     codec: Codec | None = None,
     agent: Any = None,
+    chain: Sequence[Step] = (),
 ) -> tuple[Any, dict[str, Any]]:
     """``(agent id, what Runtime._import takes)`` from a record: ``prepare(decode(...))``,
     with a short way for plain agents (nothing but counters and data, as ``encode_plain``
@@ -450,24 +520,27 @@ def decode_saved(
         fields = codec.unpack(unframe(record, agent), agent)
     except EngineError:
         fields = None  # decode says what is wrong
+    if type(fields) is list and len(fields) == len(_FIELDS) - 1:
+        fields.append(1)  # format 1: before machines had versions
+    machine = by_name.get(fields[1]) if type(fields) is list and len(fields) > 1 else None
     if (
         type(fields) is list
         and len(fields) == len(_FIELDS)
+        and machine is not None
+        and fields[23] == machine.version  # (else the slow way, which migrates)
+        and type(fields[23]) is int
         and fields[4:7] == _EMPTY3  # mail, postponed, timers
         and fields[8:13] == _PLAIN_FLAGS  # front count, paused, stopped, error, backoff
         and [type(v) for v in fields[8:13]] == _PLAIN_FLAG_TYPES
         and fields[15:18] == _PLAIN_RESTARTS  # dropped, restarts, restart times
         and [type(v) for v in fields[15:17]] == _INTS
-        and fields[21:] == _PLAIN_TAIL  # supervision, ready
+        and fields[21:23] == _PLAIN_TAIL  # supervision, ready
         and type(fields[22]) is int
         and type(fields[1]) is str
         and type(fields[2]) is str
         and fields[20] in _POLICIES
     ):
-        agent_id, name, state, data = fields[:4]
-        machine = by_name.get(name)
-        if machine is None:
-            raise MachineNotFoundError(agent_id, name)
+        agent_id, _, state, data = fields[:4]
         processed, failed, epoch, capacity = fields[13], fields[14], fields[18], fields[19]
         if not (
             type(processed) is int and processed >= 0 and type(failed) is int and failed >= 0
@@ -484,7 +557,7 @@ def decode_saved(
             "restarts": 0, "restart_ages": [], "ready": -1, "timers": [],
         }  # fmt: skip
     snapshot = decode(record, codec, agent)
-    return snapshot.agent_id, prepare(snapshot, by_name, wall, now)
+    return snapshot.agent_id, prepare(snapshot, by_name, wall, now, chain)
 
 
 _EMPTY3: Final[list[Any]] = [[], [], []]
