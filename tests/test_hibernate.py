@@ -291,3 +291,73 @@ def test_open_runtime_expires_by_policy_under_the_commit_log(impl: str) -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     fresh = Runtime(implementation=impl)
     assert store.load(fresh, s, [counter]).restored == []  # the tombstone wins
+
+
+def test_a_restart_keeps_hibernated_agents_asleep(impl: str, tmp_path: Path) -> None:
+    path = tmp_path / "sleep.db"
+    clock = Clock()
+    rt = Runtime(implementation=impl, clock=clock)
+    first = store.SQLiteStore(path)
+    store.Hibernation(rt, first)
+    for name in ("awake", "sleeper", "timed"):
+        rt.spawn(counter, name, {"seen": [name]})
+    rt.send_many(["sleeper", "timed"], ["inc", "arm"], payloads=[1, 30.0])
+    rt.run_until_idle()
+    rt.hibernate("sleeper")
+    rt.hibernate("timed")
+    store.save(rt, first)  # the resident agent too
+    first.close()
+
+    clock2 = Clock()
+    again = Runtime(implementation=impl, clock=clock2)
+    second = store.SQLiteStore(path)
+    store.Hibernation(again, second)
+    report = store.load(again, second, [counter])
+    assert (report.restored, sorted(report.hibernated), report.failed) == (
+        ["awake"], ["sleeper", "timed"], []
+    )
+    assert again.agent_ids() == ["awake"]
+    assert again.status("sleeper") is AgentStatus.HIBERNATED
+    assert again.statistics().processed == 2  # the sleepers' counts are in the totals
+    deadline = again.next_deadline()
+    assert deadline is not None
+    assert 29.0 < deadline <= 30.0  # the wake-up of "timed", on this runtime's clock
+    again.send_nowait("sleeper", "inc", 2)
+    again.run_until_idle()
+    assert again.data("sleeper") == {"seen": ["sleeper", 1, 2]}
+    clock2.now = 30.0
+    again.fire_timers()
+    again.fire_timers()
+    again.run_until_idle()
+    assert again.data("timed") == {"seen": ["timed", "ding"]}
+
+    plain = Runtime(implementation=impl)  # no store to wake them from: all restored
+    assert sorted(store.load(plain, second, [counter]).restored) == ["awake", "sleeper", "timed"]
+    second.close()
+
+
+def test_open_runtime_restores_hibernated_agents_asleep(impl: str, tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+
+    async def first() -> None:
+        async with engine.open_runtime(
+            store=store.SQLiteStore(path), durability="log", implementation=impl
+        ) as rt:
+            for i in range(3):
+                rt.spawn(counter, i, {"seen": []})
+            await rt.send(1, "inc", "x")
+            await rt.wait_until_idle()
+            rt.hibernate(1)
+            rt.hibernate(2)
+
+    async def second() -> None:
+        async with engine.open_runtime(
+            store=store.SQLiteStore(path), durability="log", restore=[counter],
+            implementation=impl,
+        ) as rt:  # fmt: skip
+            assert rt.recovery.restored == [0]
+            assert sorted(rt.recovery.hibernated) == [1, 2]
+            assert rt.data(1) == {"seen": ["x"]}  # woken from the store
+
+    trio.run(first)
+    trio.run(second)

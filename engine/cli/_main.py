@@ -214,23 +214,26 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
             problem = f"a plugin could not start: {type(exc).__name__}: {exc}"
             raise ConfigError(app.where, [problem]) from exc
         if store is not None:
+            config = app.config.store
+            logged = config is not None and config.durability == "log"
+            sleeper = Hibernation(rt, store) if logged else None  # keeps sleepers asleep
             stored = await trio.to_thread.run_sync(store.latest)
             report = load_records(rt, stored, app.machines.values())
+            asleep = f" ({len(report.hibernated)} more asleep)" if report.hibernated else ""
             print(
-                f"engine: restored {len(report.restored)} agents from the store",
+                f"engine: restored {len(report.restored)} agents from the store{asleep}",
                 file=sys.stderr,
                 flush=True,
             )
             for key, error in report.failed:
                 print(f"engine: not restored: {key}: {error}", file=sys.stderr, flush=True)
-            config = app.config.store
-            if config is not None and config.durability == "log":
+            if config is not None and sleeper is not None:
                 # before the app file's new agents are spawned: the log commits them, and not
                 # the restored ones, which are in the store as they are
                 log = await start_commit_log(
                     rt, store, commit_interval=config.commit_interval, commit_existing=False
                 )
-                Hibernation(rt, store, log=log)
+                sleeper.attach_log(log)
                 if (config.hibernate_after, config.max_resident, config.expire_after) != (
                     None, None, None,
                 ):  # fmt: skip

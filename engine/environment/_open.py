@@ -170,6 +170,8 @@ async def _start_durability(
     commit_interval: float,
     codec: Codec | None,
 ) -> None:
+    # first, so that hibernated agents in the store are kept asleep by the restore
+    sleeper = Hibernation(rt, store, codec) if durability != "snapshot" else None
     if restore is not None:
         stored = await trio.to_thread.run_sync(store.latest)
         rt.recovery = load_records(rt, stored, list(restore), codec)
@@ -178,11 +180,10 @@ async def _start_durability(
             rt, store, commit_interval=commit_interval, codec=codec,
             commit_existing=restore is None,
         )
-        Hibernation(rt, store, codec, log)
+        assert sleeper is not None
+        sleeper.attach_log(log)
     elif durability == "snapshot":
         await start_snapshots(rt, store, snapshot_every, codec)
-    else:
-        Hibernation(rt, store, codec)
 
 
 async def _run_receptors(wiring: Wiring, plugins: list[Plugin], scope: trio.CancelScope) -> None:

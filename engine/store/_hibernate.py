@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
 
-from ..core._exceptions import AgentBusyError, InvalidArgumentError, RuntimeBusyError
+from ..core._exceptions import (
+    AgentBusyError,
+    AgentExistsError,
+    InvalidArgumentError,
+    RuntimeBusyError,
+)
 from ..core._machine import Machine
 from ..runtime._runtime import SLEEPERS
 from . import _history
@@ -87,6 +92,13 @@ class Hibernation:
         rt._sleeper = self
         rt._d.on_missing = self.wake
 
+    def attach_log(self, log: CommitLog) -> None:
+        """From now on, hibernation records go through ``log``'s rounds."""
+        if log.store is not self.store or self.log is not None:
+            raise InvalidArgumentError("hibernate into the commit log's own store, one log")
+        self.log = log
+        log.on_written.append(self._written)
+
     def close(self) -> None:
         """Detach from the runtime (hibernated agents stay in the store)."""
         self.rt._sleeper = None
@@ -143,7 +155,7 @@ class Hibernation:
             if live:
                 deadlines[saved["id"]] = now + min(live)
         slots = np.array([ref.slot for _, ref in refs], dtype=np.int32)
-        records = encode_slots(rt, slots, self.codec)
+        records = encode_slots(rt, slots, self.codec, hibernated=True)
         if self.log is not None:
             by_key = {agent_key(a, self.codec): a for a, _ in refs}
             items = [(by_key[key], key, at, record) for key, at, record in records]
@@ -170,6 +182,25 @@ class Hibernation:
                 rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
         self.hibernations += len(refs)
         return len(refs)
+
+    def adopt(
+        self, agent_id: Any, machine: Machine, counts: list[int], due: float | None
+    ) -> None:
+        """Take an agent that is asleep in the store as one of this runtime's hibernated
+        agents, without restoring it (``load`` does this with the records ``hibernate``
+        wrote): ``due`` is the wall-clock time its first timer fires, if any."""
+        rt = self.rt
+        if agent_id in rt._d or self.hibernated(agent_id) is not None:
+            raise AgentExistsError(agent_id)
+        self._machines[machine.name] = machine
+        now = rt._clock()
+        self._since[agent_id] = now
+        for i, n in enumerate(counts):
+            self.counts[i] += n
+        if due is not None:  # from now on, on this runtime's clock
+            wall = time.time()
+            self._offsets[agent_id] = now - wall
+            rt._timers.arm(now + (due - wall), SLEEPERS, ("wake", agent_id))
 
     def wake(self, agent_id: Any) -> bool:
         """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``); False if

@@ -11,7 +11,7 @@ import attrs
 from ..core._exceptions import EngineError
 from ..core._machine import Machine
 from ._codec import Codec
-from ._snapshot import decode_saved, encode_slots
+from ._snapshot import MachineNotFoundError, decode_saved, encode_slots, peek_hibernated
 from ._stores import TOMBSTONE, Store, StoredRecord, agent_key
 
 if TYPE_CHECKING:
@@ -28,6 +28,9 @@ class LoadReport:
     failed: list[tuple[str, EngineError]]
     """``(agent key, error)`` of each record that could not be restored: a damaged record
     (``CorruptRecordError``), an unknown machine (``MachineNotFoundError``), an id taken."""
+    hibernated: list[Any] = attrs.field(factory=list)
+    """Ids of the agents kept asleep: their records were written by ``hibernate`` and the
+    runtime has a store to wake them from (a ``Hibernation``)."""
 
 
 def records(
@@ -80,12 +83,23 @@ def load_records(
     worker thread, restore on the runtime's thread). Tombstones are skipped."""
     machines = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
     wall, now = time.time(), rt._clock()
-    restored, failed, loaded = [], [], []
+    restored, failed, loaded, asleep = [], [], [], []
+    sleeper = rt._sleeper
     try:
         for item in stored:
             if item.record == TOMBSTONE:
                 continue
             try:
+                if sleeper is not None:  # a hibernated agent stays asleep
+                    peeked = peek_hibernated(item.record, codec, item.agent)
+                    if peeked is not None:
+                        agent_id, name, counts, due = peeked
+                        machine = machines.get(name)
+                        if machine is None:
+                            raise MachineNotFoundError(agent_id, name)
+                        sleeper.adopt(agent_id, machine, counts, due)
+                        asleep.append(agent_id)
+                        continue
                 agent_id, saved = decode_saved(
                     item.record, machines, wall, now, codec, item.agent, rt._upgrades
                 )
@@ -96,4 +110,4 @@ def load_records(
                 restored.append(agent_id)
     finally:  # timers and the ready queue, in their original order, for all of them at once
         rt._finish_import(loaded)
-    return LoadReport(restored, failed)
+    return LoadReport(restored, failed, asleep)

@@ -97,6 +97,9 @@ class AgentSnapshot:
     version: int = 1
     """Its machine's version (records of format 1 have none: 1). Restored under a newer
     machine of that name, the runtime's upgrades migrate it step by step."""
+    hibernated: bool = False
+    """Taken when the agent went to sleep (``Runtime.hibernate``): ``load`` into a runtime
+    with a store keeps it asleep."""
 
 
 def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSnapshot]:
@@ -354,6 +357,7 @@ def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
         None if s.supervision is None else attrs.astuple(s.supervision),
         s.ready,
         s.version,
+        s.hibernated,
     ]
     return frame(codec.pack(body, agent=s.agent_id))
 
@@ -362,7 +366,9 @@ _POLICY_VALUES: dict[OverflowPolicy, int] = {p: p.value for p in OverflowPolicy}
 _POLICIES: dict[int, OverflowPolicy] = {p.value: p for p in OverflowPolicy}
 
 
-def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = None) -> bytes:
+def encode_exported(
+    saved: dict[str, Any], wall: float, codec: Codec | None = None, hibernated: bool = False
+) -> bytes:
     """What ``encode(capture(...))`` makes, straight from one item of ``Runtime._export``
     taken at wall-clock time ``wall``, with no snapshot object in between (the commit log's
     and ``records``' path: several times faster per agent)."""
@@ -405,12 +411,16 @@ def encode_exported(saved: dict[str, Any], wall: float, codec: Codec | None = No
         None if sup is None else attrs.astuple(sup),
         saved["ready"],
         machine.version,
+        hibernated,
     ]
     return frame((codec or DEFAULT_CODEC).pack(body, agent=saved["id"]))
 
 
 def encode_plain(
-    columns: tuple[list[Any], ...], wall: float, codec: Codec | None = None
+    columns: tuple[list[Any], ...],
+    wall: float,
+    codec: Codec | None = None,
+    hibernated: bool = False,
 ) -> list[tuple[str, float, bytes]]:
     """``(agent key, wall, record)`` of the plain agents ``Runtime._export_slots`` gives as
     columns: the same records ``encode_exported`` makes, without a dict per agent."""
@@ -422,22 +432,25 @@ def encode_plain(
         body = [
             agent_id, machine.name, machine.states[state], data, [], [], [], wall, 0,
             False, False, False, False, processed, failed, 0, 0, [], epoch, capacity,
-            1 if drop else 0, None, -1, machine.version,
+            1 if drop else 0, None, -1, machine.version, hibernated,
         ]  # fmt: skip
         out.append((agent_key(agent_id, codec), wall, frame(pack(body, agent=agent_id))))
     return out
 
 
 def encode_slots(
-    rt: Runtime, slots: Any, codec: Codec | None = None
+    rt: Runtime, slots: Any, codec: Codec | None = None, hibernated: bool = False
 ) -> list[tuple[str, float, bytes]]:
     """``(agent key, taken_at, record)`` of the live agents in ``slots`` (an int32 array),
     all taken at one instant: plain agents through ``encode_plain``, the rest through
     ``encode_exported``."""
     plain, rest = rt._export_slots(slots)
     wall = time.time()
-    out = encode_plain(plain, wall, codec)
-    out += [(agent_key(s["id"], codec), wall, encode_exported(s, wall, codec)) for s in rest]
+    out = encode_plain(plain, wall, codec, hibernated)
+    out += [
+        (agent_key(s["id"], codec), wall, encode_exported(s, wall, codec, hibernated))
+        for s in rest
+    ]
     return out
 
 
@@ -451,14 +464,13 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
     codec = codec or DEFAULT_CODEC
     body = unframe(record, agent)
     try:
-        fields = codec.unpack(body, agent)
-        if isinstance(fields, list) and len(fields) == len(_FIELDS) - 1:
-            fields.append(1)  # format 1: before machines had versions
-        if not isinstance(fields, list) or len(fields) != len(_FIELDS):
+        fields = _fields(codec.unpack(body, agent))
+        if fields is None:
             raise CorruptRecordError("not a snapshot record", agent)
         values = dict(zip(_FIELDS, fields, strict=True))
         if type(values["version"]) is not int or values["version"] < 1:
             raise TypeError(f"version {values['version']!r}")
+        _bool(values["hibernated"])
         values["mail"] = tuple(_message(m) for m in values["mail"]) if values["mail"] else ()
         values["postponed"] = (
             tuple(_message(m) for m in values["postponed"]) if values["postponed"] else ()
@@ -517,12 +529,10 @@ def decode_saved(
     """
     codec = codec or DEFAULT_CODEC
     try:
-        fields = codec.unpack(unframe(record, agent), agent)
+        fields = _fields(codec.unpack(unframe(record, agent), agent))
     except EngineError:
         fields = None  # decode says what is wrong
-    if type(fields) is list and len(fields) == len(_FIELDS) - 1:
-        fields.append(1)  # format 1: before machines had versions
-    machine = by_name.get(fields[1]) if type(fields) is list and len(fields) > 1 else None
+    machine = by_name.get(fields[1]) if fields is not None else None
     if (
         type(fields) is list
         and len(fields) == len(_FIELDS)
@@ -536,6 +546,7 @@ def decode_saved(
         and [type(v) for v in fields[15:17]] == _INTS
         and fields[21:23] == _PLAIN_TAIL  # supervision, ready
         and type(fields[22]) is int
+        and type(fields[24]) is bool
         and type(fields[1]) is str
         and type(fields[2]) is str
         and fields[20] in _POLICIES
@@ -558,6 +569,40 @@ def decode_saved(
         }  # fmt: skip
     snapshot = decode(record, codec, agent)
     return snapshot.agent_id, prepare(snapshot, by_name, wall, now, chain)
+
+
+def _fields(body: Any) -> list[Any] | None:
+    """A record's fields, those of format 1 completed (version 1, not hibernated)."""
+    if type(body) is not list:
+        return None
+    if len(body) == len(_FIELDS) - 2:
+        body += [1, False]
+    return body if len(body) == len(_FIELDS) else None
+
+
+def peek_hibernated(
+    record: bytes, codec: Codec | None = None, agent: Any = None
+) -> tuple[Any, str, list[int], float | None] | None:
+    """For a record ``hibernate`` wrote, what keeping the agent asleep needs without
+    restoring it: ``(agent id, machine name, [processed, failed, dropped], wall-clock time
+    its first live timer is due or None)``; None for any other record.
+
+    Raises:
+        CorruptRecordError: The record is damaged.
+    """
+    try:
+        fields = _fields((codec or DEFAULT_CODEC).unpack(unframe(record, agent), agent))
+    except CodecError as exc:
+        raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+    if fields is None or fields[24] is not True:
+        return None
+    try:
+        counts = [_int(fields[13]), _int(fields[14]), _int(fields[15])]
+        due = [_float(t[1]) for t in fields[6] if t[6] is True]
+        name = _str(fields[1])
+    except (TypeError, IndexError) as exc:
+        raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
+    return fields[0], name, counts, min(due) if due else None
 
 
 _EMPTY3: Final[list[Any]] = [[], [], []]
