@@ -361,3 +361,22 @@ def test_open_runtime_restores_hibernated_agents_asleep(impl: str, tmp_path: Pat
 
     trio.run(first)
     trio.run(second)
+
+
+def test_on_mock_clock_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
+    async def main() -> None:
+        async with engine.open_runtime(store=store.MemoryStore(), implementation=impl) as rt:
+            rt.spawn(counter, "a", {"seen": []})
+            await rt.send("a", "arm", 100.0)
+            await rt.wait_until_idle()
+            start = trio.current_time()
+            rt.hibernate("a")
+            await trio.sleep(99.9)
+            assert rt.status("a") is AgentStatus.HIBERNATED
+            await trio.sleep(0.2)
+            await rt.wait_until_idle()
+            assert rt.status("a") is AgentStatus.IDLE
+            assert rt.data("a") == {"seen": ["ding"]}
+            assert trio.current_time() - start < 100.5
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
