@@ -81,13 +81,19 @@ def test_anything_naming_a_hibernated_agent_wakes_it(impl: str) -> None:
     assert hib.woken == 4
 
 
-def test_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
+def _asleep_with_a_timer(impl: str) -> tuple[Runtime, Clock]:
+    """Agent "a", hibernated with a timer due at 5.0 on a clock at 0."""
     clock = Clock()
     rt, _ = _runtime(impl, clock)
     rt.spawn(counter, "a", {"seen": []})
     rt.send_nowait("a", "arm", 5.0)
     rt.run_until_idle()
     rt.hibernate("a")
+    return rt, clock
+
+
+def test_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
+    rt, clock = _asleep_with_a_timer(impl)
     assert rt.next_deadline() == 5.0
     clock.now = 4.9
     rt.fire_timers()
@@ -101,12 +107,7 @@ def test_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: str) -> None:
 
 
 def test_a_woken_agent_drops_its_wake_up_timer(impl: str) -> None:
-    clock = Clock()
-    rt, _ = _runtime(impl, clock)
-    rt.spawn(counter, "a", {"seen": []})
-    rt.send_nowait("a", "arm", 5.0)
-    rt.run_until_idle()
-    rt.hibernate("a")
+    rt, clock = _asleep_with_a_timer(impl)
     rt.send_nowait("a", "inc", 1)  # woken by mail before the deadline
     rt.run_until_idle()
     clock.now = 6.0
