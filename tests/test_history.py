@@ -104,8 +104,13 @@ def test_rollback_restores_timers_and_refuses_bad_snapshots(impl: str) -> None:
     rt.run_until_idle()
     with pytest.raises(store.SnapshotNotFoundError):
         rt.rollback("a", to=other)
-    with pytest.raises(store.SnapshotNotFoundError):
-        rt.rollback("a", to=10**9)
+    for bad in (10**9, "1", True, 1.0, None):
+        with pytest.raises(store.SnapshotNotFoundError):
+            rt.rollback("a", to=bad)  # type: ignore[arg-type]
+        if bad is not None:  # (at=None: a fork of the agent as it is now)
+            with pytest.raises(store.SnapshotNotFoundError):
+                rt.fork("a", "never", at=bad)
+    assert "never" not in rt
     with pytest.raises(engine.InvalidArgumentError):
         rt.rollback("a", to=sid, mail="lose")
     assert rt.data("a") == {"seen": [1]}  # nothing changed

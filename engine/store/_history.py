@@ -71,6 +71,8 @@ def snapshots(store: Store, agent_id: Any, codec: Codec | None = None) -> list[S
 def _read(
     store: Store, agent_id: Any, record_id: int, codec: Codec | None
 ) -> AgentSnapshot:
+    if type(record_id) is not int:
+        raise SnapshotNotFoundError(f"a snapshot id is an int, got {brief(record_id)}")
     try:
         stored = store.read(record_id)
     except KeyError:
