@@ -730,10 +730,11 @@ class Runtime:
         d = self._d
         pos, *cols = d.export_plain(slots)
         special: set[int] = set()  # slots with something the dispatcher does not hold
-        timers = self._timers.live() if self._timers else {}
-        special.update(owner_slot(o) for o in timers)
+        if self._timers:
+            special.update(owner_slot(o) for o in self._timers.live())
         for refs in (self._by_agent, self._restarts, self._history):
-            special.update(ref.slot for ref in refs)
+            if refs:
+                special.update(ref.slot for ref in refs)
         slot_list = slots.tolist()
         if special:
             keep = [k for k, i in enumerate(pos) if slot_list[i] not in special]

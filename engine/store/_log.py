@@ -122,8 +122,6 @@ class CommitLog:
         included, self._included = self._included, []
         if not len(slots) and not gone and not included:
             return None
-        agent_at = d.agent_at
-        ids = [agent_at(slot) for slot in slots.tolist()]
         try:
             codec = self.codec
             wall = time.time()
@@ -131,14 +129,14 @@ class CommitLog:
             records += [(key, at, record) for _, key, at, record in included]
             records += encode_slots(rt, slots, codec)
         except BaseException:
-            for agent_id in ids:  # undo the capture: the next one tries again
-                d.touch(agent_id)
+            for slot in slots.tolist():  # undo the capture: the next one tries again
+                d.touch(d.agent_at(slot))
             self._included[:0] = included
             raise
         rt._gone = []
         self.captured += 1
         done = [(agent_id, record) for agent_id, _, _, record in included]
-        return Commit(self.captured, records, len(ids), len(gone), done)
+        return Commit(self.captured, records, len(slots), len(gone), done)
 
     def write(self, commit: Commit) -> None:
         """Write a captured commit in one store transaction (from any thread; commits must
