@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import random
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -218,6 +219,16 @@ def test_sqlite_store_keeps_records_across_connections(tmp_path: Path) -> None:
     assert [r.record for r in again.latest()] == [b"x"]
     assert again.write([("s:a", 2.0, b"y")])[0] == 2
     again.close()
+
+
+def test_sqlite_errors_are_store_errors(tmp_path: Path) -> None:
+    with pytest.raises(engine.StoreError, match="SQLiteStore"):
+        store.SQLiteStore(tmp_path / "no" / "such" / "dir.db")
+    db = store.SQLiteStore(tmp_path / "s.db")
+    db.close()
+    with pytest.raises(engine.StoreError) as caught:
+        db.write([("s:a", 1.0, b"x")])
+    assert isinstance(caught.value.__cause__, sqlite3.Error)
 
 
 def test_agent_keys_keep_id_types_apart() -> None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol, final, runtime_checkable
 
 import attrs
 
+from ..core._exceptions import StoreError
 from ._codec import Codec
 
 
@@ -174,8 +176,9 @@ class SQLiteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._lock = threading.Lock()  # one connection, used from any thread, one at a time
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        with self._lock:
+        with self._errors():
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        with self._guard():
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
@@ -183,7 +186,7 @@ class SQLiteStore:
     def write(self, records: Sequence[tuple[str, float, bytes]]) -> list[int]:
         items = [(_text(a), float(t), _blob(r)) for a, t, r in records]  # check all first
         insert = "INSERT INTO snapshots (agent, taken_at, record) VALUES (?, ?, ?)"
-        with self._lock:
+        with self._guard():
             db = self._db
             if len(items) == 1:  # one statement is one transaction (a per-step checkpoint)
                 row_id = db.execute(insert, items[0]).lastrowid
@@ -206,7 +209,7 @@ class SQLiteStore:
             "(SELECT agent, MAX(id) AS id FROM snapshots GROUP BY agent) n ON s.id = n.id "
             "ORDER BY s.agent"
         )
-        with self._lock:
+        with self._guard():
             if agents is None:
                 rows = self._db.execute(query).fetchall()
             else:
@@ -220,7 +223,7 @@ class SQLiteStore:
         return [StoredRecord(*row) for row in rows]
 
     def history(self, agent: str) -> list[StoredRecord]:
-        with self._lock:
+        with self._guard():
             rows = self._db.execute(
                 "SELECT id, agent, taken_at, record FROM snapshots WHERE agent = ? ORDER BY id",
                 (agent,),
@@ -228,7 +231,7 @@ class SQLiteStore:
         return [StoredRecord(*row) for row in rows]
 
     def read(self, record_id: int) -> StoredRecord:
-        with self._lock:
+        with self._guard():
             row = self._db.execute(
                 "SELECT id, agent, taken_at, record FROM snapshots WHERE id = ?", (record_id,)
             ).fetchone()
@@ -237,7 +240,7 @@ class SQLiteStore:
         return StoredRecord(*row)
 
     def forget(self, agent: str, keep: int = 0) -> int:
-        with self._lock:
+        with self._guard():
             cursor = self._db.execute(
                 "DELETE FROM snapshots WHERE agent = ? AND id NOT IN "
                 "(SELECT id FROM snapshots WHERE agent = ? ORDER BY id DESC LIMIT ?)",
@@ -247,7 +250,7 @@ class SQLiteStore:
 
     def compact(self, keep: int = 1) -> int:
         keep = _keep(keep)
-        with self._lock:
+        with self._guard():
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -265,8 +268,21 @@ class SQLiteStore:
         return dropped
 
     def close(self) -> None:
-        with self._lock:
+        with self._guard():
             self._db.close()
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        """The connection, one caller at a time; SQLite's errors as ``StoreError``."""
+        with self._lock, self._errors():
+            yield
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLiteStore ({self.path})", exc) from exc
 
 
 def _text(value: Any) -> str:
