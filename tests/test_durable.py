@@ -157,9 +157,12 @@ def test_an_app_file_hibernates_its_idle_agents(
     )
     assert main(["run", str(app), "--for", "0.8"]) == 0
     db = store.SQLiteStore(app.parent / "agents.db")
-    latest = {r.agent: store.decode(r.record).data for r in db.latest()}
+    latest = {r.agent: store.decode(r.record) for r in db.latest()}
     db.close()
-    assert latest == {store.agent_key("c1"): 3, store.agent_key("c2"): None}  # c1 woke 3 times
+    assert {key: snap.data for key, snap in latest.items()} == {
+        store.agent_key("c1"): 3, store.agent_key("c2"): None
+    }
+    assert all(snap.hibernated for snap in latest.values())  # both idle: asleep at the end
     text = app.read_text().replace('durability = "log"', 'durability = "snapshot"')
     app.write_text(text)
     assert main(["run", str(app), "--for", "0.1"]) == 2

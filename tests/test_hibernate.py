@@ -381,3 +381,58 @@ def test_on_mock_clock_a_timer_wakes_a_hibernated_agent_at_its_deadline(impl: st
             assert trio.current_time() - start < 100.5
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+class _Hostile:
+    """An id whose hash works once (so a lookup gets past the dispatcher) and then fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __hash__(self) -> int:
+        self.calls += 1
+        if self.calls > 1:
+            raise ValueError("no hash today")
+        return 7
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("no comparison either")
+
+
+def test_hostile_ids_naming_no_agent_are_typed_errors_with_hibernation(impl: str) -> None:
+    rt, _ = _runtime(impl)
+    rt.spawn(counter, "a", {"seen": []})
+    rt.hibernate("a")
+    for bad in ([1], _Hostile(), None, float("nan")):
+        with pytest.raises(engine.AgentNotFoundError):
+            rt.send_nowait(bad, "inc", 1)
+        with pytest.raises((engine.AgentNotFoundError, engine.InvalidArgumentError)):
+            rt.wake(bad)
+        assert bad not in rt
+    assert rt.status("a") is AgentStatus.HIBERNATED  # nothing woke it
+
+
+def test_a_migration_that_names_the_waking_agent_does_not_wake_it_twice(impl: str) -> None:
+    v2 = engine.Machine(
+        "counter", ["even", "odd"], "even", [("even", "inc", "odd"), ("odd", "inc", "even")],
+        events=["inc", "relay", "ding", "arm", "ask"], unhandled="ignore", version=2,
+    )  # fmt: skip
+    rt, _ = _runtime(impl)
+    rt.spawn(counter, "a", {"seen": []})
+    rt.hibernate("a")
+    seen: list[str] = []
+
+    def migrate(state: str, data: Any) -> Any:
+        try:
+            rt.send_nowait("a", "inc", "from migrate")  # re-entrant: "a" is waking
+        except engine.AgentNotFoundError as exc:
+            seen.append(type(exc).__name__)
+        return data
+
+    rt.upgrade(counter, v2, migrate=migrate)  # "a" sleeps: it migrates when it wakes
+    rt.send_nowait("a", "inc", 1)
+    rt.run_until_idle()
+    assert seen == ["AgentNotFoundError"]
+    assert rt.machine("a") is v2
+    assert rt.state("a") == "odd"  # the one message, taken once (v2 has no handlers)
+    assert rt.statistics("a").processed == 1

@@ -556,3 +556,48 @@ def test_restoring_over_a_live_agent_or_an_unknown_name_is_refused(impl: str) ->
         store.restore(Runtime(implementation=impl), [snap], [renamed])
     with pytest.raises(engine.AgentNotFoundError):
         store.capture(rt, ["nobody"])
+
+
+def test_records_of_format_1_still_read(impl: str) -> None:
+    """Format 1 had no machine version and no hibernation flag: it reads as version 1."""
+    import zlib
+
+    from engine.store._codec import _HEAD, MAGIC
+    from engine.store._snapshot import DEFAULT_CODEC
+
+    m = Machine("m", ["a", "b"], "a", [("a", "go", "b")])
+    (_, _, record), = store.records(_one(impl, m), [0])
+    body = DEFAULT_CODEC.unpack(record[_HEAD.size :])
+    old = DEFAULT_CODEC.pack(body[:-2])  # without version and flag
+    framed = _HEAD.pack(MAGIC, 1, zlib.crc32(old)) + old
+    snap = store.decode(framed)
+    assert (snap.version, snap.hibernated, snap.data) == (1, False, {"x": 1})
+    s = store.MemoryStore()
+    s.write([("i:0", 1.0, framed)])
+    assert store.load(Runtime(implementation=impl), s, [m]).restored == [0]
+
+
+@pytest.mark.parametrize(("field", "value"), [(6, "junk"), (13, -1), (1, 5), (6, [[1]])])
+def test_damaged_hibernation_records_are_reported_not_adopted(
+    impl: str, field: int, value: Any
+) -> None:
+    from engine.store._codec import frame
+    from engine.store._snapshot import DEFAULT_CODEC
+
+    m = Machine("m", ["a"], "a", [("a", "go", "a")])
+    rt = _one(impl, m)
+    s = store.MemoryStore()
+    store.Hibernation(rt, s)
+    rt.hibernate(0)
+    (good,) = s.latest()
+    body = DEFAULT_CODEC.unpack(good.record[7:])
+    assert body[24] is True  # a hibernation record
+    body[field] = value
+    s.write([("i:0", 2.0, frame(DEFAULT_CODEC.pack(body)))])
+    fresh = Runtime(implementation=impl)
+    store.Hibernation(fresh, s)
+    report = store.load(fresh, s, [m])
+    assert (report.restored, report.hibernated) == ([], [])
+    ((_, error),) = report.failed
+    assert isinstance(error, engine.EngineError)
+    assert 0 not in fresh

@@ -488,12 +488,8 @@ class Runtime:
         Raises:
             AgentExistsError: ``new_id`` is taken.
         """
-        if at is None and self._sleeper is None:
-            from_now: AgentRef = self._fork_now(agent_id, new_id)
-            return from_now
-        return cast("AgentRef", self._hibernation().fork(agent_id, new_id, at))
-
-    def _fork_now(self, agent_id: Any, new_id: Any) -> AgentRef:
+        if at is not None:
+            return cast("AgentRef", self._hibernation().fork(agent_id, new_id, at))
         (saved,) = self._export([agent_id])
         copied = copy.deepcopy({k: saved[k] for k in ("data", "front", "mail", "postponed",
                                                       "timers")})  # nothing shared

@@ -74,12 +74,13 @@ class Hibernation:
         self.rt = rt
         self.store = store
         self.codec = codec
-        self.log = log
+        self.log: CommitLog | None = None
         self._since: dict[Any, float] = {}
         self._offsets: dict[Any, float] = {}  # clock - wall time when one with timers slept
         self._pending: dict[Any, bytes] = {}  # records waiting for the log's next round
         self._lock = threading.Lock()  # _pending: the log writes from a worker thread
         self._machines: dict[str, Machine] = {}
+        self._waking: set[Any] = set()  # (a migrate that names the agent waking: refused)
         self.counts = [0, 0, 0]
         """Processed, failed and dropped messages of the agents asleep now."""
         self.hibernations = 0
@@ -88,7 +89,7 @@ class Hibernation:
         self.expired_ids: deque[Any] = deque(maxlen=10_000)
         """The last 10 000 agents removed by ``expire`` (all are counted in ``expired``)."""
         if log is not None:
-            log.on_written.append(self._written)
+            self.attach_log(log)
         rt._sleeper = self
         rt._d.on_missing = self.wake
 
@@ -113,7 +114,7 @@ class Hibernation:
         """The clock reading when ``agent_id`` went to sleep, or None if it is not asleep."""
         try:
             return self._since.get(agent_id)
-        except TypeError:  # unhashable: no agent's id
+        except Exception:  # unhashable, or a hostile __hash__/__eq__: no agent's id
             return None
 
     def ids(self) -> list[Any]:
@@ -206,8 +207,15 @@ class Hibernation:
         """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``); False if
         it is not."""
         since = self.hibernated(agent_id)
-        if since is None:
+        if since is None or agent_id in self._waking:
             return False
+        self._waking.add(agent_id)
+        try:
+            return self._wake(agent_id, since)
+        finally:
+            self._waking.discard(agent_id)
+
+    def _wake(self, agent_id: Any, since: float) -> bool:
         rt = self.rt
         with self._lock:
             record = self._pending.get(agent_id)

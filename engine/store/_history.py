@@ -22,7 +22,7 @@ from ..core._exceptions import AgentStoppedError, InvalidArgumentError, brief
 from ..core._machine import Machine
 from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ._codec import Codec
-from ._snapshot import AgentSnapshot, capture, decode, encode, encode_slots, prepare, restore
+from ._snapshot import AgentSnapshot, decode, encode_slots, prepare, restore
 from ._stores import Store, agent_key
 
 if TYPE_CHECKING:
@@ -153,22 +153,20 @@ def fork(
     codec: Codec | None = None,
 ) -> AgentRef:
     """Start ``new_id`` as an exact copy of ``agent_id`` (state, data, mail, timers,
-    counters) as it is now, or as snapshot ``at`` of ``store`` had it; the two then diverge.
+    counters) as it is now (``Runtime.fork``), or as snapshot ``at`` of ``store`` had it; the
+    two then diverge.
 
     Raises:
         AgentExistsError: ``new_id`` is taken.
         SnapshotNotFoundError, CorruptRecordError, MachineNotFoundError: as ``rollback``.
     """
-    if at is None:  # through the codec: the copy shares nothing with the original
-        (now,) = capture(rt, [agent_id])
-        snap = decode(encode(now, codec), codec, agent_id)
-    else:
-        if store is None:
-            raise InvalidArgumentError("fork(at=...) needs the store the snapshot is in")
-        snap = _read(store, agent_id, at, codec)
+    if at is None:
+        return rt.fork(agent_id, new_id)
+    if store is None:
+        raise InvalidArgumentError("fork(at=...) needs the store the snapshot is in")
+    snap = _read(store, agent_id, at, codec)
     by_name = (
         dict(machines) if isinstance(machines, Mapping) else _machines(rt, agent_id, machines)
     )
     (ref,) = restore(rt, [attrs.evolve(snap, agent_id=new_id, ready=-1)], by_name)
     return ref
-
