@@ -70,11 +70,13 @@ from engine.core._exceptions import (
     MailboxFullError,
     RuntimeBusyError,
     RuntimeNotRunningError,
+    TenantLimitError,
+    TurnDeadlineError,
     UnknownEventError,
 )
 from engine.core._machine import Machine
 from engine.core._validate import brief
-from engine.hotpath._metrics import METRICS_DTYPE, LatencyRing
+from engine.hotpath._metrics import METRICS_DTYPE, TENANT_DTYPE, LatencyRing
 from engine.core._types import (
     AgentStatus,
     as_priority,
@@ -87,6 +89,11 @@ from engine.core._types import (
 )
 
 IMPLEMENTATION = "native"
+MAX_TENANTS = 0xFFFF
+"""Tenants one runtime can hold at once (the index is kept in 16 bits per agent)."""
+DEADLINE_REPORT = 0
+DEADLINE_FAIL = 1
+DEADLINE_STOP = 2
 
 AGENT_DTYPE = np.dtype([
     ("state", np.int32), ("machine", np.uint16), ("flags", np.uint16), ("box", np.int32),

@@ -114,3 +114,33 @@ cdef struct IdTable:
     Py_ssize_t live
     uint32_t* hashes      # per slot: the id's hash, as probed
     size_t hcap           # slots the hashes array holds
+
+
+cdef struct TenantRec:
+    # One tenant as the drain loop reads it (the twin's _Tenant; TENANT_DTYPE's counters).
+    # Its ready agents are a FIFO linked through Dispatcher._rnext.
+    int32_t head          # first ready slot, -1 = none
+    int32_t tail
+    int64_t nready
+    int64_t quantum       # messages per scheduling round (weight x budget)
+    int64_t deficit       # messages it may still take in this round
+    int64_t queued        # messages in its agents' lanes plus those its rate holds back
+    int64_t max_queued    # 0 = no limit
+    int64_t agents
+    int64_t ndelayed      # messages its rate holds back now
+    int64_t delayed
+    int64_t rejected
+    int64_t overruns
+    int64_t retired_processed
+    int64_t retired_failed
+    int64_t served
+    int64_t deadline_ns   # 0 = none
+    double rate           # tokens per second, 0 = no limit
+    double burst
+    double tokens
+    double last           # clock reading of the last refill
+    int32_t policy        # DEADLINE_REPORT / _FAIL / _STOP
+    uint8_t live
+    uint8_t active        # on the active queue, or being served
+    uint8_t dropped       # removed; kept while dead agents of it are queued
+    uint8_t wait          # overflow policy "wait"

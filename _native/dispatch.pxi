@@ -158,9 +158,26 @@ cdef class Dispatcher:
     cdef Py_ssize_t _olen
     cdef Py_ssize_t _ocap
     cdef list _extras
+    # tenants (engine.runtime names them; here they are indexes, 0 the default)
+    cdef readonly bint tenanted   # set by the first set_tenant: run() schedules fairly
+    cdef TenantRec* _tn
+    cdef int32_t _n_tn
+    cdef int32_t _tn_cap
+    cdef list _tn_names
+    cdef list _tn_delayed         # per tenant: deque of held-back messages, or None
+    cdef list _tn_rings           # per tenant: (step ring, wait ring), or None
+    cdef int32_t* _act            # ring of tenants with ready agents, in round order
+    cdef int32_t _ahead
+    cdef int32_t _alen
+    cdef int32_t _cur             # the tenant being served (a run may end inside its turn)
+    cdef object _tof_arr          # tenant index per slot (uint16), once tenanted
+    cdef uint16_t* _tof
+    cdef int32_t* _rnext          # next slot on its tenant's ready queue
+    cdef public object on_delay   # on_delay(tenant, due): call release_delayed at due
 
     def __cinit__(self):
         self._free_slot = -1
+        self._cur = -1
         idt_init(&self._tab, 8)
 
     def __init__(self, *, sink=None, dead_letters=None, int budget=64,
@@ -203,6 +220,9 @@ cdef class Dispatcher:
         self._postponed = {}
         self._agents = np.zeros(0, dtype=AGENT_DTYPE)
         self._colds = np.zeros(0, dtype=AGENT_COLD_DTYPE)
+        self._tn_names = []
+        self._tn_delayed = []
+        self._tn_rings = []
 
     def __dealloc__(self):
         cdef int32_t slot, b
@@ -229,6 +249,9 @@ cdef class Dispatcher:
         big_free(self._ocode, self._ocap * sizeof(int32_t))
         big_free(self._ostep, self._ocap * sizeof(int64_t))
         free(self._mt)
+        big_free(self._tn, self._tn_cap * sizeof(TenantRec))
+        big_free(self._act, self._tn_cap * sizeof(int32_t))
+        big_free(self._rnext, self._slot_cap * sizeof(int32_t))
         for old in self._mt_retired:
             free(<void*><size_t>old)
 
@@ -343,7 +366,7 @@ cdef class Dispatcher:
         cdef int64_t[::1] counts
         # the ready ring is laid out again in order, starting at 0
         _grow(<void**>&ring, 0, new, sizeof(int32_t))
-        for i in range(self._rlen):
+        for i in range(0 if self.tenanted else self._rlen):
             ring[i] = self._ready[(self._rhead + i) % old]
         big_free(self._ready, old * sizeof(int32_t))
         self._ready = ring
@@ -369,7 +392,22 @@ cdef class Dispatcher:
             raw = grown.view(np.uint8)
             self._mx_arr = grown
             self._mx = <Metric*>&raw[0]
+        if self.tenanted:
+            self._grow_tenant_slots(old, new)
         self._slot_cap = new
+        return 0
+
+    cdef int _grow_tenant_slots(self, int32_t old, int32_t new) except -1:
+        cdef uint16_t[::1] tof
+        if new == 0:  # (no slots yet: _grow_slots calls again)
+            return 0
+        _grow(<void**>&self._rnext, old, new, sizeof(int32_t))
+        grown = np.zeros(new, dtype=np.uint16)
+        if old:
+            grown[:old] = self._tof_arr
+        tof = grown
+        self._tof_arr = grown
+        self._tof = &tof[0]
         return 0
 
     cdef int _count_drops(self) except -1:
@@ -381,8 +419,14 @@ cdef class Dispatcher:
             self._dropped = &counts[0]
         return 0
 
-    def spawn(self, machine, agent_id, data=None, *, capacity=0, policy=0, state=None):
-        """Create an agent in ``state`` (default: the machine's initial state)."""
+    def spawn(self, machine, agent_id, data=None, *, capacity=0, policy=0, state=None,
+              tenant=0):
+        """Create an agent in ``state`` (default: the machine's initial state), in tenant
+        ``tenant`` (an index given to ``set_tenant``; 0 is the default tenant)."""
+        if tenant and not (type(tenant) is int and 0 < tenant < self._n_tn
+                           and self._tn[<int32_t>tenant].live
+                           and not self._tn[<int32_t>tenant].dropped):
+            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         cdef int32_t m = self.register(machine)
         cdef int32_t s = machine.state_code(machine.initial if state is None else state)
         cdef int32_t slot
@@ -438,6 +482,9 @@ cdef class Dispatcher:
         self._ag[slot].flags = F_LIVE | F_DIRTY | (
             (F_DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else F_REJECT) if capacity else 0)
         idt_insert(&self._tab, h, slot)
+        if self.tenanted:
+            self._tof[slot] = <uint16_t>tenant
+            self._tn[<int32_t>tenant].agents += 1
         return _make_ref(self, slot)
 
     def terminate(self, agent_id):
@@ -460,6 +507,10 @@ cdef class Dispatcher:
         ag = &self._ag[slot]
         self.retired[0] += ag.processed
         self.retired[1] += self._cold[slot].failed
+        if self.tenanted:
+            self._tn[self._tof[slot]].agents -= 1
+            self._tn[self._tof[slot]].retired_processed += ag.processed
+            self._tn[self._tof[slot]].retired_failed += self._cold[slot].failed
         ag.processed = self._cold[slot].failed = 0
         if self._dropped != NULL:
             self.retired[2] += self._dropped[slot]
@@ -491,6 +542,8 @@ cdef class Dispatcher:
             box = &self._pool.boxes[self._ag[slot].box]
             lane = top_lane(box)
             m = lane_pop(box, &self._chunks, lane)
+            if self.tenanted:
+                self._tn[self._tof[slot]].queued -= 1
             if box.count == 0:
                 box_free(&self._pool, self._ag[slot].box)
                 self._ag[slot].box = -1
@@ -612,11 +665,33 @@ cdef class Dispatcher:
         cdef uint16_t f = self._ag[slot].flags
         if (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & (F_QUEUED | F_HOLD)):
             self._ag[slot].flags = f | F_QUEUED
-            self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
-            self._rlen += 1
+            self._push_ready(slot)
             if self._rlen == 1 and self.on_wake is not None:
                 self.on_wake()
         return 0
+
+    cdef inline void _push_ready(self, int32_t slot) noexcept:
+        """Append ``slot`` to the ready queue: the ring, or under tenancy its tenant's."""
+        if self.tenanted:
+            self._tpush(slot)
+        else:
+            self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
+        self._rlen += 1
+
+    cdef void _tpush(self, int32_t slot) noexcept:
+        cdef int32_t t = self._tof[slot]
+        cdef TenantRec* tn = &self._tn[t]
+        self._rnext[slot] = -1
+        if tn.tail >= 0:
+            self._rnext[tn.tail] = slot
+        else:
+            tn.head = slot
+        tn.tail = slot
+        tn.nready += 1
+        if not tn.active:
+            tn.active = 1
+            self._act[(self._ahead + self._alen) % self._tn_cap] = t
+            self._alen += 1
 
     # -- sending -------------------------------------------------------------------------
 
@@ -773,12 +848,34 @@ cdef class Dispatcher:
                                              "reject")
                             break
                     raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
+        if self.tenanted:
+            self._check_tenant_room(s_mv)
         self._status_time()  # one clock reading stamps every agent this batch wakes
         self._now_fresh = True
         try:
             self._enqueue_many(s_mv, e_mv, p_mv, pl)
         finally:
             self._now_fresh = False
+
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef int _check_tenant_room(self, const int32_t[::1] s_mv) except -1:
+        """Refuse a batch that would take a tenant past ``max_queued`` (before any is
+        queued)."""
+        cdef Py_ssize_t i, n = s_mv.shape[0]
+        cdef int32_t t
+        cdef int64_t k
+        counts = np.zeros(self._n_tn, dtype=np.int64)
+        cdef int64_t[::1] c = counts
+        for i in range(n):
+            c[self._tof[s_mv[i]]] += 1
+        for t in range(self._n_tn):
+            k = c[t]
+            if k and self._tn[t].max_queued and self._tn[t].queued + k > self._tn[t].max_queued:
+                self._tn[t].rejected += k
+                raise TenantLimitError(self._tn_names[t], "max_queued", self._tn[t].max_queued,
+                                       f"a batch of {k} refused", bool(self._tn[t].wait))
+        return 0
 
     @cython.boundscheck(False)  # every index is below n, the length of each array
     @cython.wraparound(False)
@@ -871,7 +968,25 @@ cdef class Dispatcher:
         cdef int32_t b = ag.box
         cdef PyObject* ref = NULL
         cdef uint32_t gen
+        cdef TenantRec* tn
         ag.flags |= F_DIRTY  # (even if nothing is queued in the end: a spare record at worst)
+        if self.tenanted:
+            tn = &self._tn[self._tof[slot]]
+            if tn.max_queued and tn.queued >= tn.max_queued:
+                tn.rejected += 1
+                raise TenantLimitError(self._tn_names[self._tof[slot]], "max_queued",
+                                       tn.max_queued, "send refused", bool(tn.wait))
+            if tn.rate > 0 and (tn.ndelayed or not self._token(self._tof[slot])):
+                return self._delay(slot, ev, payload, lane, request)
+        return self._push(slot, ev, payload, lane, request)
+
+    cdef int _push(self, int32_t slot, int32_t ev, object payload, int lane,
+                   int32_t request) except -1:
+        """Queue a message past the tenant's limits: the mailbox's capacity and policy."""
+        cdef Agent* ag = &self._ag[slot]
+        cdef int32_t b = ag.box
+        cdef PyObject* ref = NULL
+        cdef uint32_t gen
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
             agent_id = self._ids[slot]
@@ -898,17 +1013,50 @@ cdef class Dispatcher:
             ref = <PyObject*>payload
             Py_INCREF(payload)
         lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref, request)  # a chunk is free
+        if self.tenanted:
+            self._tn[self._tof[slot]].queued += 1
         if self.sample_every:
             self._stamp(&self._pool.boxes[b], lane)
         if self.metrics_enabled and self._pool.boxes[b].count > self._mx[slot].high_water:
             self._mx[slot].high_water = self._pool.boxes[b].count
         if not (self._ag[slot].flags & (F_QUEUED | F_HOLD)):
             self._ag[slot].flags |= F_QUEUED
-            self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
-            self._rlen += 1
+            self._push_ready(slot)
             if self._rlen == 1 and self.on_wake is not None:
                 self.on_wake()
         return 0
+
+    cdef int _delay(self, int32_t slot, int32_t ev, object payload, int lane,
+                    int32_t request) except -1:
+        """Hold a message back behind its tenant's rate, in order (``release_delayed``)."""
+        cdef int32_t t = self._tof[slot]
+        q = self._tn_delayed[t]
+        if q is None:
+            q = self._tn_delayed[t] = deque()
+        q.append((slot, self._cold[slot].gen, self._ids[slot], self._ag[slot].mach, ev, payload,
+                  lane, request))
+        self._tn[t].ndelayed += 1
+        self._tn[t].queued += 1
+        self._tn[t].delayed += 1
+        if self._tn[t].ndelayed == 1 and self.on_delay is not None:
+            self.on_delay(t, self._due(t))
+        return 0
+
+    cdef bint _token(self, int32_t t) except -1:
+        """Take one token from the tenant's bucket, refilled for the time since the last."""
+        cdef double now = self._status_time()
+        cdef TenantRec* tn = &self._tn[t]
+        if now > tn.last:
+            tn.tokens = min(tn.burst, tn.tokens + (now - tn.last) * tn.rate)
+            tn.last = now
+        if tn.tokens >= 1.0:
+            tn.tokens -= 1.0
+            return True
+        return False
+
+    cdef double _due(self, int32_t t) noexcept:
+        """When the tenant's bucket will hold a whole token."""
+        return self._tn[t].last + max(0.0, 1.0 - self._tn[t].tokens) / self._tn[t].rate
 
     cdef inline void _stamp(self, Box* box, int lane) noexcept:
         """Every Nth message enqueued gets its enqueue time and the STAMPED bit."""
@@ -924,6 +1072,10 @@ cdef class Dispatcher:
         """One latency sample (0: step, 1: wait) into the runtime's ring, and into the rings
         of the agent or its machine if they are tracked."""
         _ring_push(&self._step_r if which == 0 else &self._wait_r, ns)
+        if self.tenanted:
+            rings = self._tn_rings[self._tof[slot]]
+            if rings is not None:
+                rings[which].append(ns)
         if self._tracked:
             rings = self._tracked.get(slot)
             if rings is not None:
@@ -951,6 +1103,8 @@ cdef class Dispatcher:
             self._drop(slot, ev, payload, lane, request)
             return 1
         m = lane_pop(box, &self._chunks, victim)
+        if self.tenanted:
+            self._tn[self._tof[slot]].queued -= 1
         if box.count == 0:
             box_free(&self._pool, ag.box)
             ag.box = -1
@@ -994,7 +1148,9 @@ cdef class Dispatcher:
             raise RuntimeBusyError("run() called from inside a run (from a handler?)")
         self._running = True
         try:
-            while self._rlen > 0 and (limit < 0 or done < limit):
+            if self.tenanted:
+                done = self._run_fair(limit)
+            while self._rlen > 0 and (limit < 0 or done < limit) and not self.tenanted:
                 if self._rlen > AHEAD:  # overlap the cache misses of the agents ahead, in
                     # stages: the record, then (loaded by now) its box, then the next message
                     self._prefetch_agent(self._ready[(self._rhead + AHEAD) & (self._slot_cap - 1)])
@@ -1030,8 +1186,7 @@ cdef class Dispatcher:
                     if f & F_DEAD:
                         self._release(slot)
                     elif (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & F_HOLD):
-                        self._ready[(self._rhead + self._rlen) & (self._slot_cap - 1)] = slot
-                        self._rlen += 1
+                        self._push_ready(slot)  # (a handler may have turned tenancy on)
                     else:
                         self._ag[slot].flags = f & ~F_QUEUED
                         if self._ag[slot].box < 0 and not (f & F_STATUS_HELD):
@@ -1044,6 +1199,77 @@ cdef class Dispatcher:
             finally:
                 self._running = False
         self._flush()
+        return done
+
+    cdef Py_ssize_t _run_fair(self, Py_ssize_t limit) except -1:
+        """``run`` under tenancy: deficit round robin over the tenants with ready agents
+        (the twin's ``_run_fair`` explains it)."""
+        cdef Py_ssize_t done = 0
+        cdef Py_ssize_t budget, k
+        cdef int32_t t, slot
+        cdef uint16_t f
+        cdef int64_t t0
+        cdef TenantRec* tn
+        while self._rlen > 0 and (limit < 0 or done < limit):
+            t = self._cur
+            if t < 0:
+                if self._alen == 0:  # (cannot happen while agents are ready)
+                    break
+                t = self._act[self._ahead]
+                self._ahead = (self._ahead + 1) % self._tn_cap
+                self._alen -= 1
+                self._cur = t
+                self._tn[t].deficit += self._tn[t].quantum
+            tn = &self._tn[t]
+            if tn.head < 0 or tn.deficit <= 0:  # its turn in this round is over
+                self._cur = -1
+                if tn.head >= 0:
+                    self._act[(self._ahead + self._alen) % self._tn_cap] = t
+                    self._alen += 1
+                else:
+                    tn.active = 0
+                    tn.deficit = 0
+                    if tn.dropped:  # its last dead agents are released
+                        self._forget_tenant(t)
+                continue
+            slot = tn.head
+            tn.head = self._rnext[slot]
+            if tn.head < 0:
+                tn.tail = -1
+            tn.nready -= 1
+            self._rlen -= 1
+            f = self._ag[slot].flags
+            if f & F_DEAD:
+                self._release(slot)
+                continue
+            if f & F_HOLD:
+                self._ag[slot].flags = f & ~F_QUEUED
+                continue
+            budget = min(<int64_t>self._budget, tn.deficit)
+            if limit >= 0:
+                budget = min(budget, limit - done)
+            t0 = _now_ns() if self.metrics_enabled else 0
+            k = 0
+            try:
+                k = self._turn(slot, budget)
+            finally:
+                if self.metrics_enabled:
+                    self._mx[slot].busy_ns += _now_ns() - t0
+                done += k
+                self._tn[t].deficit -= k  # (the table may have moved: a handler added one)
+                self._tn[t].served += k
+                f = self._ag[slot].flags | F_DIRTY
+                self._ag[slot].flags = f
+                if f & F_DEAD:
+                    self._release(slot)
+                elif (self._ag[slot].box >= 0 or f & F_FRONT) and not (f & F_HOLD):
+                    self._push_ready(slot)
+                else:
+                    self._ag[slot].flags = f & ~F_QUEUED
+                    if self._ag[slot].box < 0 and not (f & F_STATUS_HELD):
+                        self._ag[slot].since = self.now  # PROCESSING -> IDLE
+            if self._olen >= self._out_limit:
+                self._flush()
         return done
 
     cdef Py_ssize_t _turn(self, int32_t slot, Py_ssize_t budget) except -1:
@@ -1080,6 +1306,8 @@ cdef class Dispatcher:
                 lane = top_lane(box)
                 at = <Py_ssize_t>box.head[lane] * CHUNK + box.hpos[lane]
                 m = lane_pop(box, &self._chunks, lane)
+                if self.tenanted:
+                    self._tn[self._tof[slot]].queued -= 1
                 if box.count == 0:
                     box_free(&self._pool, b)
                     ag.box = -1
@@ -1210,6 +1438,9 @@ cdef class Dispatcher:
         cdef Event event = Event.__new__(Event)
         cdef tuple extras = None
         cdef _Prep prepared = None
+        cdef int32_t t = self._tof[slot] if self.tenanted else 0
+        cdef int64_t deadline = self._tn[t].deadline_ns if self.tenanted else 0
+        cdef int64_t t0 = _now_ns() if deadline else 0
         ctx._d = self
         ctx._slot = slot
         ctx._gen = gen
@@ -1218,6 +1449,8 @@ cdef class Dispatcher:
         event._lane = lane
         try:
             result = (<list>mt.handlers)[h](ctx, event)
+            if deadline:
+                self._check_deadline(t, agent_id, deadline, t0)
             if self._cold[slot].gen != gen:  # the handler terminated its own agent
                 self.retired[0] += 1  # processed, by an agent that is gone
                 if request:
@@ -1241,12 +1474,27 @@ cdef class Dispatcher:
                             "Work actions need the runtime to run under open_runtime")
         except Exception as exc:
             err = HandlerError(agent_id, (<tuple>mt.states)[s], event.name, exc)
-            return self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, err)
+            self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, err)
+            if (type(exc) is TurnDeadlineError and self._tn[t].policy == DEADLINE_STOP
+                    and self._cold[slot].gen == gen and not (self._ag[slot].flags & F_STOPPED)):
+                self.stop(agent_id)
+            return 0
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, exc)
             raise
         return self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras,
                             prepared)
+
+    cdef int _check_deadline(self, int32_t t, object agent_id, int64_t deadline,
+                             int64_t t0) except -1:
+        """Count a handler step that overran its tenant's turn deadline; unless the tenant
+        only reports overruns, fail its message."""
+        cdef int64_t took = _now_ns() - t0
+        if took > deadline:
+            self._tn[t].overruns += 1
+            if self._tn[t].policy != DEADLINE_REPORT:
+                raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
+        return 0
 
     cdef int _commit(self, int32_t slot, object agent_id, int32_t s, int32_t nxt, int32_t ev,
                      object payload, int lane, int32_t request, int32_t code, tuple extras,
@@ -1423,12 +1671,32 @@ cdef class Dispatcher:
     @property
     def ready(self):
         """Agents on the ready queue (with mail and not yet drained)."""
-        cdef Py_ssize_t i, n = 0
-        for i in range(self._rlen):
-            if not (self._ag[self._ready[(self._rhead + i) & (self._slot_cap - 1)]].flags
-                    & (F_DEAD | F_HOLD)):
+        cdef Py_ssize_t n = 0
+        cdef int32_t slot
+        for slot in self._ready_slots():
+            if not (self._ag[slot].flags & (F_DEAD | F_HOLD)):
                 n += 1
         return n
+
+    cdef list _ready_slots(self):
+        """The ready queue's slots in the order they will run (under tenancy: the tenant
+        being served, then the others in round order; each tenant's own queue in order)."""
+        cdef Py_ssize_t i
+        cdef int32_t slot
+        cdef list out = []
+        if not self.tenanted:
+            for i in range(self._rlen):
+                out.append(self._ready[(self._rhead + i) & (self._slot_cap - 1)])
+            return out
+        order = [self._cur] if self._cur >= 0 else []
+        for i in range(self._alen):
+            order.append(self._act[(self._ahead + i) % self._tn_cap])
+        for t in order:
+            slot = self._tn[<int32_t>t].head
+            while slot >= 0:
+                out.append(slot)
+                slot = self._rnext[slot]
+        return out
 
     @property
     def has_ready(self):
@@ -1659,11 +1927,9 @@ cdef class Dispatcher:
 
     def ready_order(self):
         """Ids of the agents on the ready queue, in the order they will run."""
-        cdef Py_ssize_t i
         cdef int32_t slot
         out = []
-        for i in range(self._rlen):
-            slot = self._ready[(self._rhead + i) & (self._slot_cap - 1)]
+        for slot in self._ready_slots():
             if self._ag[slot].flags & F_LIVE:
                 out.append(self._ids[slot])
         return out
@@ -1752,6 +2018,210 @@ cdef class Dispatcher:
             drop.append((f & F_DROP_OLDEST) != 0)
         return pos, ids, machs, data, states, epochs, processed, failed, caps, drop
 
+    # -- tenants -------------------------------------------------------------------------
+
+    def set_tenant(self, index, name, *, quantum, max_queued=0, wait=False, rate=0.0,
+                   burst=0.0, deadline_ns=0, policy=DEADLINE_REPORT):
+        """Create tenant ``index`` or change it (the runtime checks the values and keeps the
+        names). The first call turns fair scheduling on for good: every agent so far is in
+        tenant 0. A new quantum counts from the tenant's next round; limits from the next
+        message."""
+        cdef int32_t t
+        cdef TenantRec* tn
+        if not (type(index) is int and 0 <= index < MAX_TENANTS):
+            raise InvalidArgumentError(f"tenant index must be 0..{MAX_TENANTS - 1}: {index!r}")
+        t = index
+        if not self.tenanted:
+            self._enable_tenants()
+        while self._n_tn <= t:
+            self._add_tenant_row()
+        tn = &self._tn[t]
+        if tn.dropped:
+            raise InvalidArgumentError(f"tenant index {index} is still in use")
+        if not tn.live:
+            memset(tn, 0, sizeof(TenantRec))
+            tn.head = tn.tail = -1
+            tn.live = 1
+            self._tn_delayed[t] = None
+            self._tn_rings[t] = None
+            tn.last = self._status_time()
+            tn = &self._tn[t]
+        self._tn_names[t] = name
+        tn.quantum = max(1, int(quantum))
+        tn.max_queued = int(max_queued)
+        tn.wait = bool(wait)
+        if float(rate) != tn.rate or float(burst) != tn.burst:
+            tn.rate = float(rate)
+            tn.burst = float(burst)
+            tn.tokens = tn.burst  # a changed bucket starts full
+            tn.last = self._status_time()
+            tn = &self._tn[t]
+        tn.deadline_ns = int(deadline_ns)
+        tn.policy = int(policy)
+        if self.sample_every and self._tn_rings[t] is None:
+            self._tn_rings[t] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
+        if tn.rate > 0 and tn.ndelayed and self.on_delay is not None:
+            self.on_delay(t, self._due(t))  # the new rate may release them sooner
+
+    cdef int _add_tenant_row(self) except -1:
+        """One more (not live) row; the table and the active ring grow by doubling."""
+        cdef int32_t new, i
+        cdef int32_t* ring = NULL
+        if self._n_tn == self._tn_cap:
+            new = self._tn_cap * 2 if self._tn_cap else 8
+            _grow(<void**>&self._tn, self._tn_cap, new, sizeof(TenantRec))
+            _grow(<void**>&ring, 0, new, sizeof(int32_t))
+            for i in range(self._alen):  # laid out again in order, starting at 0
+                ring[i] = self._act[(self._ahead + i) % self._tn_cap]
+            big_free(self._act, self._tn_cap * sizeof(int32_t))
+            self._act = ring
+            self._ahead = 0
+            self._tn_cap = new
+        memset(&self._tn[self._n_tn], 0, sizeof(TenantRec))
+        self._tn[self._n_tn].head = self._tn[self._n_tn].tail = -1
+        self._tn_names.append(None)
+        self._tn_delayed.append(None)
+        self._tn_rings.append(None)
+        self._n_tn += 1
+        return 0
+
+    cdef int _enable_tenants(self) except -1:
+        cdef int32_t slot, i, n = self._rlen
+        cdef int64_t queued = 0
+        self._grow_tenant_slots(0, self._slot_cap)
+        self._add_tenant_row()
+        self._tn[0].live = 1
+        self._tn_names[0] = "default"
+        self._tn[0].quantum = self._budget
+        self._tn[0].agents = len(self)
+        for slot in range(self._n_slots):
+            if self._ag[slot].box >= 0 and self._ag[slot].flags & F_LIVE:
+                queued += self._pool.boxes[self._ag[slot].box].count
+        self._tn[0].queued = queued
+        self.tenanted = True
+        self._rlen = 0
+        for i in range(n):  # the ring's agents, in order, become tenant 0's ready queue
+            self._push_ready(self._ready[(self._rhead + i) & (self._slot_cap - 1)])
+        self._rhead = 0
+        return 0
+
+    def free_tenant_index(self):
+        """The lowest index ``set_tenant`` may create a tenant at (a removed tenant's index
+        stays taken while dead agents of it wait on its ready queue)."""
+        cdef int32_t i
+        for i in range(1, self._n_tn):
+            if not self._tn[i].live:
+                return i
+        return max(1, self._n_tn)
+
+    def drop_tenant(self, index):
+        """Remove a tenant that has no live agents (the runtime terminates them first); the
+        messages its rate still holds back are dead-lettered."""
+        cdef int32_t t = self._tenant(index)
+        if t == 0:
+            raise InvalidArgumentError("the default tenant cannot be removed")
+        if self._tn[t].agents:
+            raise InvalidArgumentError(f"tenant {brief(self._tn_names[t])} still has agents")
+        q = self._tn_delayed[t]
+        while q:
+            _, _, agent_id, mach, ev, payload, lane, request = q.popleft()
+            self._tn[t].queued -= 1
+            self._tn[t].ndelayed -= 1
+            error = AgentStoppedError(agent_id, "was terminated with its tenant")
+            self._dead_letter(agent_id, &self._mt[<int32_t>mach], ev, payload, lane, _TERMINATED,
+                              error, None)
+            if request:
+                self._answer(request, False, error)
+        if self._tn[t].active:  # dead slots of it are still queued: keep the index until then
+            self._tn[t].dropped = 1
+            return
+        self._forget_tenant(t)
+
+    cdef void _forget_tenant(self, int32_t t) noexcept:
+        self._tn[t].live = 0
+        self._tn[t].dropped = 0
+
+    cdef int32_t _tenant(self, index) except -1:
+        if not (type(index) is int and 0 <= index < self._n_tn and self._tn[<int32_t>index].live
+                and not self._tn[<int32_t>index].dropped):
+            raise InvalidArgumentError(f"no tenant with index {brief(index)}")
+        return index
+
+    def tenant_of(self, agent_id):
+        """The tenant index of a live agent."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        return self._tof[slot] if self.tenanted else 0
+
+    def tenant_agents(self, index):
+        """Ids of the live agents of tenant ``index``, in slot order."""
+        cdef int32_t slot
+        cdef uint16_t t = index
+        out = []
+        for slot in range(self._n_slots):
+            if ((self._ag[slot].flags & (F_LIVE | F_DEAD)) == F_LIVE
+                    and (self._tof[slot] if self.tenanted else 0) == t):
+                out.append(self._ids[slot])
+        return out
+
+    def tenant_indexes(self):
+        """The tenant index per slot (zeros until tenants are set; stale for free slots)."""
+        if not self.tenanted:
+            return np.zeros(self._n_slots, dtype=np.uint16)
+        return self._tof_arr[:self._n_slots].copy()
+
+    def tenant_table(self):
+        """One ``TENANT_DTYPE`` row per tenant index (empty until tenants are set)."""
+        cdef int32_t t
+        cdef TenantRec* tn
+        out = np.zeros(self._n_tn, dtype=TENANT_DTYPE)
+        for t in range(self._n_tn):
+            tn = &self._tn[t]
+            if not tn.live or tn.dropped:
+                continue
+            out[t] = (tn.agents, tn.queued, tn.ndelayed, tn.delayed, tn.rejected, tn.overruns,
+                      tn.retired_processed, tn.retired_failed, tn.nready, tn.quantum,
+                      tn.deficit, tn.served)
+        return out
+
+    def tenant_rings(self, index):
+        """The tenant's (step, wait) latency rings, if sampling is on."""
+        return self._tn_rings[self._tenant(index)]
+
+    def tenant_overrun(self, index):
+        """Count an overrun the runtime saw (a ``Work`` task past the deadline)."""
+        self._tn[self._tenant(index)].overruns += 1
+
+    def release_delayed(self, index):
+        """Queue the messages a tenant's rate held back, in order, as far as its tokens
+        allow; return when the next is due (clock seconds), or -1.0 when none is left.
+        A message whose agent is gone or stopped meanwhile is dead-lettered, and one its
+        agent's full mailbox refuses too (with the error)."""
+        cdef int32_t t = self._tenant(index)
+        cdef int32_t slot
+        q = self._tn_delayed[t]
+        while q:
+            if self._tn[t].rate > 0 and not self._token(t):
+                return self._due(t)
+            slot, gen, agent_id, mach, ev, payload, lane, request = q.popleft()
+            self._tn[t].queued -= 1
+            self._tn[t].ndelayed -= 1
+            error = None
+            if self._cold[slot].gen != <uint32_t>gen or not (self._ag[slot].flags & F_LIVE):
+                error = AgentStoppedError(agent_id, "was terminated")
+            elif self._ag[slot].flags & F_STOPPED:
+                error = AgentStoppedError(agent_id, "is stopped")
+            else:
+                try:
+                    self._push(slot, ev, payload, lane, request)
+                except (MailboxFullError, AgentStoppedError) as exc:
+                    error = exc
+            if error is not None:
+                self._dead_letter(agent_id, &self._mt[<int32_t>mach], ev, payload, lane,
+                                  _UNDELIVERABLE, error, None)
+                if request:
+                    self._answer(request, False, error)
+        return -1.0
+
     def load(self, agent_id, saved, wake=True):
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
         everything is checked before anything changes. ``wake=False`` leaves it off the
@@ -1788,6 +2258,8 @@ cdef class Dispatcher:
                 Py_INCREF(payload)
             lane_push(&self._pool.boxes[self._ag[slot].box], &self._chunks, lane, ev,
                       NULL if payload is None else <PyObject*>payload, 0)
+            if self.tenanted:
+                self._tn[self._tof[slot]].queued += 1
         if saved["front"]:
             self._front[slot] = deque((e, p, l, 0) for e, p, l in saved["front"])
             self._ag[slot].flags |= F_FRONT

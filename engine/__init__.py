@@ -41,6 +41,11 @@ from .core._exceptions import PluginValidationError as PluginValidationError
 from .core._exceptions import RuntimeBusyError as RuntimeBusyError
 from .core._exceptions import RuntimeNotRunningError as RuntimeNotRunningError
 from .core._exceptions import StoreError as StoreError
+from .core._exceptions import TenantBusyError as TenantBusyError
+from .core._exceptions import TenantExistsError as TenantExistsError
+from .core._exceptions import TenantLimitError as TenantLimitError
+from .core._exceptions import TenantNotFoundError as TenantNotFoundError
+from .core._exceptions import TurnDeadlineError as TurnDeadlineError
 from .core._exceptions import UnknownEventError as UnknownEventError
 from .core._exceptions import UnknownStateError as UnknownStateError
 from .core._machine import Machine as Machine
@@ -73,6 +78,9 @@ from .runtime._runtime import MachineStatistics as MachineStatistics
 from .runtime._runtime import Runtime as Runtime
 from .runtime._runtime import RuntimeStatistics as RuntimeStatistics
 from .runtime._supervision import Supervision as Supervision
+from .runtime._tenants import Limits as Limits
+from .runtime._tenants import Tenant as Tenant
+from .runtime._tenants import TenantStatistics as TenantStatistics
 from .runtime._upgrade import UpgradeError as UpgradeError
 from .runtime._upgrade import UpgradeReport as UpgradeReport
 

@@ -82,6 +82,8 @@ PUBLIC_API = {
     "Supervision", "Timer", "Transition", "USE_EXTENSIONS", "UnknownEventError",
     "UnknownStateError", "Work", "open_runtime",
     "UpgradeError", "UpgradeReport",
+    "Limits", "Tenant", "TenantBusyError", "TenantExistsError", "TenantLimitError",
+    "TenantNotFoundError", "TenantStatistics", "TurnDeadlineError",
 }  # fmt: skip
 """What ``engine`` exported before the subpackage layout; it may grow, never shrink."""
 

@@ -383,9 +383,7 @@ def _store(text: str) -> dict[str, str]:
         return {"kind": "memory"}
     if kind in ("sqlite", "postgres") and where:
         return {"kind": kind, "path" if kind == "sqlite" else "dsn": where}
-    raise argparse.ArgumentTypeError(
-        f"expected memory, sqlite:PATH or postgres:DSN, got {text!r}"
-    )
+    raise argparse.ArgumentTypeError(f"expected memory, sqlite:PATH or postgres:DSN, got {text!r}")
 
 
 def _store_options(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ def brief(value: object) -> str:
             return f"<int of {value.bit_length()} bits>"
         return f"<{type(value).__name__} object>"
 
+
 def _text(error: BaseException) -> str:
     """``str(error)``, at most 200 characters, even if its ``__str__`` raises."""
     try:
@@ -140,6 +141,70 @@ class MailboxFullError(EngineError, trio.WouldBlock):
         super().__init__(f"mailbox of agent {brief(agent_id)} is full ({capacity} messages)")
         self.agent_id = agent_id
         self.capacity = capacity
+
+
+class TenantNotFoundError(EngineError, KeyError):
+    """Raised when a tenant name is not a tenant of the runtime."""
+
+    def __init__(self, tenant: object) -> None:
+        super().__init__(tenant)
+        self.tenant = tenant
+
+    def __str__(self) -> str:
+        return f"no tenant named {brief(self.tenant)}"
+
+
+class TenantExistsError(EngineError):
+    """Raised by ``add_tenant`` when the name is taken."""
+
+    def __init__(self, tenant: object) -> None:
+        super().__init__(f"a tenant named {brief(tenant)} already exists")
+        self.tenant = tenant
+
+
+class TenantBusyError(EngineError):
+    """Raised by ``remove_tenant`` while the tenant still has agents (pass
+    ``terminate=True`` to terminate them), and for the default tenant, which stays."""
+
+    def __init__(self, tenant: object, detail: str) -> None:
+        super().__init__(f"tenant {brief(tenant)} {detail}")
+        self.tenant = tenant
+
+
+class TenantLimitError(EngineError, trio.WouldBlock):
+    """Raised when a call would take a tenant past one of its limits: a spawn past
+    ``max_agents`` or ``max_memory``, a send past ``max_queued``. ``limit`` names the limit,
+    ``value`` is its setting. Nothing was done: no agent created, no message queued.
+
+    It is a ``trio.WouldBlock`` like ``MailboxFullError``: ``await send`` waits for room when
+    the tenant's overflow policy is ``"wait"``.
+    """
+
+    def __init__(
+        self, tenant: object, limit: str, value: float, detail: str = "", wait: bool = False
+    ) -> None:
+        text = f"tenant {brief(tenant)} is at its {limit} limit ({value:g})"
+        super().__init__(f"{text}: {detail}" if detail else text)
+        self.tenant = tenant
+        self.limit = limit
+        self.value = value
+        self.wait = wait
+        """The tenant's overflow policy is ``"wait"``: ``await send`` waits for room."""
+
+
+class TurnDeadlineError(EngineError):
+    """Raised (as the cause of a ``HandlerError``, or into a ``Work`` task's failure event)
+    when a handler step or a ``Work`` task took longer than its tenant's ``turn_deadline``
+    and the tenant's policy fails the message."""
+
+    def __init__(self, agent_id: object, seconds: float, deadline: float) -> None:
+        super().__init__(
+            f"agent {brief(agent_id)} took {seconds:.6f} s, past its turn deadline of "
+            f"{deadline:g} s"
+        )
+        self.agent_id = agent_id
+        self.seconds = seconds
+        self.deadline = deadline
 
 
 class UnknownStateError(EngineError, KeyError):

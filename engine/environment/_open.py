@@ -177,7 +177,10 @@ async def _start_durability(
         rt.recovery = load_records(rt, stored, list(restore), codec)
     if durability == "log":
         log = await start_commit_log(
-            rt, store, commit_interval=commit_interval, codec=codec,
+            rt,
+            store,
+            commit_interval=commit_interval,
+            codec=codec,
             commit_existing=restore is None,
         )
         assert sleeper is not None

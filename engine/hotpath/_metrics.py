@@ -29,6 +29,25 @@ METRICS_DTYPE = np.dtype(
 )
 """Per-agent counters kept when a runtime has ``metrics=True`` (one record per slot)."""
 
+TENANT_DTYPE = np.dtype(
+    [
+        ("agents", np.int64),  # live agents
+        ("queued", np.int64),  # messages in its agents' lanes, plus those delayed by its rate
+        ("delayed_now", np.int64),  # messages its rate holds back now
+        ("delayed", np.int64),  # messages its rate ever held back
+        ("rejected", np.int64),  # sends refused at max_queued
+        ("overruns", np.int64),  # handler steps and Work past turn_deadline
+        ("retired_processed", np.int64),  # processed and failed counts of terminated agents
+        ("retired_failed", np.int64),
+        ("ready", np.int64),  # agents on its ready queue
+        ("quantum", np.int64),  # messages per scheduling round (weight x budget)
+        ("deficit", np.int64),  # messages it may still take in this round
+        ("served", np.int64),  # messages its agents took from the dispatcher, ever
+    ]
+)
+"""Per-tenant counters, as ``Dispatcher.tenant_table()`` returns them (one row per tenant
+index; a removed tenant's row is zero)."""
+
 
 @final
 @attrs.frozen

@@ -25,7 +25,7 @@ import operator
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast, final
 
 import numpy as np
 
@@ -41,6 +41,8 @@ from ..core._exceptions import (
     MailboxFullError,
     RuntimeBusyError,
     RuntimeNotRunningError,
+    TenantLimitError,
+    TurnDeadlineError,
     UnknownEventError,
 )
 from ..core._machine import Machine
@@ -56,7 +58,7 @@ from ..core._types import (
 )
 from ..core._validate import brief
 from ._batch import as_int32, batch_arrays, restore_ids
-from ._metrics import METRICS_DTYPE, LatencyRing
+from ._metrics import METRICS_DTYPE, TENANT_DTYPE, LatencyRing
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -81,6 +83,11 @@ _HANDLER_FAILED: Final = DeadLetterReason.HANDLER_FAILED
 _INVALID: Final = DeadLetterReason.INVALID_TRANSITION
 _DROPPED: Final = DeadLetterReason.DROPPED
 _TERMINATED: Final = DeadLetterReason.TERMINATED
+MAX_TENANTS: Final = 0xFFFF
+"""Tenants one runtime can hold at once (the compiled path keeps the index in 16 bits)."""
+DEADLINE_REPORT: Final = 0
+DEADLINE_FAIL: Final = 1
+DEADLINE_STOP: Final = 2
 
 
 class DeadLetterSink(Protocol):
@@ -219,6 +226,60 @@ class AgentRef:
         return f"<AgentRef {self.id!r} state={self.state!r}>"
 
 
+class _Tenant:
+    """One tenant as the dispatcher sees it: its ready queue, its round's deficit, its
+    limits and counters (``TENANT_DTYPE`` names them)."""
+
+    __slots__ = (
+        "active",
+        "agents",
+        "burst",
+        "deadline_ns",
+        "deficit",
+        "delayed",
+        "delayed_q",
+        "dropped",
+        "last",
+        "max_queued",
+        "name",
+        "overruns",
+        "policy",
+        "quantum",
+        "queued",
+        "rate",
+        "ready",
+        "rejected",
+        "retired_failed",
+        "retired_processed",
+        "rings",
+        "served",
+        "tokens",
+        "wait",
+    )
+
+    def __init__(self, name: Any) -> None:
+        self.name = name
+        self.ready: deque[int] = deque()
+        self.active = False  # on the active queue, or being served
+        self.dropped = False  # removed; kept while dead agents of it are queued
+        self.quantum = 1
+        self.deficit = 0
+        self.queued = 0
+        self.max_queued = 0
+        self.wait = False
+        self.rate = 0.0
+        self.burst = 0.0
+        self.tokens = 0.0
+        self.last = 0.0
+        self.deadline_ns = 0
+        self.policy = DEADLINE_REPORT
+        self.agents = 0
+        self.delayed_q: deque[tuple[int, int, Any, int, int, Any, int, int]] = deque()
+        self.delayed = self.rejected = self.overruns = self.served = 0
+        self.retired_processed = self.retired_failed = 0
+        self.rings: tuple[LatencyRing, LatencyRing] | None = None
+
+
 class _MachineEntry:
     __slots__ = ("handlers", "ignore", "machine", "n_events", "next", "out")
 
@@ -324,6 +385,16 @@ class Dispatcher:
         self._failed = np.zeros(0, dtype=np.int64)
         self._dropped = np.zeros(0, dtype=np.int64)
         self._ready: deque[int] = deque()
+        # tenants (engine.runtime names them; here they are indexes, 0 the default)
+        self._tenanted = False  # set by the first set_tenant: run() schedules fairly
+        self._tof: list[int] = []  # tenant index per slot
+        self._tenants: list[_Tenant | None] = []
+        self._active: deque[int] = deque()  # tenants with ready agents, in round order
+        self._cur = -1  # the tenant being served (a run may end inside its turn)
+        self._nready = 0  # agents on the tenants' ready queues
+        self.on_delay: Callable[[int, float], object] | None = None
+        """A tenant's rate began holding messages back: ``on_delay(tenant, due)`` asks for
+        ``release_delayed(tenant)`` at clock time ``due``."""
         self._out_slots: list[int] = []
         self._out_codes: list[int] = []
         self._out_steps: list[int] = []
@@ -369,8 +440,16 @@ class Dispatcher:
         capacity: int = 0,
         policy: int = OverflowPolicy.REJECT,
         state: str | None = None,
+        tenant: int = 0,
     ) -> AgentRef:
-        """Create an agent in ``state`` (default: the machine's initial state)."""
+        """Create an agent in ``state`` (default: the machine's initial state), in tenant
+        ``tenant`` (an index given to ``set_tenant``; 0 is the default tenant)."""
+        if tenant and not (
+            type(tenant) is int
+            and 0 < tenant < len(self._tenants)
+            and self._tenants[tenant] is not None
+        ):
+            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         m = self.register(machine)
         s = machine.state_code(machine.initial if state is None else state)
         if not isinstance(capacity, int) or not 0 <= capacity <= 0x7FFFFFFF:
@@ -405,6 +484,7 @@ class Dispatcher:
             self._ids.append(agent_id)
             self._data.append(data)
             for ints in (
+                self._tof,
                 self._state,
                 self._mach,
                 self._flags,
@@ -437,6 +517,9 @@ class Dispatcher:
         if self.metrics_enabled:
             self._mx[slot] = 0
         self._index[agent_id] = slot
+        self._tof[slot] = tenant
+        if self._tenanted:
+            cast(_Tenant, self._tenants[tenant]).agents += 1
         return AgentRef(self, slot, self._gen[slot])
 
     def terminate(self, agent_id: Any) -> int:
@@ -458,6 +541,11 @@ class Dispatcher:
         self.retired[0] += int(self._processed[slot])
         self.retired[1] += int(self._failed[slot])
         self.retired[2] += int(self._dropped[slot])
+        if self._tenanted:
+            t = cast(_Tenant, self._tenants[self._tof[slot]])
+            t.agents -= 1
+            t.retired_processed += int(self._processed[slot])
+            t.retired_failed += int(self._failed[slot])
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
@@ -596,11 +684,25 @@ class Dispatcher:
         flags = self._flags[slot]
         if (self._count[slot] or slot in self._front) and not flags & (_QUEUED | _HOLD):
             self._flags[slot] |= _QUEUED
-            if not self._ready and self.on_wake is not None:
-                self._ready.append(slot)
-                self.on_wake()
-            else:
-                self._ready.append(slot)
+            self._push_ready(slot)
+
+    def _push_ready(self, slot: int) -> None:
+        """Append ``slot`` to the ready queue (its tenant's, under tenancy); tell
+        ``on_wake`` when that made the dispatcher ready."""
+        if self._tenanted:
+            t = self._tof[slot]
+            tenant = cast(_Tenant, self._tenants[t])
+            tenant.ready.append(slot)
+            if not tenant.active:
+                tenant.active = True
+                self._active.append(t)
+            self._nready += 1
+            first = self._nready == 1
+        else:
+            self._ready.append(slot)
+            first = len(self._ready) == 1
+        if first and self.on_wake is not None:
+            self.on_wake()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -698,6 +800,8 @@ class Dispatcher:
                 payload = None if payloads is None else payloads[first]
                 self._overflowed(slot, events[first], payload, "reject")
                 raise MailboxFullError(self._ids[slot], self._cap[slot])
+        if self._tenanted:
+            self._check_tenant_room(slots)
         self._status_time()  # one clock reading stamps every agent this batch wakes
         self._now_fresh = True
         try:
@@ -706,6 +810,25 @@ class Dispatcher:
                 self._enqueue(slot, events[i], payload, lanes[i], 0)
         finally:
             self._now_fresh = False
+
+    def _check_tenant_room(self, slots: list[int]) -> None:
+        """Refuse a batch that would take a tenant past ``max_queued`` (before any is
+        queued)."""
+        per: dict[int, int] = {}
+        for slot in slots:
+            t = self._tof[slot]
+            per[t] = per.get(t, 0) + 1
+        for t, k in per.items():
+            tenant = cast(_Tenant, self._tenants[t])
+            if tenant.max_queued and tenant.queued + k > tenant.max_queued:
+                tenant.rejected += k
+                raise TenantLimitError(
+                    tenant.name,
+                    "max_queued",
+                    tenant.max_queued,
+                    f"a batch of {k} refused",
+                    tenant.wait,
+                )
 
     def _slot_of(self, agent_id: Any) -> int:
         try:
@@ -750,6 +873,37 @@ class Dispatcher:
 
     def _enqueue(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         self._flags[slot] |= _DIRTY  # (even if nothing is queued in the end: a spare record)
+        if self._tenanted:
+            t = self._tof[slot]
+            tenant = cast(_Tenant, self._tenants[t])
+            if tenant.max_queued and tenant.queued >= tenant.max_queued:
+                tenant.rejected += 1
+                raise TenantLimitError(
+                    tenant.name, "max_queued", tenant.max_queued, "send refused", tenant.wait
+                )
+            if tenant.rate and (tenant.delayed_q or not self._token(tenant)):
+                # over its rate: held back in order, released by release_delayed
+                tenant.delayed_q.append(
+                    (
+                        slot,
+                        self._gen[slot],
+                        self._ids[slot],
+                        self._mach[slot],
+                        ev,
+                        payload,
+                        lane,
+                        request,
+                    )
+                )
+                tenant.queued += 1
+                tenant.delayed += 1
+                if len(tenant.delayed_q) == 1 and self.on_delay is not None:
+                    self.on_delay(t, self._due(tenant))
+                return
+        self._push(slot, ev, payload, lane, request)
+
+    def _push(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
+        """Queue a message past the tenant's limits: the mailbox's capacity and policy."""
         cap = self._cap[slot]
         if cap and self._count[slot] >= cap:
             agent_id = self._ids[slot]
@@ -766,6 +920,8 @@ class Dispatcher:
                 return
             old_ev, old_payload, old_request, _ = box[victim].popleft()
             self._count[slot] -= 1
+            if self._tenanted:
+                cast(_Tenant, self._tenants[self._tof[slot]]).queued -= 1
             if not self._count[slot]:
                 self._box[slot] = None
             gen = self._gen[slot]
@@ -784,6 +940,8 @@ class Dispatcher:
                 stamp = time.perf_counter_ns()
         box[lane].append((ev, payload, request, stamp))
         self._count[slot] += 1
+        if self._tenanted:
+            cast(_Tenant, self._tenants[self._tof[slot]]).queued += 1
         if self.metrics_enabled and self._count[slot] > self._mx[slot]["high_water"]:
             self._mx[slot]["high_water"] = self._count[slot]
         if self._count[slot] == 1 and slot not in self._front:
@@ -814,6 +972,8 @@ class Dispatcher:
             lane -= 1
         ev, payload, request, stamp = box[lane].popleft()
         self._count[slot] -= 1
+        if self._tenanted:
+            cast(_Tenant, self._tenants[self._tof[slot]]).queued -= 1
         if not self._count[slot]:
             self._box[slot] = None
         if stamp and sample:
@@ -824,6 +984,10 @@ class Dispatcher:
         """Record one latency sample (0: step, 1: wait) in the runtime's ring and in the
         rings of the agent or its machine if they are tracked."""
         (self.step_ring, self.wait_ring)[which].append(ns)
+        if self._tenanted:
+            tenant_rings = cast(_Tenant, self._tenants[self._tof[slot]]).rings
+            if tenant_rings is not None:
+                tenant_rings[which].append(ns)
         if self._tracked:
             rings = self._tracked.get(slot)
             if rings is not None:
@@ -849,6 +1013,8 @@ class Dispatcher:
         """
         if self._running:
             raise RuntimeBusyError("run() called from inside a run (from a handler?)")
+        if self._tenanted:
+            return self._run_fair(limit)
         self._running = True
         done = 0
         try:
@@ -873,6 +1039,74 @@ class Dispatcher:
                         self._release(slot)
                     elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
                         self._ready.append(slot)
+                    else:
+                        self._flags[slot] &= ~_QUEUED
+                        if not (self._count[slot] or slot in self._front):
+                            self._stamp(slot)
+                if len(self._out_codes) >= self._out_limit:
+                    self._flush()
+        finally:
+            self._running = False
+        self._flush()
+        return done
+
+    def _run_fair(self, limit: int) -> int:
+        """``run`` under tenancy: deficit round robin over the tenants with ready agents.
+
+        Each round a tenant may take up to its quantum (weight x budget) messages, in turns
+        of at most ``budget`` per agent, round robin over its own ready agents; what it
+        leaves unused carries over while it stays backlogged. A tenant that becomes ready
+        joins the end of the round, so it waits at most one round (the other tenants'
+        quanta). ``self._cur`` keeps the tenant being served across runs, so a run that
+        stops at ``limit`` resumes the same round.
+        """
+        self._running = True
+        done = 0
+        tenants = self._tenants
+        try:
+            while self._nready and (limit < 0 or done < limit):
+                t = self._cur
+                if t < 0:
+                    t = self._cur = self._active.popleft()
+                    tenant = cast(_Tenant, tenants[t])
+                    tenant.deficit += tenant.quantum
+                tenant = cast(_Tenant, tenants[t])
+                if not tenant.ready or tenant.deficit <= 0:  # its turn in this round is over
+                    self._cur = -1
+                    if tenant.ready:
+                        self._active.append(t)
+                    else:
+                        tenant.active = False
+                        tenant.deficit = 0
+                        if tenant.dropped:  # its last dead agents are released
+                            tenants[t] = None
+                    continue
+                slot = tenant.ready.popleft()
+                self._nready -= 1
+                flags = self._flags[slot]
+                if flags & _DEAD:
+                    self._release(slot)
+                    continue
+                if flags & _HOLD:
+                    self._flags[slot] &= ~_QUEUED
+                    continue
+                budget = min(self._budget, tenant.deficit)
+                if limit >= 0:
+                    budget = min(budget, limit - done)
+                t0 = time.perf_counter_ns() if self.metrics_enabled else 0
+                try:
+                    k = self._turn(slot, budget)
+                    done += k
+                    tenant.deficit -= k
+                    tenant.served += k
+                finally:
+                    if self.metrics_enabled:
+                        self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
+                    flags = self._flags[slot] = self._flags[slot] | _DIRTY
+                    if flags & _DEAD:
+                        self._release(slot)
+                    elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
+                        self._push_ready(slot)
                     else:
                         self._flags[slot] &= ~_QUEUED
                         if not (self._count[slot] or slot in self._front):
@@ -946,10 +1180,15 @@ class Dispatcher:
         gen = self._gen[slot]
         extras: tuple[Any, ...] | None = None
         prepared: Prepared | None = None
+        tenant = cast(_Tenant, self._tenants[self._tof[slot]]) if self._tenanted else None
+        deadline = 0 if tenant is None else tenant.deadline_ns
+        t0 = time.perf_counter_ns() if deadline else 0
         try:
             result = machine.handlers[h](
                 AgentContext(self, slot, gen), Event(machine.events[ev], payload, lane)
             )
+            if deadline:
+                self._check_deadline(cast(_Tenant, tenant), agent_id, deadline, t0)
             if self._gen[slot] != gen:  # the handler terminated its own agent
                 self.retired[0] += 1  # processed, by an agent that is gone
                 if request:
@@ -975,11 +1214,28 @@ class Dispatcher:
         except Exception as exc:
             wrapped = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, wrapped)
+            if (
+                type(exc) is TurnDeadlineError
+                and cast(_Tenant, tenant).policy == DEADLINE_STOP
+                and self._gen[slot] == gen
+                and not self._flags[slot] & _STOPPED
+            ):
+                self.stop(agent_id)
             return
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, exc)
             raise
         self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras, prepared)
+
+    @staticmethod
+    def _check_deadline(tenant: _Tenant, agent_id: Any, deadline: int, t0: int) -> None:
+        """Count a handler step that overran its tenant's turn deadline; unless the tenant
+        only reports overruns, fail its message."""
+        took = time.perf_counter_ns() - t0
+        if took > deadline:
+            tenant.overruns += 1
+            if tenant.policy != DEADLINE_REPORT:
+                raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
 
     def _commit(
         self,
@@ -1158,13 +1414,21 @@ class Dispatcher:
     @property
     def ready(self) -> int:
         """Agents on the ready queue (with mail and not yet drained)."""
-        return sum(1 for s in self._ready if not self._flags[s] & (_DEAD | _HOLD))
+        return sum(1 for s in self._ready_slots() if not self._flags[s] & (_DEAD | _HOLD))
+
+    def _ready_slots(self) -> list[int]:
+        """The ready queue's slots in the order they will run (under tenancy: the tenant
+        being served, then the others in round order; each tenant's own queue in order)."""
+        if not self._tenanted:
+            return list(self._ready)
+        order = ([self._cur] if self._cur >= 0 else []) + list(self._active)
+        return [s for t in order for s in cast(_Tenant, self._tenants[t]).ready]
 
     @property
     def has_ready(self) -> bool:
         """True if the ready queue is not empty (it may hold only agents that will turn out
         paused or terminated: ``run()`` then discards them). O(1), unlike ``ready``."""
-        return bool(self._ready)
+        return bool(self._ready) or self._nready > 0
 
     @property
     def running(self) -> bool:
@@ -1380,7 +1644,7 @@ class Dispatcher:
 
     def ready_order(self) -> list[Any]:
         """Ids of the agents on the ready queue, in the order they will run."""
-        return [self._ids[s] for s in self._ready if self._flags[s] & _LIVE]
+        return [self._ids[s] for s in self._ready_slots() if self._flags[s] & _LIVE]
 
     def wake(self, agent_id: Any) -> None:
         """Put an agent with mail on the ready queue (if it may run and is not on it)."""
@@ -1454,6 +1718,196 @@ class Dispatcher:
             drop.append(bool(f & _DROP_OLDEST))
         return cols
 
+    # -- tenants -------------------------------------------------------------------------
+
+    def set_tenant(
+        self,
+        index: int,
+        name: Any,
+        *,
+        quantum: int,
+        max_queued: int = 0,
+        wait: bool = False,
+        rate: float = 0.0,
+        burst: float = 0.0,
+        deadline_ns: int = 0,
+        policy: int = DEADLINE_REPORT,
+    ) -> None:
+        """Create tenant ``index`` or change it (the runtime checks the values and keeps the
+        names). The first call turns fair scheduling on for good: every agent so far is in
+        tenant 0. A new quantum counts from the tenant's next round; limits from the next
+        message."""
+        if not (type(index) is int and 0 <= index < MAX_TENANTS):
+            raise InvalidArgumentError(f"tenant index must be 0..{MAX_TENANTS - 1}: {index!r}")
+        if not self._tenanted:
+            self._enable_tenants()
+        while len(self._tenants) <= index:
+            self._tenants.append(None)
+        tenant = self._tenants[index]
+        if tenant is None:
+            tenant = self._tenants[index] = _Tenant(name)
+            tenant.last = self._status_time()
+        elif tenant.dropped:
+            raise InvalidArgumentError(f"tenant index {index} is still in use")
+        tenant.name = name
+        tenant.quantum = max(1, int(quantum))
+        tenant.max_queued = int(max_queued)
+        tenant.wait = bool(wait)
+        if rate != tenant.rate or burst != tenant.burst:
+            tenant.rate, tenant.burst = float(rate), float(burst)
+            tenant.tokens = tenant.burst  # a changed bucket starts full
+            tenant.last = self._status_time()
+        tenant.deadline_ns = int(deadline_ns)
+        tenant.policy = int(policy)
+        if self.sample_every and tenant.rings is None:
+            tenant.rings = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
+        if tenant.rate and tenant.delayed_q and self.on_delay is not None:
+            self.on_delay(index, self._due(tenant))  # the new rate may release them sooner
+
+    def _enable_tenants(self) -> None:
+        default = _Tenant("default")
+        default.agents = len(self._index)
+        default.queued = sum(self._count)
+        self._tenants = [default]
+        self._tenanted = True
+        self._nready = len(self._ready)
+        default.ready, self._ready = self._ready, deque()
+        if default.ready:
+            default.active = True
+            self._active.append(0)
+
+    def free_tenant_index(self) -> int:
+        """The lowest index ``set_tenant`` may create a tenant at (a removed tenant's index
+        stays taken while dead agents of it wait on its ready queue)."""
+        for i in range(1, len(self._tenants)):
+            if self._tenants[i] is None:
+                return i
+        return max(1, len(self._tenants))
+
+    def drop_tenant(self, index: int) -> None:
+        """Remove a tenant that has no live agents (the runtime terminates them first); the
+        messages its rate still holds back are dead-lettered."""
+        tenant = self._tenant(index)
+        if index == 0:
+            raise InvalidArgumentError("the default tenant cannot be removed")
+        if tenant.agents:
+            raise InvalidArgumentError(f"tenant {brief(tenant.name)} still has agents")
+        self._drop_delayed(tenant)
+        if tenant.active:  # dead slots of it are still queued: keep the index until then
+            tenant.dropped = True
+            return
+        self._tenants[index] = None
+
+    def _tenant(self, index: int) -> _Tenant:
+        tenant = (
+            self._tenants[index] if type(index) is int and 0 <= index < len(self._tenants) else None
+        )
+        if tenant is None or tenant.dropped:
+            raise InvalidArgumentError(f"no tenant with index {brief(index)}")
+        return tenant
+
+    def tenant_of(self, agent_id: Any) -> int:
+        """The tenant index of a live agent."""
+        return self._tof[self._slot_of(agent_id)]
+
+    def tenant_agents(self, index: int) -> list[Any]:
+        """Ids of the live agents of tenant ``index``, in slot order."""
+        return [
+            self._ids[s]
+            for s, t in enumerate(self._tof)
+            if t == index and self._flags[s] & (_LIVE | _DEAD) == _LIVE
+        ]
+
+    def tenant_indexes(self) -> npt.NDArray[np.uint16]:
+        """The tenant index per slot (zeros until tenants are set; stale for free slots)."""
+        return np.array(self._tof, dtype=np.uint16)
+
+    def tenant_table(self) -> npt.NDArray[np.void]:
+        """One ``TENANT_DTYPE`` row per tenant index (empty until tenants are set)."""
+        out = np.zeros(len(self._tenants), dtype=TENANT_DTYPE)
+        for i, tenant in enumerate(self._tenants):
+            if tenant is None:
+                continue
+            out[i] = (
+                tenant.agents,
+                tenant.queued,
+                len(tenant.delayed_q),
+                tenant.delayed,
+                tenant.rejected,
+                tenant.overruns,
+                tenant.retired_processed,
+                tenant.retired_failed,
+                len(tenant.ready),
+                tenant.quantum,
+                tenant.deficit,
+                tenant.served,
+            )
+        return out
+
+    def tenant_rings(self, index: int) -> tuple[LatencyRing, LatencyRing] | None:
+        """The tenant's (step, wait) latency rings, if sampling is on."""
+        return self._tenant(index).rings
+
+    def tenant_overrun(self, index: int) -> None:
+        """Count an overrun the runtime saw (a ``Work`` task past the deadline)."""
+        self._tenant(index).overruns += 1
+
+    def _token(self, tenant: _Tenant) -> bool:
+        """Take one token from the tenant's bucket, refilled for the time since the last."""
+        now = self._status_time()
+        if now > tenant.last:
+            tenant.tokens = min(tenant.burst, tenant.tokens + (now - tenant.last) * tenant.rate)
+            tenant.last = now
+        if tenant.tokens >= 1.0:
+            tenant.tokens -= 1.0
+            return True
+        return False
+
+    @staticmethod
+    def _due(tenant: _Tenant) -> float:
+        """When the bucket will hold a whole token."""
+        return tenant.last + max(0.0, 1.0 - tenant.tokens) / tenant.rate
+
+    def release_delayed(self, index: int) -> float:
+        """Queue the messages a tenant's rate held back, in order, as far as its tokens
+        allow; return when the next is due (clock seconds), or -1.0 when none is left.
+        A message whose agent is gone or stopped meanwhile is dead-lettered, and one its
+        agent's full mailbox refuses too (with the error)."""
+        tenant = self._tenant(index)
+        q = tenant.delayed_q
+        while q:
+            if tenant.rate and not self._token(tenant):
+                return self._due(tenant)
+            slot, gen, agent_id, mach, ev, payload, lane_, request = q.popleft()
+            tenant.queued -= 1
+            error: EngineError | None = None
+            if self._gen[slot] != gen or not self._flags[slot] & _LIVE:
+                error = AgentStoppedError(agent_id, "was terminated")
+            elif self._flags[slot] & _STOPPED:
+                error = AgentStoppedError(agent_id, "is stopped")
+            else:
+                try:
+                    self._push(slot, ev, payload, lane_, request)
+                except (MailboxFullError, AgentStoppedError) as exc:
+                    error = exc
+            if error is not None:
+                reason = DeadLetterReason.UNDELIVERABLE
+                self._dead_letter(agent_id, self._machines[mach], ev, payload, lane_, reason, error)
+                if request:
+                    self._answer(request, False, error)
+        return -1.0
+
+    def _drop_delayed(self, tenant: _Tenant) -> None:
+        while tenant.delayed_q:
+            _, _, agent_id, mach, ev, payload, lane_, request = tenant.delayed_q.popleft()
+            tenant.queued -= 1
+            error = AgentStoppedError(agent_id, "was terminated with its tenant")
+            self._dead_letter(
+                agent_id, self._machines[mach], ev, payload, lane_, _TERMINATED, error
+            )
+            if request:
+                self._answer(request, False, error)
+
     def load(self, agent_id: Any, saved: dict[str, Any], wake: bool = True) -> None:
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);
         everything is checked before anything changes. ``wake=False`` leaves it off the
@@ -1480,6 +1934,8 @@ class Dispatcher:
             for ev, payload, lane_ in saved["mail"]:
                 box[lane_].append((ev, payload, 0, 0))
             self._count[slot] = len(saved["mail"])
+            if self._tenanted:
+                cast(_Tenant, self._tenants[self._tof[slot]]).queued += len(saved["mail"])
         if saved["front"]:
             self._front[slot] = deque((e, p, lane_, 0) for e, p, lane_ in saved["front"])
         if saved["postponed"]:

@@ -27,7 +27,7 @@ from typing import Any, Protocol, final
 import trio
 
 from ..core._actions import Work
-from ..core._exceptions import MailboxFullError
+from ..core._exceptions import MailboxFullError, TenantLimitError, TurnDeadlineError
 from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ._ring import Gap, Ring
 from ._runtime import _ALL, Runtime
@@ -84,6 +84,10 @@ class Host:
     def _abort(self, raise_cancel: Any) -> trio.lowlevel.Abort:
         self._parked = None
         return trio.lowlevel.Abort.SUCCEEDED
+
+    def poke(self) -> None:
+        """Make a parked dispatch task look again (a timer was armed from outside it)."""
+        self._on_wake()
 
     def detach(self) -> None:
         self.rt._d.on_wake = None
@@ -151,6 +155,10 @@ class Host:
                 self.rt._d.send_nowait(agent_id, event, payload, priority)
             except MailboxFullError:
                 await self._progress.park()
+            except TenantLimitError as exc:
+                if not exc.wait:  # the tenant's overflow policy rejects
+                    raise
+                await self._progress.park()
             else:
                 if self.durability is not None:  # queued: now wait for its commit
                     await self.durability.wait_durable()
@@ -186,10 +194,20 @@ class Host:
         self.nursery.start_soon(self._run_work, ref, work, scope)
 
     async def _run_work(self, ref: Any, work: Work, scope: trio.CancelScope) -> None:
+        tenant, deadline = self.rt._work_deadline(ref)
         try:
             with scope:
                 try:
-                    result = await work.fn(*work.args)
+                    if deadline:
+                        start = trio.current_time()
+                        with trio.move_on_after(deadline) as limit:
+                            result = await work.fn(*work.args)
+                        if limit.cancelled_caught:  # its tenant's turn deadline
+                            self.rt._d.tenant_overrun(tenant)
+                            took = trio.current_time() - start
+                            raise TurnDeadlineError(_agent(ref), took, deadline)
+                    else:
+                        result = await work.fn(*work.args)
                 except Exception as exc:  # the agent's failure, reported to the agent
                     self._deliver(ref, work, work.failed, exc)
                 else:

@@ -54,6 +54,7 @@ from . import _upgrade
 from ._instruments import DeadLetterTap, Instruments
 from ._ring import Ring, Transition
 from ._supervision import Supervision
+from ._tenants import TENANTS, Limits, Tenant, Tenants, TenantStatistics
 from ._timers import (
     EVENT_GUARD,
     NO_GUARD,
@@ -187,6 +188,8 @@ class RuntimeStatistics:
     """Upgrades in force (``upgrade`` adds one, ``rollback_upgrade`` takes one away)."""
     expired: int = 0
     """Hibernated agents removed for idling past their time to live."""
+    tenants: tuple[TenantStatistics, ...] = ()
+    """Per tenant, once a tenant was added or changed (``tenant_statistics``)."""
 
 
 @final
@@ -290,6 +293,7 @@ class Runtime:
         )
         self._capacity = capacity
         self._policy = policy
+        self._budget = budget
         self._batch = batch
         self._clock = clock or time.monotonic
         self._timers = TimerQueue()
@@ -312,6 +316,7 @@ class Runtime:
         """The upgrades in force, for ``rollback_upgrade``."""
         self._sleeper: Any = None
         """The hibernation of this runtime's agents (``engine.store.Hibernation``), if any."""
+        self._tenants = Tenants(self)
         self.recovery: Any = None
         """What ``open_runtime(restore=...)`` brought back from its store (an
         ``engine.store.LoadReport``: agents restored, records that failed), else None."""
@@ -319,6 +324,7 @@ class Runtime:
         d.on_actions = self._on_actions
         d.on_failure = self._on_failure
         d.on_request = self._on_request
+        d.on_delay = self._on_delay
         d.clock = self._clock
         # the per-message send is the dispatcher's own (compiled) method: no Python frame
         self.send_nowait = d.send_nowait  # type: ignore[method-assign]
@@ -338,18 +344,44 @@ class Runtime:
         policy: OverflowPolicy | None = None,
         state: str | None = None,
         supervision: Supervision | None = None,
+        tenant: str | None = None,
     ) -> AgentRef:
-        """Create an agent running ``machine`` and return its ``AgentRef``.
+        """Create an agent running ``machine`` and return its ``AgentRef``; ``tenant`` names
+        its tenant (default: the ``"default"`` tenant).
 
         Raises:
             AgentExistsError: ``agent_id`` is taken.
             InvalidArgumentError: Unhashable id, bad capacity or policy.
             UnknownStateError: ``state`` is not a state of the machine.
+            TenantNotFoundError: No tenant named ``tenant``.
+            TenantLimitError: The tenant is at ``max_agents`` or ``max_memory`` and no agent
+                of it could be hibernated to make room.
         """
+        return self._spawn(
+            machine, agent_id, data, capacity, policy, state, supervision, tenant, True
+        )
+
+    def _spawn(
+        self,
+        machine: Machine,
+        agent_id: Any,
+        data: Any,
+        capacity: int | None,
+        policy: OverflowPolicy | None,
+        state: str | None,
+        supervision: Supervision | None,
+        tenant: str | None,
+        admit: bool,
+    ) -> AgentRef:
+        """``spawn``; ``admit=False`` skips the tenant's spawn limits (an agent coming back
+        from the store: waking one is never refused)."""
         if supervision is not None and not isinstance(supervision, Supervision):
             raise InvalidArgumentError(f"supervision must be a Supervision, got {supervision!r}")
         if self._sleeper is not None and self._sleeper.hibernated(agent_id) is not None:
             raise AgentExistsError(agent_id)
+        index = 0 if tenant is None else self._tenants.index(tenant)
+        if admit and self._tenants.enabled:
+            self._tenants.admit(index, data)
         self._d.now = self._clock()
         ref = self._d.spawn(
             machine,
@@ -358,10 +390,94 @@ class Runtime:
             capacity=self._capacity if capacity is None else capacity,
             policy=self._policy if policy is None else policy,
             state=state,
+            tenant=index,
         )
         if supervision is not None:
             self._by_agent[ref] = supervision
         return ref
+
+    # -- tenants (engine.runtime._tenants does the work) ---------------------------------
+
+    def add_tenant(
+        self,
+        name: str,
+        *,
+        weight: float = 1.0,
+        limits: Limits | None = None,
+        sizer: Callable[[Any], int] | None = None,
+    ) -> None:
+        """Add a tenant: agents spawned with ``tenant=name`` share its ``limits``, and when
+        several tenants have mail each gets dispatcher time in proportion to its ``weight``.
+
+        Raises:
+            TenantExistsError: The name is taken.
+            InvalidArgumentError: A bad name, weight, limits or sizer.
+        """
+        self._tenants.add(Tenant(name, weight, Limits() if limits is None else limits, sizer))
+
+    def update_tenant(
+        self,
+        name: str,
+        *,
+        weight: float | None = None,
+        limits: Limits | None = None,
+        sizer: Any = ...,
+    ) -> None:
+        """Change a tenant's weight (from its next scheduling round), limits (from the next
+        message or spawn) or sizer, while it runs. The default tenant can be changed too.
+
+        Raises:
+            TenantNotFoundError: No such tenant.
+            InvalidArgumentError: A bad weight, limits or sizer.
+        """
+        self._tenants.change(name, weight, limits, sizer)
+
+    def remove_tenant(self, name: str, *, terminate: bool = False) -> int:
+        """Remove a tenant. It is refused while the tenant has agents, unless ``terminate``:
+        then they are terminated (their mail becomes ``TERMINATED`` dead letters, like any
+        termination) and so is the mail its rate still held back. Returns how many messages
+        were dead-lettered.
+
+        Raises:
+            TenantNotFoundError: No such tenant.
+            TenantBusyError: It has agents and ``terminate`` is False, or it is the default
+                tenant.
+            RuntimeBusyError: Called from inside a run (a handler).
+        """
+        return self._tenants.remove(name, flag("terminate", terminate))
+
+    def tenants(self) -> list[Tenant]:
+        """The tenants, the default one first, in the order they were added."""
+        return [self._tenants.info[i] for i in self._tenants.by_name.values()]
+
+    def tenant_of(self, agent_id: Any) -> str:
+        """The name of a live agent's tenant."""
+        return self._tenants.name_of(int(self._d.tenant_of(agent_id)))
+
+    def tenant_statistics(self, name: str | None = None) -> Any:
+        """Counters of one tenant (``TenantStatistics``), or of all of them as a list.
+
+        Raises:
+            TenantNotFoundError: No such tenant.
+        """
+        every = self._tenants.statistics()
+        if name is None:
+            return every
+        self._tenants.index(name)
+        return next(t for t in every if t.name == name)
+
+    def _work_deadline(self, ref: AgentRef) -> tuple[int, float]:
+        """``(tenant index, turn_deadline)`` of an agent's ``Work`` (0.0: none)."""
+        if not self._tenants.enabled:
+            return 0, 0.0
+        index = int(self._d.tenant_of(ref.id))
+        return index, self._tenants.info[index].limits.turn_deadline
+
+    def _on_delay(self, index: int, due: float) -> None:
+        """A tenant's rate holds mail back: release it at ``due``."""
+        self._timers.arm(due, TENANTS, ("release", index))
+        if self._host is not None:  # a parked dispatch task must see the new deadline
+            self._host.poke()
 
     def supervise(self, machine: Machine, supervision: Supervision) -> None:
         """Set the supervision of every agent of ``machine`` without its own."""
@@ -491,8 +607,9 @@ class Runtime:
         if at is not None:
             return cast("AgentRef", self._hibernation().fork(agent_id, new_id, at))
         (saved,) = self._export([agent_id])
-        copied = copy.deepcopy({k: saved[k] for k in ("data", "front", "mail", "postponed",
-                                                      "timers")})  # nothing shared
+        copied = copy.deepcopy(
+            {k: saved[k] for k in ("data", "front", "mail", "postponed", "timers")}
+        )  # nothing shared
         saved = {**saved, **copied, "id": new_id, "ready": -1}
         ref = self._import(saved, wake=False)
         self._finish_import([(ref, saved)])
@@ -651,6 +768,12 @@ class Runtime:
         if who == SLEEPERS:  # a hibernated agent's timer is due: bring it back (its own
             _, agent_id = cast(tuple[str, Any], key)  # timers, re-armed, fire at once)
             return int(self._sleeper is not None and self._sleeper.wake(agent_id))
+        if who == TENANTS:  # a tenant's rate lets held-back mail go
+            _, index = cast(tuple[str, int], key)
+            due = self._d.release_delayed(index)
+            if due >= 0:
+                self._timers.arm(due, TENANTS, key)
+            return 1
         d = self._d
         slot = owner_slot(who)
         if key == _RESTART:
@@ -712,6 +835,7 @@ class Runtime:
             saved["restart_ages"] = [now - t for t in history.get(ref, ())] if history else []
             saved["timers"] = kept
             saved["ready"] = ready.get(agent_id, -1) if ready else -1
+            saved["tenant"] = self._tenants.name_of(int(d.tenant_of(agent_id)))
             out.append(saved)
         return out
 
@@ -744,13 +868,16 @@ class Runtime:
         """Spawn an agent from what ``_export`` returned (with ``machine`` a ``Machine``);
         its timers are re-armed as many seconds from now as they had left (overdue ones fire
         at the next ``fire_timers``, once). ``wake=False``: see ``_wake_in_order``."""
-        ref = self.spawn(
+        ref = self._spawn(
             saved["machine"],
             saved["id"],
             saved["data"],
-            capacity=saved["capacity"],
-            policy=saved["policy"],
-            supervision=saved["supervision"],
+            saved["capacity"],
+            saved["policy"],
+            None,
+            saved["supervision"],
+            saved.get("tenant"),
+            False,
         )
         try:
             self._d.load(saved["id"], saved, wake)
@@ -779,8 +906,9 @@ class Runtime:
                 value = epoch if guard == STATE_GUARD else taken if guard == EVENT_GUARD else 0
                 if not live:
                     value = -1  # never equal to a count: armed, and dead, as it was
-                pending.append((order, now + remaining, who, key, guard, value, event, payload,
-                                lane))
+                pending.append(
+                    (order, now + remaining, who, key, guard, value, event, payload, lane)
+                )
         pending.sort(key=lambda t: t[0])
         for _, *timer in pending:
             self._timers.arm(*timer)
@@ -1258,6 +1386,7 @@ class Runtime:
             0 if sleeper is None else sleeper.woken,
             self.upgrades,
             0 if sleeper is None else sleeper.expired,
+            tuple(self._tenants.statistics()) if self._tenants.enabled else (),
         )
 
     def _agent_metrics(self, slot: int) -> tuple[float | None, int | None, int | None]:

@@ -184,9 +184,7 @@ class Hibernation:
         self.hibernations += len(refs)
         return len(refs)
 
-    def adopt(
-        self, agent_id: Any, machine: Machine, counts: list[int], due: float | None
-    ) -> None:
+    def adopt(self, agent_id: Any, machine: Machine, counts: list[int], due: float | None) -> None:
         """Take an agent that is asleep in the store as one of this runtime's hibernated
         agents, without restoring it (``load`` does this with the records ``hibernate``
         wrote): ``due`` is the wall-clock time its first timer fires, if any."""

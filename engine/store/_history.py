@@ -68,9 +68,7 @@ def snapshots(store: Store, agent_id: Any, codec: Codec | None = None) -> list[S
     ]
 
 
-def _read(
-    store: Store, agent_id: Any, record_id: int, codec: Codec | None
-) -> AgentSnapshot:
+def _read(store: Store, agent_id: Any, record_id: int, codec: Codec | None) -> AgentSnapshot:
     if type(record_id) is not int:
         raise SnapshotNotFoundError(f"a snapshot id is an int, got {brief(record_id)}")
     try:
@@ -78,9 +76,7 @@ def _read(
     except KeyError:
         raise SnapshotNotFoundError(f"no snapshot {brief(record_id)} in the store") from None
     if stored.agent != agent_key(agent_id, codec) or not stored.record:
-        raise SnapshotNotFoundError(
-            f"snapshot {record_id} is not one of agent {brief(agent_id)}'s"
-        )
+        raise SnapshotNotFoundError(f"snapshot {record_id} is not one of agent {brief(agent_id)}'s")
     return decode(stored.record, codec, agent_id)
 
 
@@ -118,9 +114,7 @@ def rollback(
     agent_id = d.agent_at(ref.slot)
     snap = _read(store, agent_id, to, codec)
     snap = attrs.evolve(snap, mail=(), postponed=(), front=0, ready=-1)
-    saved = prepare(
-        snap, _machines(rt, agent_id, machines), time.time(), rt._clock(), rt._upgrades
-    )
+    saved = prepare(snap, _machines(rt, agent_id, machines), time.time(), rt._clock(), rt._upgrades)
     machine = d.machine(agent_id)
     taken = d.take_mail(agent_id)
     rt._forget(ref)
@@ -165,8 +159,6 @@ def fork(
     if store is None:
         raise InvalidArgumentError("fork(at=...) needs the store the snapshot is in")
     snap = _read(store, agent_id, at, codec)
-    by_name = (
-        dict(machines) if isinstance(machines, Mapping) else _machines(rt, agent_id, machines)
-    )
+    by_name = dict(machines) if isinstance(machines, Mapping) else _machines(rt, agent_id, machines)
     (ref,) = restore(rt, [attrs.evolve(snap, agent_id=new_id, ready=-1)], by_name)
     return ref

@@ -163,4 +163,3 @@ class CommitLog:
             return 0
         self.write(taken)
         return len(taken.records)
-

@@ -381,15 +381,22 @@ def encode_exported(
         machine.name,
         machine.states[saved["state"]],
         saved["data"],
-        [[events[e], p, lane] for e, p, lane in front] + [
-            [events[e], p, lane] for e, p, lane in saved["mail"]
-        ]
+        [[events[e], p, lane] for e, p, lane in front]
+        + [[events[e], p, lane] for e, p, lane in saved["mail"]]
         if front or saved["mail"]
         else [],
         [[events[e], p, lane] for e, p, lane in saved["postponed"]] if saved["postponed"] else [],
         [
-            [list(key), wall + remaining, guard, events[ev] if ev >= 0 else None, p, lane, live,
-             order]
+            [
+                list(key),
+                wall + remaining,
+                guard,
+                events[ev] if ev >= 0 else None,
+                p,
+                lane,
+                live,
+                order,
+            ]
             for key, remaining, guard, ev, p, lane, live, order in saved["timers"]
         ]
         if saved["timers"]
@@ -448,8 +455,7 @@ def encode_slots(
     wall = time.time()
     out = encode_plain(plain, wall, codec, hibernated)
     out += [
-        (agent_key(s["id"], codec), wall, encode_exported(s, wall, codec, hibernated))
-        for s in rest
+        (agent_key(s["id"], codec), wall, encode_exported(s, wall, codec, hibernated)) for s in rest
     ]
     return out
 
@@ -475,18 +481,22 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
         values["postponed"] = (
             tuple(_message(m) for m in values["postponed"]) if values["postponed"] else ()
         )
-        values["timers"] = () if not values["timers"] else tuple(
-            TimerSnapshot(
-                tuple(_str(k) for k in key),
-                _float(due),
-                _int(guard),
-                event,
-                payload,
-                Priority(lane),
-                _bool(live),
-                _int(order),
+        values["timers"] = (
+            ()
+            if not values["timers"]
+            else tuple(
+                TimerSnapshot(
+                    tuple(_str(k) for k in key),
+                    _float(due),
+                    _int(guard),
+                    event,
+                    payload,
+                    Priority(lane),
+                    _bool(live),
+                    _int(order),
+                )
+                for key, due, guard, event, payload, lane, live, order in values["timers"]
             )
-            for key, due, guard, event, payload, lane, live, order in values["timers"]
         )
         values["policy"] = _POLICIES[values["policy"]]
         sup = values["supervision"]
