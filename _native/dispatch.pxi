@@ -1049,8 +1049,8 @@ cdef class Dispatcher:
         if now > tn.last:
             tn.tokens = min(tn.burst, tn.tokens + (now - tn.last) * tn.rate)
             tn.last = now
-        if tn.tokens >= 1.0:
-            tn.tokens -= 1.0
+        if tn.tokens >= 1.0 - 1e-9:  # (a refill at the due time may fall short by an ulp)
+            tn.tokens = max(0.0, tn.tokens - 1.0)
             return True
         return False
 
@@ -1221,16 +1221,13 @@ cdef class Dispatcher:
                 self._cur = t
                 self._tn[t].deficit += self._tn[t].quantum
             tn = &self._tn[t]
-            if tn.head < 0 or tn.deficit <= 0:  # its turn in this round is over
+            if tn.head < 0:
+                self._idle_tenant(t)
+                continue
+            if tn.deficit <= 0:  # its turn in this round is over
                 self._cur = -1
-                if tn.head >= 0:
-                    self._act[(self._ahead + self._alen) % self._tn_cap] = t
-                    self._alen += 1
-                else:
-                    tn.active = 0
-                    tn.deficit = 0
-                    if tn.dropped:  # its last dead agents are released
-                        self._forget_tenant(t)
+                self._act[(self._ahead + self._alen) % self._tn_cap] = t
+                self._alen += 1
                 continue
             slot = tn.head
             tn.head = self._rnext[slot]
@@ -1268,9 +1265,20 @@ cdef class Dispatcher:
                     self._ag[slot].flags = f & ~F_QUEUED
                     if self._ag[slot].box < 0 and not (f & F_STATUS_HELD):
                         self._ag[slot].since = self.now  # PROCESSING -> IDLE
+            if self._tn[t].head < 0:  # drained: its turn ends now, its deficit with it
+                self._idle_tenant(t)
             if self._olen >= self._out_limit:
                 self._flush()
         return done
+
+    cdef void _idle_tenant(self, int32_t t) noexcept:
+        """End the turn of a tenant left with no ready agent: it leaves the round, and its
+        unused deficit is forgotten (it joins the end of a round when mail comes)."""
+        self._cur = -1
+        self._tn[t].active = 0
+        self._tn[t].deficit = 0
+        if self._tn[t].dropped:  # its last dead agents are released
+            self._forget_tenant(t)
 
     cdef Py_ssize_t _turn(self, int32_t slot, Py_ssize_t budget) except -1:
         cdef Py_ssize_t k = 0
@@ -2092,6 +2100,8 @@ cdef class Dispatcher:
         self._add_tenant_row()
         self._tn[0].live = 1
         self._tn_names[0] = "default"
+        if self.sample_every:
+            self._tn_rings[0] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
         self._tn[0].quantum = self._budget
         self._tn[0].agents = len(self)
         for slot in range(self._n_slots):
@@ -2165,7 +2175,7 @@ cdef class Dispatcher:
 
     def tenant_indexes(self):
         """The tenant index per slot (zeros until tenants are set; stale for free slots)."""
-        if not self.tenanted:
+        if not self.tenanted or self._tof_arr is None:
             return np.zeros(self._n_slots, dtype=np.uint16)
         return self._tof_arr[:self._n_slots].copy()
 
@@ -2216,6 +2226,7 @@ cdef class Dispatcher:
                 except (MailboxFullError, AgentStoppedError) as exc:
                     error = exc
             if error is not None:
+                self._tn[t].tokens += 1.0  # its token goes to the next one
                 self._dead_letter(agent_id, &self._mt[<int32_t>mach], ev, payload, lane,
                                   _UNDELIVERABLE, error, None)
                 if request:

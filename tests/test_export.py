@@ -115,5 +115,5 @@ def test_opentelemetry_bridge(light: Machine) -> None:
     assert points["engine.agents.hibernated"][0].value == 0
     assert points["engine.wakes"][0].value == 0
     assert points["engine.upgrades"][0].value == 0
-    assert len(keep) == 15
+    assert len(keep) == 28
     provider.shutdown()

@@ -1,9 +1,10 @@
 """``python -m engine``: run an app file (plainly or with a live view), or list plugins.
 
-``run APP.toml`` loads machines by import path, spawns the agents, builds the plugins the file
-names (through their entry points), and runs under trio until SIGINT or SIGTERM (or
-``--for SECONDS``); then it shuts down cleanly: receptors stop, effectors take what is queued
-and close. ``plugins`` lists what discovery finds, with versions and whether each loads.
+``run APP.toml`` loads machines by import path, adds the tenants, spawns the agents into
+them, builds the plugins the file names (through their entry points), and runs under trio
+until SIGINT or SIGTERM (or ``--for SECONDS``); then it shuts down cleanly: receptors stop,
+effectors take what is queued and close. ``plugins`` lists what discovery finds, with versions
+and whether each loads.
 
 Before anything runs, ``prepare_app`` checks the whole file in one pass: its schema, its
 cross references, every machine's import and every plugin (installed, in its role, loadable,
@@ -188,7 +189,8 @@ def _policy(name: str | None) -> OverflowPolicy | None:
 
 @asynccontextmanager
 async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
-    """The app's runtime under trio, its agents spawned and its plugins wired."""
+    """The app's runtime under trio, its tenants added, its agents spawned (into their
+    tenants) and its plugins wired."""
     rc = app.config.runtime
     options: dict[str, Any] = {
         "implementation": rc.implementation,
@@ -207,7 +209,12 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
     async with AsyncExitStack() as stack:
         # the store first: closed after the runtime, whose last snapshot it takes at exit
         store = None if app.config.store is None else stack.enter_context(_opened_store(app))
-        runtime = open_runtime(receptors=app.receptors, effectors=app.effectors, **options)
+        runtime = open_runtime(
+            receptors=app.receptors,
+            effectors=app.effectors,
+            tenants=app.config.tenant_list(),
+            **options,
+        )
         try:
             rt = await stack.enter_async_context(runtime)
         except OSError as exc:  # an effector's aopen: a file in a directory that is not there
@@ -252,6 +259,7 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
                     capacity=group.capacity,
                     policy=policy,
                     supervision=group.supervision,
+                    tenant=group.tenant,
                 )
         config = app.config.store
         if store is not None and config is not None and config.durability == "snapshot":

@@ -23,9 +23,16 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     [machines.light]                # a name -> an engine.Machine by import path
     path = "myapp.machines:LIGHT"
 
+    [tenants.acme]                  # optional: a tenant, its weight and engine.Limits
+    weight = 2.0                    #   (0 = no limit; [tenants.default] sets the default
+    max_queued = 1000               #   tenant's)
+    rate = 50.0
+    per = "second"
+
     [[agents]]                      # ids = [...], or count = N (int ids 0..N-1, or
     machine = "light"               #   prefix + number with prefix = "...")
     count = 100
+    tenant = "acme"                 # a tenant of [tenants], or "default" (the default)
 
     [[plugins]]                     # an entry point of engine.receptors / engine.effectors
     name = "tcp"
@@ -44,8 +51,9 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
                                     # expire_after too)
 
 ``load_app()`` checks what the file alone can tell (its schema, and that agents name machines
-of ``[machines]``); importing the machines and building the plugins is the command line's job
-(``engine.cli``), which checks the entries of ``valid_entries()`` in the same run.
+of ``[machines]`` and tenants of ``[tenants]``); importing the machines and building the
+plugins is the command line's job (``engine.cli``), which checks the entries of
+``valid_entries()`` in the same run.
 """
 
 from __future__ import annotations
@@ -66,8 +74,9 @@ from cattrs.gen import make_dict_structure_fn
 from cattrs.strategies import configure_union_passthrough
 from cattrs.v import format_exception
 
-from ..core._exceptions import ConfigError
+from ..core._exceptions import ConfigError, InvalidArgumentError, brief
 from ..runtime._supervision import Supervision
+from ..runtime._tenants import DEFAULT, Limits, Tenant
 
 T = TypeVar("T")
 
@@ -344,6 +353,8 @@ class AgentsConfig:
     )
     policy: Literal["reject", "drop_oldest"] | None = None
     supervision: Supervision | None = None
+    tenant: str | None = None
+    """A tenant of ``[tenants]``, or ``"default"`` (the default)."""
 
     def __attrs_post_init__(self) -> None:
         if (self.ids is None) == (self.count is None):
@@ -356,6 +367,38 @@ class AgentsConfig:
             return list(self.ids)
         count = self.count or 0
         return [f"{self.prefix}{n}" for n in range(count)] if self.prefix else list(range(count))
+
+
+def _tenant_check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # the runtime's own checks, so that a file can hold nothing ``Tenant`` would refuse
+    if attribute.name == "weight":
+        Tenant(DEFAULT, weight=value)
+    else:
+        Limits(**{attribute.name: value})
+
+
+@final
+@attrs.frozen
+class TenantConfig:
+    """A tenant, ``[tenants.NAME]``: its ``weight`` and its ``engine.Limits`` (0: no limit).
+    Every field is checked by ``Tenant`` and ``Limits`` themselves."""
+
+    weight: float = attrs.field(default=1.0, validator=_tenant_check)
+    max_agents: int = attrs.field(default=0, validator=_tenant_check)
+    max_queued: int = attrs.field(default=0, validator=_tenant_check)
+    overflow: Literal["reject", "wait"] = "reject"
+    rate: float = attrs.field(default=0.0, validator=_tenant_check)
+    per: Literal["second", "minute"] = "second"
+    burst: int = attrs.field(default=0, validator=_tenant_check)
+    turn_deadline: float = attrs.field(default=0.0, validator=_tenant_check)
+    on_deadline: Literal["report", "fail", "stop"] = "report"
+    max_memory: int = attrs.field(default=0, validator=_tenant_check)
+
+    def tenant(self, name: str) -> Tenant:
+        """The ``engine.Tenant`` named ``name`` that this entry describes."""
+        limits = attrs.asdict(self)
+        weight = limits.pop("weight")
+        return Tenant(name, weight, Limits(**limits))
 
 
 @final
@@ -427,6 +470,11 @@ class AppConfig:
     agents: list[AgentsConfig] = attrs.Factory(list)
     plugins: list[PluginConfig] = attrs.Factory(list)
     store: StoreConfig | None = None
+    tenants: dict[str, TenantConfig] = attrs.Factory(dict)
+
+    def tenant_list(self) -> list[Tenant]:
+        """The ``[tenants]`` as ``engine.Tenant`` values, for ``open_runtime(tenants=...)``."""
+        return [config.tenant(name) for name, config in self.tenants.items()]
 
 
 def read_app(path: str | Path) -> dict[str, Any]:
@@ -449,7 +497,8 @@ def read_app(path: str | Path) -> dict[str, Any]:
 
 
 def check_app(data: Mapping[str, Any], where: str) -> AppConfig:
-    """Structure an app file's table and check that its agents name machines it defines.
+    """Structure an app file's table and check that its agents name machines and tenants it
+    defines.
 
     Raises:
         ConfigError: Every problem found, each with its path.
@@ -462,12 +511,28 @@ def check_app(data: Mapping[str, Any], where: str) -> AppConfig:
         problems += exc.problems
     # on the raw table, so that it is checked however broken the rest is
     machines = data.get("machines", {})
+    tenants = data.get("tenants", {})
     agents = data.get("agents")
-    if isinstance(machines, Mapping) and isinstance(agents, list):
+    if isinstance(tenants, Mapping):
+        for key in tenants:
+            try:
+                Tenant(key)
+            except InvalidArgumentError as exc:
+                problems.append(f"{exc} @ $.tenants[{brief(key)}]")
+    if isinstance(agents, list):
         for i, group in enumerate(agents):
-            name = group.get("machine") if isinstance(group, Mapping) else None
-            if isinstance(name, str) and name not in machines:
+            if not isinstance(group, Mapping):
+                continue
+            name = group.get("machine")
+            if isinstance(machines, Mapping) and isinstance(name, str) and name not in machines:
                 problems.append(f"{name!r} is not a machine of [machines] @ $.agents[{i}].machine")
+            name = group.get("tenant")
+            known = tenants if isinstance(tenants, Mapping) else {}
+            if isinstance(name, str) and name != DEFAULT and name not in known:
+                problems.append(
+                    f"{brief(name)} is not a tenant of [tenants] (nor {DEFAULT!r}) "
+                    f"@ $.agents[{i}].tenant"
+                )
     if problems or app is None:
         raise ConfigError(where, problems)
     return app

@@ -18,11 +18,17 @@ from typing import Any
 
 import trio
 
-from ..core._exceptions import InvalidArgumentError, RuntimeNotRunningError, brief
+from ..core._exceptions import (
+    InvalidArgumentError,
+    RuntimeNotRunningError,
+    TenantExistsError,
+    brief,
+)
 from ..core._machine import Machine
 from ..core._validate import integer, number
 from ..runtime._host import Host
 from ..runtime._runtime import Runtime
+from ..runtime._tenants import DEFAULT, Tenant
 from ..store._codec import Codec
 from ..store._hibernate import Hibernation
 from ..store._persist import load_records
@@ -48,6 +54,7 @@ async def open_runtime(
     hibernate_after: float | None = None,
     max_resident: int | None = None,
     expire_after: float | None = None,
+    tenants: Iterable[Tenant] = (),
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -76,8 +83,15 @@ async def open_runtime(
             longest beyond it (agents with mail are never hibernated, so it can be exceeded).
         expire_after: Remove agents hibernated this many seconds from the store (reported
             in ``statistics().expired`` and the hibernation's ``expired_ids``).
+        tenants: ``engine.Tenant`` values added to the runtime before anything is restored
+            (so restored agents find their tenants) or runs; one named ``"default"`` sets
+            the default tenant's weight, limits and sizer.
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
+
+    Raises:
+        InvalidArgumentError: A bad argument (``tenants`` not an iterable of ``Tenant``).
+        TenantExistsError: Two of ``tenants`` have the same name.
 
     On exit, receptors are cancelled first, queued outputs are handed to the effectors and
     they are closed; then the dispatch task and all agent work are cancelled. Mail still
@@ -99,11 +113,15 @@ async def open_runtime(
             "hibernate_after, max_resident and expire_after need a store, with durability "
             "'none' or 'log'"
         )
+    tenant_list = _tenants(tenants)
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
     rt = Runtime(on_output=wiring.fanout if wiring.active else None, **kwargs)
     wiring.rt = rt
+    for tenant in tenant_list:  # before a restore: its agents name their tenants
+        add = rt.update_tenant if tenant.name == DEFAULT else rt.add_tenant
+        add(tenant.name, weight=tenant.weight, limits=tenant.limits, sizer=tenant.sizer)
     try:
         async with trio.open_nursery() as nursery:
             host = Host(rt, nursery, wiring)
@@ -145,6 +163,23 @@ async def open_runtime(
         if error is group:
             raise
         raise error from error.__cause__  # keep the cause (e.g. PluginFailedError's)
+
+
+def _tenants(tenants: Any) -> list[Tenant]:
+    """``tenants`` as a list, checked before anything is built."""
+    if isinstance(tenants, str | bytes) or not isinstance(tenants, Iterable):
+        raise InvalidArgumentError(
+            f"tenants must be an iterable of engine.Tenant, got {brief(tenants)}"
+        )
+    out = list(tenants)
+    names: set[str] = set()
+    for tenant in out:
+        if not isinstance(tenant, Tenant):
+            raise InvalidArgumentError(f"tenants holds {brief(tenant)}, not an engine.Tenant")
+        if tenant.name in names:
+            raise TenantExistsError(tenant.name)
+        names.add(tenant.name)
+    return out
 
 
 def _sleep_policy(

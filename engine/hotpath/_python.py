@@ -85,6 +85,8 @@ _DROPPED: Final = DeadLetterReason.DROPPED
 _TERMINATED: Final = DeadLetterReason.TERMINATED
 MAX_TENANTS: Final = 0xFFFF
 """Tenants one runtime can hold at once (the compiled path keeps the index in 16 bits)."""
+_WHOLE: Final = 1.0 - 1e-9
+"""A token bucket holding this much has a whole token."""
 DEADLINE_REPORT: Final = 0
 DEADLINE_FAIL: Final = 1
 DEADLINE_STOP: Final = 2
@@ -1071,15 +1073,12 @@ class Dispatcher:
                     tenant = cast(_Tenant, tenants[t])
                     tenant.deficit += tenant.quantum
                 tenant = cast(_Tenant, tenants[t])
-                if not tenant.ready or tenant.deficit <= 0:  # its turn in this round is over
+                if not tenant.ready:
+                    self._idle_tenant(t, tenant)
+                    continue
+                if tenant.deficit <= 0:  # its turn in this round is over
                     self._cur = -1
-                    if tenant.ready:
-                        self._active.append(t)
-                    else:
-                        tenant.active = False
-                        tenant.deficit = 0
-                        if tenant.dropped:  # its last dead agents are released
-                            tenants[t] = None
+                    self._active.append(t)
                     continue
                 slot = tenant.ready.popleft()
                 self._nready -= 1
@@ -1111,12 +1110,23 @@ class Dispatcher:
                         self._flags[slot] &= ~_QUEUED
                         if not (self._count[slot] or slot in self._front):
                             self._stamp(slot)
+                if not tenant.ready:  # drained: its turn ends now, its deficit with it
+                    self._idle_tenant(t, tenant)
                 if len(self._out_codes) >= self._out_limit:
                     self._flush()
         finally:
             self._running = False
         self._flush()
         return done
+
+    def _idle_tenant(self, t: int, tenant: _Tenant) -> None:
+        """End the turn of a tenant left with no ready agent: it leaves the round, and its
+        unused deficit is forgotten (it joins the end of a round when mail comes)."""
+        self._cur = -1
+        tenant.active = False
+        tenant.deficit = 0
+        if tenant.dropped:  # its last dead agents are released
+            self._tenants[t] = None
 
     def _turn(self, slot: int, budget: int) -> int:
         k = 0
@@ -1720,6 +1730,11 @@ class Dispatcher:
 
     # -- tenants -------------------------------------------------------------------------
 
+    @property
+    def tenanted(self) -> bool:
+        """True once ``set_tenant`` was called: ``run()`` schedules tenants fairly."""
+        return self._tenanted
+
     def set_tenant(
         self,
         index: int,
@@ -1766,6 +1781,9 @@ class Dispatcher:
 
     def _enable_tenants(self) -> None:
         default = _Tenant("default")
+        default.quantum = self._budget  # weight 1
+        if self.sample_every:
+            default.rings = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
         default.agents = len(self._index)
         default.queued = sum(self._count)
         self._tenants = [default]
@@ -1858,8 +1876,8 @@ class Dispatcher:
         if now > tenant.last:
             tenant.tokens = min(tenant.burst, tenant.tokens + (now - tenant.last) * tenant.rate)
             tenant.last = now
-        if tenant.tokens >= 1.0:
-            tenant.tokens -= 1.0
+        if tenant.tokens >= _WHOLE:  # (a refill at the due time may fall short by an ulp)
+            tenant.tokens = max(0.0, tenant.tokens - 1.0)
             return True
         return False
 
@@ -1891,6 +1909,7 @@ class Dispatcher:
                 except (MailboxFullError, AgentStoppedError) as exc:
                     error = exc
             if error is not None:
+                tenant.tokens += 1.0  # its token goes to the next one
                 reason = DeadLetterReason.UNDELIVERABLE
                 self._dead_letter(agent_id, self._machines[mach], ev, payload, lane_, reason, error)
                 if request:

@@ -3,8 +3,10 @@
 ``prometheus_client`` (the ``prometheus`` extra) is imported only when this is used. The
 collector reads the runtime's counters when Prometheus scrapes, never on the hot path:
 totals, gauges, agents per machine and state, and the sampled latencies as summaries with
-their quantiles (``sample_every`` > 0). ``serve_metrics`` answers ``GET /metrics`` from a task
-of the runtime's own nursery (no thread).
+their quantiles (``sample_every`` > 0). Once the runtime has tenants, each figure of
+``TenantStatistics`` is a series with a ``tenant`` label too (``engine_tenant_*``), all of one
+scrape from one reading. ``serve_metrics`` answers ``GET /metrics`` from a task of the
+runtime's own nursery (no thread).
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ import trio
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
+    from ..hotpath._metrics import LatencySummary
     from ..runtime._runtime import Runtime
+    from ..runtime._tenants import TenantStatistics
 
 MAX_REQUEST = 8192
+QUANTILES = (0.5, 0.9, 0.99)
+"""The quantiles of the latency summaries (``LatencySummary`` has p50, p90 and p99)."""
 
 
 @final
@@ -84,7 +90,7 @@ class EngineCollector:
             values = ring.values()
             summary = Metric(f"{p}_{name}", doc, "summary")
             if len(values):
-                for q in (0.5, 0.9, 0.99):
+                for q in QUANTILES:
                     summary.add_sample(
                         f"{p}_{name}", {"quantile": str(q)}, float(_quantile(values, q)) / 1e9
                     )
@@ -95,6 +101,67 @@ class EngineCollector:
                 float(values.sum()) / 1e9 * (ring.total / len(values) if len(values) else 0.0),
             )
             yield summary
+        if stats.tenants:
+            yield from _tenant_families(p, stats.tenants)
+
+
+def _tenant_families(p: str, tenants: tuple[TenantStatistics, ...]) -> Iterator[Any]:
+    """The ``engine_tenant_*`` families: one series per tenant, labelled ``tenant``."""
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    labels = [label_value(t.name) for t in tenants]
+    for kind, name, field, doc in (
+        ("counter", "messages_processed", "processed", "Messages its agents processed"),
+        ("counter", "messages_failed", "failed", "Messages of its agents that failed"),
+        ("counter", "messages_rejected", "rejected", "Sends refused at its max_queued"),
+        ("counter", "messages_delayed", "delayed", "Messages its rate held back"),
+        ("counter", "overruns", "overruns", "Steps and Work tasks past its turn_deadline"),
+        ("counter", "hibernations", "hibernated", "Its agents hibernated to make room"),
+        ("gauge", "agents", "agents", "Its agents in memory"),
+        ("gauge", "messages_queued", "queued", "Messages queued for its agents"),
+        ("gauge", "messages_delayed_now", "delayed_now", "Messages its rate holds back now"),
+        ("gauge", "memory_bytes", "memory", "Its estimated resident bytes"),
+        ("gauge", "weight", "weight", "Its share of the dispatcher when tenants have mail"),
+    ):
+        make = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+        family = make(f"{p}_tenant_{name}", doc, labels=["tenant"])
+        for label, t in zip(labels, tenants, strict=True):
+            family.add_metric([label], getattr(t, field))
+        yield family
+    for name, field, doc in (
+        ("step_seconds", "step", "Sampled step durations of its agents"),
+        ("mailbox_wait_seconds", "wait", "Sampled time its messages waited"),
+    ):
+        summaries = [(label, getattr(t, field)) for label, t in zip(labels, tenants, strict=True)]
+        if any(s is not None for _, s in summaries):
+            yield _tenant_summary(f"{p}_tenant_{name}", doc, summaries)
+
+
+def _tenant_summary(name: str, doc: str, summaries: list[tuple[str, LatencySummary | None]]) -> Any:
+    """A summary family over the tenants that have samples (µs in, seconds out); the sum is
+    estimated from the retained samples' mean, as for the runtime's own summaries."""
+    from prometheus_client.core import Metric
+
+    family = Metric(name, f"{doc} (the sum is estimated from the retained samples)", "summary")
+    for label, s in summaries:
+        if s is None:
+            continue
+        for q, value in zip(QUANTILES, (s.p50, s.p90, s.p99), strict=True):
+            family.add_sample(name, {"tenant": label, "quantile": str(q)}, value / 1e6)
+        family.add_sample(f"{name}_count", {"tenant": label}, float(s.total))
+        family.add_sample(f"{name}_sum", {"tenant": label}, s.mean * s.total / 1e6)
+    return family
+
+
+def label_value(name: str) -> str:
+    """``name`` as a label or attribute value: itself, unless it holds a lone surrogate
+    (which UTF-8 cannot encode and would fail the whole scrape): that is written
+    ``\\udXXX``. Quotes, backslashes and newlines are the exposition's to escape."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return name
 
 
 def _quantile(values: Any, q: float) -> float:

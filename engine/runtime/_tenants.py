@@ -138,6 +138,10 @@ class Limits:
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= 200:
         raise InvalidArgumentError(f"a tenant name is a str of 1..200 characters: {brief(value)}")
+    try:
+        value.encode()  # exporters write it as a label: a lone surrogate cannot be
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"a tenant name must be valid UTF-8: {brief(value)}") from None
     return value
 
 
