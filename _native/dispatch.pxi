@@ -2193,6 +2193,18 @@ cdef class Dispatcher:
                       tn.deficit, tn.served)
         return out
 
+    def tenant_load(self, index):
+        """``(live agents, queued messages)`` of tenant ``index``."""
+        cdef int32_t t = self._tenant(index)
+        return self._tn[t].agents, self._tn[t].queued
+
+    def tenant_retire(self, index, int64_t processed, int64_t failed):
+        """Add to the tenant's counts of terminated agents (negative: take away; hibernation
+        moves a sleeping agent's counts out, and they come back with it)."""
+        cdef int32_t t = self._tenant(index)
+        self._tn[t].retired_processed += processed
+        self._tn[t].retired_failed += failed
+
     def tenant_rings(self, index):
         """The tenant's (step, wait) latency rings, if sampling is on."""
         return self._tn_rings[self._tenant(index)]

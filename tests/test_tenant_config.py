@@ -4,6 +4,7 @@ its agents run (``engine run``) with the limits they set, every bad field report
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 import typing
@@ -22,29 +23,16 @@ from engine.cli import main
 from engine.core._exceptions import brief
 from engine.environment._config import TenantConfig, load_app
 
-# the README's example (``tests/test_tenant_config.py`` loads and runs it)
-README_APP = """\
-[machines.order]
-path = "myapp.machines:ORDER"
-
-[tenants.acme]                    # a tenant: a weight and engine.Limits (0 = no limit)
-weight = 3.0                      # 3 times globex's share of the dispatcher when both are busy
-max_queued = 3                    # the 4th queued message is refused: TenantLimitError
-rate = 100.0                      # messages a second; the excess waits, in order
-
-[tenants.globex]
-turn_deadline = 0.05              # seconds a step may take; overruns are counted
-
-[[agents]]
-machine = "order"
-ids = ["a1", "a2"]
-tenant = "acme"                   # left out: the "default" tenant
-
-[[agents]]
-machine = "order"
-ids = ["g1", "g2"]
-tenant = "globex"
-"""
+# the README's app file with tenants, read from the README itself (so it cannot drift)
+README_APP = next(
+    block
+    for block in re.findall(
+        r"```toml\n(.*?)```",
+        (Path(__file__).resolve().parent.parent / "README.md").read_text(),
+        flags=re.S,
+    )
+    if "[tenants.acme]" in block
+)
 
 MACHINES = """
 import engine

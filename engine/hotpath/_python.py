@@ -1862,6 +1862,18 @@ class Dispatcher:
             )
         return out
 
+    def tenant_load(self, index: int) -> tuple[int, int]:
+        """``(live agents, queued messages)`` of tenant ``index``."""
+        tenant = self._tenant(index)
+        return tenant.agents, tenant.queued
+
+    def tenant_retire(self, index: int, processed: int, failed: int) -> None:
+        """Add to the tenant's counts of terminated agents (negative: take away; hibernation
+        moves a sleeping agent's counts out, and they come back with it)."""
+        tenant = self._tenant(index)
+        tenant.retired_processed += processed
+        tenant.retired_failed += failed
+
     def tenant_rings(self, index: int) -> tuple[LatencyRing, LatencyRing] | None:
         """The tenant's (step, wait) latency rings, if sampling is on."""
         return self._tenant(index).rings

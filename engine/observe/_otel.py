@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, final
 
-from ._prometheus import label_value
-
 if TYPE_CHECKING:
     from ..runtime._runtime import Runtime
     from ..runtime._tenants import TenantStatistics
@@ -137,7 +135,7 @@ def _tenant_instruments(rt: Runtime, meter: Any, prefix: str) -> list[Any]:
     def per_tenant(name: str, field: str) -> Callable[[CallbackOptions], Iterable[Observation]]:
         def callback(options: CallbackOptions) -> Iterable[Observation]:
             return [
-                Observation(getattr(t, field), {"tenant": label_value(t.name)})
+                Observation(getattr(t, field), {"tenant": t.name})
                 for t in readings.read(name)
             ]
 
@@ -150,7 +148,7 @@ def _tenant_instruments(rt: Runtime, meter: Any, prefix: str) -> list[Any]:
                 summary = getattr(t, field)
                 if summary is None:
                     continue
-                label = label_value(t.name)
+                label = t.name
                 out += [
                     Observation(getattr(summary, q) / 1e6, {"tenant": label, "quantile": q})
                     for q in ("p50", "p90", "p99", "max")

@@ -109,7 +109,7 @@ def _tenant_families(p: str, tenants: tuple[TenantStatistics, ...]) -> Iterator[
     """The ``engine_tenant_*`` families: one series per tenant, labelled ``tenant``."""
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-    labels = [label_value(t.name) for t in tenants]
+    labels = [t.name for t in tenants]
     for kind, name, field, doc in (
         ("counter", "messages_processed", "processed", "Messages its agents processed"),
         ("counter", "messages_failed", "failed", "Messages of its agents that failed"),
@@ -151,17 +151,6 @@ def _tenant_summary(name: str, doc: str, summaries: list[tuple[str, LatencySumma
         family.add_sample(f"{name}_count", {"tenant": label}, float(s.total))
         family.add_sample(f"{name}_sum", {"tenant": label}, s.mean * s.total / 1e6)
     return family
-
-
-def label_value(name: str) -> str:
-    """``name`` as a label or attribute value: itself, unless it holds a lone surrogate
-    (which UTF-8 cannot encode and would fail the whole scrape): that is written
-    ``\\udXXX``. Quotes, backslashes and newlines are the exposition's to escape."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "backslashreplace").decode("utf-8")
-    return name
 
 
 def _quantile(values: Any, q: float) -> float:

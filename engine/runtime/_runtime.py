@@ -845,8 +845,9 @@ class Runtime:
         """``_export`` of the live agents in ``slots``, split: the *plain* ones (nothing but
         counters and data: no mail, flags, timers, per-agent supervision or restarts) as the
         columns ``(ids, machines, data, states, epochs, processed, failed, capacities,
-        drop_oldest)`` that ``Dispatcher.export_plain`` reads in one pass, and the others as
-        ``_export`` dicts. Snapshots of many idle agents take the first, fast way."""
+        drop_oldest)`` that ``Dispatcher.export_plain`` reads in one pass, plus their tenants'
+        names, and the others as ``_export`` dicts. Snapshots of many idle agents take the
+        first, fast way."""
         d = self._d
         pos, *cols = d.export_plain(slots)
         special: set[int] = set()  # slots with something the dispatcher does not hold
@@ -860,6 +861,12 @@ class Runtime:
             keep = [k for k, i in enumerate(pos) if slot_list[i] not in special]
             cols = [[col[k] for k in keep] for col in cols]
             pos = [pos[k] for k in keep]
+        if self._tenants.enabled and pos:  # one name per tenant, looked up once
+            indexes = d.tenant_indexes()[slots[pos]].tolist()
+            names = {index: self._tenants.name_of(index) for index in set(indexes)}
+            cols.append([names[index] for index in indexes])
+        else:
+            cols.append([self._tenants.name_of(0)] * len(pos))
         plain = set(pos)
         rest = [d.agent_at(s) for i, s in enumerate(slot_list) if i not in plain]
         return tuple(cols), self._export(rest) if rest else []

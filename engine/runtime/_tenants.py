@@ -274,6 +274,9 @@ class Tenants:
         if d.running:
             raise RuntimeBusyError("remove_tenant() called from inside a run (from a handler?)")
         mine = self.agents_of(index)
+        sleeper = rt._sleeper
+        if sleeper is not None:  # hibernated ones too: terminate wakes them first
+            mine += [a for a, tenant in sleeper.tenant_of.items() if tenant == name]
         if mine and not terminate:
             raise TenantBusyError(
                 name, f"still has {len(mine)} agents (terminate=True terminates them)"
@@ -308,9 +311,8 @@ class Tenants:
 
     def memory(self, index: int, fresh: bool = False) -> int:
         """The tenant's estimated resident bytes."""
-        row = self.rt._d.tenant_table()[index] if self.enabled else None
-        agents = len(self.rt._d) if row is None else int(row["agents"])
-        queued = 0 if row is None else int(row["queued"])
+        d = self.rt._d
+        agents, queued = d.tenant_load(index) if self.enabled else (len(d), 0)
         return agents * AGENT_BYTES + queued * MESSAGE_BYTES + self._data_bytes(index, fresh)
 
     def _data_bytes(self, index: int, fresh: bool) -> int:
@@ -340,10 +342,10 @@ class Tenants:
             return
         extra = AGENT_BYTES + (0 if tenant.sizer is None else _size(tenant.sizer, data))
         d = self.rt._d
-        agents = int(d.tenant_table()[index]["agents"])
+        agents = d.tenant_load(index)[0]
         if limits.max_agents and agents + 1 > limits.max_agents:
             self._make_room(index, agents + 1 - limits.max_agents, 0)
-            agents = int(d.tenant_table()[index]["agents"])
+            agents = d.tenant_load(index)[0]
             if agents + 1 > limits.max_agents:
                 raise TenantLimitError(
                     tenant.name, "max_agents", limits.max_agents, "spawn refused"
@@ -399,6 +401,7 @@ class Tenants:
             n = len(table)
             processed = np.bincount(tof, weights=d.processed, minlength=n)
             failed = np.bincount(tof, weights=d.failed, minlength=n)
+        asleep = {} if rt._sleeper is None else rt._sleeper.tenant_counts
         out = []
         for index, tenant in sorted(self.info.items()):
             rings = d.tenant_rings(index) if table is not None else None
@@ -409,10 +412,11 @@ class Tenants:
                 step, wait = d.step_ring.summary(), d.wait_ring.summary()
             else:
                 r = table[index]
+                slept = asleep.get(tenant.name, (0, 0))
                 row = (
                     int(r["agents"]),
-                    int(processed[index]) + int(r["retired_processed"]),
-                    int(failed[index]) + int(r["retired_failed"]),
+                    int(processed[index]) + int(r["retired_processed"]) + slept[0],
+                    int(failed[index]) + int(r["retired_failed"]) + slept[1],
                     int(r["queued"]),
                     int(r["delayed_now"]),
                     int(r["rejected"]),

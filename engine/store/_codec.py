@@ -24,9 +24,9 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]  # (no stubs; users
 from ..core._exceptions import EngineError, brief
 
 MAGIC: Final = b"EN"
-FORMAT_VERSION: Final = 2
+FORMAT_VERSION: Final = 3
 """The record format this engine writes; it reads this version and older ones (2: snapshots
-carry their machine's version)."""
+carry their machine's version; 3: and their tenant's name)."""
 _HEAD = struct.Struct(">2sBI")  # magic, version, CRC-32 of the body
 
 _TUPLE, _SET, _FROZENSET, _BIGINT, _USER = 1, 2, 3, 4, 5

@@ -34,6 +34,7 @@ from ..core._exceptions import (
 )
 from ..core._machine import Machine
 from ..runtime._runtime import SLEEPERS
+from ..runtime._tenants import DEFAULT
 from . import _history
 from ._codec import Codec, CorruptRecordError
 from ._log import CommitLog
@@ -41,6 +42,8 @@ from ._snapshot import decode_saved, encode_slots
 from ._stores import TOMBSTONE, Store, agent_key
 
 if TYPE_CHECKING:
+    import numpy.typing as npt
+
     from ..runtime._runtime import Runtime
 
 
@@ -82,6 +85,10 @@ class Hibernation:
         self._machines: dict[str, Machine] = {}
         self._waking: set[Any] = set()  # (a migrate that names the agent waking: refused)
         self.counts = [0, 0, 0]
+        self.tenant_counts: dict[str, list[int]] = {}
+        """Processed and failed counts of the sleeping agents, per tenant name."""
+        self.tenant_of: dict[Any, str] = {}
+        """The tenant of each sleeping agent not in the default tenant."""
         """Processed, failed and dropped messages of the agents asleep now."""
         self.hibernations = 0
         self.woken = 0
@@ -171,6 +178,7 @@ class Hibernation:
             n = int(column[slots].sum())  # their counts stay in the runtime's totals
             d.retired[i] -= n
             self.counts[i] += n
+        moved = self._tenant_counts_out(slots, refs) if rt._tenants.enabled else []
         self._machines.update((m.name, m) for m in map(d.machine, (a for a, _ in refs)))
         forget, terminate, since = rt._forget, d.terminate, self._since
         for agent_id, ref in refs:
@@ -181,29 +189,80 @@ class Hibernation:
             if deadline is not None:  # its timers come back on this clock, not the wall's
                 self._offsets[agent_id] = now - wall
                 rt._timers.arm(deadline, SLEEPERS, ("wake", agent_id))
+        for index, processed, failed in moved:  # (terminate retired them into the tenant)
+            d.tenant_retire(index, -processed, -failed)
         self.hibernations += len(refs)
         return len(refs)
 
-    def adopt(self, agent_id: Any, machine: Machine, counts: list[int], due: float | None) -> None:
+    def _tenant_counts_out(
+        self, slots: npt.NDArray[np.int32], refs: list[tuple[Any, Any]]
+    ) -> list[tuple[int, int, int]]:
+        """Move the counts of agents going to sleep from their tenants to
+        ``tenant_counts`` (their tenants keep showing them); note who is in which tenant.
+        Returns ``(tenant index, processed, failed)`` to take out after they terminate."""
+        rt = self.rt
+        d = rt._d
+        tenants = d.tenant_indexes()[slots]
+        processed, failed = d.processed[slots], d.failed[slots]
+        moved = []
+        for index in np.unique(tenants).tolist():
+            mine = tenants == index
+            name = rt._tenants.name_of(index)
+            p, f = int(processed[mine].sum()), int(failed[mine].sum())
+            counts = self.tenant_counts.setdefault(name, [0, 0])
+            counts[0] += p
+            counts[1] += f
+            moved.append((index, p, f))
+            if index:
+                for k in np.flatnonzero(mine).tolist():
+                    self.tenant_of[refs[k][0]] = name
+        return moved
+
+    def adopt(
+        self,
+        agent_id: Any,
+        machine: Machine,
+        counts: list[int],
+        due: float | None,
+        tenant: str = DEFAULT,
+    ) -> None:
         """Take an agent that is asleep in the store as one of this runtime's hibernated
         agents, without restoring it (``load`` does this with the records ``hibernate``
-        wrote): ``due`` is the wall-clock time its first timer fires, if any."""
+        wrote): ``due`` is the wall-clock time its first timer fires, if any; ``tenant`` the
+        name of its tenant, which it will wake into.
+
+        Raises:
+            AgentExistsError: The id is taken (awake or asleep).
+            TenantNotFoundError: The runtime has no tenant of that name (nothing changes).
+        """
         rt = self.rt
         if agent_id in rt._d or self.hibernated(agent_id) is not None:
             raise AgentExistsError(agent_id)
+        rt._tenants.index(tenant)  # checked now: it could never wake
         self._machines[machine.name] = machine
         now = rt._clock()
         self._since[agent_id] = now
         for i, n in enumerate(counts):
             self.counts[i] += n
+        tenant_counts = self.tenant_counts.setdefault(tenant, [0, 0])
+        tenant_counts[0] += counts[0]
+        tenant_counts[1] += counts[1]
+        if tenant != DEFAULT:
+            self.tenant_of[agent_id] = tenant
         if due is not None:  # from now on, on this runtime's clock
             wall = time.time()
             self._offsets[agent_id] = now - wall
             rt._timers.arm(now + (due - wall), SLEEPERS, ("wake", agent_id))
 
     def wake(self, agent_id: Any) -> bool:
-        """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``); False if
-        it is not."""
+        """Bring ``agent_id`` back if it is asleep (the dispatcher's ``on_missing``), into
+        the tenant it was in; False if it is not asleep.
+
+        Raises:
+            CorruptRecordError, StoreError: Its record cannot be read back.
+            TenantNotFoundError: The runtime no longer has its tenant (it was removed while
+                the agent slept). The agent stays asleep: add the tenant again and it wakes.
+        """
         since = self.hibernated(agent_id)
         if since is None or agent_id in self._waking:
             return False
@@ -240,6 +299,11 @@ class Hibernation:
         rt._finish_import([(ref, saved)])
         for i, key in enumerate(("processed", "failed", "dropped")):
             self.counts[i] -= saved[key]
+        tenant_counts = self.tenant_counts.get(saved.get("tenant") or DEFAULT)
+        if tenant_counts is not None:
+            tenant_counts[0] -= saved["processed"]
+            tenant_counts[1] -= saved["failed"]
+        self.tenant_of.pop(agent_id, None)
         rt._timers.cancel(SLEEPERS, ("wake", agent_id))
         self.woken += 1
         return True
@@ -303,6 +367,7 @@ class Hibernation:
         for agent_id in gone:
             del self._since[agent_id]
             self._offsets.pop(agent_id, None)
+            self.tenant_of.pop(agent_id, None)
             rt._timers.cancel(SLEEPERS, ("wake", agent_id))
         self.expired += len(gone)
         self.expired_ids.extend(gone)

@@ -97,7 +97,8 @@ def rollback(
     machines: Iterable[Machine] | None = None,
     codec: Codec | None = None,
 ) -> None:
-    """Put ``agent_id`` back as snapshot ``to`` had it, in place (see the module docstring).
+    """Put ``agent_id`` back as snapshot ``to`` had it, in place (see the module docstring):
+    same id, same tenant.
 
     Raises:
         SnapshotNotFoundError: ``to`` is not a record of this agent.
@@ -113,7 +114,9 @@ def rollback(
     ref = d.ref(agent_id)  # AgentNotFoundError (and wakes a hibernated one)
     agent_id = d.agent_at(ref.slot)
     snap = _read(store, agent_id, to, codec)
-    snap = attrs.evolve(snap, mail=(), postponed=(), front=0, ready=-1)
+    # in place: in the tenant it is in now (the same, unless the record predates tenants)
+    tenant = rt.tenant_of(agent_id)
+    snap = attrs.evolve(snap, mail=(), postponed=(), front=0, ready=-1, tenant=tenant)
     saved = prepare(snap, _machines(rt, agent_id, machines), time.time(), rt._clock(), rt._upgrades)
     machine = d.machine(agent_id)
     taken = d.take_mail(agent_id)
@@ -148,11 +151,12 @@ def fork(
 ) -> AgentRef:
     """Start ``new_id`` as an exact copy of ``agent_id`` (state, data, mail, timers,
     counters) as it is now (``Runtime.fork``), or as snapshot ``at`` of ``store`` had it; the
-    two then diverge.
+    two then diverge. The copy is in the original's tenant (the snapshot's, with ``at``).
 
     Raises:
         AgentExistsError: ``new_id`` is taken.
         SnapshotNotFoundError, CorruptRecordError, MachineNotFoundError: as ``rollback``.
+        TenantNotFoundError: The snapshot's tenant is not one of ``rt``'s.
     """
     if at is None:
         return rt.fork(agent_id, new_id)

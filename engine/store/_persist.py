@@ -27,7 +27,8 @@ class LoadReport:
     """Ids of the agents restored."""
     failed: list[tuple[str, EngineError]]
     """``(agent key, error)`` of each record that could not be restored: a damaged record
-    (``CorruptRecordError``), an unknown machine (``MachineNotFoundError``), an id taken."""
+    (``CorruptRecordError``), an unknown machine (``MachineNotFoundError``), a tenant the
+    runtime does not have (``TenantNotFoundError``: add it and load again), an id taken."""
     hibernated: list[Any] = attrs.field(factory=list)
     """Ids of the agents kept asleep: their records were written by ``hibernate`` and the
     runtime has a store to wake them from (a ``Hibernation``)."""
@@ -68,7 +69,13 @@ def load(
 ) -> LoadReport:
     """Restore the newest snapshot of ``agent_ids`` (default: every agent in the store) into
     ``rt``. A record that cannot be restored is reported in the result and the others are
-    restored all the same."""
+    restored all the same.
+
+    Each agent goes back into the tenant it was in (records of formats 1 and 2: the default
+    tenant), so add the tenants first; a record naming a tenant ``rt`` does not have fails
+    with ``TenantNotFoundError``, and is never put in another tenant. Agents coming back are
+    never refused by their tenant's ``max_agents`` or ``max_memory`` (their mail must not be
+    lost), so a load can leave a tenant above those limits."""
     keys = None if agent_ids is None else [agent_key(a, codec) for a in agent_ids]
     return load_records(rt, store.latest(keys), machines, codec)
 
@@ -93,11 +100,11 @@ def load_records(
                 if sleeper is not None:  # a hibernated agent stays asleep
                     peeked = peek_hibernated(item.record, codec, item.agent)
                     if peeked is not None:
-                        agent_id, name, counts, due = peeked
+                        agent_id, name, tenant, counts, due = peeked
                         machine = machines.get(name)
                         if machine is None:
                             raise MachineNotFoundError(agent_id, name)
-                        sleeper.adopt(agent_id, machine, counts, due)
+                        sleeper.adopt(agent_id, machine, counts, due, tenant)
                         asleep.append(agent_id)
                         continue
                 agent_id, saved = decode_saved(

@@ -7,8 +7,9 @@ clock, become wall-clock times (``time.time()``), so a timer survives a restart 
 and fires at most once (an overdue one at the next ``fire_timers``). ``encode`` packs a
 snapshot with a ``Codec`` into one framed, checksummed record; ``decode`` checks the frame,
 unpacks and structures it (every field typed; a damaged one is a ``CorruptRecordError``
-naming the agent). ``restore`` spawns each agent on the machine of that name and loads it, the
-same way on both hot paths: a restored agent behaves exactly as the original would have.
+naming the agent). ``restore`` spawns each agent on the machine of that name, in the tenant of
+that name, and loads it, the same way on both hot paths: a restored agent behaves exactly as
+the original would have.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..core._exceptions import EngineError, brief
 from ..core._machine import Machine
 from ..core._types import OverflowPolicy, Priority
 from ..runtime._supervision import Supervision
+from ..runtime._tenants import DEFAULT
 from ..runtime._upgrade import UpgradeError
 from ._codec import Codec, CodecError, CorruptRecordError, frame, unframe
 from ._stores import agent_key
@@ -100,6 +102,9 @@ class AgentSnapshot:
     hibernated: bool = False
     """Taken when the agent went to sleep (``Runtime.hibernate``): ``load`` into a runtime
     with a store keeps it asleep."""
+    tenant: str = DEFAULT
+    """The name of its tenant (records of formats 1 and 2 have none: the default tenant).
+    ``restore`` puts it back into the tenant of that name, which the runtime must have."""
 
 
 def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSnapshot]:
@@ -153,6 +158,7 @@ def capture(rt: Runtime, agent_ids: Iterable[Any] | None = None) -> list[AgentSn
                 supervision=saved["supervision"],
                 ready=saved["ready"],
                 version=machine.version,
+                tenant=saved["tenant"],
             )
         )
     return out
@@ -184,9 +190,13 @@ def restore(
     state, data, mail in order, postponed events, flags, counters, supervision, and timers
     re-armed for their wall-clock time (overdue ones fire at the next ``fire_timers``).
 
+    Each agent goes back into its tenant (add the tenants before restoring); the tenant's
+    ``max_agents`` and ``max_memory`` are not applied to agents coming back.
+
     Raises:
         MachineNotFoundError: A snapshot names a machine not in ``machines``.
         AgentExistsError: An agent with that id is already in ``rt``.
+        TenantNotFoundError: ``rt`` has no tenant of the snapshot's tenant name.
         UnknownStateError, UnknownEventError: The machine of that name does not have a state
             or event the snapshot needs (a different machine under the same name).
     """
@@ -246,6 +256,7 @@ def prepare(
         "restarts": snap.restarts,
         "restart_ages": [wall - t for t in snap.restarted_at],
         "ready": snap.ready,
+        "tenant": snap.tenant,
         "timers": [
             (
                 t.key,
@@ -321,7 +332,13 @@ def _raw(machine: Machine, items: Sequence[Message]) -> list[tuple[int, Any, int
 
 # -- encoding ----------------------------------------------------------------------------------
 
+# A record's body is the snapshot's fields in ``_FIELDS`` order. Format 1 had 23 of them (up to
+# ``ready``), format 2 added ``version`` and ``hibernated``, format 3 ``tenant``, written as
+# None for the default tenant (one byte, not eight, in the records of most agents) and as its
+# name for any other. ``_fields`` completes older bodies.
 _FIELDS = tuple(a.name for a in attrs.fields(AgentSnapshot))
+_FORMAT_1: Final = len(_FIELDS) - 3
+_FORMAT_2: Final = len(_FIELDS) - 1
 
 
 def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
@@ -358,6 +375,7 @@ def encode(snapshot: AgentSnapshot, codec: Codec | None = None) -> bytes:
         s.ready,
         s.version,
         s.hibernated,
+        None if s.tenant == DEFAULT else s.tenant,
     ]
     return frame(codec.pack(body, agent=s.agent_id))
 
@@ -419,6 +437,7 @@ def encode_exported(
         saved["ready"],
         machine.version,
         hibernated,
+        None if saved["tenant"] == DEFAULT else saved["tenant"],
     ]
     return frame((codec or DEFAULT_CODEC).pack(body, agent=saved["id"]))
 
@@ -433,13 +452,14 @@ def encode_plain(
     columns: the same records ``encode_exported`` makes, without a dict per agent."""
     pack = (codec or DEFAULT_CODEC).pack
     out = []
-    for agent_id, machine, data, state, epoch, processed, failed, capacity, drop in zip(
+    for agent_id, machine, data, state, epoch, processed, failed, capacity, drop, tenant in zip(
         *columns, strict=True
     ):
         body = [
             agent_id, machine.name, machine.states[state], data, [], [], [], wall, 0,
             False, False, False, False, processed, failed, 0, 0, [], epoch, capacity,
             1 if drop else 0, None, -1, machine.version, hibernated,
+            None if tenant == DEFAULT else tenant,
         ]  # fmt: skip
         out.append((agent_key(agent_id, codec), wall, frame(pack(body, agent=agent_id))))
     return out
@@ -477,6 +497,7 @@ def decode(record: bytes, codec: Codec | None = None, agent: Any = None) -> Agen
         if type(values["version"]) is not int or values["version"] < 1:
             raise TypeError(f"version {values['version']!r}")
         _bool(values["hibernated"])
+        values["tenant"] = DEFAULT if values["tenant"] is None else _str(values["tenant"])
         values["mail"] = tuple(_message(m) for m in values["mail"]) if values["mail"] else ()
         values["postponed"] = (
             tuple(_message(m) for m in values["postponed"]) if values["postponed"] else ()
@@ -533,6 +554,9 @@ def decode_saved(
     with a short way for plain agents (nothing but counters and data, as ``encode_plain``
     writes them), checked as strictly.
 
+    The dict names the record's tenant (``"tenant"``: None for the default one); whether
+    the runtime has it is for ``Runtime._import`` to find out (``TenantNotFoundError``).
+
     Raises:
         CorruptRecordError, MachineNotFoundError, UnknownStateError: as ``decode`` and
             ``prepare``.
@@ -557,6 +581,7 @@ def decode_saved(
         and fields[21:23] == _PLAIN_TAIL  # supervision, ready
         and type(fields[22]) is int
         and type(fields[24]) is bool
+        and (fields[25] is None or type(fields[25]) is str)
         and type(fields[1]) is str
         and type(fields[2]) is str
         and fields[20] in _POLICIES
@@ -575,27 +600,30 @@ def decode_saved(
             "processed": processed, "failed": failed, "dropped": 0, "capacity": capacity,
             "policy": _POLICIES[fields[20]], "paused": False, "stopped": False, "error": False,
             "backoff": False, "front": [], "mail": [], "postponed": [], "supervision": None,
-            "restarts": 0, "restart_ages": [], "ready": -1, "timers": [],
+            "restarts": 0, "restart_ages": [], "ready": -1, "timers": [], "tenant": fields[25],
         }  # fmt: skip
     snapshot = decode(record, codec, agent)
     return snapshot.agent_id, prepare(snapshot, by_name, wall, now, chain)
 
 
 def _fields(body: Any) -> list[Any] | None:
-    """A record's fields, those of format 1 completed (version 1, not hibernated)."""
+    """A record's fields, those of older formats completed: format 1 as version 1, not
+    hibernated, and formats 1 and 2 in the default tenant (None)."""
     if type(body) is not list:
         return None
-    if len(body) == len(_FIELDS) - 2:
-        body += [1, False]
+    if len(body) == _FORMAT_1:
+        body += [1, False, None]
+    elif len(body) == _FORMAT_2:
+        body.append(None)
     return body if len(body) == len(_FIELDS) else None
 
 
 def peek_hibernated(
     record: bytes, codec: Codec | None = None, agent: Any = None
-) -> tuple[Any, str, list[int], float | None] | None:
+) -> tuple[Any, str, str, list[int], float | None] | None:
     """For a record ``hibernate`` wrote, what keeping the agent asleep needs without
-    restoring it: ``(agent id, machine name, [processed, failed, dropped], wall-clock time
-    its first live timer is due or None)``; None for any other record.
+    restoring it: ``(agent id, machine name, tenant name, [processed, failed, dropped],
+    wall-clock time its first live timer is due or None)``; None for any other record.
 
     Raises:
         CorruptRecordError: The record is damaged.
@@ -610,9 +638,10 @@ def peek_hibernated(
         counts = [_int(fields[13]), _int(fields[14]), _int(fields[15])]
         due = [_float(t[1]) for t in fields[6] if t[6] is True]
         name = _str(fields[1])
+        tenant = DEFAULT if fields[25] is None else _str(fields[25])
     except (TypeError, IndexError) as exc:
         raise CorruptRecordError(f"not a valid snapshot record ({exc})", agent) from None
-    return fields[0], name, counts, min(due) if due else None
+    return fields[0], name, tenant, counts, min(due) if due else None
 
 
 _EMPTY3: Final[list[Any]] = [[], [], []]
