@@ -174,6 +174,7 @@ cdef class Dispatcher:
     cdef uint16_t* _tof
     cdef int32_t* _rnext          # next slot on its tenant's ready queue
     cdef public object on_delay   # on_delay(tenant, due): call release_delayed at due
+    cdef bint _releasing          # release_delayed is queueing: the tenant's limits passed
 
     def __cinit__(self):
         self._free_slot = -1
@@ -970,7 +971,7 @@ cdef class Dispatcher:
         cdef uint32_t gen
         cdef TenantRec* tn
         ag.flags |= F_DIRTY  # (even if nothing is queued in the end: a spare record at worst)
-        if self.tenanted:
+        if self.tenanted and not self._releasing:  # (the tenant's limits; then the mailbox's)
             tn = &self._tn[self._tof[slot]]
             if tn.max_queued and tn.queued >= tn.max_queued:
                 tn.rejected += 1
@@ -978,15 +979,8 @@ cdef class Dispatcher:
                                        tn.max_queued, "send refused", bool(tn.wait))
             if tn.rate > 0 and (tn.ndelayed or not self._token(self._tof[slot])):
                 return self._delay(slot, ev, payload, lane, request)
-        return self._push(slot, ev, payload, lane, request)
-
-    cdef int _push(self, int32_t slot, int32_t ev, object payload, int lane,
-                   int32_t request) except -1:
-        """Queue a message past the tenant's limits: the mailbox's capacity and policy."""
-        cdef Agent* ag = &self._ag[slot]
-        cdef int32_t b = ag.box
-        cdef PyObject* ref = NULL
-        cdef uint32_t gen
+            ag = &self._ag[slot]  # (a clock read ran Python)
+            b = ag.box
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
             agent_id = self._ids[slot]
@@ -2233,10 +2227,13 @@ cdef class Dispatcher:
             elif self._ag[slot].flags & F_STOPPED:
                 error = AgentStoppedError(agent_id, "is stopped")
             else:
+                self._releasing = True  # past the tenant's limits: it was counted
                 try:
-                    self._push(slot, ev, payload, lane, request)
+                    self._enqueue(slot, ev, payload, lane, request)
                 except (MailboxFullError, AgentStoppedError) as exc:
                     error = exc
+                finally:
+                    self._releasing = False
             if error is not None:
                 self._tn[t].tokens += 1.0  # its token goes to the next one
                 self._dead_letter(agent_id, &self._mt[<int32_t>mach], ev, payload, lane,

@@ -182,7 +182,7 @@ def test_unreadable_app_files_are_one_problem_each(tmp_path: Path) -> None:
 
 
 def test_the_readme_app_file_is_valid(tmp_path: Path) -> None:
-    section = README.read_text().split("## Plugins: receptors and effectors")[1]
+    section = README.read_text().split("## Plugins: receptors and effectors")[1].split("\n## ")[0]
     (toml,) = [
         b for b in re.findall(r"```toml\n(.*?)```", section, flags=re.S) if "[[agents]]" in b
     ]

@@ -6,10 +6,10 @@ once per hot path. After every step the order in which messages were processed, 
 tenant's queued count, the refused sends and the dead letters must agree with a model written
 from the documented rules: before any tenant exists, one FIFO ready queue with turns of at
 most ``budget`` messages; from the first tenant on, deficit round robin over the tenants
-with ready agents (a quantum of ``round(weight x budget)`` messages a round, unused deficit
-kept only while backlogged, a tenant that becomes ready joining the end of the round, each
-tenant's agents served FIFO in turns of at most ``min(budget, deficit)``), and inside an
-agent the highest lane first.
+with ready agents (a quantum of ``round(weight x budget)`` messages a round; unused deficit
+kept while backlogged and forgotten the moment its last ready agent is served; a tenant that
+becomes ready joining the end of the round; each tenant's agents served FIFO in turns of at
+most ``min(budget, deficit)``), and inside an agent the highest lane first.
 """
 
 from __future__ import annotations
@@ -158,6 +158,10 @@ class Model:
             done += k
             tenant.deficit -= k
             self._requeue(agent)
+            if not tenant.ready:  # drained: out of the round at once, its deficit forgotten
+                self.cur = None
+                tenant.active = False
+                tenant.deficit = 0
 
 
 def recorder(log: list[tuple[Any, Any]]) -> Machine:
@@ -274,7 +278,7 @@ class NativeTenantMachine(TenantMachine):
     IMPL = "native"
 
 
-SETTINGS = settings(max_examples=150, stateful_step_count=60, deadline=None)
+SETTINGS = settings(max_examples=300, stateful_step_count=60, deadline=None)
 TestPythonTenants = TenantMachine.TestCase
 TestPythonTenants.settings = SETTINGS
 if not engine.hotpath.NO_EXTENSIONS:
