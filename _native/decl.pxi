@@ -144,3 +144,4 @@ cdef struct TenantRec:
     uint8_t active        # on the active queue, or being served
     uint8_t dropped       # removed; kept while dead agents of it are queued
     uint8_t wait          # overflow policy "wait"
+    uint8_t counting      # queued is kept up to date (the tenant has max_queued)

@@ -175,6 +175,7 @@ cdef class Dispatcher:
     cdef int32_t* _rnext          # next slot on its tenant's ready queue
     cdef public object on_delay   # on_delay(tenant, due): call release_delayed at due
     cdef bint _releasing          # release_delayed is queueing: the tenant's limits passed
+    cdef int32_t _n_counting      # tenants with max_queued (their queued count is kept)
 
     def __cinit__(self):
         self._free_slot = -1
@@ -543,7 +544,7 @@ cdef class Dispatcher:
             box = &self._pool.boxes[self._ag[slot].box]
             lane = top_lane(box)
             m = lane_pop(box, &self._chunks, lane)
-            if self.tenanted:
+            if self.tenanted and self._tn[self._tof[slot]].counting:
                 self._tn[self._tof[slot]].queued -= 1
             if box.count == 0:
                 box_free(&self._pool, self._ag[slot].box)
@@ -849,7 +850,7 @@ cdef class Dispatcher:
                                              "reject")
                             break
                     raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
-        if self.tenanted:
+        if self._n_counting:  # some tenant has max_queued
             self._check_tenant_room(s_mv)
         self._status_time()  # one clock reading stamps every agent this batch wakes
         self._now_fresh = True
@@ -872,7 +873,7 @@ cdef class Dispatcher:
             c[self._tof[s_mv[i]]] += 1
         for t in range(self._n_tn):
             k = c[t]
-            if k and self._tn[t].max_queued and self._tn[t].queued + k > self._tn[t].max_queued:
+            if k and self._tn[t].counting and self._tn[t].queued + k > self._tn[t].max_queued:
                 self._tn[t].rejected += k
                 raise TenantLimitError(self._tn_names[t], "max_queued", self._tn[t].max_queued,
                                        f"a batch of {k} refused", bool(self._tn[t].wait))
@@ -973,13 +974,13 @@ cdef class Dispatcher:
         ag.flags |= F_DIRTY  # (even if nothing is queued in the end: a spare record at worst)
         if self.tenanted and not self._releasing:  # (the tenant's limits; then the mailbox's)
             tn = &self._tn[self._tof[slot]]
-            if tn.max_queued and tn.queued >= tn.max_queued:
+            if tn.counting and tn.queued >= tn.max_queued:
                 tn.rejected += 1
                 raise TenantLimitError(self._tn_names[self._tof[slot]], "max_queued",
                                        tn.max_queued, "send refused", bool(tn.wait))
             if tn.rate > 0 and (tn.ndelayed or not self._token(self._tof[slot])):
                 return self._delay(slot, ev, payload, lane, request)
-            ag = &self._ag[slot]  # (a clock read ran Python)
+            ag = &self._ag[slot]  # (_token may have read a Python clock: fetched again)
             b = ag.box
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
@@ -1007,7 +1008,7 @@ cdef class Dispatcher:
             ref = <PyObject*>payload
             Py_INCREF(payload)
         lane_push(&self._pool.boxes[b], &self._chunks, lane, ev, ref, request)  # a chunk is free
-        if self.tenanted:
+        if self.tenanted and self._tn[self._tof[slot]].counting:
             self._tn[self._tof[slot]].queued += 1
         if self.sample_every:
             self._stamp(&self._pool.boxes[b], lane)
@@ -1030,7 +1031,7 @@ cdef class Dispatcher:
         q.append((slot, self._cold[slot].gen, self._ids[slot], self._ag[slot].mach, ev, payload,
                   lane, request))
         self._tn[t].ndelayed += 1
-        self._tn[t].queued += 1
+        self._tn[t].queued += self._tn[t].counting
         self._tn[t].delayed += 1
         if self._tn[t].ndelayed == 1 and self.on_delay is not None:
             self.on_delay(t, self._due(t))
@@ -1097,7 +1098,7 @@ cdef class Dispatcher:
             self._drop(slot, ev, payload, lane, request)
             return 1
         m = lane_pop(box, &self._chunks, victim)
-        if self.tenanted:
+        if self.tenanted and self._tn[self._tof[slot]].counting:
             self._tn[self._tof[slot]].queued -= 1
         if box.count == 0:
             box_free(&self._pool, ag.box)
@@ -1204,6 +1205,7 @@ cdef class Dispatcher:
         cdef uint16_t f
         cdef int64_t t0
         cdef TenantRec* tn
+        cdef int32_t b
         while self._rlen > 0 and (limit < 0 or done < limit):
             t = self._cur
             if t < 0:
@@ -1227,6 +1229,10 @@ cdef class Dispatcher:
             tn.head = self._rnext[slot]
             if tn.head < 0:
                 tn.tail = -1
+            else:  # overlap the next agents' cache misses with this turn, in stages: the
+                # record three ahead, the box two ahead, the next message one ahead (each
+                # prefetched one turn before it is read)
+                self._prefetch_fair(tn.head)
             tn.nready -= 1
             self._rlen -= 1
             f = self._ag[slot].flags
@@ -1265,6 +1271,24 @@ cdef class Dispatcher:
                 self._flush()
         return done
 
+    cdef inline void _prefetch_fair(self, int32_t h1) noexcept:
+        cdef int32_t h2 = self._rnext[h1]
+        cdef int32_t b = self._ag[h1].box
+        cdef Box* box
+        cdef int lane
+        if b >= 0:
+            box = &self._pool.boxes[b]
+            lane = top_lane(box)
+            if box.head[lane] >= 0:
+                prefetch_w(&self._chunks.chunks[box.head[lane]].m[box.hpos[lane]])
+        if h2 >= 0:
+            b = self._ag[h2].box
+            if b >= 0:
+                prefetch_w(&self._pool.boxes[b])
+            h2 = self._rnext[h2]
+            if h2 >= 0:
+                self._prefetch_agent(h2)
+
     cdef void _idle_tenant(self, int32_t t) noexcept:
         """End the turn of a tenant left with no ready agent: it leaves the round, and its
         unused deficit is forgotten (it joins the end of a round when mail comes)."""
@@ -1284,6 +1308,9 @@ cdef class Dispatcher:
         cdef uint16_t f
         cdef Py_ssize_t at
         cdef int64_t t0
+        cdef int32_t t = -1  # the tenant whose queued count this turn's pops lower
+        if self.tenanted and self._tn[self._tof[slot]].counting:
+            t = self._tof[slot]
         while k < budget:
             f = self._ag[slot].flags
             if f & F_FRONT:
@@ -1308,8 +1335,8 @@ cdef class Dispatcher:
                 lane = top_lane(box)
                 at = <Py_ssize_t>box.head[lane] * CHUNK + box.hpos[lane]
                 m = lane_pop(box, &self._chunks, lane)
-                if self.tenanted:
-                    self._tn[self._tof[slot]].queued -= 1
+                if t >= 0:
+                    self._tn[t].queued -= 1
                 if box.count == 0:
                     box_free(&self._pool, b)
                     ag.box = -1
@@ -2051,6 +2078,10 @@ cdef class Dispatcher:
         self._tn_names[t] = name
         tn.quantum = max(1, int(quantum))
         tn.max_queued = int(max_queued)
+        if bool(tn.max_queued) != bool(tn.counting):  # from now on, counted as it changes
+            tn.queued = self._count_queued(t) if tn.max_queued else 0
+            tn.counting = tn.max_queued > 0
+            self._n_counting += 1 if tn.counting else -1
         tn.wait = bool(wait)
         if float(rate) != tn.rate or float(burst) != tn.burst:
             tn.rate = float(rate)
@@ -2088,8 +2119,7 @@ cdef class Dispatcher:
         return 0
 
     cdef int _enable_tenants(self) except -1:
-        cdef int32_t slot, i, n = self._rlen
-        cdef int64_t queued = 0
+        cdef int32_t i, n = self._rlen
         self._grow_tenant_slots(0, self._slot_cap)
         self._add_tenant_row()
         self._tn[0].live = 1
@@ -2098,10 +2128,6 @@ cdef class Dispatcher:
             self._tn_rings[0] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
         self._tn[0].quantum = self._budget
         self._tn[0].agents = len(self)
-        for slot in range(self._n_slots):
-            if self._ag[slot].box >= 0 and self._ag[slot].flags & F_LIVE:
-                queued += self._pool.boxes[self._ag[slot].box].count
-        self._tn[0].queued = queued
         self.tenanted = True
         self._rlen = 0
         for i in range(n):  # the ring's agents, in order, become tenant 0's ready queue
@@ -2129,7 +2155,7 @@ cdef class Dispatcher:
         q = self._tn_delayed[t]
         while q:
             _, _, agent_id, mach, ev, payload, lane, request = q.popleft()
-            self._tn[t].queued -= 1
+            self._tn[t].queued -= self._tn[t].counting
             self._tn[t].ndelayed -= 1
             error = AgentStoppedError(agent_id, "was terminated with its tenant")
             self._dead_letter(agent_id, &self._mt[<int32_t>mach], ev, payload, lane, _TERMINATED,
@@ -2144,6 +2170,9 @@ cdef class Dispatcher:
     cdef void _forget_tenant(self, int32_t t) noexcept:
         self._tn[t].live = 0
         self._tn[t].dropped = 0
+        if self._tn[t].counting:
+            self._tn[t].counting = 0
+            self._n_counting -= 1
 
     cdef int32_t _tenant(self, index) except -1:
         if not (type(index) is int and 0 <= index < self._n_tn and self._tn[<int32_t>index].live
@@ -2182,7 +2211,7 @@ cdef class Dispatcher:
             tn = &self._tn[t]
             if not tn.live or tn.dropped:
                 continue
-            out[t] = (tn.agents, tn.queued, tn.ndelayed, tn.delayed, tn.rejected, tn.overruns,
+            out[t] = (tn.agents, self._queued(t), tn.ndelayed, tn.delayed, tn.rejected, tn.overruns,
                       tn.retired_processed, tn.retired_failed, tn.nready, tn.quantum,
                       tn.deficit, tn.served)
         return out
@@ -2190,7 +2219,26 @@ cdef class Dispatcher:
     def tenant_load(self, index):
         """``(live agents, queued messages)`` of tenant ``index``."""
         cdef int32_t t = self._tenant(index)
-        return self._tn[t].agents, self._tn[t].queued
+        return self._tn[t].agents, self._queued(t)
+
+    cdef int64_t _queued(self, int32_t t) except -1:
+        """Messages queued for tenant ``t``'s agents, rate-delayed ones included: kept as
+        mail comes and goes while the tenant has ``max_queued`` (which needs it at every
+        send), else counted now (so that a tenant without the limit does not pay a shared
+        counter on every message: one counter that all sends and pops update is a chain of
+        dependent writes the CPU cannot overlap)."""
+        if self._tn[t].counting:
+            return self._tn[t].queued
+        return self._count_queued(t)
+
+    cdef int64_t _count_queued(self, int32_t t) except -1:
+        cdef int32_t slot
+        cdef int64_t n = self._tn[t].ndelayed
+        for slot in range(self._n_slots):
+            if (self._tof[slot] == t and self._ag[slot].box >= 0
+                    and (self._ag[slot].flags & (F_LIVE | F_DEAD)) == F_LIVE):
+                n += self._pool.boxes[self._ag[slot].box].count
+        return n
 
     def tenant_retire(self, index, int64_t processed, int64_t failed):
         """Add to the tenant's counts of terminated agents (negative: take away; hibernation
@@ -2219,7 +2267,7 @@ cdef class Dispatcher:
             if self._tn[t].rate > 0 and not self._token(t):
                 return self._due(t)
             slot, gen, agent_id, mach, ev, payload, lane, request = q.popleft()
-            self._tn[t].queued -= 1
+            self._tn[t].queued -= self._tn[t].counting
             self._tn[t].ndelayed -= 1
             error = None
             if self._cold[slot].gen != <uint32_t>gen or not (self._ag[slot].flags & F_LIVE):
@@ -2278,7 +2326,7 @@ cdef class Dispatcher:
                 Py_INCREF(payload)
             lane_push(&self._pool.boxes[self._ag[slot].box], &self._chunks, lane, ev,
                       NULL if payload is None else <PyObject*>payload, 0)
-            if self.tenanted:
+            if self.tenanted and self._tn[self._tof[slot]].counting:
                 self._tn[self._tof[slot]].queued += 1
         if saved["front"]:
             self._front[slot] = deque((e, p, l, 0) for e, p, l in saved["front"])
