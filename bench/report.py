@@ -172,6 +172,7 @@ def report(path: Path) -> None:
     scaling_target(curve)
     trio_targets({b["name"]: b for b in benchmarks})
     metrics_targets({b["name"]: b for b in benchmarks})
+    tenant_targets({b["name"]: b for b in benchmarks})
     realistic_targets(benchmarks)
     store_targets(benchmarks)
     log_targets(benchmarks)
@@ -348,6 +349,35 @@ def metrics_targets(by_name: dict[str, Any]) -> None:
                 f"| {mode}, native ({info['rounds']} paired rounds) | extra time | < 5% | "
                 f"{cost:+.1%} | {'PASS' if cost < 0.05 else 'MISS'} |"
             )
+
+
+def tenant_targets(by_name: dict[str, Any]) -> None:
+    """Tenants: the cost of the fair loop (interleaved, paired), fairness, a flood."""
+    found = by_name.get("test_tenancy_overhead_interleaved[native]")
+    if found:
+        info = found["extra_info"]
+        for mode, bound in (("one tenant", 0.03), ("ten tenants", 0.10)):
+            cost = info[f"overhead_{mode}"]
+            print(
+                f"| {mode} vs no tenancy, native ({info['rounds']} paired rounds) | extra "
+                f"time | ≤ {bound:.0%} | {cost:+.1%} | {'PASS' if cost <= bound else 'MISS'} |"
+            )
+    found = by_name.get("test_weighted_shares[native]")
+    if found:
+        error = found["extra_info"]["fairness_error"]
+        print(
+            f"| shares of tenants weighted 1:2:3, native | largest relative error | ≤ 5% | "
+            f"{error:.2%} | {'PASS' if error <= 0.05 else 'MISS'} |"
+        )
+    found = by_name.get("test_quiet_tenant_under_a_flood[native]")
+    if found:
+        info = found["extra_info"]
+        print(
+            f"| quiet tenant under a flood, native | time in mailbox p50 / p99 (alone) | "
+            f"(reported) | {info['quiet_wait_p50_us']:.1f} / {info['quiet_wait_p99_us']:.1f} µs "
+            f"({info['alone_wait_p50_us']:.1f} / {info['alone_wait_p99_us']:.1f} µs); a round "
+            f"{info['round_us']:.1f} µs | |"
+        )
 
 
 REALISTIC_TARGETS = (
