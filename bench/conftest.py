@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,37 @@ def make_workload(n: int, n_agents: int = AGENTS, seed: int = SEED) -> Workload:
         rng.integers(0, PRIORITIES, n, dtype=np.int32),
         n_agents,
     )
+
+
+def interleaved(
+    benchmark: Any,
+    runtimes: dict[str, Any],
+    slots: npt.NDArray[np.int32],
+    w: Workload,
+    rounds: int,
+) -> None:
+    """Time the workload (``send_many_slots`` + drain) on each runtime in turn, ``rounds``
+    times, then record per mode the median over rounds of (its time / the first mode's time
+    in the same round) - 1 as ``overhead_<mode>``: differences of a few percent are below
+    this shared machine's run-to-run noise, so modes are compared inside one round."""
+    times: dict[str, list[float]] = {mode: [] for mode in runtimes}
+
+    def run() -> None:
+        for _ in range(rounds):
+            for mode, rt in runtimes.items():
+                t0 = time.perf_counter()
+                rt.send_many_slots(slots, w.events, w.priorities)
+                rt.run_until_idle()
+                times[mode].append(time.perf_counter() - t0)
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    base = np.array(times[next(iter(runtimes))])
+    for mode, rt in runtimes.items():
+        assert rt.statistics().processed == len(times[mode]) * w.size
+        ratio = float(np.median(np.array(times[mode]) / base))
+        benchmark.extra_info[f"overhead_{mode}"] = round(ratio - 1, 4)
+        benchmark.extra_info[f"median_s_{mode}"] = float(np.median(times[mode]))
+    benchmark.extra_info.update(messages=w.size, rounds=rounds)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,12 +9,10 @@ overhead reported is the median over rounds of (mode time / off time in the same
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
-import numpy as np
 import pytest
-from conftest import STATES, Workload, rows
+from conftest import STATES, Workload, interleaved, rows
 
 import engine
 
@@ -35,24 +33,6 @@ def test_metrics_overhead_interleaved(benchmark: Any, impl: str, workload: Workl
         for i in range(workload.n_agents):
             rt.spawn(machine, i)
     slots = runtimes["off"].slots(range(workload.n_agents))[workload.agents]
-    times: dict[str, list[float]] = {mode: [] for mode in MODES}
-    rounds = ROUNDS if impl == "native" else 1
-
-    def run() -> None:
-        for _ in range(rounds):
-            for mode, rt in runtimes.items():
-                t0 = time.perf_counter()
-                rt.send_many_slots(slots, workload.events, workload.priorities)
-                rt.run_until_idle()
-                times[mode].append(time.perf_counter() - t0)
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    off = np.array(times["off"])
-    for mode, rt in runtimes.items():
-        assert rt.statistics().processed == len(times[mode]) * workload.size
-        ratio = float(np.median(np.array(times[mode]) / off))
-        benchmark.extra_info[f"overhead_{mode}"] = round(ratio - 1, 4)
-        benchmark.extra_info[f"median_s_{mode}"] = float(np.median(times[mode]))
+    interleaved(benchmark, runtimes, slots, workload, ROUNDS if impl == "native" else 1)
     sampled = runtimes["metrics+sample/64"]
     assert sampled.step_latency.total == sampled.statistics().processed // 64
-    benchmark.extra_info.update(messages=workload.size, rounds=rounds)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import STATES, Workload, rows
+from conftest import STATES, Workload, interleaved, rows
 
 import engine
 
@@ -52,27 +52,10 @@ def test_tenancy_overhead_interleaved(benchmark: Any, impl: str, workload: Workl
     modes = ("off", "one tenant", "ten tenants")
     runtimes = {mode: _runtime(impl, mode, workload.n_agents) for mode in modes}
     slots = runtimes["off"].slots(range(workload.n_agents))[workload.agents]
-    times: dict[str, list[float]] = {mode: [] for mode in modes}
     rounds = ROUNDS if impl == "native" else 1
-
-    def run() -> None:
-        for _ in range(rounds):
-            for mode, rt in runtimes.items():
-                t0 = time.perf_counter()
-                rt.send_many_slots(slots, workload.events, workload.priorities)
-                rt.run_until_idle()
-                times[mode].append(time.perf_counter() - t0)
-
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    off = np.array(times["off"])
-    for mode, rt in runtimes.items():
-        assert rt.statistics().processed == len(times[mode]) * workload.size
-        ratio = float(np.median(np.array(times[mode]) / off))
-        benchmark.extra_info[f"overhead_{mode}"] = round(ratio - 1, 4)
-        benchmark.extra_info[f"median_s_{mode}"] = float(np.median(times[mode]))
+    interleaved(benchmark, runtimes, slots, workload, rounds)
     ten = runtimes["ten tenants"].tenant_statistics()
-    assert sum(t.processed for t in ten) == len(times["ten tenants"]) * workload.size
-    benchmark.extra_info.update(messages=workload.size, rounds=rounds)
+    assert sum(t.processed for t in ten) == rounds * workload.size
 
 
 @pytest.mark.benchmark(group="tenants-fairness")

@@ -686,25 +686,23 @@ class Dispatcher:
         flags = self._flags[slot]
         if (self._count[slot] or slot in self._front) and not flags & (_QUEUED | _HOLD):
             self._flags[slot] |= _QUEUED
-            self._push_ready(slot)
+            if self._push_ready(slot) == 1 and self.on_wake is not None:
+                self.on_wake()
 
-    def _push_ready(self, slot: int) -> None:
-        """Append ``slot`` to the ready queue (its tenant's, under tenancy); tell
-        ``on_wake`` when that made the dispatcher ready."""
-        if self._tenanted:
-            t = self._tof[slot]
-            tenant = cast(_Tenant, self._tenants[t])
-            tenant.ready.append(slot)
-            if not tenant.active:
-                tenant.active = True
-                self._active.append(t)
-            self._nready += 1
-            first = self._nready == 1
-        else:
+    def _push_ready(self, slot: int) -> int:
+        """Append ``slot`` to the ready queue (its tenant's, under tenancy); return how many
+        agents are ready now."""
+        if not self._tenanted:
             self._ready.append(slot)
-            first = len(self._ready) == 1
-        if first and self.on_wake is not None:
-            self.on_wake()
+            return len(self._ready)
+        t = self._tof[slot]
+        tenant = cast(_Tenant, self._tenants[t])
+        tenant.ready.append(slot)
+        if not tenant.active:
+            tenant.active = True
+            self._active.append(t)
+        self._nready += 1
+        return self._nready
 
     # -- sending -------------------------------------------------------------------------
 
@@ -1022,29 +1020,14 @@ class Dispatcher:
         try:
             while self._ready and (limit < 0 or done < limit):
                 slot = self._ready.popleft()
-                flags = self._flags[slot]
-                if flags & _DEAD:
-                    self._release(slot)
-                    continue
-                if flags & _HOLD:
-                    self._flags[slot] &= ~_QUEUED
+                if not self._runnable(slot):
                     continue
                 budget = self._budget if limit < 0 else min(self._budget, limit - done)
                 t0 = time.perf_counter_ns() if self.metrics_enabled else 0
                 try:
                     done += self._turn(slot, budget)
                 finally:
-                    if self.metrics_enabled:
-                        self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
-                    flags = self._flags[slot] = self._flags[slot] | _DIRTY
-                    if flags & _DEAD:
-                        self._release(slot)
-                    elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
-                        self._ready.append(slot)
-                    else:
-                        self._flags[slot] &= ~_QUEUED
-                        if not (self._count[slot] or slot in self._front):
-                            self._stamp(slot)
+                    self._after_turn(slot, t0)
                 if len(self._out_codes) >= self._out_limit:
                     self._flush()
         finally:
@@ -1082,12 +1065,7 @@ class Dispatcher:
                     continue
                 slot = tenant.ready.popleft()
                 self._nready -= 1
-                flags = self._flags[slot]
-                if flags & _DEAD:
-                    self._release(slot)
-                    continue
-                if flags & _HOLD:
-                    self._flags[slot] &= ~_QUEUED
+                if not self._runnable(slot):
                     continue
                 budget = min(self._budget, tenant.deficit)
                 if limit >= 0:
@@ -1099,17 +1077,7 @@ class Dispatcher:
                     tenant.deficit -= k
                     tenant.served += k
                 finally:
-                    if self.metrics_enabled:
-                        self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
-                    flags = self._flags[slot] = self._flags[slot] | _DIRTY
-                    if flags & _DEAD:
-                        self._release(slot)
-                    elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
-                        self._push_ready(slot)
-                    else:
-                        self._flags[slot] &= ~_QUEUED
-                        if not (self._count[slot] or slot in self._front):
-                            self._stamp(slot)
+                    self._after_turn(slot, t0)
                 if not tenant.ready:  # drained: its turn ends now, its deficit with it
                     self._idle_tenant(t, tenant)
                 if len(self._out_codes) >= self._out_limit:
@@ -1118,6 +1086,32 @@ class Dispatcher:
             self._running = False
         self._flush()
         return done
+
+    def _runnable(self, slot: int) -> bool:
+        """A slot just popped from a ready queue may take a turn; else it is released (a
+        terminated agent) or left off the queue (paused, stopped, in backoff)."""
+        flags = self._flags[slot]
+        if flags & _DEAD:
+            self._release(slot)
+            return False
+        if flags & _HOLD:
+            self._flags[slot] &= ~_QUEUED
+            return False
+        return True
+
+    def _after_turn(self, slot: int, t0: int) -> None:
+        """After a turn: its busy time, and back on the ready queue if mail is left."""
+        if self.metrics_enabled:
+            self._mx[slot]["busy_ns"] += time.perf_counter_ns() - t0
+        flags = self._flags[slot] = self._flags[slot] | _DIRTY
+        if flags & _DEAD:
+            self._release(slot)
+        elif (self._count[slot] or slot in self._front) and not flags & _HOLD:
+            self._push_ready(slot)
+        else:
+            self._flags[slot] &= ~_QUEUED
+            if not (self._count[slot] or slot in self._front):
+                self._stamp(slot)
 
     def _idle_tenant(self, t: int, tenant: _Tenant) -> None:
         """End the turn of a tenant left with no ready agent: it leaves the round, and its
