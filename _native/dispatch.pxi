@@ -176,10 +176,15 @@ cdef class Dispatcher:
     cdef public object on_delay   # on_delay(tenant, due): call release_delayed at due
     cdef bint _releasing          # release_delayed is queueing: the tenant's limits passed
     cdef int32_t _n_counting      # tenants with max_queued (their queued count is kept)
+    cdef int32_t _turn_slot       # the slot taking a turn (-1: none)
+    cdef int32_t _tq              # its tenant, if that tenant keeps a queued count, else -1
+    cdef int32_t _step_tenant     # the tenant of the agent whose handler runs
 
     def __cinit__(self):
         self._free_slot = -1
         self._cur = -1
+        self._turn_slot = -1
+        self._tq = -1
         idt_init(&self._tab, 8)
 
     def __init__(self, *, sink=None, dead_letters=None, int budget=64,
@@ -425,10 +430,6 @@ cdef class Dispatcher:
               tenant=0):
         """Create an agent in ``state`` (default: the machine's initial state), in tenant
         ``tenant`` (an index given to ``set_tenant``; 0 is the default tenant)."""
-        if tenant and not (type(tenant) is int and 0 < tenant < self._n_tn
-                           and self._tn[<int32_t>tenant].live
-                           and not self._tn[<int32_t>tenant].dropped):
-            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         cdef int32_t m = self.register(machine)
         cdef int32_t s = machine.state_code(machine.initial if state is None else state)
         cdef int32_t slot
@@ -456,6 +457,11 @@ cdef class Dispatcher:
                                        ) from exc
         if found >= 0:
             raise AgentExistsError(agent_id)
+        # (checked after the id's __hash__ and __eq__ ran: they could have removed it)
+        if tenant and not (type(tenant) is int and 0 < tenant < self._n_tn
+                           and self._tn[<int32_t>tenant].live
+                           and not self._tn[<int32_t>tenant].dropped):
+            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         if self._free_slot >= 0:
             slot = self._free_slot
             self._free_slot = self._ag[slot].state
@@ -498,6 +504,7 @@ cdef class Dispatcher:
         cdef int32_t slot = self._slot_of(agent_id)
         cdef Agent* ag
         cdef uint16_t queued = self._ag[slot].flags & F_QUEUED
+        cdef bint counted = self.tenanted  # in its tenant's agents (tenancy may start below)
         agent_id = self._ids[slot]  # the stored id (the argument only compares equal)
         # unreachable first: the dead letters below run instruments, which may send to it
         idt_remove(&self._tab, slot)
@@ -510,7 +517,8 @@ cdef class Dispatcher:
         self.retired[0] += ag.processed
         self.retired[1] += self._cold[slot].failed
         if self.tenanted:
-            self._tn[self._tof[slot]].agents -= 1
+            if counted:
+                self._tn[self._tof[slot]].agents -= 1
             self._tn[self._tof[slot]].retired_processed += ag.processed
             self._tn[self._tof[slot]].retired_failed += self._cold[slot].failed
         ag.processed = self._cold[slot].failed = 0
@@ -526,6 +534,18 @@ cdef class Dispatcher:
         else:
             self._release(slot)
         return n
+
+    def requeue(self, agent_id, entries):
+        """Queue ``(event code, payload, lane, request)`` entries for ``agent_id`` as
+        ``take_mail`` returned them (a rollback keeping its mail): past its tenant's limits,
+        which admitted them once already."""
+        cdef int32_t slot = self._slot_of(agent_id)
+        for ev, payload, lane, request in entries:
+            self._releasing = True
+            try:
+                self._enqueue(slot, ev, payload, lane, request)
+            finally:
+                self._releasing = False
 
     def take_mail(self, agent_id):
         """Remove and return everything queued or postponed for ``agent_id``, in processing
@@ -971,17 +991,22 @@ cdef class Dispatcher:
         cdef PyObject* ref = NULL
         cdef uint32_t gen
         cdef TenantRec* tn
+        cdef double since = 0.0
         ag.flags |= F_DIRTY  # (even if nothing is queued in the end: a spare record at worst)
-        if self.tenanted and not self._releasing:  # (the tenant's limits; then the mailbox's)
-            tn = &self._tn[self._tof[slot]]
-            if tn.counting and tn.queued >= tn.max_queued:
-                tn.rejected += 1
-                raise TenantLimitError(self._tn_names[self._tof[slot]], "max_queued",
-                                       tn.max_queued, "send refused", bool(tn.wait))
-            if tn.rate > 0 and (tn.ndelayed or not self._token(self._tof[slot])):
-                return self._delay(slot, ev, payload, lane, request)
-            ag = &self._ag[slot]  # (_token may have read a Python clock: fetched again)
-            b = ag.box
+        if self.tenanted:  # the tenant's limits first, then the mailbox's
+            if self._releasing:  # (for this message only: sends made below are checked)
+                self._releasing = False
+            else:
+                tn = &self._tn[self._tof[slot]]
+                if tn.counting and tn.queued >= tn.max_queued:
+                    tn.rejected += 1
+                    raise TenantLimitError(self._tn_names[self._tof[slot]], "max_queued",
+                                           tn.max_queued, "send refused", bool(tn.wait))
+                if tn.rate > 0 and (
+                        tn.ndelayed or not self._token(self._tof[slot], self._stamp_time(slot))):
+                    return self._delay(slot, ev, payload, lane, request)
+                ag = &self._ag[slot]  # (a Python clock may have run: fetched again)
+                b = ag.box
         if (ag.flags & (F_REJECT | F_DROP_OLDEST) and b >= 0
                 and self._pool.boxes[b].count >= self._cold[slot].cap):  # bounded, and full
             agent_id = self._ids[slot]
@@ -1000,10 +1025,13 @@ cdef class Dispatcher:
         if self._chunks.nfree == 0:  # grow first: a MemoryError leaves everything as it was
             _grow_chunks(&self._chunks)
         if b < 0:
+            if not (ag.flags & F_STATUS_HELD):  # IDLE -> PROCESSING: read the time first,
+                since = self._stamp_time(slot)  # it may run a Python clock
+                ag = &self._ag[slot]
             b = box_alloc(&self._pool)
             ag.box = b
-            if not (self._ag[slot].flags & F_STATUS_HELD):
-                ag.since = self._status_time()  # IDLE -> PROCESSING
+            if not (ag.flags & F_STATUS_HELD):
+                ag.since = since
         if payload is not None:
             ref = <PyObject*>payload
             Py_INCREF(payload)
@@ -1037,9 +1065,23 @@ cdef class Dispatcher:
             self.on_delay(t, self._due(t))
         return 0
 
-    cdef bint _token(self, int32_t t) except -1:
+    cdef double _stamp_time(self, int32_t slot) except? -1.0:
+        """``_status_time()`` while sending to ``slot``: when it runs a Python clock, which
+        can do anything, the agent must still be there, live and not stopped, after it."""
+        cdef uint32_t gen
+        cdef double now
+        if self._running or self._now_fresh or self._clock is None or self._mono:
+            return self._status_time()  # (no Python runs)
+        agent_id = self._ids[slot]
+        gen = self._cold[slot].gen
+        now = self._status_time()
+        if self._cold[slot].gen != gen or (self._ag[slot].flags & (F_LIVE | F_STOPPED)) != F_LIVE:
+            raise AgentStoppedError(agent_id, "was terminated or stopped while sending (by the "
+                                    "clock)")
+        return now
+
+    cdef bint _token(self, int32_t t, double now) except -1:
         """Take one token from the tenant's bucket, refilled for the time since the last."""
-        cdef double now = self._status_time()
         cdef TenantRec* tn = &self._tn[t]
         if now > tn.last:
             tn.tokens = min(tn.burst, tn.tokens + (now - tn.last) * tn.rate)
@@ -1308,9 +1350,10 @@ cdef class Dispatcher:
         cdef uint16_t f
         cdef Py_ssize_t at
         cdef int64_t t0
-        cdef int32_t t = -1  # the tenant whose queued count this turn's pops lower
-        if self.tenanted and self._tn[self._tof[slot]].counting:
-            t = self._tof[slot]
+        self._turn_slot = slot
+        self._tq = -1  # the tenant whose queued count this turn's pops lower (set_tenant
+        if self.tenanted and self._tn[self._tof[slot]].counting:  # may change it mid-turn)
+            self._tq = self._tof[slot]
         while k < budget:
             f = self._ag[slot].flags
             if f & F_FRONT:
@@ -1335,8 +1378,8 @@ cdef class Dispatcher:
                 lane = top_lane(box)
                 at = <Py_ssize_t>box.head[lane] * CHUNK + box.hpos[lane]
                 m = lane_pop(box, &self._chunks, lane)
-                if t >= 0:
-                    self._tn[t].queued -= 1
+                if self._tq >= 0:
+                    self._tn[self._tq].queued -= 1
                 if box.count == 0:
                     box_free(&self._pool, b)
                     ag.box = -1
@@ -1357,6 +1400,7 @@ cdef class Dispatcher:
                 self._step_msg(slot, ag, &m, lane, f)
             if self._ag[slot].flags & (F_DEAD | F_HOLD):
                 break
+        self._turn_slot = -1
         return k
 
     cdef inline int _step_msg(self, int32_t slot, Agent* ag, Msg* m, int lane,
@@ -1470,6 +1514,8 @@ cdef class Dispatcher:
         cdef int32_t t = self._tof[slot] if self.tenanted else 0
         cdef int64_t deadline = self._tn[t].deadline_ns if self.tenanted else 0
         cdef int64_t t0 = _now_ns() if deadline else 0
+        cdef int32_t policy = -1  # the tenant's deadline policy, once this step overran it
+        self._step_tenant = t
         ctx._d = self
         ctx._slot = slot
         ctx._gen = gen
@@ -1478,10 +1524,13 @@ cdef class Dispatcher:
         event._lane = lane
         try:
             result = (<list>mt.handlers)[h](ctx, event)
-            if deadline:
-                self._check_deadline(t, agent_id, deadline, t0)
+            if deadline and _now_ns() - t0 > deadline:
+                policy = self._tn[t].policy
+                self._overran(t, agent_id, deadline, t0)
             if self._cold[slot].gen != gen:  # the handler terminated its own agent
                 self.retired[0] += 1  # processed, by an agent that is gone
+                if self.tenanted:
+                    self._tn[t].retired_processed += 1
                 if request:
                     self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return 0
@@ -1504,8 +1553,8 @@ cdef class Dispatcher:
         except Exception as exc:
             err = HandlerError(agent_id, (<tuple>mt.states)[s], event.name, exc)
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, err)
-            if (type(exc) is TurnDeadlineError and self._tn[t].policy == DEADLINE_STOP
-                    and self._cold[slot].gen == gen and not (self._ag[slot].flags & F_STOPPED)):
+            if (policy == DEADLINE_STOP and self._cold[slot].gen == gen
+                    and not (self._ag[slot].flags & F_STOPPED)):
                 self.stop(agent_id)
             return 0
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
@@ -1514,15 +1563,14 @@ cdef class Dispatcher:
         return self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras,
                             prepared)
 
-    cdef int _check_deadline(self, int32_t t, object agent_id, int64_t deadline,
-                             int64_t t0) except -1:
+    cdef int _overran(self, int32_t t, object agent_id, int64_t deadline,
+                      int64_t t0) except -1:
         """Count a handler step that overran its tenant's turn deadline; unless the tenant
-        only reports overruns, fail its message."""
+        only reports overruns, fail its message (raise)."""
         cdef int64_t took = _now_ns() - t0
-        if took > deadline:
-            self._tn[t].overruns += 1
-            if self._tn[t].policy != DEADLINE_REPORT:
-                raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
+        self._tn[t].overruns += 1
+        if self._tn[t].policy != DEADLINE_REPORT:
+            raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
         return 0
 
     cdef int _commit(self, int32_t slot, object agent_id, int32_t s, int32_t nxt, int32_t ev,
@@ -1653,6 +1701,8 @@ cdef class Dispatcher:
                 self._ag[slot].since = self.now
         else:  # terminated during its own step: counted with the retired agents
             self.retired[1] += 1
+            if self.tenanted:  # (only a handler step can lose its agent: _step_handler's)
+                self._tn[self._step_tenant].retired_failed += 1
         self._dead_letter(agent_id, mt, ev, payload, lane, reason, error,
                           (<tuple>mt.states)[state])
         if request:
@@ -1994,9 +2044,9 @@ cdef class Dispatcher:
     @cython.boundscheck(False)
     @cython.wraparound(False)
     def idle_since(self):
-        """``(slots, since)``: the live agents with nothing queued, front or postponed (what
-        may hibernate), and the ``now`` reading when each last changed status: int32 and
-        float64 arrays, in slot order."""
+        """``(slots, since)``: the live agents with nothing queued, front or postponed, nor
+        held back by their tenant's rate (what may hibernate), and the ``now`` reading when
+        each last changed status: int32 and float64 arrays, in slot order."""
         cdef int32_t slot, k = 0
         cdef uint16_t f
         slots = np.empty(self._n_slots, dtype=np.int32)
@@ -2010,7 +2060,29 @@ cdef class Dispatcher:
                 s_mv[k] = slot
                 t_mv[k] = self._ag[slot].since
                 k += 1
-        return slots[:k], since[:k]
+        slots, since = slots[:k], since[:k]
+        held = self.held_slots()
+        if held:
+            keep = ~np.isin(slots, np.fromiter(held, dtype=np.int32, count=len(held)))
+            slots, since = slots[keep], since[keep]
+        return slots, since
+
+    def held_slots(self):
+        """Slots of the live agents that have messages held back by their tenant's rate."""
+        cdef int32_t t
+        held = set()
+        for t in range(self._n_tn):
+            q = self._tn_delayed[t]
+            if q:
+                for slot, gen, *_ in q:
+                    if self._cold[<int32_t>slot].gen == <uint32_t>gen:
+                        held.add(slot)
+        return held
+
+    def tenant_held(self, index):
+        """``(messages its rate ever held back, held back now)`` for tenant ``index``."""
+        cdef int32_t t = self._tenant(index)
+        return self._tn[t].delayed, self._tn[t].ndelayed
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
@@ -2057,42 +2129,56 @@ cdef class Dispatcher:
         message."""
         cdef int32_t t
         cdef TenantRec* tn
+        cdef double now
+        # every argument becomes a checked C value before any pointer into the table is
+        # taken (converting one can run Python, which can add a tenant and move the table)
         if not (type(index) is int and 0 <= index < MAX_TENANTS):
             raise InvalidArgumentError(f"tenant index must be 0..{MAX_TENANTS - 1}: {index!r}")
+        cdef int64_t c_quantum = quantum
+        cdef int64_t c_max_queued = max_queued
+        cdef bint c_wait = wait
+        cdef double c_rate = rate
+        cdef double c_burst = burst
+        cdef int64_t c_deadline = deadline_ns
+        cdef int32_t c_policy = policy
+        if (c_quantum < 1 or c_max_queued < 0 or not (0.0 <= c_rate < INFINITY)
+                or not (0.0 <= c_burst < INFINITY) or c_deadline < 0
+                or not DEADLINE_REPORT <= c_policy <= DEADLINE_STOP):
+            raise InvalidArgumentError("bad tenant settings (see engine.Limits)")
         t = index
         if not self.tenanted:
             self._enable_tenants()
         while self._n_tn <= t:
             self._add_tenant_row()
-        tn = &self._tn[t]
-        if tn.dropped:
+        if self._tn[t].dropped:
             raise InvalidArgumentError(f"tenant index {index} is still in use")
+        now = self._status_time()  # (may run the clock: before the pointer is taken)
+        self._tn_names[t] = name
+        if self.sample_every and self._tn_rings[t] is None:
+            self._tn_rings[t] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
+        tn = &self._tn[t]  # from here on, nothing runs Python until on_delay
         if not tn.live:
             memset(tn, 0, sizeof(TenantRec))
             tn.head = tn.tail = -1
             tn.live = 1
+            tn.last = now
             self._tn_delayed[t] = None
-            self._tn_rings[t] = None
-            tn.last = self._status_time()
-            tn = &self._tn[t]
-        self._tn_names[t] = name
-        tn.quantum = max(1, int(quantum))
-        tn.max_queued = int(max_queued)
-        if bool(tn.max_queued) != bool(tn.counting):  # from now on, counted as it changes
-            tn.queued = self._count_queued(t) if tn.max_queued else 0
-            tn.counting = tn.max_queued > 0
+        tn.quantum = c_quantum
+        tn.max_queued = c_max_queued
+        if (c_max_queued > 0) != tn.counting:  # from now on, counted as it changes
+            tn.queued = self._count_queued(t) if c_max_queued else 0
+            tn.counting = c_max_queued > 0
             self._n_counting += 1 if tn.counting else -1
-        tn.wait = bool(wait)
-        if float(rate) != tn.rate or float(burst) != tn.burst:
-            tn.rate = float(rate)
-            tn.burst = float(burst)
-            tn.tokens = tn.burst  # a changed bucket starts full
-            tn.last = self._status_time()
-            tn = &self._tn[t]
-        tn.deadline_ns = int(deadline_ns)
-        tn.policy = int(policy)
-        if self.sample_every and self._tn_rings[t] is None:
-            self._tn_rings[t] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
+            if self._running and self._turn_slot >= 0 and self._tof[self._turn_slot] == t:
+                self._tq = t if tn.counting else -1  # the turn going on counts from now
+        tn.wait = c_wait
+        if c_rate != tn.rate or c_burst != tn.burst:
+            tn.rate = c_rate
+            tn.burst = c_burst
+            tn.tokens = c_burst  # a changed bucket starts full
+            tn.last = now
+        tn.deadline_ns = c_deadline
+        tn.policy = c_policy
         if tn.rate > 0 and tn.ndelayed and self.on_delay is not None:
             self.on_delay(t, self._due(t))  # the new rate may release them sooner
 
@@ -2128,6 +2214,8 @@ cdef class Dispatcher:
             self._tn_rings[0] = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
         self._tn[0].quantum = self._budget
         self._tn[0].agents = len(self)
+        self._tn[0].retired_processed = self.retired[0]  # everything so far was tenant 0's
+        self._tn[0].retired_failed = self.retired[1]
         self.tenanted = True
         self._rlen = 0
         for i in range(n):  # the ring's agents, in order, become tenant 0's ready queue
@@ -2146,14 +2234,16 @@ cdef class Dispatcher:
 
     def drop_tenant(self, index):
         """Remove a tenant that has no live agents (the runtime terminates them first); the
-        messages its rate still holds back are dead-lettered."""
+        messages its rate still holds back are dead-lettered. Returns how many."""
         cdef int32_t t = self._tenant(index)
+        cdef Py_ssize_t n = 0
         if t == 0:
             raise InvalidArgumentError("the default tenant cannot be removed")
         if self._tn[t].agents:
             raise InvalidArgumentError(f"tenant {brief(self._tn_names[t])} still has agents")
         q = self._tn_delayed[t]
         while q:
+            n += 1
             _, _, agent_id, mach, ev, payload, lane, request = q.popleft()
             self._tn[t].queued -= self._tn[t].counting
             self._tn[t].ndelayed -= 1
@@ -2162,10 +2252,13 @@ cdef class Dispatcher:
                               error, None)
             if request:
                 self._answer(request, False, error)
+        if self._tn[t].agents:  # a dead-letter hook spawned one meanwhile
+            raise InvalidArgumentError(f"tenant {brief(self._tn_names[t])} still has agents")
         if self._tn[t].active:  # dead slots of it are still queued: keep the index until then
             self._tn[t].dropped = 1
-            return
-        self._forget_tenant(t)
+        else:
+            self._forget_tenant(t)
+        return n
 
     cdef void _forget_tenant(self, int32_t t) noexcept:
         self._tn[t].live = 0
@@ -2264,7 +2357,7 @@ cdef class Dispatcher:
         cdef int32_t slot
         q = self._tn_delayed[t]
         while q:
-            if self._tn[t].rate > 0 and not self._token(t):
+            if self._tn[t].rate > 0 and not self._token(t, self._status_time()):
                 return self._due(t)
             slot, gen, agent_id, mach, ev, payload, lane, request = q.popleft()
             self._tn[t].queued -= self._tn[t].counting

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 import engine
+import engine.store as store
 from engine import (
     AgentStatus,
     DeadLetterReason,
@@ -662,3 +663,238 @@ def test_tenant_statistics_count_terminated_agents_and_failures(impl: str) -> No
     assert stats.step.total == 3
     assert rt.tenant_statistics("default").processed == 0
     assert rt.statistics().tenants == tuple(rt.tenant_statistics())
+
+
+# -- found by review: re-entrancy and hostile input ------------------------------------------
+
+
+def test_max_queued_turned_on_in_the_middle_of_a_turn_counts_the_rest_of_it(impl: str) -> None:
+    rt = Runtime(implementation=impl)
+    rt.add_tenant("a")
+    m = Machine("m", ["idle"], "idle", [("idle", "go", None)])
+    calls: list[int] = []
+
+    @m.handler("idle", "go")
+    def go(ctx: Any, ev: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            rt.update_tenant("a", limits=Limits(max_queued=100))
+
+    rt.spawn(m, "x", tenant="a")
+    for _ in range(10):
+        rt.send_nowait("x", "go")
+    rt.run_until_idle()
+    assert rt.tenant_statistics("a").queued == 0
+    for _ in range(100):  # the whole limit is there again
+        rt.send_nowait("x", "go")
+    with pytest.raises(TenantLimitError):
+        rt.send_nowait("x", "go")
+
+
+def test_a_handler_raising_turn_deadline_error_itself_is_an_ordinary_failure(impl: str) -> None:
+    for tenants in (False, True):
+        rt = Runtime(implementation=impl)
+        if tenants:
+            rt.add_tenant("t", limits=Limits(turn_deadline=60.0, on_deadline="stop"))
+        m = Machine("m", ["idle"], "idle", [("idle", "go", None)])
+
+        @m.handler("idle", "go")
+        def go(ctx: Any, ev: Any) -> None:
+            raise TurnDeadlineError("x", 1.0, 0.5)  # not measured: its own error
+
+        rt.spawn(m, "x", tenant="t" if tenants else None)
+        rt.send_nowait("x", "go")
+        rt.run_until_idle()
+        assert rt.status("x") == AgentStatus.ERROR  # failed, not stopped
+
+
+def test_a_clock_that_adds_tenants_while_one_is_set(impl: str) -> None:
+    d = engine.hotpath.implementation(impl).Dispatcher()
+    armed = [False]
+
+    def clock() -> float:
+        if armed[0]:
+            armed[0] = False
+            for i in range(2, 200):  # grows (and moves) the tenant table
+                d.set_tenant(i, f"t{i}", quantum=64)
+        return 5.0
+
+    d.clock = clock
+    d.set_tenant(0, "default", quantum=64)
+    armed[0] = True
+    d.set_tenant(1, "one", quantum=7, max_queued=3)
+    table = d.tenant_table()
+    assert len(table) == 200
+    assert table[1]["quantum"] == 7
+
+
+def test_a_clock_that_terminates_the_agent_being_sent_to(impl: str) -> None:
+    d = engine.hotpath.implementation(impl).Dispatcher()
+    m = ping()
+    armed = [False]
+
+    def clock() -> float:
+        if armed[0]:
+            armed[0] = False
+            d.terminate("x")
+        return 1.0
+
+    d.clock = clock
+    d.set_tenant(1, "a", quantum=64, rate=100.0, burst=100.0)
+    d.spawn(m, "x", tenant=1)
+    armed[0] = True
+    with pytest.raises(engine.AgentStoppedError):
+        d.send_nowait("x", "go")
+    d.spawn(m, "y", tenant=1)
+    d.send_nowait("y", "go")
+    assert d.run() == 1
+    assert not d.has_ready
+    assert d.tenant_load(1) == (1, 0)
+
+
+def test_a_release_does_not_let_the_sends_of_hooks_past_the_limits(impl: str) -> None:
+    clock = Clock()
+    rt = Runtime(implementation=impl, clock=clock)
+    rt.add_tenant("slow", limits=Limits(rate=1, burst=1))
+    rt.add_tenant("small", limits=Limits(max_queued=1))
+    rt.spawn(ping(), "s", tenant="slow", capacity=1, policy=engine.OverflowPolicy.DROP_OLDEST)
+    rt.spawn(ping(), "b", tenant="small")
+    refused: list[str] = []
+
+    class Reroute(engine.Instrument):
+        def on_overflow(self, agent_id: Any, event: str, payload: Any, policy: str) -> None:
+            for _ in range(3):  # a hook that reroutes dropped mail
+                try:
+                    rt.send_nowait("b", "go")
+                except TenantLimitError:
+                    refused.append("b")
+
+    rt.add_instrument(Reroute())
+    rt.send_nowait("s", "go")  # the bucket's token
+    rt.send_nowait("s", "go")  # held back
+    clock.now = 5.0
+    rt.fire_timers()  # released into a full DROP_OLDEST mailbox: the hook runs meanwhile
+    assert refused == ["b", "b"]
+    assert rt.tenant_statistics("small").queued == 1
+
+
+def test_what_a_handler_that_terminates_its_own_agent_did_stays_in_its_tenant(
+    impl: str,
+) -> None:
+    rt = Runtime(implementation=impl)
+    rt.add_tenant("a")
+    m = Machine("m", ["idle"], "idle", [("idle", "go", None), ("idle", "bad", None)])
+
+    @m.handler("idle", "go")
+    def go(ctx: Any, ev: Any) -> None:
+        rt.terminate(ctx.agent_id)
+
+    @m.handler("idle", "bad")
+    def bad(ctx: Any, ev: Any) -> None:
+        rt.terminate(ctx.agent_id)
+        raise ValueError("and then it fails")
+
+    rt.spawn(m, "x", tenant="a")
+    rt.spawn(m, "y", tenant="a")
+    rt.send_nowait("x", "go")
+    rt.send_nowait("y", "bad")
+    rt.run_until_idle()
+    stats = rt.tenant_statistics("a")
+    assert (stats.processed, stats.failed) == (1, 1)
+    assert (rt.statistics().processed, rt.statistics().failed) == (1, 1)
+
+
+def test_the_default_tenant_keeps_what_terminated_agents_did_before_tenants(
+    impl: str,
+) -> None:
+    rt = Runtime(implementation=impl)
+    rt.spawn(ping(), "x")
+    for _ in range(5):
+        rt.send_nowait("x", "go")
+    rt.run_until_idle()
+    rt.terminate("x")
+    rt.add_tenant("a")
+    assert rt.tenant_statistics("default").processed == 5
+
+
+def test_remove_tenant_counts_the_mail_its_rate_held_back(impl: str) -> None:
+    rt = Runtime(implementation=impl, clock=Clock())
+    rt.add_tenant("a", limits=Limits(rate=1, burst=1))
+    rt.spawn(ping(), "x", tenant="a")
+    for _ in range(4):
+        rt.send_nowait("x", "go")  # one queued, three held
+    assert rt.remove_tenant("a", terminate=True) == 4
+    assert len(rt.dead_letters()) == 4
+
+
+def test_direct_dispatcher_settings_are_checked_alike(impl: str) -> None:
+    d = engine.hotpath.implementation(impl).Dispatcher()
+    for bad in (
+        {"quantum": 0},
+        {"quantum": 64, "max_queued": -1},
+        {"quantum": 64, "rate": math.nan},
+        {"quantum": 64, "rate": -1.0},
+        {"quantum": 64, "burst": math.inf},
+        {"quantum": 64, "deadline_ns": -5},
+        {"quantum": 64, "policy": 7},
+    ):
+        with pytest.raises(engine.InvalidArgumentError):
+            d.set_tenant(1, "t", **bad)
+    d.set_tenant(1, "t", quantum=64)
+    d.drop_tenant(1)
+    with pytest.raises(engine.InvalidArgumentError):
+        d.spawn(ping(), "x", tenant=1)
+
+
+def test_an_agent_with_mail_held_by_its_rate_is_never_hibernated(impl: str) -> None:
+    clock = Clock()
+    rt = Runtime(implementation=impl, clock=clock)
+    rt.add_tenant("a", limits=Limits(rate=1.0, burst=1, max_agents=1))
+    store.Hibernation(rt, store.MemoryStore())
+    rt.spawn(ping(), "x", tenant="a")
+    rt.send_nowait("x", "go")
+    rt.send_nowait("x", "go")  # held back by the rate
+    rt.run_until_idle()
+    with pytest.raises(engine.AgentBusyError):
+        rt.hibernate("x")
+    with pytest.raises(TenantLimitError):
+        rt.spawn(ping(), "y", tenant="a")  # no room can be made: x's mail is held
+    clock.now = 5.0
+    rt.fire_timers()
+    rt.run_until_idle()
+    assert rt.statistics("x").processed == 2
+    assert rt.dead_letters() == []
+    rt.spawn(ping(), "y", tenant="a")  # now x can make room
+    assert rt.hibernated_ids() == ["x"]
+
+
+def test_rollback_keeping_mail_does_not_pass_it_through_the_rate_again(impl: str) -> None:
+    clock = Clock()
+    rt = Runtime(implementation=impl, clock=clock)
+    rt.add_tenant("a", limits=Limits(rate=1.0, burst=3))
+    store.Hibernation(rt, store.MemoryStore())
+    rt.spawn(ping(), "x", tenant="a")
+    snap = rt.snapshot("x")
+    rt.pause("x")
+    for _ in range(3):
+        rt.send_nowait("x", "go")  # the bucket's three tokens
+    rt.rollback("x", snap, mail="keep")
+    assert len(rt.queued("x")) == 3
+    assert rt.tenant_statistics("a").delayed == 0
+
+
+def test_await_send_under_the_log_returns_once_held_mail_is_released(impl: str) -> None:
+    async def main() -> None:
+        async with open_runtime(
+            implementation=impl, store=store.MemoryStore(), durability="log"
+        ) as rt:
+            rt.add_tenant("a", limits=Limits(rate=1.0, burst=1))
+            rt.spawn(ping(), "x", tenant="a")
+            start = trio.current_time()
+            await rt.send("x", "go")
+            assert trio.current_time() - start < 0.5  # the bucket's token: at once
+            await rt.send("x", "go")  # held for a second: committed after that
+            assert trio.current_time() - start == pytest.approx(1.0, abs=0.2)
+            assert rt.tenant_statistics("a").delayed_now == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -21,6 +21,7 @@ The compiled module must behave identically: the same tests run against both.
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from collections import deque
@@ -394,6 +395,7 @@ class Dispatcher:
         self._active: deque[int] = deque()  # tenants with ready agents, in round order
         self._cur = -1  # the tenant being served (a run may end inside its turn)
         self._nready = 0  # agents on the tenants' ready queues
+        self._step_tenant = 0  # the tenant of the agent whose handler runs
         self.on_delay: Callable[[int, float], object] | None = None
         """A tenant's rate began holding messages back: ``on_delay(tenant, due)`` asks for
         ``release_delayed(tenant)`` at clock time ``due``."""
@@ -446,12 +448,6 @@ class Dispatcher:
     ) -> AgentRef:
         """Create an agent in ``state`` (default: the machine's initial state), in tenant
         ``tenant`` (an index given to ``set_tenant``; 0 is the default tenant)."""
-        if tenant and not (
-            type(tenant) is int
-            and 0 < tenant < len(self._tenants)
-            and self._tenants[tenant] is not None
-        ):
-            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         m = self.register(machine)
         s = machine.state_code(machine.initial if state is None else state)
         if not isinstance(capacity, int) or not 0 <= capacity <= 0x7FFFFFFF:
@@ -474,6 +470,14 @@ class Dispatcher:
             ) from exc
         if exists:
             raise AgentExistsError(agent_id)
+        # (checked after the id's __hash__ and __eq__ ran: they could have removed it)
+        if tenant and not (
+            type(tenant) is int
+            and 0 < tenant < len(self._tenants)
+            and (known := self._tenants[tenant]) is not None
+            and not known.dropped
+        ):
+            raise InvalidArgumentError(f"no tenant with index {brief(tenant)}")
         flags = _LIVE
         if capacity:
             flags |= _DROP_OLDEST if policy == OverflowPolicy.DROP_OLDEST else _REJECT
@@ -532,6 +536,7 @@ class Dispatcher:
         """
         slot = self._slot_of(agent_id)
         queued = self._flags[slot] & _QUEUED
+        counted = self._tenanted  # in its tenant's agents (tenancy may start below)
         agent_id = self._ids[slot]  # the stored id (the argument only compares equal)
         # unreachable first: the dead letters below run instruments, which may send to it
         del self._index[agent_id]
@@ -545,7 +550,7 @@ class Dispatcher:
         self.retired[2] += int(self._dropped[slot])
         if self._tenanted:
             t = cast(_Tenant, self._tenants[self._tof[slot]])
-            t.agents -= 1
+            t.agents -= counted
             t.retired_processed += int(self._processed[slot])
             t.retired_failed += int(self._failed[slot])
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
@@ -558,6 +563,14 @@ class Dispatcher:
         else:
             self._release(slot)
         return n
+
+    def requeue(self, agent_id: Any, entries: list[tuple[int, Any, int, int]]) -> None:
+        """Queue ``(event code, payload, lane, request)`` entries for ``agent_id`` as
+        ``take_mail`` returned them (a rollback keeping its mail): past its tenant's limits,
+        which admitted them once already."""
+        slot = self._slot_of(agent_id)
+        for ev, payload, lane_, request in entries:
+            self._push(slot, ev, payload, lane_, request)
 
     def take_mail(self, agent_id: Any) -> list[tuple[int, Any, int, int]]:
         """Remove and return everything queued or postponed for ``agent_id``, in processing
@@ -881,7 +894,9 @@ class Dispatcher:
                 raise TenantLimitError(
                     tenant.name, "max_queued", tenant.max_queued, "send refused", tenant.wait
                 )
-            if tenant.rate and (tenant.delayed_q or not self._token(tenant)):
+            if tenant.rate and (
+                tenant.delayed_q or not self._token(tenant, self._stamp_time(slot))
+            ):
                 # over its rate: held back in order, released by release_delayed
                 tenant.delayed_q.append(
                     (
@@ -930,7 +945,10 @@ class Dispatcher:
                 # an on_overflow instrument terminated or stopped it: nothing is queued
                 raise AgentStoppedError(agent_id, "was terminated or stopped while sending")
         box = self._box[slot]
+        since = None
         if box is None:
+            if not (slot in self._front or self._flags[slot] & (_ERROR | _STOPPED | _PAUSED)):
+                since = self._stamp_time(slot)  # IDLE -> PROCESSING (before: it may run a clock)
             box = self._box[slot] = [deque(), deque(), deque(), deque()]
         stamp = 0
         if self.sample_every:
@@ -944,9 +962,22 @@ class Dispatcher:
             cast(_Tenant, self._tenants[self._tof[slot]]).queued += 1
         if self.metrics_enabled and self._count[slot] > self._mx[slot]["high_water"]:
             self._mx[slot]["high_water"] = self._count[slot]
-        if self._count[slot] == 1 and slot not in self._front:
-            self._stamp(slot)  # IDLE -> PROCESSING
+        if since is not None:
+            self._since[slot] = since
         self._wake(slot)
+
+    def _stamp_time(self, slot: int) -> float:
+        """``_status_time()`` while sending to ``slot``: when it runs the clock, which can do
+        anything, the agent must still be there, live and not stopped, after it."""
+        if self._running or self._now_fresh or self.clock is None:
+            return self.now
+        agent_id, gen = self._ids[slot], self._gen[slot]
+        now = self._status_time()
+        if self._gen[slot] != gen or self._flags[slot] & (_LIVE | _STOPPED) != _LIVE:
+            raise AgentStoppedError(
+                agent_id, "was terminated or stopped while sending (by the clock)"
+            )
+        return now
 
     def _overflowed(self, slot: int, ev: int, payload: Any, policy: str) -> None:
         if self.on_overflow is not None:
@@ -1184,17 +1215,22 @@ class Dispatcher:
         gen = self._gen[slot]
         extras: tuple[Any, ...] | None = None
         prepared: Prepared | None = None
+        self._step_tenant = self._tof[slot]
         tenant = cast(_Tenant, self._tenants[self._tof[slot]]) if self._tenanted else None
         deadline = 0 if tenant is None else tenant.deadline_ns
         t0 = time.perf_counter_ns() if deadline else 0
+        policy = -1  # the tenant's deadline policy, once this step overran it
         try:
             result = machine.handlers[h](
                 AgentContext(self, slot, gen), Event(machine.events[ev], payload, lane)
             )
-            if deadline:
-                self._check_deadline(cast(_Tenant, tenant), agent_id, deadline, t0)
+            if deadline and time.perf_counter_ns() - t0 > deadline:
+                policy = cast(_Tenant, tenant).policy
+                self._overran(cast(_Tenant, tenant), agent_id, deadline, t0)
             if self._gen[slot] != gen:  # the handler terminated its own agent
                 self.retired[0] += 1  # processed, by an agent that is gone
+                if tenant is not None:
+                    tenant.retired_processed += 1
                 if request:
                     self._answer(request, False, AgentStoppedError(agent_id, "was terminated"))
                 return
@@ -1218,12 +1254,8 @@ class Dispatcher:
         except Exception as exc:
             wrapped = HandlerError(agent_id, machine.states[s], machine.events[ev], exc)
             self._fail(slot, agent_id, s, ev, payload, lane, request, _HANDLER_FAILED, wrapped)
-            if (
-                type(exc) is TurnDeadlineError
-                and cast(_Tenant, tenant).policy == DEADLINE_STOP
-                and self._gen[slot] == gen
-                and not self._flags[slot] & _STOPPED
-            ):
+            stoppable = self._gen[slot] == gen and not self._flags[slot] & _STOPPED
+            if policy == DEADLINE_STOP and stoppable:
                 self.stop(agent_id)
             return
         except BaseException as exc:  # KeyboardInterrupt and friends: record, then propagate
@@ -1232,14 +1264,13 @@ class Dispatcher:
         self._commit(slot, agent_id, s, nxt, ev, payload, lane, request, code, extras, prepared)
 
     @staticmethod
-    def _check_deadline(tenant: _Tenant, agent_id: Any, deadline: int, t0: int) -> None:
+    def _overran(tenant: _Tenant, agent_id: Any, deadline: int, t0: int) -> None:
         """Count a handler step that overran its tenant's turn deadline; unless the tenant
-        only reports overruns, fail its message."""
+        only reports overruns, fail its message (raise)."""
         took = time.perf_counter_ns() - t0
-        if took > deadline:
-            tenant.overruns += 1
-            if tenant.policy != DEADLINE_REPORT:
-                raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
+        tenant.overruns += 1
+        if tenant.policy != DEADLINE_REPORT:
+            raise TurnDeadlineError(agent_id, took / 1e9, deadline / 1e9)
 
     def _commit(
         self,
@@ -1366,6 +1397,8 @@ class Dispatcher:
                 self._since[slot] = self.now
         else:  # terminated during its own step: counted with the retired agents
             self.retired[1] += 1
+            if self._tenanted:  # (only a handler step can lose its agent: _step's)
+                cast(_Tenant, self._tenants[self._step_tenant]).retired_failed += 1
         self._dead_letter(
             agent_id, machine, ev, payload, lane, reason, error, machine.states[state]
         )
@@ -1673,9 +1706,10 @@ class Dispatcher:
         return np.array(out, dtype=np.int32)
 
     def idle_since(self) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64]]:
-        """``(slots, since)``: the live agents with nothing queued, front or postponed (what
-        may hibernate), and the ``now`` reading when each last changed status: int32 and
-        float64 arrays, in slot order."""
+        """``(slots, since)``: the live agents with nothing queued, front or postponed, nor
+        held back by their tenant's rate (what may hibernate), and the ``now`` reading when
+        each last changed status: int32 and float64 arrays, in slot order."""
+        held = self.held_slots()
         slots = [
             slot
             for slot, f in enumerate(self._flags)
@@ -1684,6 +1718,7 @@ class Dispatcher:
             and not self._count[slot]
             and slot not in self._front
             and slot not in self._postponed
+            and slot not in held
         ]
         since = [self._since[slot] for slot in slots]
         return np.array(slots, dtype=np.int32), np.array(since, dtype=np.float64)
@@ -1748,6 +1783,17 @@ class Dispatcher:
         message."""
         if not (type(index) is int and 0 <= index < MAX_TENANTS):
             raise InvalidArgumentError(f"tenant index must be 0..{MAX_TENANTS - 1}: {index!r}")
+        quantum, max_queued, rate, burst = int(quantum), int(max_queued), float(rate), float(burst)
+        deadline_ns, policy = int(deadline_ns), int(policy)
+        if (
+            quantum < 1
+            or max_queued < 0
+            or not 0.0 <= rate < math.inf
+            or not 0.0 <= burst < math.inf
+            or deadline_ns < 0
+            or not DEADLINE_REPORT <= policy <= DEADLINE_STOP
+        ):
+            raise InvalidArgumentError("bad tenant settings (see engine.Limits)")
         if not self._tenanted:
             self._enable_tenants()
         while len(self._tenants) <= index:
@@ -1779,6 +1825,7 @@ class Dispatcher:
         if self.sample_every:
             default.rings = (LatencyRing(self._ring_size), LatencyRing(self._ring_size))
         default.agents = len(self._index)
+        default.retired_processed, default.retired_failed = self.retired[0], self.retired[1]
         default.queued = sum(self._count)
         self._tenants = [default]
         self._tenanted = True
@@ -1796,19 +1843,22 @@ class Dispatcher:
                 return i
         return max(1, len(self._tenants))
 
-    def drop_tenant(self, index: int) -> None:
+    def drop_tenant(self, index: int) -> int:
         """Remove a tenant that has no live agents (the runtime terminates them first); the
-        messages its rate still holds back are dead-lettered."""
+        messages its rate still holds back are dead-lettered. Returns how many."""
         tenant = self._tenant(index)
         if index == 0:
             raise InvalidArgumentError("the default tenant cannot be removed")
         if tenant.agents:
             raise InvalidArgumentError(f"tenant {brief(tenant.name)} still has agents")
-        self._drop_delayed(tenant)
+        n = self._drop_delayed(tenant)
+        if tenant.agents:  # a dead-letter hook spawned one meanwhile
+            raise InvalidArgumentError(f"tenant {brief(tenant.name)} still has agents")
         if tenant.active:  # dead slots of it are still queued: keep the index until then
             tenant.dropped = True
-            return
-        self._tenants[index] = None
+        else:
+            self._tenants[index] = None
+        return n
 
     def _tenant(self, index: int) -> _Tenant:
         tenant = (
@@ -1861,6 +1911,21 @@ class Dispatcher:
         tenant = self._tenant(index)
         return tenant.agents, tenant.queued
 
+    def held_slots(self) -> set[int]:
+        """Slots of the live agents that have messages held back by their tenant's rate."""
+        return {
+            entry[0]
+            for tenant in self._tenants
+            if tenant is not None
+            for entry in tenant.delayed_q
+            if self._gen[entry[0]] == entry[1]
+        }
+
+    def tenant_held(self, index: int) -> tuple[int, int]:
+        """``(messages its rate ever held back, held back now)`` for tenant ``index``."""
+        tenant = self._tenant(index)
+        return tenant.delayed, len(tenant.delayed_q)
+
     def tenant_retire(self, index: int, processed: int, failed: int) -> None:
         """Add to the tenant's counts of terminated agents (negative: take away; hibernation
         moves a sleeping agent's counts out, and they come back with it)."""
@@ -1876,9 +1941,8 @@ class Dispatcher:
         """Count an overrun the runtime saw (a ``Work`` task past the deadline)."""
         self._tenant(index).overruns += 1
 
-    def _token(self, tenant: _Tenant) -> bool:
+    def _token(self, tenant: _Tenant, now: float) -> bool:
         """Take one token from the tenant's bucket, refilled for the time since the last."""
-        now = self._status_time()
         if now > tenant.last:
             tenant.tokens = min(tenant.burst, tenant.tokens + (now - tenant.last) * tenant.rate)
             tenant.last = now
@@ -1900,7 +1964,7 @@ class Dispatcher:
         tenant = self._tenant(index)
         q = tenant.delayed_q
         while q:
-            if tenant.rate and not self._token(tenant):
+            if tenant.rate and not self._token(tenant, self._status_time()):
                 return self._due(tenant)
             slot, gen, agent_id, mach, ev, payload, lane_, request = q.popleft()
             tenant.queued -= 1
@@ -1922,8 +1986,10 @@ class Dispatcher:
                     self._answer(request, False, error)
         return -1.0
 
-    def _drop_delayed(self, tenant: _Tenant) -> None:
+    def _drop_delayed(self, tenant: _Tenant) -> int:
+        n = 0
         while tenant.delayed_q:
+            n += 1
             _, _, agent_id, mach, ev, payload, lane_, request = tenant.delayed_q.popleft()
             tenant.queued -= 1
             error = AgentStoppedError(agent_id, "was terminated with its tenant")
@@ -1932,6 +1998,7 @@ class Dispatcher:
             )
             if request:
                 self._answer(request, False, error)
+        return n
 
     def load(self, agent_id: Any, saved: dict[str, Any], wake: bool = True) -> None:
         """Give a just-spawned agent what ``export`` returned (its mail bypasses capacity);

@@ -27,7 +27,12 @@ from typing import Any, Protocol, final
 import trio
 
 from ..core._actions import Work
-from ..core._exceptions import MailboxFullError, TenantLimitError, TurnDeadlineError
+from ..core._exceptions import (
+    EngineError,
+    MailboxFullError,
+    TenantLimitError,
+    TurnDeadlineError,
+)
 from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ._ring import Gap, Ring
 from ._runtime import _ALL, Runtime
@@ -150,9 +155,14 @@ class Host:
 
     async def send(self, agent_id: Any, event: Any, payload: Any, priority: int) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        d = self.rt._d
+        held = self.durability is not None and self.rt._tenants.enabled
         while True:
             try:
-                self.rt._d.send_nowait(agent_id, event, payload, priority)
+                if held:  # how many messages its tenant's rate has held back so far
+                    tenant = d.tenant_of(agent_id)
+                    before = d.tenant_held(tenant)[0]
+                d.send_nowait(agent_id, event, payload, priority)
             except MailboxFullError:
                 await self._progress.park()
             except TenantLimitError as exc:
@@ -161,10 +171,28 @@ class Host:
                 await self._progress.park()
             else:
                 if self.durability is not None:  # queued: now wait for its commit
+                    if held:
+                        await self._released(tenant, before)
                     await self.durability.wait_durable()
                 else:
                     await trio.lowlevel.cancel_shielded_checkpoint()
                 return
+
+    async def _released(self, tenant: int, before: int) -> None:
+        """If the message just sent was held back by its tenant's rate, wait until the rate
+        lets it go (held mail is in memory only: no commit covers it before)."""
+        d = self.rt._d
+        try:
+            seq = d.tenant_held(tenant)[0]
+            if seq == before:  # not held back
+                return
+            while True:  # ours is the seq-th message it held back; they leave in order
+                total, now = d.tenant_held(tenant)
+                if total - now >= seq:
+                    return
+                await self._progress.park()
+        except EngineError:  # the tenant was removed: its held mail was dead-lettered
+            return
 
     async def flush(self) -> None:
         if self.durability is not None:

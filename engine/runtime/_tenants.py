@@ -285,7 +285,9 @@ class Tenants:
         for agent_id in mine:
             dead += rt.terminate(agent_id)
         rt._timers.cancel(TENANTS, ("release", index))
-        d.drop_tenant(index)
+        dead += d.drop_tenant(index)
+        if sleeper is not None:  # counts of its agents that expired asleep: in the totals
+            sleeper.tenant_counts.pop(name, None)
         del self.by_name[name]
         del self.info[index]
         self.made_room.pop(index, None)

@@ -140,6 +140,7 @@ class Hibernation:
         if d.running:
             raise RuntimeBusyError("hibernate() called from inside a run (from a handler?)")
         work = rt._host._work if rt._host is not None else {}
+        held = d.held_slots() if rt._tenants.enabled else ()
         refs = []
         for agent_id in agent_ids:
             ref = d.ref(agent_id)  # AgentNotFoundError
@@ -149,6 +150,8 @@ class Hibernation:
                 busy = "has mail queued or postponed: hibernate it idle"
             elif work and work.get(ref):
                 busy = "has Work running"
+            elif held and ref.slot in held:  # (in memory only until its tenant lets it go)
+                busy = "has mail its tenant's rate holds back"
             if busy and strict:
                 raise AgentBusyError(agent_id, busy)
             if not busy:

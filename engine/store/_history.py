@@ -124,9 +124,8 @@ def rollback(
     d.terminate(agent_id)  # (no mail left: nothing is dead-lettered)
     new = rt._import(saved, wake=False)
     rt._finish_import([(new, saved)])
-    if mail == "keep":
-        for ev, payload, lane, request in taken:
-            d.send_request(agent_id, ev, payload, lane, request)
+    if mail == "keep":  # (its tenant's limits admitted this mail once already)
+        d.requeue(agent_id, taken)
         return
     error = AgentStoppedError(agent_id, "was rolled back")
     for ev, payload, lane, request in taken:
