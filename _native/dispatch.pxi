@@ -175,7 +175,7 @@ cdef class Dispatcher:
     cdef int32_t* _rnext          # next slot on its tenant's ready queue
     cdef public object on_delay   # on_delay(tenant, due): call release_delayed at due
     cdef bint _releasing          # release_delayed is queueing: the tenant's limits passed
-    cdef int32_t _n_counting      # tenants with max_queued (their queued count is kept)
+    cdef int32_t _n_capped        # tenants with max_queued
     cdef int32_t _turn_slot       # the slot taking a turn (-1: none)
     cdef int32_t _tq              # its tenant, if that tenant keeps a queued count, else -1
     cdef int32_t _step_tenant     # the tenant of the agent whose handler runs
@@ -870,7 +870,7 @@ cdef class Dispatcher:
                                              "reject")
                             break
                     raise MailboxFullError(self._ids[slot], self._cold[slot].cap)
-        if self._n_counting:  # some tenant has max_queued
+        if self._n_capped:  # some tenant has max_queued
             self._check_tenant_room(s_mv)
         self._status_time()  # one clock reading stamps every agent this batch wakes
         self._now_fresh = True
@@ -893,7 +893,7 @@ cdef class Dispatcher:
             c[self._tof[s_mv[i]]] += 1
         for t in range(self._n_tn):
             k = c[t]
-            if k and self._tn[t].counting and self._tn[t].queued + k > self._tn[t].max_queued:
+            if k and self._tn[t].max_queued and self._tn[t].queued + k > self._tn[t].max_queued:
                 self._tn[t].rejected += k
                 raise TenantLimitError(self._tn_names[t], "max_queued", self._tn[t].max_queued,
                                        f"a batch of {k} refused", bool(self._tn[t].wait))
@@ -998,7 +998,7 @@ cdef class Dispatcher:
                 self._releasing = False
             else:
                 tn = &self._tn[self._tof[slot]]
-                if tn.counting and tn.queued >= tn.max_queued:
+                if tn.max_queued and tn.queued >= tn.max_queued:
                     tn.rejected += 1
                     raise TenantLimitError(self._tn_names[self._tof[slot]], "max_queued",
                                            tn.max_queued, "send refused", bool(tn.wait))
@@ -2122,14 +2122,16 @@ cdef class Dispatcher:
     # -- tenants -------------------------------------------------------------------------
 
     def set_tenant(self, index, name, *, quantum, max_queued=0, wait=False, rate=0.0,
-                   burst=0.0, deadline_ns=0, policy=DEADLINE_REPORT):
+                   burst=0.0, deadline_ns=0, policy=DEADLINE_REPORT, count=False):
         """Create tenant ``index`` or change it (the runtime checks the values and keeps the
         names). The first call turns fair scheduling on for good: every agent so far is in
         tenant 0. A new quantum counts from the tenant's next round; limits from the next
-        message."""
+        message. ``count``: keep its queued count as mail comes and goes (it is read at every
+        spawn: ``max_agents``, ``max_memory``), as ``max_queued`` does."""
         cdef int32_t t
         cdef TenantRec* tn
         cdef double now
+        cdef bint counting
         # every argument becomes a checked C value before any pointer into the table is
         # taken (converting one can run Python, which can add a tenant and move the table)
         if not (type(index) is int and 0 <= index < MAX_TENANTS):
@@ -2164,13 +2166,14 @@ cdef class Dispatcher:
             tn.last = now
             self._tn_delayed[t] = None
         tn.quantum = c_quantum
+        self._n_capped += (c_max_queued > 0) - (tn.max_queued > 0)
         tn.max_queued = c_max_queued
-        if (c_max_queued > 0) != tn.counting:  # from now on, counted as it changes
-            tn.queued = self._count_queued(t) if c_max_queued else 0
-            tn.counting = c_max_queued > 0
-            self._n_counting += 1 if tn.counting else -1
+        counting = c_max_queued > 0 or bool(count)
+        if counting != tn.counting:  # from now on, counted as it changes
+            tn.queued = self._count_queued(t) if counting else 0
+            tn.counting = counting
             if self._running and self._turn_slot >= 0 and self._tof[self._turn_slot] == t:
-                self._tq = t if tn.counting else -1  # the turn going on counts from now
+                self._tq = t if counting else -1  # the turn going on counts from now
         tn.wait = c_wait
         if c_rate != tn.rate or c_burst != tn.burst:
             tn.rate = c_rate
@@ -2263,9 +2266,10 @@ cdef class Dispatcher:
     cdef void _forget_tenant(self, int32_t t) noexcept:
         self._tn[t].live = 0
         self._tn[t].dropped = 0
-        if self._tn[t].counting:
-            self._tn[t].counting = 0
-            self._n_counting -= 1
+        self._tn[t].counting = 0
+        if self._tn[t].max_queued:
+            self._tn[t].max_queued = 0
+            self._n_capped -= 1
 
     cdef int32_t _tenant(self, index) except -1:
         if not (type(index) is int and 0 <= index < self._n_tn and self._tn[<int32_t>index].live
@@ -2300,11 +2304,12 @@ cdef class Dispatcher:
         cdef int32_t t
         cdef TenantRec* tn
         out = np.zeros(self._n_tn, dtype=TENANT_DTYPE)
+        queued = self._count_all_queued()
         for t in range(self._n_tn):
             tn = &self._tn[t]
             if not tn.live or tn.dropped:
                 continue
-            out[t] = (tn.agents, self._queued(t), tn.ndelayed, tn.delayed, tn.rejected, tn.overruns,
+            out[t] = (tn.agents, tn.queued if tn.counting else queued[t], tn.ndelayed, tn.delayed, tn.rejected, tn.overruns,
                       tn.retired_processed, tn.retired_failed, tn.nready, tn.quantum,
                       tn.deficit, tn.served)
         return out
@@ -2323,6 +2328,23 @@ cdef class Dispatcher:
         if self._tn[t].counting:
             return self._tn[t].queued
         return self._count_queued(t)
+
+    cdef list _count_all_queued(self):
+        """Every tenant's queued count, summed in one pass over the slots."""
+        cdef int32_t slot, t
+        cdef list out = [0] * self._n_tn
+        for t in range(self._n_tn):
+            out[t] = self._tn[t].ndelayed
+        if self._tof == NULL:
+            return out
+        counts = np.zeros(self._n_tn, dtype=np.int64)
+        cdef int64_t[::1] c = counts
+        for slot in range(self._n_slots):
+            if self._ag[slot].box >= 0 and (self._ag[slot].flags & (F_LIVE | F_DEAD)) == F_LIVE:
+                c[self._tof[slot]] += self._pool.boxes[self._ag[slot].box].count
+        for t in range(self._n_tn):
+            out[t] += c[t]
+        return out
 
     cdef int64_t _count_queued(self, int32_t t) except -1:
         cdef int32_t slot

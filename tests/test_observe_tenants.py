@@ -14,6 +14,7 @@ import pytest
 import trio
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from test_export import http_get
 
 import engine
 import engine.observe
@@ -143,17 +144,6 @@ def check_families(families: dict[str, Any], stats: dict[str, engine.TenantStati
         assert count == {n: s.total for n, s in sampled.items()}
         total = by_tenant(family, f"{family.name}_sum")
         assert total == {n: pytest.approx(s.mean * s.total / 1e6) for n, s in sampled.items()}
-
-
-async def http_get(port: int, path: str) -> tuple[str, str]:
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
-    async with stream:
-        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        data = b""
-        while chunk := await stream.receive_some(65536):
-            data += chunk
-    head, _, body = data.decode().partition("\r\n\r\n")
-    return head.split("\r\n")[0], body
 
 
 # -- Prometheus -----------------------------------------------------------------------------

@@ -496,7 +496,8 @@ def test_plain_agents_are_encoded_as_the_general_path_encodes_them(impl: str) ->
 @pytest.mark.parametrize(
     ("field", "value"),
     [(13, -1), (14, "2"), (18, 1.5), (19, True), (9, 0), (8, False), (20, 7), (7, "now"),
-     (2, "nowhere"), (1, 5), (16, False), (22, None)],
+     (2, "nowhere"), (1, 5), (16, False), (22, None),
+     (25, 7), (25, ["acme"]), (25, "no such tenant"), (25, "x" * 100_000)],
 )
 def test_records_that_look_plain_are_checked_as_strictly(
     impl: str, field: int, value: Any
@@ -577,7 +578,10 @@ def test_records_of_format_1_still_read(impl: str) -> None:
     assert store.load(Runtime(implementation=impl), s, [m]).restored == [0]
 
 
-@pytest.mark.parametrize(("field", "value"), [(6, "junk"), (13, -1), (1, 5), (6, [[1]])])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [(6, "junk"), (13, -1), (1, 5), (6, [[1]]), (25, 7), (25, "no such tenant")],
+)
 def test_damaged_hibernation_records_are_reported_not_adopted(
     impl: str, field: int, value: Any
 ) -> None:

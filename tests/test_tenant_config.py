@@ -157,33 +157,33 @@ def test_agents_without_a_tenant_or_with_default_are_in_the_default_tenant(
 
 T = "$.tenants['t']"
 BAD_FIELDS = [
-    ("weight = 0", f"weight must be in (0, 1e+06]: 0.0 @ {T}.weight"),
-    ("weight = -1.5", f"weight must be in (0, 1e+06]: -1.5 @ {T}.weight"),
-    ("weight = 2e6", f"weight must be in (0, 1e+06]: 2000000.0 @ {T}.weight"),
+    ("weight = 0", f"weight must be in (0, 1e+06], got 0.0 @ {T}.weight"),
+    ("weight = -1.5", f"weight must be in (0, 1e+06], got -1.5 @ {T}.weight"),
+    ("weight = 2e6", f"weight must be in (0, 1e+06], got 2000000.0 @ {T}.weight"),
     ("weight = nan", f"expected a finite number, got nan @ {T}.weight"),
     ('weight = "heavy"', f"expected a number, got 'heavy' @ {T}.weight"),
-    ("max_agents = -1", f"max_agents must be an int >= 0 (0 = no limit): -1 @ {T}.max_agents"),
+    ("max_agents = -1", f"max_agents must be in 0..4611686018427387904, got -1 @ {T}.max_agents"),
     ("max_agents = 1.5", f"expected an integer, got 1.5 @ {T}.max_agents"),
-    ("max_queued = -3", f"max_queued must be an int >= 0 (0 = no limit): -3 @ {T}.max_queued"),
+    ("max_queued = -3", f"max_queued must be in 0..4611686018427387904, got -3 @ {T}.max_queued"),
     ("max_queued = true", f"expected an integer, got True @ {T}.max_queued"),
     (
         'overflow = "drop"',
         f"expected one of 'reject', 'wait', got 'drop' @ {T}.overflow",
     ),
     ("overflow = 1", f"expected one of 'reject', 'wait', got 1 @ {T}.overflow"),
-    ("rate = -1", f"rate must be a number in 0..1e+09: -1.0 @ {T}.rate"),
+    ("rate = -1", f"rate must be >= 0, got -1.0 @ {T}.rate"),
     ("rate = inf", f"expected a finite number, got inf @ {T}.rate"),
     ('rate = "10/s"', f"expected a number, got '10/s' @ {T}.rate"),
     ('per = "hour"', f"expected one of 'second', 'minute', got 'hour' @ {T}.per"),
-    ("burst = -1", f"burst must be an int >= 0 (0 = no limit): -1 @ {T}.burst"),
+    ("burst = -1", f"burst must be in 0..4611686018427387904, got -1 @ {T}.burst"),
     ("burst = 2.0", f"expected an integer, got 2.0 @ {T}.burst"),
     (
         "turn_deadline = -0.5",
-        f"turn_deadline must be a number in 0..86400: -0.5 @ {T}.turn_deadline",
+        f"turn_deadline must be >= 0, got -0.5 @ {T}.turn_deadline",
     ),
     (
         "turn_deadline = 1e6",
-        f"turn_deadline must be a number in 0..86400: 1000000.0 @ {T}.turn_deadline",
+        f"turn_deadline must be in 0..86400, got 1000000.0 @ {T}.turn_deadline",
     ),
     ("turn_deadline = nan", f"expected a finite number, got nan @ {T}.turn_deadline"),
     (
@@ -192,11 +192,11 @@ BAD_FIELDS = [
     ),
     (
         "max_memory = -1",
-        f"max_memory must be an int >= 0 (0 = no limit): -1 @ {T}.max_memory",
+        f"max_memory must be in 0..4611686018427387904, got -1 @ {T}.max_memory",
     ),
     (
         "max_memory = 9223372036854775807",
-        f"max_memory must be an int >= 0 (0 = no limit): 9223372036854775807 @ {T}.max_memory",
+        f"max_memory must be in 0..4611686018427387904, got 9223372036854775807 @ {T}.max_memory",
     ),
     ("colour = 1", f"extra fields found (colour) @ {T}"),
 ]
@@ -262,7 +262,7 @@ def test_tenant_names_and_tables_are_checked(tmp_path: Path) -> None:
         [
             "expected a string, got 5 @ $.machines['m'].path",
             "'other' is not a machine of [machines] @ $.agents[0].machine",
-            f"rate must be a number in 0..1e+09: -1.0 @ {T}.rate",
+            f"rate must be >= 0, got -1.0 @ {T}.rate",
         ]
     )
 

@@ -310,9 +310,14 @@ def test_max_queued_rejects_and_changes_nothing(impl: str) -> None:
     assert [p for _, p in log] == [1, 3, 2, 7]
 
 
-def test_max_queued_counts_mail_leaving_every_way(impl: str) -> None:
+@pytest.mark.parametrize(
+    "limits",
+    [Limits(max_queued=100), Limits(max_agents=100), Limits(max_memory=10**6), Limits()],
+    ids=["max_queued", "max_agents", "max_memory", "none"],
+)  # the compiled path keeps the count as mail moves for the first three, sums it for none
+def test_queued_counts_mail_leaving_every_way(impl: str, limits: Limits) -> None:
     rt = Runtime(implementation=impl)
-    rt.add_tenant("t", limits=Limits(max_queued=100))
+    rt.add_tenant("t", limits=limits)
     m = ping()
     rt.spawn(m, "run", tenant="t")
     rt.spawn(m, "dropped", tenant="t", capacity=2, policy=engine.OverflowPolicy.DROP_OLDEST)

@@ -1776,11 +1776,13 @@ class Dispatcher:
         burst: float = 0.0,
         deadline_ns: int = 0,
         policy: int = DEADLINE_REPORT,
+        count: bool = False,
     ) -> None:
         """Create tenant ``index`` or change it (the runtime checks the values and keeps the
         names). The first call turns fair scheduling on for good: every agent so far is in
         tenant 0. A new quantum counts from the tenant's next round; limits from the next
-        message."""
+        message. ``count``: keep its queued count as mail comes and goes (the twin always
+        does; the compiled path only when asked, or with ``max_queued``)."""
         if not (type(index) is int and 0 <= index < MAX_TENANTS):
             raise InvalidArgumentError(f"tenant index must be 0..{MAX_TENANTS - 1}: {index!r}")
         quantum, max_queued, rate, burst = int(quantum), int(max_queued), float(rate), float(burst)

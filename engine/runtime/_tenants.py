@@ -16,7 +16,6 @@ reproduce it), and ``turn_deadline`` bounds what one expensive message can take.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -31,7 +30,7 @@ from ..core._exceptions import (
     TenantLimitError,
     TenantNotFoundError,
 )
-from ..core._validate import brief
+from ..core._validate import brief, integer, number
 from ..hotpath._metrics import LatencySummary
 
 if TYPE_CHECKING:
@@ -54,19 +53,12 @@ _SIZE_EVERY = 1.0
 """Seconds a tenant's summed data size (its ``sizer``) is reused before it is summed anew."""
 
 
-def _count(name: str, value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= 2**62:
-        raise InvalidArgumentError(f"{name} must be an int >= 0 (0 = no limit): {brief(value)}")
-    return value
-
-
-def _seconds(name: str, value: Any, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgumentError(f"{name} must be a number: {brief(value)}")
-    number = float(value)
-    if not (math.isfinite(number) and 0.0 <= number <= high):
-        raise InvalidArgumentError(f"{name} must be a number in 0..{high:g}: {brief(value)}")
-    return number
+def _bounded(name: str, value: Any, high: float) -> float:
+    """``value`` as a finite float in 0..high."""
+    out = number(name, value, minimum=0.0)
+    if out > high:
+        raise InvalidArgumentError(f"{name} must be in 0..{high:g}, got {brief(value)}")
+    return out
 
 
 def _choice(name: str, value: Any, allowed: Iterable[str]) -> str:
@@ -118,15 +110,15 @@ class Limits:
     max_memory: int = 0
 
     def __attrs_post_init__(self) -> None:
-        for name in ("max_agents", "max_queued", "burst", "max_memory"):
-            _count(name, getattr(self, name))
+        for name in ("max_agents", "max_queued", "burst", "max_memory"):  # (0 = no limit)
+            object.__setattr__(self, name, integer(name, getattr(self, name), 0, 2**62))
         _choice("overflow", self.overflow, _OVERFLOW)
         _choice("per", self.per, _PER)
         _choice("on_deadline", self.on_deadline, _ON_DEADLINE)
         # numbers are kept as floats (an int rate of 5 reads back as 5.0)
-        object.__setattr__(self, "rate", _seconds("rate", self.rate, 1e9))
+        object.__setattr__(self, "rate", _bounded("rate", self.rate, 1e9))
         object.__setattr__(
-            self, "turn_deadline", _seconds("turn_deadline", self.turn_deadline, 86_400.0)
+            self, "turn_deadline", _bounded("turn_deadline", self.turn_deadline, 86_400.0)
         )
 
     @property
@@ -158,11 +150,9 @@ def _sizer(value: Any) -> Callable[[Any], int] | None:
 
 
 def _weight(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidArgumentError(f"weight must be a number: {brief(value)}")
-    weight = float(value)
-    if not (math.isfinite(weight) and 0.0 < weight <= _MAX_WEIGHT):
-        raise InvalidArgumentError(f"weight must be in (0, {_MAX_WEIGHT:g}]: {brief(value)}")
+    weight = number("weight", value)
+    if not 0.0 < weight <= _MAX_WEIGHT:
+        raise InvalidArgumentError(f"weight must be in (0, {_MAX_WEIGHT:g}], got {brief(value)}")
     return weight
 
 
@@ -260,6 +250,7 @@ class Tenants:
             burst=burst,
             deadline_ns=round(limits.turn_deadline * 1e9),
             policy=_ON_DEADLINE.index(limits.on_deadline),
+            count=bool(limits.max_agents or limits.max_memory),  # read at every spawn
         )
         self.enabled = True
         self.info[index] = tenant
@@ -311,10 +302,13 @@ class Tenants:
             return list(d.agent_ids()) if index == 0 else []
         return list(d.tenant_agents(index))
 
-    def memory(self, index: int, fresh: bool = False) -> int:
-        """The tenant's estimated resident bytes."""
+    def memory(self, index: int, fresh: bool = False, load: tuple[int, int] | None = None) -> int:
+        """The tenant's estimated resident bytes (``load``: its agents and queued messages,
+        when the caller has them)."""
         d = self.rt._d
-        agents, queued = d.tenant_load(index) if self.enabled else (len(d), 0)
+        if load is None:
+            load = d.tenant_load(index) if self.enabled else (len(d), 0)
+        agents, queued = load
         return agents * AGENT_BYTES + queued * MESSAGE_BYTES + self._data_bytes(index, fresh)
 
     def _data_bytes(self, index: int, fresh: bool) -> int:
@@ -432,7 +426,7 @@ class Tenants:
                     tenant.name,
                     tenant.weight,
                     *row,
-                    self.memory(index),
+                    self.memory(index, load=(row[0], row[3])),  # (agents, queued)
                     self.made_room.get(index, 0),
                     step,
                     wait,
