@@ -18,7 +18,7 @@ from cpython.number cimport PyIndex_Check
 from cpython.object cimport PyObject, PyObject_RichCompareBool, Py_EQ
 from cpython.ref cimport Py_INCREF, Py_DECREF, Py_XDECREF
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
-from libc.stdlib cimport malloc, realloc, free
+from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memset, memcpy
 from libc.math cimport INFINITY
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -59,7 +59,7 @@ from engine.core._actions import (
     Timer,
     Work,
 )
-from engine.hotpath._batch import as_int32, batch_arrays, restore_ids
+from engine.hotpath._batch import as_int32, batch_arrays, resolve_gone, restore_ids
 from engine.core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
@@ -77,7 +77,9 @@ from engine.core._exceptions import (
 )
 from engine.core._machine import Machine
 from engine.core._validate import brief
-from engine.hotpath._metrics import METRICS_DTYPE, TENANT_DTYPE, LatencyRing
+from engine.hotpath._metrics import (
+    METRICS_DTYPE, RECORD_DTYPE, RECORD_FRONT, TENANT_DTYPE, LatencyRing,
+)
 from engine.core._types import (
     AgentStatus,
     as_priority,
@@ -135,3 +137,5 @@ if AGENT_COLD_DTYPE.itemsize != sizeof(AgentCold):
                       f"AgentCold is {sizeof(AgentCold)}")
 if METRICS_DTYPE.itemsize != sizeof(Metric):
     raise ImportError(f"METRICS_DTYPE is {METRICS_DTYPE.itemsize} bytes, Metric is {sizeof(Metric)}")
+if RECORD_DTYPE.itemsize != sizeof(Rec):
+    raise ImportError(f"RECORD_DTYPE is {RECORD_DTYPE.itemsize} bytes, Rec is {sizeof(Rec)}")

@@ -145,3 +145,16 @@ cdef struct TenantRec:
     uint8_t dropped       # removed; kept while dead agents of it are queued
     uint8_t wait          # overflow policy "wait"
     uint8_t counting      # queued is kept up to date (the tenant has max_queued)
+
+
+cdef struct Rec:
+    # One transition record (RECORD_DTYPE): written by the drain loop into the record ring.
+    int32_t slot
+    int32_t mach
+    int32_t event
+    int32_t source
+    int32_t target
+    int32_t output
+    int32_t priority
+    int32_t flags
+    double time

@@ -103,6 +103,7 @@ cdef class Dispatcher:
     cdef bint _mono           # the clock is time.monotonic: read it in C
     cdef bint _now_fresh      # self.now was read for this call (send_many_slots)
     cdef public bint work_enabled  # a host runs Work actions (open_runtime); else they fail
+    cdef public bint deliver_sends  # False: Send actions go nowhere (a replay feeds them)
     cdef list _out_retired    # (output count, slot, agent id) for agents terminated while
                               # their outputs wait in the buffer
     cdef list _mt_retired     # machine tables replaced by a larger copy (see register)
@@ -179,8 +180,21 @@ cdef class Dispatcher:
     cdef int32_t _turn_slot       # the slot taking a turn (-1: none)
     cdef int32_t _tq              # its tenant, if that tenant keeps a queued count, else -1
     cdef int32_t _step_tenant     # the tenant of the agent whose handler runs
+    # transition records: a ring of Rec (a numpy array) with the payload and a handler's
+    # outputs beside each; off (no ring) until record(capacity)
+    cdef int64_t _rseq            # records ever made (steps committed), kept or not
+    cdef int64_t _rstart          # the oldest record this ring was ever given
+    cdef Py_ssize_t _rcap         # records the ring keeps, 0 = not recording
+    cdef Py_ssize_t _rpos         # where record _rseq goes
+    cdef object _rec_arr
+    cdef Rec* _rec
+    cdef PyObject** _rpay         # payload per record (owned; NULL = None)
+    cdef PyObject** _rext         # a handler's outputs (a tuple, owned) per record, or NULL
+    cdef object _rgone            # deque of (seq, slot, id): agents terminated while recording
+    cdef int32_t _rflags          # RECORD_FRONT while a front-queue message is stepped
 
     def __cinit__(self):
+        self.deliver_sends = True
         self._free_slot = -1
         self._cur = -1
         self._turn_slot = -1
@@ -230,6 +244,7 @@ cdef class Dispatcher:
         self._tn_names = []
         self._tn_delayed = []
         self._tn_rings = []
+        self._rgone = deque()
 
     def __dealloc__(self):
         cdef int32_t slot, b
@@ -261,6 +276,7 @@ cdef class Dispatcher:
         big_free(self._rnext, self._slot_cap * sizeof(int32_t))
         for old in self._mt_retired:
             free(<void*><size_t>old)
+        self._drop_records()
 
     @property
     def clock(self):
@@ -527,6 +543,9 @@ cdef class Dispatcher:
             self._dropped[slot] = 0
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
+        if self._rcap:  # its records keep its id
+            self._forget_records(self._rgone)
+            self._rgone.append((self._rseq, slot, agent_id))
         self._ids[slot] = None
         self._data[slot] = None
         if queued:  # on the ready queue: released when run() pops it
@@ -1420,7 +1439,11 @@ cdef class Dispatcher:
         if not front:
             del self._front[slot]
             self._ag[slot].flags &= ~F_FRONT
-        return self._step(slot, ev, payload, lane, request)
+        self._rflags = RECORD_FRONT
+        try:
+            return self._step(slot, ev, payload, lane, request)
+        finally:
+            self._rflags = 0
 
     cdef inline int _step_table(self, int32_t slot, int32_t ev, int lane,
                                 PyObject* payload) except -1:
@@ -1428,12 +1451,13 @@ cdef class Dispatcher:
         the payload reference (released after the step: only a failure needs the object)."""
         cdef Agent* ag = &self._ag[slot]
         cdef MachTab* mt = &self._mt[ag.mach]
-        cdef int32_t cell = ag.state * mt.n_events + ev
+        cdef int32_t s = ag.state
+        cdef int32_t cell = s * mt.n_events + ev
         cdef int32_t nxt = mt.next[cell]
         cdef int32_t code
         if nxt < 0:
             return self._step(slot, ev, take(payload), lane, 0)
-        if nxt != ag.state:
+        if nxt != s:
             ag.state = nxt
             ag.epoch += 1
         code = mt.out[cell]
@@ -1443,8 +1467,41 @@ cdef class Dispatcher:
         if self._ag[slot].flags & F_ERROR:
             self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
+        if self._rcap:  # the record takes the payload reference
+            return self._record(slot, ag.mach, ev, s, nxt, code, lane, payload, NULL)
+        self._rseq += 1
         if payload != NULL:
             self._release_later(payload)  # last: a __del__ may run any code
+        return 0
+
+    cdef int _record(self, int32_t slot, int32_t mach, int32_t ev, int32_t s, int32_t nxt,
+                     int32_t code, int lane, PyObject* payload, PyObject* extra) except -1:
+        """Write record ``_rseq`` (taking over the ``payload`` and ``extra`` references); the
+        references of the record it overwrites are dropped last (a __del__ may run any code)."""
+        cdef Py_ssize_t i = self._rpos
+        cdef Rec* r = &self._rec[i]
+        cdef PyObject* old_payload = self._rpay[i]
+        cdef PyObject* old_extra = self._rext[i]
+        r.slot = slot
+        r.mach = mach
+        r.event = ev
+        r.source = s
+        r.target = nxt
+        r.output = code
+        r.priority = lane
+        r.flags = self._rflags
+        r.time = self.now
+        self._rpay[i] = payload
+        self._rext[i] = extra
+        self._rpos = i + 1 if i + 1 < self._rcap else 0
+        self._rseq += 1
+        if old_extra != NULL:
+            Py_DECREF(<object>old_extra)
+        if old_payload != NULL:
+            if self._running:
+                self._release_later(old_payload)
+            else:
+                Py_DECREF(<object>old_payload)
         return 0
 
     cdef inline int _release_later(self, PyObject* payload) except -1:
@@ -1609,6 +1666,16 @@ cdef class Dispatcher:
         if self._ag[slot].flags & F_ERROR:
             self._ag[slot].flags &= ~F_ERROR
             ag.since = self.now
+        if self._rcap:
+            if payload is not None:
+                Py_INCREF(payload)
+            if extras is not None:
+                Py_INCREF(extras)
+            self._record(slot, ag.mach, ev, s, nxt, -2 if extras is not None else code, lane,
+                         NULL if payload is None else <PyObject*>payload,
+                         NULL if extras is None else <PyObject*>extras)
+        else:
+            self._rseq += 1
         if request == 0 and self._on_record is None and prepared is None:
             return 0
         outputs = extras if extras is not None else (() if code < 0 else (self._values[code],))
@@ -1654,6 +1721,8 @@ cdef class Dispatcher:
     cdef int _deliver(self, object send) except -1:
         """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
         cdef int32_t slot
+        if not self.deliver_sends:
+            return 0
         try:
             slot = self._slot_of(send.agent_id)
             if self._ag[slot].flags & F_STOPPED:
@@ -2024,6 +2093,118 @@ cdef class Dispatcher:
 
     @cython.boundscheck(False)
     @cython.wraparound(False)
+    # -- transition records --------------------------------------------------------------
+
+    def record(self, Py_ssize_t capacity):
+        """Keep the last ``capacity`` transition records (0: keep none, and drop the ring).
+
+        Records are numbered by ``record_seq`` whether they are kept or not, so a reader can
+        always tell what it missed. A new capacity starts an empty ring.
+        """
+        if capacity < 0:
+            raise InvalidArgumentError("capacity must be >= 0")
+        if capacity == self._rcap:
+            return
+        self._drop_records()
+        if capacity == 0:
+            return
+        arr = np.zeros(capacity, dtype=RECORD_DTYPE)
+        cdef Rec[::1] view = arr
+        cdef PyObject** pay = <PyObject**>calloc(capacity, sizeof(PyObject*))
+        cdef PyObject** ext = <PyObject**>calloc(capacity, sizeof(PyObject*))
+        if pay == NULL or ext == NULL:
+            free(pay)
+            free(ext)
+            raise MemoryError()
+        self._rec_arr = arr
+        self._rec = &view[0]
+        self._rpay = pay
+        self._rext = ext
+        self._rpos = 0
+        self._rstart = self._rseq
+        self._rcap = capacity
+
+    cdef void _drop_records(self) noexcept:
+        """Forget the ring; its references are dropped after it is detached."""
+        cdef Py_ssize_t i, n = self._rcap
+        cdef PyObject** pay = self._rpay
+        cdef PyObject** ext = self._rext
+        self._rcap = 0
+        self._rpay = self._rext = NULL
+        self._rec = NULL
+        self._rec_arr = None
+        if self._rgone is not None:
+            self._rgone.clear()
+        for i in range(n):
+            Py_XDECREF(pay[i])
+            Py_XDECREF(ext[i])
+        free(pay)
+        free(ext)
+
+    @property
+    def recording(self):
+        """Records the ring keeps (0: not recording)."""
+        return self._rcap
+
+    @property
+    def record_seq(self):
+        """Records ever made: the sequence number of the next one."""
+        return self._rseq
+
+    @property
+    def record_floor(self):
+        """Sequence number of the oldest record kept (``record_seq`` when none is)."""
+        return max(self._rstart, self._rseq - self._rcap) if self._rcap else self._rseq
+
+    cdef int _forget_records(self, object gone) except -1:
+        """Drop terminations older than every record kept: no record needs their ids."""
+        cdef int64_t floor = self.record_floor
+        while gone and gone[0][0] <= floor:
+            gone.popleft()
+        return 0
+
+    def read_records(self, int64_t seq, Py_ssize_t limit):
+        """Records from ``seq`` on, at most ``limit``: ``(first, rows, payloads, extras, ids)``.
+
+        ``first`` is the sequence number of ``rows[0]`` (above ``seq`` when records from
+        ``seq`` were not kept: the reader missed ``first - seq``); ``rows`` is a copy
+        (``RECORD_DTYPE``); ``payloads``, ``extras`` (a handler's outputs or None) and ``ids``
+        (the agent of each record, also of agents terminated since) are lists.
+        """
+        cdef int64_t floor = self.record_floor
+        cdef int64_t first = max(seq, floor)
+        cdef Py_ssize_t n = <Py_ssize_t>max(<int64_t>0, min(<int64_t>limit, self._rseq - first))
+        cdef Py_ssize_t i, at, head
+        cdef Rec[::1] out
+        cdef PyObject* p
+        cdef list payloads, extras, ids
+        rows = np.empty(n, dtype=RECORD_DTYPE)
+        if n == 0:
+            return first, rows, [], [], []
+        out = rows
+        at = self._rpos - <Py_ssize_t>(self._rseq - first)
+        if at < 0:
+            at += self._rcap
+        head = min(n, self._rcap - at)
+        memcpy(&out[0], &self._rec[at], head * sizeof(Rec))
+        if head < n:
+            memcpy(&out[head], &self._rec[0], (n - head) * sizeof(Rec))
+        payloads = [None] * n
+        extras = [None] * n
+        ids = [None] * n
+        for i in range(n):
+            p = self._rpay[(at + i) % self._rcap]
+            if p != NULL:
+                payloads[i] = <object>p
+            p = self._rext[(at + i) % self._rcap]
+            if p != NULL:
+                extras[i] = <object>p
+            ids[i] = self._ids[out[i].slot]
+        self._forget_records(self._rgone)
+        if self._rgone:
+            resolve_gone(ids, rows["slot"], first, self._rgone)
+        return first, rows, payloads, extras, ids
+
     def take_dirty(self):
         """Slots (an int32 array, ascending) of the live agents changed since the last call:
         spawned, sent to (even if refused), stepped, paused, resumed, stopped, restarted, a

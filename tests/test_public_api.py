@@ -79,6 +79,7 @@ PUBLIC_API = {
     "PluginValidationError", "Postpone", "Priority", "ReceptorFailure", "Reply",
     "RestartPolicy", "Runtime", "RuntimeBusyError", "RuntimeNotRunningError", "RuntimePortal",
     "RuntimeStatistics", "Send", "StateTimeout", "Step", "StoreError", "Subscription",
+    "RecordBatch", "RecordSubscription", "Divergence", "ReplayReport", "replay",
     "Supervision", "Timer", "Transition", "USE_EXTENSIONS", "UnknownEventError",
     "UnknownStateError", "Work", "open_runtime",
     "UpgradeError", "UpgradeReport",

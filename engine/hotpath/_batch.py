@@ -3,6 +3,7 @@ and the ids of outputs whose agents were terminated before their batch was flush
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,3 +76,30 @@ def restore_ids(
         cursor[slot] = c
         if c < len(records):
             ids[i] = records[c][1]
+
+
+def resolve_gone(
+    ids: list[Any], slots: npt.NDArray[np.int32], first: int, gone: Any
+) -> None:
+    """Give transition records of agents terminated since the ids they had (in place).
+
+    ``ids`` holds each record's slot's current agent; ``gone`` holds ``(seq, slot, id)`` per
+    termination while recording, oldest first. A record at ``seq`` in slot ``s`` was made by
+    the agent of the first termination of ``s`` after ``seq``, when there is one.
+    """
+    later: dict[int, deque[tuple[int, Any]]] = {}
+    for when, slot, agent_id in gone:
+        if when > first:
+            later.setdefault(slot, deque()).append((when, agent_id))
+    if not later:
+        return
+    for i, slot in enumerate(slots.tolist()):
+        q = later.get(slot)
+        if q is None:
+            continue
+        while q and q[0][0] <= first + i:
+            q.popleft()
+        if q:
+            ids[i] = q[0][1]
+        else:
+            del later[slot]

@@ -48,6 +48,27 @@ TENANT_DTYPE = np.dtype(
 """Per-tenant counters, as ``Dispatcher.tenant_table()`` returns them (one row per tenant
 index; a removed tenant's row is zero)."""
 
+RECORD_DTYPE = np.dtype(
+    [
+        ("slot", np.int32),  # the agent's slot (its id is resolved when the record is read)
+        ("machine", np.int32),  # index of its machine in Dispatcher.machines
+        ("event", np.int32),  # event code of that machine
+        ("source", np.int32),  # state code before the step
+        ("target", np.int32),  # state code after it
+        ("output", np.int32),  # output value index (>= 0), -1: none, -2: a handler's outputs
+        ("priority", np.int32),  # the message's lane, 0 (LOW) .. 3 (URGENT)
+        ("flags", np.int32),  # RECORD_FRONT: the step took a message from the front queue
+        ("time", np.float64),  # the dispatcher's clock reading (``now``) for the step
+    ]
+)
+"""One transition record as the dispatcher keeps it in its record ring (``read_records``):
+ints and a time, 40 bytes; the payload and a handler's outputs are object references kept
+beside it."""
+
+RECORD_FRONT = 1
+"""``RECORD_DTYPE['flags']``: the message came from the agent's front queue (a ``NextEvent``
+or a postponed message replayed), not from its mailbox."""
+
 
 @final
 @attrs.frozen

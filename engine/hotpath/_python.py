@@ -58,8 +58,8 @@ from ..core._types import (
     as_priority,
 )
 from ..core._validate import brief
-from ._batch import as_int32, batch_arrays, restore_ids
-from ._metrics import METRICS_DTYPE, TENANT_DTYPE, LatencyRing
+from ._batch import as_int32, batch_arrays, resolve_gone, restore_ids
+from ._metrics import METRICS_DTYPE, RECORD_DTYPE, RECORD_FRONT, TENANT_DTYPE, LatencyRing
 
 if TYPE_CHECKING:
     import numpy.typing as npt
@@ -350,6 +350,8 @@ class Dispatcher:
         self._now_fresh = False
         self.work_enabled = False
         """True while a host runs ``Work`` actions (``open_runtime``); else they fail."""
+        self.deliver_sends = True
+        """False: ``Send`` actions go nowhere (a replay feeds what they delivered itself)."""
         self._out_retired: list[tuple[int, int, Any]] = []
         self.on_wake: Callable[[], object] | None = None
         self.on_missing: Callable[[Any], bool] | None = None
@@ -403,6 +405,17 @@ class Dispatcher:
         self._out_codes: list[int] = []
         self._out_steps: list[int] = []
         self._extras: list[Any] = []
+        # transition records: a ring of RECORD_DTYPE rows, payloads and a handler's outputs
+        # beside them; off (no ring) until record(capacity)
+        self._rseq = 0  # records ever made (steps committed), kept or not
+        self._rstart = 0  # the oldest record this ring was ever given
+        self._rcap = 0  # records the ring keeps, 0 = not recording
+        self._rpos = 0  # where record _rseq goes
+        self._rec = np.zeros(0, dtype=RECORD_DTYPE)
+        self._rpay: list[Any] = []
+        self._rext: list[Any] = []
+        self._rgone: deque[tuple[int, int, Any]] = deque()  # (seq, slot, id) of terminations
+        self._rflags = 0  # RECORD_FRONT while a front-queue message is stepped
 
     # -- machines ------------------------------------------------------------------------
 
@@ -556,6 +569,9 @@ class Dispatcher:
         self._processed[slot] = self._failed[slot] = self._dropped[slot] = 0
         self._last_error.pop(slot, None)
         self._tracked.pop(slot, None)
+        if self._rcap:  # its records keep its id
+            self._forget_records()
+            self._rgone.append((self._rseq, slot, agent_id))
         self._ids[slot] = None
         self._data[slot] = None
         if queued:  # on the ready queue: released when run() pops it
@@ -1161,25 +1177,31 @@ class Dispatcher:
                 entry = front.popleft()
                 if not front:
                     del self._front[slot]
+                self._rflags = RECORD_FRONT
             elif self._count[slot]:
                 entry = self._dequeue(slot)
             else:
                 break
             k += 1
-            if self.sample_every:
-                self._step_left -= 1
-                if not self._step_left:
-                    self._step_left = self.sample_every
-                    t0 = time.perf_counter_ns()
-                    self._step(slot, *entry)
-                    self._sample(slot, 0, time.perf_counter_ns() - t0)
-                    if self._flags[slot] & (_DEAD | _HOLD):
-                        break
-                    continue
-            self._step(slot, *entry)
+            try:
+                self._step_sampled(slot, entry)
+            finally:
+                self._rflags = 0
             if self._flags[slot] & (_DEAD | _HOLD):
                 break
         return k
+
+    def _step_sampled(self, slot: int, entry: Entry) -> None:
+        """Step one message, timing it if it is the Nth (``sample_every``)."""
+        if self.sample_every:
+            self._step_left -= 1
+            if not self._step_left:
+                self._step_left = self.sample_every
+                t0 = time.perf_counter_ns()
+                self._step(slot, *entry)
+                self._sample(slot, 0, time.perf_counter_ns() - t0)
+                return
+        self._step(slot, *entry)
 
     def _step(self, slot: int, ev: int, payload: Any, lane: int, request: int) -> None:
         entry = self._entries[self._mach[slot]]
@@ -1317,6 +1339,14 @@ class Dispatcher:
         if self._flags[slot] & _ERROR:
             self._flags[slot] &= ~_ERROR
             self._since[slot] = self.now
+        if self._rcap:
+            i = self._rpos
+            self._rec[i] = (slot, self._mach[slot], ev, s, nxt,
+                            -2 if extras is not None else code, lane, self._rflags, self.now)
+            self._rpay[i] = payload
+            self._rext[i] = extras
+            self._rpos = i + 1 if i + 1 < self._rcap else 0
+        self._rseq += 1
         if request and not postpone:
             if prepared is not None and prepared.reply is not None:
                 self._answer(request, *prepared.reply)
@@ -1353,6 +1383,8 @@ class Dispatcher:
 
     def _deliver(self, send: Send) -> None:
         """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
+        if not self.deliver_sends:
+            return
         try:
             self.send_nowait(send.agent_id, send.event, send.payload, send.priority)
         except EngineError as exc:
@@ -1691,6 +1723,77 @@ class Dispatcher:
         """Mark an agent changed (for ``take_dirty``): for changes made outside the
         dispatcher, such as its timers."""
         self._flags[self._slot_of(agent_id)] |= _DIRTY
+
+    # -- transition records --------------------------------------------------------------
+
+    def record(self, capacity: int) -> None:
+        """Keep the last ``capacity`` transition records (0: keep none, and drop the ring).
+
+        Records are numbered by ``record_seq`` whether they are kept or not, so a reader can
+        always tell what it missed. A new capacity starts an empty ring.
+        """
+        if capacity < 0:
+            raise InvalidArgumentError("capacity must be >= 0")
+        if capacity == self._rcap:
+            return
+        self._rcap = 0
+        self._rgone.clear()
+        self._rpay, self._rext = [], []  # (references dropped here)
+        self._rec = np.zeros(capacity, dtype=RECORD_DTYPE)
+        self._rpay = [None] * capacity
+        self._rext = [None] * capacity
+        self._rpos = 0
+        self._rstart = self._rseq
+        self._rcap = capacity
+
+    @property
+    def recording(self) -> int:
+        """Records the ring keeps (0: not recording)."""
+        return self._rcap
+
+    @property
+    def record_seq(self) -> int:
+        """Records ever made: the sequence number of the next one."""
+        return self._rseq
+
+    @property
+    def record_floor(self) -> int:
+        """Sequence number of the oldest record kept (``record_seq`` when none is)."""
+        return max(self._rstart, self._rseq - self._rcap) if self._rcap else self._rseq
+
+    def _forget_records(self) -> None:
+        """Drop terminations older than every record kept: no record needs their ids."""
+        floor, gone = self.record_floor, self._rgone
+        while gone and gone[0][0] <= floor:
+            gone.popleft()
+
+    def read_records(
+        self, seq: int, limit: int
+    ) -> tuple[int, np.ndarray[Any, Any], list[Any], list[Any], list[Any]]:
+        """Records from ``seq`` on, at most ``limit``: ``(first, rows, payloads, extras, ids)``.
+
+        ``first`` is the sequence number of ``rows[0]`` (above ``seq`` when records from
+        ``seq`` were not kept: the reader missed ``first - seq``); ``rows`` is a copy
+        (``RECORD_DTYPE``); ``payloads``, ``extras`` (a handler's outputs or None) and ``ids``
+        (the agent of each record, also of agents terminated since) are lists.
+        """
+        first = max(seq, self.record_floor)
+        n = max(0, min(limit, self._rseq - first))
+        if n == 0:
+            return first, np.empty(0, dtype=RECORD_DTYPE), [], [], []
+        cap = self._rcap
+        at = (self._rpos - (self._rseq - first)) % cap
+        index = (np.arange(n) + at) % cap
+        rows = self._rec[index]
+        pay, ext = self._rpay, self._rext
+        positions = index.tolist()
+        payloads = [pay[i] for i in positions]
+        extras = [ext[i] for i in positions]
+        ids = [self._ids[slot] for slot in rows["slot"].tolist()]
+        self._forget_records()
+        if self._rgone:
+            resolve_gone(ids, rows["slot"], first, self._rgone)
+        return first, rows, payloads, extras, ids
 
     def take_dirty(self) -> npt.NDArray[np.int32]:
         """Slots (an int32 array, ascending) of the live agents changed since the last call:

@@ -209,6 +209,11 @@ class Host:
     def portal(self) -> RuntimePortal:
         return RuntimePortal(self.rt, self.token)
 
+    @property
+    def progress(self) -> trio.lowlevel.ParkingLot:
+        """Unparked after every dispatch batch (and when idle): readers wait on it."""
+        return self._progress
+
     def follow(self, ring: Ring[Any], agent_id: Any, from_seq: int | None) -> Subscription:
         return Subscription(
             self._progress, ring, agent_id, ring.total if from_seq is None else from_seq
@@ -292,8 +297,10 @@ def _agent(ref: Any) -> Any:
 
 @final
 class Subscription:
-    """An async iterator over a ring (transitions or dead letters), filtered to one agent or
-    all; yields a ``Gap`` where it fell behind the retention."""
+    """An async iterator over a ring (dead letters), filtered to one agent or all; yields a
+    ``Gap`` where it fell behind the retention. A read cancelled while it waits takes
+    nothing: it only waits with nothing taken, and hands an item out past its last
+    cancellation point."""
 
     def __init__(
         self, progress: trio.lowlevel.ParkingLot, ring: Ring[Any], agent_id: Any, seq: int
@@ -301,30 +308,37 @@ class Subscription:
         self._progress = progress
         self._ring = ring
         self._agent = agent_id
-        self.seq = seq
-        """Sequence number of the next record this reader will get."""
-        self._buf: deque[Any] = deque()
+        self._cursor = seq
+        self._buf: deque[tuple[int, Any]] = deque()  # (seq, item) read, not yet handed out
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the next item this reader will get."""
+        return self._buf[0][0] if self._buf else self._cursor
+
+    def _fill(self) -> None:
+        missed, items = self._ring.since(self._cursor)
+        if missed:
+            self._buf.append((self._cursor, Gap(self._cursor, missed)))
+        first = self._cursor + missed
+        self._cursor = first + len(items)
+        mine = self._agent
+        self._buf.extend(
+            (first + i, r) for i, r in enumerate(items) if mine is _ALL or r.agent_id == mine
+        )
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Any:
-        while True:
-            if self._buf:
-                await trio.lowlevel.checkpoint()
-                return self._buf.popleft()
-            missed, items = self._ring.since(self.seq)
-            gap = Gap(self.seq, missed) if missed else None
-            self.seq += missed + len(items)
-            if self._agent is _ALL:
-                self._buf.extend(items)
-            else:
-                self._buf.extend(r for r in items if r.agent_id == self._agent)
-            if gap is not None:
-                await trio.lowlevel.checkpoint()
-                return gap
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while not self._buf:
+            self._fill()
             if not self._buf:
                 await self._progress.park()
+        _, item = self._buf.popleft()
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return item
 
 
 @final

@@ -4,7 +4,8 @@ Theory of operation: a ring keeps the last ``capacity`` items; item ``n`` (count
 since the ring was made) lives at ``n % capacity`` until ``n + capacity`` overwrites it. A
 reader holds only a sequence number, so a slow reader never slows the writer; when it falls
 more than ``capacity`` behind, ``since()`` tells it how many it missed (a ``Gap``) instead of
-dropping them silently. Transition records (subscriptions) and dead letters both use it.
+dropping them silently. Dead letters and failures use it; transition records live in the
+dispatcher's own ring (``_records``), with the same sequence-number and ``Gap`` contract.
 """
 
 from __future__ import annotations
@@ -32,6 +33,13 @@ class Transition:
     outputs: tuple[Any, ...]
     time: float
     """Clock reading of the dispatch batch that ran the step."""
+    priority: int = 1
+    """The message's priority (lane): 0 (LOW) to 3 (URGENT)."""
+    payload: Any = None
+    """The message's payload."""
+    front: bool = False
+    """The message came from the agent's front queue (a ``NextEvent``, or a postponed message
+    replayed), not from its mailbox: a replay does not send it again."""
 
 
 @final

@@ -52,6 +52,8 @@ from ..core._validate import brief, flag, integer, number
 from ..hotpath._metrics import LatencyRing, LatencySummary
 from . import _upgrade
 from ._instruments import DeadLetterTap, Instruments
+from ._records import RecordBatch, RecordSubscription
+from ._records import read as read_records
 from ._ring import Ring, Transition
 from ._supervision import Supervision
 from ._tenants import TENANTS, Limits, Tenant, Tenants, TenantStatistics
@@ -74,6 +76,8 @@ if TYPE_CHECKING:
     from ._host import Host, RuntimePortal, Subscription
 
 _ALL: Any = None
+_SEQ = 2**62
+"""Largest sequence number an argument may name."""
 """``subscribe(None)``: every agent (None is never an agent id: ``spawn`` refuses it)."""
 _INT32 = 2**31 - 1
 _MAX_RING = 2**24
@@ -279,7 +283,7 @@ class Runtime:
         self.implementation: str = impl.IMPLEMENTATION
         """Which hot path this runtime runs on: ``"native"`` or ``"python"``."""
         self._dead: Ring[DeadLetter] = Ring(dead_letter_limit)
-        self._log: Ring[Transition] = Ring(retention)
+        self._retention = retention
         self._rejected: Ring[Any] = Ring(10_000)
         self._effector_failures: Ring[Any] = Ring(1_000)
         self._receptor_failures: Ring[Any] = Ring(1_000)
@@ -1012,17 +1016,14 @@ class Runtime:
     def _on_record(
         self, agent_id: Any, source: str, event: str, target: str, outputs: tuple[Any, ...]
     ) -> None:
-        if self._subscribers or self._record_always:
-            log = self._log
-            log.append(Transition(log.total, agent_id, source, event, target, outputs, self._d.now))
-        if self._instruments.hooks["after_transition"]:
-            self._instruments.call("after_transition", agent_id, source, event, target, outputs)
+        self._instruments.call("after_transition", agent_id, source, event, target, outputs)
 
     def _rewire(self) -> None:
-        """Connect exactly the dispatcher hooks that someone needs now."""
+        """Connect exactly the dispatcher hooks that someone needs now, and keep transition
+        records while someone subscribes (or always, with ``record=True``)."""
         d, hooks = self._d, self._instruments.hooks
-        recording = self._subscribers or self._record_always or hooks["after_transition"]
-        d.on_record = self._on_record if recording else None
+        d.record(self._retention if self._subscribers or self._record_always else 0)
+        d.on_record = self._on_record if hooks["after_transition"] else None
         d.on_step = self._before_step if hooks["before_step"] else None
         d.on_overflow = self._on_overflow if hooks["on_overflow"] else None
         d.dead_letters = (
@@ -1137,19 +1138,22 @@ class Runtime:
     @asynccontextmanager
     async def subscribe(
         self, agent_id: Any = _ALL, from_seq: int | None = None
-    ) -> AsyncIterator[Subscription]:
-        """Follow transition records (``Transition``, or ``Gap`` when this reader fell more
-        than ``retention`` behind), of one agent, or of every agent when ``agent_id`` is None
+    ) -> AsyncIterator[RecordSubscription]:
+        """Follow transition records of one agent, or of every agent when ``agent_id`` is None
         (the default; no agent can have the id None). Never takes mail from a mailbox.
 
-        ``from_seq=None`` starts with the next record; a number starts there (older records
-        are kept only while someone subscribes, or with ``Runtime(record=True)``).
+        Every step has a sequence number; a reader gets every record from ``from_seq`` on, or
+        a ``Gap`` saying how many it missed (records are kept only while someone subscribes,
+        or always with ``Runtime(record=True)``, and only the last ``retention``). ``None``
+        starts with the next record. Read them one by one (``async for``), in lists
+        (``await sub.batch()``) or as numpy columns (``await sub.columns()``).
         """
         host = self._running_host()
+        seq = self._d.record_seq if from_seq is None else integer("from_seq", from_seq, 0, _SEQ)
         self._subscribers += 1
         self._rewire()
         try:
-            yield host.follow(self._log, agent_id, from_seq)
+            yield RecordSubscription(self, host.progress, agent_id, seq, _ALL)
         finally:
             self._subscribers -= 1
             self._rewire()
@@ -1327,7 +1331,16 @@ class Runtime:
 
     def transitions(self) -> list[Transition]:
         """Transition records retained (while someone subscribes, or with ``record=True``)."""
-        return self._log.items()
+        return self.records().transitions()
+
+    def records(self, from_seq: int | None = None, limit: int | None = None) -> RecordBatch:
+        """Transition records retained, from ``from_seq`` on (the oldest kept if None), at
+        most ``limit``, as numpy columns; its ``gap`` says how many from ``from_seq`` were not
+        kept. Synchronous: for a runtime run without trio, or a look at the history."""
+        d = self._d
+        start = d.record_floor if from_seq is None else integer("from_seq", from_seq, 0, _SEQ)
+        count = self._retention if limit is None else integer("limit", limit, 0, _SEQ)
+        return read_records(self, start, count, _ALL, _ALL)
 
     @property
     def processed(self) -> npt.NDArray[np.int64]:

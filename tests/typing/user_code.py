@@ -46,7 +46,11 @@ async def main() -> None:
         running.spawn(light, "b")
         await running.send("b", "tick")
         async with running.subscribe() as records:
-            assert_type(records, engine.Subscription)
+            assert_type(records, engine.RecordSubscription)
+            assert_type(records.seq, int)
+            assert_type(running.records(), engine.RecordBatch)
+        async with running.watch_dead_letters() as letters:
+            assert_type(letters, engine.Subscription)
 
 
 trio.run(main)
