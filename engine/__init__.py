@@ -69,13 +69,13 @@ from .hotpath._metrics import LatencyRing as LatencyRing
 from .hotpath._metrics import LatencySummary as LatencySummary
 from .runtime._host import RuntimePortal as RuntimePortal
 from .runtime._host import Subscription as Subscription
+from .runtime._instruments import Instrument as Instrument
+from .runtime._instruments import InstrumentFailure as InstrumentFailure
 from .runtime._records import RecordBatch as RecordBatch
 from .runtime._records import RecordSubscription as RecordSubscription
 from .runtime._replay import Divergence as Divergence
 from .runtime._replay import ReplayReport as ReplayReport
 from .runtime._replay import replay as replay
-from .runtime._instruments import Instrument as Instrument
-from .runtime._instruments import InstrumentFailure as InstrumentFailure
 from .runtime._ring import Gap as Gap
 from .runtime._ring import Transition as Transition
 from .runtime._runtime import AgentStatistics as AgentStatistics

@@ -176,7 +176,8 @@ def test_a_failing_step_and_a_missing_agent(impl: str) -> None:
     # agent 2 was never spawned: its message cannot be delivered
     report = replay(recording, lambda f: f.spawn(m, 1), implementation=impl)
     d = report.divergence
-    assert d is not None and (d.seq, d.agent_id, d.reason) == (1, 2, "failed")
+    assert d is not None
+    assert (d.seq, d.agent_id, d.reason) == (1, 2, "failed")
     assert isinstance(d.actual, engine.AgentNotFoundError)
     # ...unless spawn= brings it in
     report = replay(
@@ -205,7 +206,8 @@ def test_a_handler_that_raises_in_the_replay(impl: str) -> None:
     fail[0] = True
     report = replay(rt.records(), lambda f: f.spawn(m, "x"), implementation=impl)
     d = report.divergence
-    assert d is not None and d.reason == "failed"
+    assert d is not None
+    assert d.reason == "failed"
     assert isinstance(d.actual, engine.HandlerError)
 
 
@@ -230,7 +232,8 @@ def test_extra_steps_are_reported(impl: str) -> None:
     extra[0] = True
     report = replay(rt.records(), lambda f: f.spawn(m, "x"), implementation=impl)
     d = report.divergence
-    assert d is not None and (d.seq, d.reason) == (-1, "extra")
+    assert d is not None
+    assert (d.seq, d.reason) == (-1, "extra")
     assert d.actual.event == "more"
 
 

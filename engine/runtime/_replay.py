@@ -100,7 +100,9 @@ def replay(
             raise InvalidArgumentError(f"replay sets {name} itself")
     recording = _records(records)
     now = [recording[0].time if recording else 0.0]
-    rt = Runtime(implementation=implementation, record=True, clock=lambda: now[0], **runtime_options)
+    rt = Runtime(
+        implementation=implementation, record=True, clock=lambda: now[0], **runtime_options
+    )
     setup(rt)
     rt._d.deliver_sends = False
     expected: dict[Any, deque[Transition]] = {}
@@ -143,7 +145,8 @@ def replay(
     left = [q[0] for q in expected.values() if q]
     if left:
         first = min(left, key=lambda t: t.seq)
-        return ReplayReport(steps, Divergence(first.seq, first.agent_id, "missing", first, None), rt)
+        diverged = Divergence(first.seq, first.agent_id, "missing", first, None)
+        return ReplayReport(steps, diverged, rt)
     return ReplayReport(steps, None, rt)
 
 
