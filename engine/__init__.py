@@ -3,10 +3,11 @@
 # General layout (the folder tree is the architecture; arrows point only downward, and each
 # subpackage's __init__ states its theory of operation):
 #
-# cli/          python -m engine run | plugins | top
+# cli/          python -m engine run | plugins | top | metrics-plot
 # environment/  receptors and effectors: the plugin contract, discovery, wiring, app files,
 #               open_runtime (a runtime under trio with its plugins)
-# observe/      Prometheus, OpenTelemetry, the live view: they read a runtime, never the reverse
+# observe/      metrics history, Prometheus, OpenTelemetry, the live view: they read a
+#               runtime, never the reverse
 # runtime/      Runtime: registry, sending, running, timers, supervision, requests, streams,
 #               instruments; the trio host (dispatch task, work, async sends)
 # hotpath/      the dispatcher: selector, pure-Python twin, latency rings; the compiled twin

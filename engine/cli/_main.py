@@ -4,7 +4,8 @@
 them, builds the plugins the file names (through their entry points), and runs under trio
 until SIGINT or SIGTERM (or ``--for SECONDS``); then it shuts down cleanly: receptors stop,
 effectors take what is queued and close. ``plugins`` lists what discovery finds, with versions
-and whether each loads.
+and whether each loads. ``metrics-plot --store ... --out FILE.png`` draws the metrics history
+an app kept in its store (``[runtime] metrics_history``) to a PNG.
 
 Before anything runs, ``prepare_app`` checks the whole file in one pass: its schema, its
 cross references, every machine's import and every plugin (installed, in its role, loadable,
@@ -21,6 +22,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any, TextIO, final
 
 import attrs
@@ -47,6 +49,8 @@ from ..environment._config import (
 from ..environment._durable import start_commit_log, start_hibernation, start_snapshots
 from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
+from ..observe._plot import plot_metrics
+from ..observe._series import MetricsHistory, start_metrics_history
 from ..observe._top import TopView
 from ..store import Hibernation, MemoryStore, PostgresStore, SQLiteStore, Store, load_records
 
@@ -264,6 +268,8 @@ async def app_runtime(app: App, **overrides: Any) -> AsyncIterator[Any]:
         config = app.config.store
         if store is not None and config is not None and config.durability == "snapshot":
             await start_snapshots(rt, store, config.snapshot_every)
+        if rc.metrics_history is not None:  # saved to the app's store, before it closes
+            await start_metrics_history(rt, rc.metrics_history, rc.metrics_history_size, store)
         yield rt, [p.name for p in app.receptors], [p.name for p in app.effectors]
 
 
@@ -333,6 +339,38 @@ async def top(app: App, seconds: float | None, interval: float, screen: TextIO) 
             await until_stopped(seconds, sys.stderr)
             nursery.cancel_scope.cancel()
         print(view.frame(), file=screen, flush=True)
+
+
+def plot_history(
+    where: Mapping[str, str], out: str, tenant: str | None, machine: str | None, err: TextIO
+) -> int:
+    """``metrics-plot``: the history saved in a store, drawn to ``out``; 2 when it cannot be
+    (no history, no such tenant or machine, no matplotlib, a file that cannot be written)."""
+    problem = None
+    if where["kind"] == "memory":
+        problem = "a memory store keeps nothing between runs: give sqlite:PATH or postgres:DSN"
+    elif where["kind"] == "sqlite" and not Path(where["path"]).is_file():
+        problem = f"no SQLite store at {where['path']!r}"  # (opening it would make one)
+    if problem is not None:
+        print(f"engine: {problem}", file=err)
+        return 2
+    store: Store = (
+        SQLiteStore(where["path"]) if where["kind"] == "sqlite" else PostgresStore(where["dsn"])
+    )
+    try:
+        readings = MetricsHistory.load(store)
+    finally:
+        store.close()
+    if readings is None:
+        print("engine: the store holds no metrics history (run with metrics_history)", file=err)
+        return 2
+    try:
+        plot_metrics(readings, out, tenant=tenant, machine=machine)
+    except (ModuleNotFoundError, OSError) as exc:
+        print(f"engine: cannot plot: {exc}", file=err)
+        return 2
+    print(f"engine: {len(readings)} readings plotted to {out}", file=err)
+    return 0
 
 
 def list_plugins(out: TextIO) -> int:
@@ -423,9 +461,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
     _store_options(live)
+    plot = sub.add_parser("metrics-plot", help="plot the metrics history kept in a store")
+    plot.add_argument(
+        "--store", type=_store, required=True, help="the store: sqlite:PATH or postgres:DSN"
+    )
+    plot.add_argument("--out", required=True, help="the PNG file to write")
+    one = plot.add_mutually_exclusive_group()
+    one.add_argument("--tenant", default=None, help="plot this tenant's columns")
+    one.add_argument("--machine", default=None, help="plot this machine's columns")
     args = parser.parse_args(argv)
     if args.command == "plugins":
         return list_plugins(sys.stdout)
+    if args.command == "metrics-plot":
+        try:
+            return plot_history(args.store, args.out, args.tenant, args.machine, sys.stderr)
+        except EngineError as exc:
+            print(f"engine: {exc}", file=sys.stderr)
+            return 2
     store = dict(args.store or {})
     if args.durability is not None:
         store["durability"] = args.durability

@@ -19,6 +19,8 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     implementation = "native"
     capacity = 0
     policy = "reject"               # or "drop_oldest"
+    metrics_history = 1.0           # seconds between readings of a metrics history (kept
+    metrics_history_size = 3600     #   in the [store], for `engine metrics-plot`)
 
     [machines.light]                # a name -> an engine.Machine by import path
     path = "myapp.machines:LIGHT"
@@ -75,6 +77,7 @@ from cattrs.strategies import configure_union_passthrough
 from cattrs.v import format_exception
 
 from ..core._exceptions import ConfigError, InvalidArgumentError, brief
+from ..observe._series import check_interval, check_size
 from ..runtime._supervision import Supervision
 from ..runtime._tenants import DEFAULT, Limits, Tenant
 
@@ -302,6 +305,14 @@ class RestartPolicy:
     within: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
 
 
+def _history_check(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    # the history's own checks (``open_runtime`` makes the same)
+    if attribute.name == "metrics_history":
+        check_interval(attribute.name, value)
+    else:
+        check_size(attribute.name, value)
+
+
 @final
 @attrs.frozen
 class RuntimeConfig:
@@ -318,6 +329,12 @@ class RuntimeConfig:
     supervision: Supervision | None = None
     metrics: bool = False
     sample_every: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    metrics_history: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_history_check)
+    )
+    """Seconds between readings of an ``engine.observe.MetricsHistory`` (None: none), saved
+    to the ``[store]`` when there is one."""
+    metrics_history_size: int = attrs.field(default=3600, validator=_history_check)
 
 
 def _import_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:

@@ -26,6 +26,7 @@ from ..core._exceptions import (
 )
 from ..core._machine import Machine
 from ..core._validate import integer, number
+from ..observe._series import MetricsHistory, check_interval, check_size
 from ..runtime._host import Host
 from ..runtime._runtime import Runtime
 from ..runtime._tenants import DEFAULT, Tenant
@@ -55,6 +56,8 @@ async def open_runtime(
     max_resident: int | None = None,
     expire_after: float | None = None,
     tenants: Iterable[Tenant] = (),
+    metrics_history: float | None = None,
+    metrics_history_size: int = 3600,
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -86,6 +89,10 @@ async def open_runtime(
         tenants: ``engine.Tenant`` values added to the runtime before anything is restored
             (so restored agents find their tenants) or runs; one named ``"default"`` sets
             the default tenant's weight, limits and sizer.
+        metrics_history: Seconds between readings of the runtime's own figures kept as
+            ``rt.metrics_history`` (an ``engine.observe.MetricsHistory``, saved to ``store``
+            when there is one); None: no history.
+        metrics_history_size: Readings the history keeps (the oldest go first).
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
 
@@ -114,11 +121,19 @@ async def open_runtime(
             "'none' or 'log'"
         )
     tenant_list = _tenants(tenants)
+    if metrics_history is not None:
+        metrics_history = check_interval("metrics_history", metrics_history)
+    metrics_history_size = check_size("metrics_history_size", metrics_history_size)
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
     rt = Runtime(on_output=wiring.fanout if wiring.active else None, **kwargs)
     wiring.rt = rt
+    history = None
+    if metrics_history is not None:
+        history = MetricsHistory(
+            rt, interval=metrics_history, size=metrics_history_size, store=store
+        )
     for tenant in tenant_list:  # before a restore: its agents name their tenants
         add = rt.update_tenant if tenant.name == DEFAULT else rt.add_tenant
         add(tenant.name, weight=tenant.weight, limits=tenant.limits, sizer=tenant.sizer)
@@ -133,6 +148,9 @@ async def open_runtime(
                     )
                     if sleep is not None:
                         await start_hibernation(rt, *sleep)
+                if history is not None:  # (its last save runs when the nursery is cancelled)
+                    await rt.start(history.run, name="metrics history")
+                    rt.metrics_history = history
                 try:
                     async with trio.open_nursery() as plugged:  # effector tasks, receptors
                         await wiring.open(plugged)

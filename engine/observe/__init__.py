@@ -1,10 +1,15 @@
-"""Observers of a runtime: Prometheus, OpenTelemetry and the live ``top`` view.
+"""Observers of a runtime: a metrics history, Prometheus, OpenTelemetry and the ``top`` view.
 
 Theory of operation: everything here *reads* a runtime (``statistics()``, the per-slot counter
 arrays, the latency rings) or attaches through its public hooks (``Runtime.start`` for a
 server task in its nursery, instruments); the runtime never imports this package, so removing
-it breaks nothing below. Readings are taken when a scraper or SDK asks, never per message.
+it breaks nothing below. Readings are taken when a scraper, an SDK or a timer asks, never per
+message.
 
+- ``MetricsHistory(rt, interval=, size=, store=)``: the runtime's, each machine's and each
+  tenant's figures every ``interval`` seconds, the last ``size`` readings in numpy rings,
+  saved to a store (``open_runtime(metrics_history=...)`` runs one); ``plot_metrics`` draws
+  them to a PNG (matplotlib).
 - ``serve_metrics(rt, host, port)``: Prometheus' ``GET /metrics`` from the runtime's nursery.
 - ``prometheus_registry(rt)``: a ``prometheus_client`` registry for any other exporter.
 - ``instrument_opentelemetry(rt, meter)``: observable OpenTelemetry instruments.
@@ -13,7 +18,23 @@ Prometheus needs the ``prometheus`` extra, OpenTelemetry the ``otel`` extra.
 """
 
 from ._otel import instrument as instrument_opentelemetry
+from ._plot import plot_metrics as plot_metrics
 from ._prometheus import registry as prometheus_registry
 from ._prometheus import serve_metrics as serve_metrics
+from ._readings import MetricsReadings as MetricsReadings
+from ._series import MACHINE_COLUMNS as MACHINE_COLUMNS
+from ._series import RUNTIME_COLUMNS as RUNTIME_COLUMNS
+from ._series import TENANT_COLUMNS as TENANT_COLUMNS
+from ._series import MetricsHistory as MetricsHistory
 
-__all__ = ["instrument_opentelemetry", "prometheus_registry", "serve_metrics"]
+__all__ = [
+    "MACHINE_COLUMNS",
+    "RUNTIME_COLUMNS",
+    "TENANT_COLUMNS",
+    "MetricsHistory",
+    "MetricsReadings",
+    "instrument_opentelemetry",
+    "plot_metrics",
+    "prometheus_registry",
+    "serve_metrics",
+]

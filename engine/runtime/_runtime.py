@@ -324,6 +324,8 @@ class Runtime:
         self.recovery: Any = None
         """What ``open_runtime(restore=...)`` brought back from its store (an
         ``engine.store.LoadReport``: agents restored, records that failed), else None."""
+        self.metrics_history: Any = None
+        """The ``engine.observe.MetricsHistory`` that ``open_runtime(metrics_history=...)`` runs."""
         d = self._d
         d.on_actions = self._on_actions
         d.on_failure = self._on_failure

@@ -39,6 +39,7 @@ from ._snapshot import capture as capture
 from ._snapshot import decode as decode
 from ._snapshot import encode as encode
 from ._snapshot import restore as restore
+from ._stores import RESERVED as RESERVED
 from ._stores import TOMBSTONE as TOMBSTONE
 from ._stores import MemoryStore as MemoryStore
 from ._stores import SQLiteStore as SQLiteStore

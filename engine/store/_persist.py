@@ -12,7 +12,7 @@ from ..core._exceptions import EngineError
 from ..core._machine import Machine
 from ._codec import Codec
 from ._snapshot import MachineNotFoundError, decode_saved, encode_slots, peek_hibernated
-from ._stores import TOMBSTONE, Store, StoredRecord, agent_key
+from ._stores import TOMBSTONE, Store, StoredRecord, agent_key, is_reserved
 
 if TYPE_CHECKING:
     from ..runtime._runtime import Runtime
@@ -87,14 +87,15 @@ def load_records(
     codec: Codec | None = None,
 ) -> LoadReport:
     """``load``'s second half: restore records already read from a store (read them in a
-    worker thread, restore on the runtime's thread). Tombstones are skipped."""
+    worker thread, restore on the runtime's thread). Tombstones are skipped, and so are the
+    engine's own records (keys under ``RESERVED``: a metrics history), which are no agents."""
     machines = dict(machines) if isinstance(machines, Mapping) else {m.name: m for m in machines}
     wall, now = time.time(), rt._clock()
     restored, failed, loaded, asleep = [], [], [], []
     sleeper = rt._sleeper
     try:
         for item in stored:
-            if item.record == TOMBSTONE:
+            if item.record == TOMBSTONE or is_reserved(item.agent):
                 continue
             try:
                 if sleeper is not None:  # a hibernated agent stays asleep

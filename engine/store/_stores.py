@@ -10,6 +10,10 @@ terminated): ``latest`` returns it like any record, and ``compact`` drops every 
 agent whose newest record is one.
 Stores know nothing of agents or codecs: checksums and decoding happen above them, so a
 damaged record fails alone. Calls are synchronous and never made from the drain loop.
+
+Keys that start with ``RESERVED`` (``"engine:"``) are the engine's own records, not agents
+(``engine.observe.MetricsHistory`` keeps its readings under one): ``agent_key`` never makes
+one (its keys start ``s:``, ``i:`` or ``x:``), and ``load`` skips them.
 """
 
 from __future__ import annotations
@@ -75,6 +79,15 @@ class Store(Protocol):
 
 TOMBSTONE = b""
 """The record that says "this agent was terminated"."""
+
+RESERVED = "engine:"
+"""The prefix of keys that hold the engine's own records, never an agent's (``agent_key``
+never makes one); readers of every agent (``load``) skip them."""
+
+
+def is_reserved(key: str) -> bool:
+    """Whether ``key`` is one of the engine's own records rather than an agent's."""
+    return key.startswith(RESERVED)
 
 
 def agent_key(agent_id: Any, codec: Codec | None = None) -> str:
