@@ -40,6 +40,14 @@
     text: String,
   };
 
+  function compact(v) {
+    const a = Math.abs(v);
+    if (a >= 1e9) return +(v / 1e9).toFixed(1) + "G";
+    if (a >= 1e6) return +(v / 1e6).toFixed(1) + "M";
+    if (a >= 1e3) return +(v / 1e3).toFixed(1) + "k";
+    return String(+v.toFixed(2));
+  }
+
   function field(doc, key) {
     return key.split(".").reduce((o, k) => (o === null || o === undefined ? null : o[k]), doc);
   }
@@ -51,9 +59,9 @@
   }
 
   const AGENT_COLUMNS = [
-    ["agent", "agent", "text"], ["tenant", "tenant", "text"], ["machine", "machine", "text"],
-    ["state", "state", "text"], ["status", "status", "text"], ["processed", "processed", "int"],
-    ["failed", "failed", "int"], ["depth", "depth", "int"],
+    ["agent", "agent", "text"], ["tenant", "tenant", "text"], ["state", "state", "text"],
+    ["status", "status", "text"], ["processed", "msgs", "int"], ["failed", "failed", "int"],
+    ["depth", "depth", "int"],
   ];
   const TENANT_COLUMNS = [
     ["name", "tenant", "text"], ["weight", "weight", "weight"], ["agents", "agents", "int"],
@@ -103,7 +111,10 @@
       width: Math.max(el.clientWidth, 200),
       height: 170,
       scales: { x: { time: false } },
-      axes: [{ values: (u, ticks) => ticks.map((t) => (t === 0 ? "now" : t + " s")) }, {}],
+      axes: [
+        { values: (u, ticks) => ticks.map((t) => (t === 0 ? "now" : t + " s")) },
+        { values: (u, ticks) => ticks.map(compact), size: 56 },
+      ],
       legend: { live: false },
       series: [{}].concat(series.map(([label, , color]) => ({ label, stroke: color, width: 1.5 }))),
     };
