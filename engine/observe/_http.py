@@ -49,6 +49,7 @@ LINGER = 1.0
 _METHOD = re.compile(rb"[A-Z]{1,16}")
 _TARGET = re.compile(rb"/[\x21-\x7e]*")
 _FIELD_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value (a tab is allowed)
 
 
 @final
@@ -109,8 +110,8 @@ def parse(head: bytes) -> Request:
     headers: dict[str, str] = {}
     for field in fields:
         name, colon, value = field.partition(b":")
-        if not colon or not _FIELD_NAME.fullmatch(name):  # also refuses obsolete line folding
-            raise BadRequest(error(400, "malformed header field"))
+        if not colon or not _FIELD_NAME.fullmatch(name) or _CONTROL.search(value):
+            raise BadRequest(error(400, "malformed header field"))  # obsolete folding too
         key = name.decode("ascii").lower()
         if key in headers and key in ("authorization", "host"):
             raise BadRequest(error(400, f"more than one {key} field"))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -52,15 +53,17 @@ PAGE_POLICY = (
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 """The page's Content-Security-Policy: our own script and style only, nothing inline."""
+_TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1024}")
+"""A token: URL-safe as it is (``+`` would read as a space in a query, ``%`` start an escape)."""
 
 
 def _check_token(token: Any) -> str | None:
     if token is None:
         return None
-    if not isinstance(token, str) or not token or not all("!" <= c <= "~" for c in token):
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         raise InvalidArgumentError(
-            f"token must be a non-empty string of printable ASCII without spaces (it travels in"
-            f" a URL and a header; secrets.token_urlsafe() makes one), got {brief(token)}"
+            "token must be a non-empty string of letters, digits and - . _ ~ (it travels as is"
+            f" in a URL and a header; secrets.token_urlsafe() makes one), got {brief(token)}"
         )
     return token
 
@@ -84,7 +87,7 @@ async def serve_metrics(
         dashboard: Also serve ``/dashboard``, its ``data.json`` and its static files.
         token: A shared secret every request but the static files must carry
             (``Authorization: Bearer TOKEN`` or ``?token=TOKEN``): 401 without it, 403 with
-            another one.
+            another one. Letters, digits and ``- . _ ~`` (``secrets.token_urlsafe()``).
 
     Raises:
         InvalidArgumentError: A bad ``host``, ``port``, ``dashboard`` or ``token``.
