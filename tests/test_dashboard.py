@@ -193,6 +193,9 @@ def test_data_json_matches_statistics(impl: str) -> None:
             assert doc["runtime"]["processed"] == sum(range(1, 31)) + 1  # a11's success
             assert doc["rates"] == dict.fromkeys(_dashboard._RATES)  # the first reading
             assert doc["seq"] == 1
+            # pages polling at once share a reading younger than FRESH; then a new one
+            assert (await get(port, "/dashboard/data.json"))[2] == body
+            await trio.sleep(_server.FRESH)
             _, _, again = await get(port, "/dashboard/data.json")
             assert json.loads(again)["seq"] == 2
 

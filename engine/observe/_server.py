@@ -2,7 +2,9 @@
 small HTTP server in a task of the runtime's nursery (no thread).
 
 Theory of operation: ``_http`` handles connections and hostile input; this module only
-routes. Each request is answered synchronously from the runtime's current state.
+routes. Each request is answered synchronously from the runtime's current state, except that
+``data.json`` answers with the last reading while it is younger than ``FRESH`` seconds: a
+reading costs O(agents) in numpy, and this bounds it to a few a second however many pages poll.
 
 =============================  =====================================================  =====
 path                           answer                                                 token
@@ -28,7 +30,9 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import math
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -53,6 +57,8 @@ PAGE_POLICY = (
     "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 """The page's Content-Security-Policy: our own script and style only, nothing inline."""
+FRESH = 0.25
+"""Seconds a ``data.json`` reading is served again rather than taken anew."""
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1024}")
 """A token: URL-safe as it is (``+`` would read as a space in a query, ``%`` start an escape)."""
 
@@ -118,6 +124,7 @@ async def _serve(
 
     reg = registry(rt)
     reader = DashboardReader(rt)
+    last: tuple[float, bytes] = (-math.inf, b"")  # (when, body) of the last data.json reading
     files = importlib.resources.files(__package__) / "static"
     page = (files / "dashboard.html").read_bytes() if dashboard else b""
     static = {name: (files / name).read_bytes() for name in STATIC} if dashboard else {}
@@ -141,8 +148,11 @@ async def _serve(
         if path == "/dashboard":
             policy = (("Content-Security-Policy", PAGE_POLICY), ("Referrer-Policy", "no-referrer"))
             return _http.Response(200, page, "text/html; charset=utf-8", policy)
-        body = json.dumps(reader.read(), allow_nan=False, separators=(",", ":")).encode()
-        return _http.Response(200, body, "application/json")
+        nonlocal last
+        now = time.monotonic()
+        if now - last[0] >= FRESH:
+            last = (now, json.dumps(reader.read(), allow_nan=False, separators=(",", ":")).encode())
+        return _http.Response(200, last[1], "application/json")
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners[0].socket.getsockname()[1])
