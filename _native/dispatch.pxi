@@ -1940,6 +1940,26 @@ cdef class Dispatcher:
                 mv[slot] = -1
         return out
 
+    def statuses(self):
+        """``AgentStatus`` value per slot now (as ``status``), -1 for free slots."""
+        cdef int32_t slot
+        cdef uint16_t f
+        out = np.empty(self._n_slots, dtype=np.int8)
+        cdef int8_t[::1] mv = out
+        for slot in range(self._n_slots):
+            f = self._ag[slot].flags
+            if not (f & F_LIVE):
+                mv[slot] = -1
+            elif f & F_STOPPED:
+                mv[slot] = 3   # the order of _status: STOPPED, ERROR, PAUSED, PROCESSING, IDLE
+            elif f & F_ERROR:
+                mv[slot] = 2
+            elif f & F_PAUSED:
+                mv[slot] = 4
+            else:
+                mv[slot] = 1 if self._ag[slot].box >= 0 or f & F_FRONT else 0
+        return out
+
     @property
     def machines(self):
         """Registered machines, by machine index."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -178,3 +179,32 @@ def test_diagram_of_an_agent_highlights_its_state(
         rt.diagram("a", format="svg")
     with pytest.raises(engine.AgentNotFoundError):
         rt.diagram("nobody")
+
+
+def test_statuses_per_slot_agree_with_status(make_runtime: MakeRuntime, light: Machine) -> None:
+    """The dispatcher's one-pass ``statuses()`` (the dashboard ranks agents with it) says what
+    ``status()`` says of every live slot, and -1 for free ones."""
+    rt = make_runtime(supervision=Supervision(policy="resume"))
+    m = flaky()
+    for i in range(6):
+        rt.spawn(light if i % 2 else m, i)
+    rt.send_nowait(0, "poke", "bad")  # ERROR
+    rt.pause(1)
+    rt.send_nowait(1, "tick")  # PAUSED with mail
+    rt.send_nowait(3, "tick")  # PROCESSING until run
+    rt.terminate(4)  # a free slot
+    rt.send_nowait(2, "poke", "bad")
+    rt.run(limit=1)  # 0 fails; 2 and 3 still have mail
+    got = rt._d.statuses()
+    assert got.dtype == np.int8
+    assert len(got) == rt._d.slot_count
+    for i in (0, 1, 2, 3, 5):
+        slot = rt.ref(i).slot
+        assert got[slot] == rt.status(i), i
+    assert got[4] == -1  # slot 4 was agent 4's and is free
+    assert {AgentStatus(int(v)) for v in got if v >= 0} >= {
+        AgentStatus.ERROR,
+        AgentStatus.PAUSED,
+        AgentStatus.PROCESSING,
+        AgentStatus.IDLE,
+    }

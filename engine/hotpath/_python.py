@@ -1573,6 +1573,14 @@ class Dispatcher:
         live = np.array([f & _LIVE for f in self._flags], dtype=bool)
         return np.where(live, np.array(self._mach, dtype=np.int32), -1).astype(np.int32)
 
+    def statuses(self) -> npt.NDArray[np.int8]:
+        """``AgentStatus`` value per slot now (as ``status``), -1 for free slots: one pass for
+        readers that rank many agents (``engine.observe``'s dashboard)."""
+        return np.array(
+            [self._status(s) if f & _LIVE else -1 for s, f in enumerate(self._flags)],
+            dtype=np.int8,
+        )
+
     @property
     def machines(self) -> list[Machine]:
         """Registered machines, by machine index."""

@@ -5,17 +5,13 @@ collector reads the runtime's counters when Prometheus scrapes, never on the hot
 totals, gauges, agents per machine and state, and the sampled latencies as summaries with
 their quantiles (``sample_every`` > 0). Once the runtime has tenants, each figure of
 ``TenantStatistics`` is a series with a ``tenant`` label too (``engine_tenant_*``), all of one
-scrape from one reading. ``serve_metrics`` answers ``GET /metrics`` from a task of the
-runtime's own nursery (no thread).
+scrape from one reading. ``serve_metrics`` (``_server``) answers ``GET /metrics`` with it.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, final
-
-import trio
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -24,7 +20,6 @@ if TYPE_CHECKING:
     from ..runtime._runtime import Runtime
     from ..runtime._tenants import TenantStatistics
 
-MAX_REQUEST = 8192
 QUANTILES = (0.5, 0.9, 0.99)
 """The quantiles of the latency summaries (``LatencySummary`` has p50, p90 and p99)."""
 
@@ -166,53 +161,3 @@ def registry(rt: Runtime) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(EngineCollector(rt))
     return reg
-
-
-async def serve_metrics(rt: Runtime, host: str = "127.0.0.1", port: int = 0) -> int:
-    """Serve Prometheus' ``GET /metrics`` for ``rt`` from a task of its nursery (loopback
-    unless ``host`` says otherwise), until the runtime closes; return the bound port.
-
-    Raises:
-        RuntimeNotRunningError: ``rt`` is not running under ``open_runtime``.
-    """
-    return int(await rt.start(_serve, rt, host, port, name="prometheus /metrics"))
-
-
-async def _serve(
-    rt: Runtime, host: str, port: int, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Answer ``GET /metrics`` on ``host:port`` until cancelled; reports the bound port."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-    reg = registry(rt)
-    listeners = await trio.open_tcp_listeners(port, host=host)
-    bound = listeners[0].socket.getsockname()[1]
-
-    async def handle(stream: trio.SocketStream) -> None:
-        async with stream:
-            request = b""
-            with trio.move_on_after(10):
-                while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST:
-                    chunk = await stream.receive_some(4096)
-                    if not chunk:
-                        break
-                    request += chunk
-            line = request.split(b"\r\n", 1)[0].split()
-            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
-                body, status, kind = generate_latest(reg), b"200 OK", CONTENT_TYPE_LATEST
-            else:
-                body, status, kind = b"not found\n", b"404 Not Found", "text/plain"
-            head = (
-                b"HTTP/1.1 "
-                + status
-                + b"\r\nContent-Type: "
-                + kind.encode()
-                + b"\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\nConnection: close\r\n\r\n"
-            )
-            with contextlib.suppress(trio.BrokenResourceError):  # the client left
-                await stream.send_all(head + body)
-
-    task_status.started(bound)
-    await trio.serve_listeners(handle, listeners)
