@@ -4,11 +4,22 @@ our own ``engine-jsonl`` distribution, installed with the project."""
 
 from __future__ import annotations
 
+import json
+import os
+import queue
+import re
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -235,3 +246,250 @@ def test_a_plugin_wired_twice_in_one_role_is_reported_with_the_rest(
         "  - expected true or false, got 'yes' @ $.runtime.metrics",
         "  - 'jsonl' is already wired by plugins[0] (one instance per role) @ $.plugins[1].name",
     ]
+
+
+# -- serving /metrics and the dashboard from `run` and `top` -----------------------------------
+
+TOKEN = "cli-Token_7"
+SERVED_MACHINES = """
+import engine
+
+JOB = engine.Machine("job", ["idle"], "idle", [("idle", "go", None)], events=["go"])
+"""
+
+
+def served_app(tmp_path: Path, metrics: str = "") -> Path:
+    """An app whose jsonl receptor sends 200 ``go`` to agent ``a`` (of two), with a metrics
+    history, and ``metrics`` (a ``[metrics]`` table, or nothing)."""
+    (tmp_path / "served_machines.py").write_text(SERVED_MACHINES)
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"agent": "a", "event": "go"}\n' * 200)
+    return write(
+        tmp_path / "app.toml",
+        f"""
+        [runtime]
+        metrics_history = 0.05
+        [machines.job]
+        path = "served_machines:JOB"
+        [[agents]]
+        machine = "job"
+        ids = ["a", "b"]
+        [[plugins]]
+        name = "jsonl"
+        role = "receptor"
+        config = {{ path = "{events}" }}
+        {metrics}
+        """,
+    )
+
+
+class Running:
+    """``python -m engine ARGV`` in a real process, its output read line by line by threads,
+    stopped with SIGINT as a user would."""
+
+    def __init__(self, tmp_path: Path, argv: list[str], environ: dict[str, str]) -> None:
+        env = {**os.environ, "PYTHONPATH": str(tmp_path), **environ}
+        env.pop("ENGINE_DISABLE_PLUGIN_AUTOLOAD", None)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", *argv],
+            cwd=Path(__file__).resolve().parent.parent,  # this checkout's engine
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self.readers = [
+            threading.Thread(target=self._read, args=(self.proc.stderr, self.lines.put)),
+            threading.Thread(target=self._read, args=(self.proc.stdout, self.out.append)),
+        ]
+        for reader in self.readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: Any, keep: Any) -> None:
+        for line in stream:
+            keep(line.rstrip("\n"))
+
+    def line(self, start: str) -> str:
+        """The first stderr line starting with ``start`` (15 s at most)."""
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                line = self.lines.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                self.proc.kill()
+                raise AssertionError(f"no line {start!r}; stderr: {self.err}") from None
+            self.err.append(line)
+            if line.startswith(start):
+                return line
+
+    def stop(self) -> tuple[int, str, list[str]]:
+        """SIGINT; the exit code, stdout and every stderr line."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout=30)
+        for reader in self.readers:
+            reader.join(timeout=10)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            assert stream is not None
+            stream.close()
+        while not self.lines.empty():
+            self.err.append(self.lines.get())
+        return code, "\n".join(self.out), self.err
+
+
+def http_get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def data_when(base: str, check: Any, token: str | None = None) -> dict[str, Any]:
+    """The first ``data.json`` that passes ``check`` (10 s at most)."""
+    deadline = time.monotonic() + 10
+    while True:
+        status, body = http_get(f"{base}/dashboard/data.json", token)
+        assert status == 200
+        doc: dict[str, Any] = json.loads(body)
+        if check(doc) or time.monotonic() > deadline:
+            return doc
+        time.sleep(0.1)
+
+
+def test_run_serves_what_the_app_file_asks_with_the_token_from_the_environment(
+    tmp_path: Path,
+) -> None:
+    app = served_app(tmp_path, '[metrics]\nport = 0\nhost = "127.0.0.1"\ndashboard = true\n')
+    running = Running(tmp_path, ["run", str(app)], {"ENGINE_METRICS_TOKEN": TOKEN})
+    try:
+        line = running.line("engine: serving ")
+        match = re.fullmatch(
+            r"engine: serving http://127\.0\.0\.1:(\d+)/metrics and the dashboard at "
+            r"http://127\.0\.0\.1:\1/dashboard \(with the token: .*\)",
+            line,
+        )
+        assert match, line
+        base = f"http://127.0.0.1:{match[1]}"
+        for path in ("/metrics", "/dashboard", "/dashboard/data.json"):
+            assert http_get(base + path)[0] == 401, path
+            assert http_get(base + path, "wrong")[0] == 403, path
+        status, body = http_get(f"{base}/metrics", TOKEN)
+        assert status == 200
+        assert b"engine_" in body
+        assert http_get(f"{base}/dashboard?token={TOKEN}")[0] == 200
+        # the receptor's 200 messages, and the history the app file asked for
+        doc = data_when(
+            base,
+            lambda d: d["runtime"]["processed"] == 200 and len(d["history"]["time"]) >= 2,
+            TOKEN,
+        )
+        assert doc["runtime"]["processed"] == 200
+        assert doc["runtime"]["agents"] == 2
+        assert doc["history"]["processed"][-1] == 200
+        assert doc["latency"]["step"]["count"] == 3  # serving samples every 64th step
+    finally:
+        code, out, err = running.stop()
+    assert code == 0, err
+    assert err[-1] == "engine: stopped; 200 processed, 0 failed, 0 inputs refused"
+    assert TOKEN not in out + "\n".join(err)  # never printed
+
+
+@pytest.mark.parametrize("command", ["run", "top"])
+def test_command_line_options_win_over_the_app_file(tmp_path: Path, command: str) -> None:
+    # the file serves /metrics alone, on a port that is taken: the command line moves it,
+    # adds the dashboard, and its token wins over the environment's
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = served_app(tmp_path, f"[metrics]\nport = {taken.getsockname()[1]}\n")
+        argv = [command, str(app), "--metrics-port", "0", "--dashboard", "--token", TOKEN]
+        running = Running(tmp_path, argv, {"ENGINE_METRICS_TOKEN": "not-this-one"})
+        try:
+            port = re.search(r":(\d+)/metrics and the dashboard", running.line("engine: serv"))
+            assert port
+            base = f"http://127.0.0.1:{port[1]}"
+            assert http_get(f"{base}/metrics", "not-this-one")[0] == 403
+            assert http_get(f"{base}/metrics", TOKEN)[0] == 200
+            doc = data_when(base, lambda d: d["runtime"]["processed"] == 200, TOKEN)
+            assert doc["runtime"]["processed"] == 200
+        finally:
+            code, out, err = running.stop()
+    assert code == 0, err
+    if command == "top":  # the view says where too, as it redraws the screen
+        assert f"engine top: {app}, serving {base}/dashboard, " in out
+    assert TOKEN not in out + "\n".join(err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--metrics-port", "70000"], "argument --metrics-port: expected a port number in "
+         "0..65535, got '70000'"),
+        (["--metrics-port", "-1"], "argument --metrics-port: expected a port number in "
+         "0..65535, got '-1'"),
+        (["--metrics-port", "http"], "argument --metrics-port: expected a port number in "
+         "0..65535, got 'http'"),
+        (["--metrics-port", "0", "--metrics-host", ""], "argument --metrics-host: expected a "
+         "host name or address, got ''"),
+    ],
+)  # fmt: skip
+def test_a_bad_metrics_port_is_a_usage_error(
+    app_dir: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    app = write(app_dir / "app.toml", "")
+    for command in ("run", "top"):
+        code, err = run_cli(capsys, command, str(app), *argv, "--for", "0")
+        assert code == 2
+        assert err[-1] == f"python -m engine {command}: error: {message}"
+
+
+def test_a_port_that_cannot_be_bound_is_reported_cleanly(
+    app_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = write(app_dir / "app.toml", "")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, err = run_cli(capsys, "run", str(app), "--metrics-port", str(port), "--for", "0")
+        assert code == 2
+        assert err == [
+            "engine: the command line is invalid (1 problem):",
+            f"  - cannot serve metrics on http://127.0.0.1:{port}: [Errno 98] Address already "
+            "in use @ --metrics-port",
+        ]
+        file = write(app_dir / "served.toml", f"[metrics]\nport = {port}\n")
+        code, err = run_cli(capsys, "top", str(file), "--for", "0")
+        assert code == 2
+        assert err[0] == f"engine: {file} is invalid (1 problem):"
+        assert err[1].endswith("@ $.metrics")
+
+
+def test_serving_options_need_a_port_and_a_well_formed_token(
+    app_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = write(app_dir / "app.toml", "")
+    for option in (["--dashboard"], ["--metrics-host", "::1"], ["--token", TOKEN]):
+        code, err = run_cli(capsys, "run", str(app), *option, "--for", "0")
+        assert code == 2
+        assert err == [
+            "engine: the command line is invalid (1 problem):",
+            f"  - {option[0]} needs --metrics-port (or a [metrics] table in {app})",
+        ]
+    monkeypatch.setenv("ENGINE_METRICS_TOKEN", "not a token")  # unused without a server
+    assert run_cli(capsys, "run", str(app), "--for", "0")[0] == 0
+    for argv, source in (
+        ([], "ENGINE_METRICS_TOKEN"),
+        (["--token", "with+plus"], "--token"),
+        (["--token", ""], "--token"),
+    ):
+        code, err = run_cli(capsys, "run", str(app), "--metrics-port", "0", *argv, "--for", "0")
+        assert code == 2
+        assert err[1].startswith(f"  - the metrics token ({source}) must be 1 to 1024 letters")
+        assert "not a token" not in err[1]
+        assert "with+plus" not in err[1]

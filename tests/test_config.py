@@ -12,7 +12,13 @@ import attrs
 import pytest
 
 import engine
-from engine.environment._config import AppConfig, FloatOrInfinity, load_app, structure
+from engine.environment._config import (
+    AppConfig,
+    FloatOrInfinity,
+    MetricsConfig,
+    load_app,
+    structure,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -220,3 +226,33 @@ def test_agents_of_a_file_without_machines_are_reported(tmp_path: Path) -> None:
     with pytest.raises(engine.ConfigError) as info:
         load_app(app)
     assert info.value.problems == ("prefix applies to count, not to ids @ $.agents[0]",)
+
+
+def test_the_metrics_table_is_checked_and_holds_no_token(tmp_path: Path) -> None:
+    app = tmp_path / "app.toml"
+    app.write_text('[metrics]\nport = 70000\nhost = ""\ndashboard = "yes"\ntoken = "s3cret"\n')
+    with pytest.raises(engine.ConfigError) as info:
+        load_app(app)
+    assert sorted(info.value.problems) == sorted(
+        [
+            "'port' must be <= 65535: 70000 @ $.metrics.port",
+            "expected a host name or address, got '' @ $.metrics.host",
+            "expected true or false, got 'yes' @ $.metrics.dashboard",
+            "extra fields found (token) @ $.metrics",
+        ]
+    )
+    app.write_text("[metrics]\ndashboard = true\n")
+    with pytest.raises(engine.ConfigError) as info:
+        load_app(app)
+    assert info.value.problems == ("required field missing @ $.metrics.port",)
+    app.write_text("[metrics]\nport = 0\n")
+    metrics = load_app(app).metrics
+    assert metrics is not None
+    assert (metrics.port, metrics.host, metrics.dashboard) == (0, "127.0.0.1", False)
+    assert structure({}, AppConfig, "x").metrics is None
+    # the README's [metrics] example is a valid app file
+    (toml,) = [
+        b for b in re.findall(r"```toml\n(.*?)```", README.read_text(), re.S) if "[metrics]" in b
+    ]
+    app.write_text(toml)
+    assert load_app(app).metrics == MetricsConfig(9100, "127.0.0.1", dashboard=True)

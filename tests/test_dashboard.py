@@ -1,7 +1,7 @@
-"""The live dashboard without a browser: ``/dashboard/data.json`` against ``statistics()`` on
-both hot paths, its rates, the token, the static files, and the HTTP server under hostile
-clients (oversized, malformed, silent, dripping, not reading, resetting). The page itself runs
-in a real browser in tests/test_dashboard_browser.py."""
+"""The live dashboard without a browser: ``/dashboard/data.json`` against ``statistics()`` and
+against the metrics history on both hot paths, its rates, the token, the static files, and
+the HTTP server under hostile clients (oversized, malformed, silent, dripping, not reading,
+resetting). The page itself runs in a real browser in tests/test_dashboard_browser.py."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import trio
+import trio.testing
 
 import engine
 import engine.observe
@@ -166,7 +167,8 @@ def check_document(rt: Runtime, doc: dict[str, Any]) -> None:
         for field in ("rejected", "delayed", "overruns", "memory", "hibernated"):
             assert row[field] == getattr(t, field), field
         assert row["step"] == (None if t.step is None else _dashboard._latency(t.step))
-    assert doc["history"] is None  # no metrics history on this runtime
+        assert row["trend"] is None  # no metrics history on this runtime
+    assert doc["history"] is None
 
 
 def test_data_json_matches_statistics(impl: str) -> None:
@@ -252,8 +254,95 @@ def test_rates_come_from_a_baseline_at_least_min_interval_old(impl: str) -> None
 def test_history_columns_become_json_numbers_or_null() -> None:
     values = np.array([1.0, math.nan, math.inf, -math.inf, 2.5])
     assert _dashboard._finite(values) == [1.0, None, None, None, 2.5]
-    long = np.arange(_dashboard.HISTORY_POINTS + 50, dtype=np.int64)
-    assert _dashboard._finite(long) == [float(v) for v in long[-_dashboard.HISTORY_POINTS :]]
+    assert set(_dashboard.HISTORY_COLUMNS) <= set(engine.observe.RUNTIME_COLUMNS)
+
+
+def null(values: Any) -> list[float | None]:
+    """Numpy values as the document must have them: NaN as None."""
+    return [None if math.isnan(v) else v for v in np.asarray(values).tolist()]
+
+
+def check_history(rt: Runtime, doc: dict[str, Any]) -> None:
+    """``doc``, read at the instant of the history's last reading, has the history's columns
+    exactly, aligned, in the units and on the clock of the rest of the document."""
+    history = rt.metrics_history
+    assert history is not None
+    columns, tenants = history.runtime(), history.tenants()
+    n = min(len(history), _dashboard.HISTORY_POINTS)
+    sent = doc["history"]
+    assert list(sent) == list(_dashboard.HISTORY_COLUMNS)
+    for name, values in sent.items():
+        assert values == null(columns[name][-n:]), name
+    # one point per reading, at the interval, the last one the reading's own instant
+    assert np.diff(sent["time"]).tolist() == [history.interval] * (n - 1)
+    assert sent["time"][-1] == doc["clock"] == trio.current_time()
+    for name in ("processed", "failed", "queued", "ready", "agents", "hibernated"):
+        assert sent[name][-1] == doc["runtime"][name], name
+    for ring in ("step", "wait"):  # µs on both sides (None: no sample yet)
+        summary = doc["latency"][ring]
+        for q in ("p50", "p99"):
+            assert sent[f"{ring}_{q}"][-1] == (summary and summary[q]), (ring, q)
+    assert [t["name"] for t in doc["tenants"]] == list(tenants)
+    for row in doc["tenants"]:
+        want = tenants[row["name"]]["processed_per_s"][-_dashboard.TREND_POINTS :]
+        assert row["trend"] == null(want), row["name"]
+
+
+def test_data_json_history_is_the_metrics_history(
+    impl: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``open_runtime(metrics_history=...)``, under a ``MockClock`` moved by hand (the
+    server is on real sockets, so it must not autojump): ``history`` is the last
+    ``HISTORY_POINTS`` readings of ``rt.metrics_history.runtime()``, NaN as null, before and
+    after the ring holds more than that; each tenant's ``trend`` is the end of its own
+    ``processed_per_s``; the document's rates are on the history's clock, so over the same
+    interval they equal its last rates."""
+    monkeypatch.setattr(_server, "FRESH", 0.0)  # every request a new reading
+    clock = trio.testing.MockClock()
+    interval, readings = 0.5, _dashboard.HISTORY_POINTS + 20
+
+    async def main() -> None:
+        async with engine.open_runtime(
+            implementation=impl, sample_every=1, metrics_history=interval
+        ) as rt:
+            port = await engine.observe.serve_metrics(rt, dashboard=True)
+            m = worker()
+            rt.spawn(m, "w", supervision=Supervision(policy="resume"))
+            docs = {}
+            for k in range(1, readings + 1):
+                if k == 4:  # a tenant from reading 4 on: NaN in its trend before
+                    rt.add_tenant("acme")
+                    rt.spawn(m, "t", tenant="acme")
+                for i in range((k - 1) % 7):  # none before reading 1: NaN latencies there
+                    rt.send_nowait("w", "go", "boom" if i == 1 else None)
+                if k >= 4:
+                    for _ in range(k % 3):
+                        rt.send_nowait("t", "go")
+                await rt.wait_until_idle()
+                clock.jump(interval)
+                await trio.testing.wait_all_tasks_blocked()  # the history took reading k
+                assert len(rt.metrics_history) == min(k, rt.metrics_history.size)
+                if k in (10, readings - 1, readings):
+                    status, _, body = await get(port, "/dashboard/data.json")
+                    assert status == 200
+                    docs[k] = json.loads(body)
+                    check_history(rt, docs[k])
+            early = docs[10]
+            assert len(early["history"]["time"]) == 10
+            assert early["history"]["step_p50"][0] is None
+            assert early["history"]["failed_per_s"][-1] == 2.0  # reading 10: one boom
+            acme = next(t for t in early["tenants"] if t["name"] == "acme")
+            assert acme["trend"][:3] == [None] * 3
+            assert None not in acme["trend"][3:]
+            last = docs[readings]
+            assert len(last["history"]["time"]) == _dashboard.HISTORY_POINTS
+            assert last["rates"]["interval"] == interval
+            for name in ("processed_per_s", "failed_per_s"):
+                assert last["rates"][name] == last["history"][name][-1], name
+            rates = {t["name"]: t["processed_per_s"] for t in last["tenants"]}
+            assert rates == {t["name"]: t["trend"][-1] for t in last["tenants"]}
+
+    trio.run(main, clock=clock)
 
 
 def test_dashboard_is_off_by_default(impl: str) -> None:

@@ -5,7 +5,9 @@ workload sends mail (agent ``wNN`` gets NN+1 messages a tick, so every count dif
 fails every tick; ``held`` is paused with mail). The page must load with the token, show
 numbers that move while the workload runs, and then, with the workload paused and the
 runtime idle, show exactly what the runtime's own accessors say (see ``test_the_dashboard``).
-Without the token, or with another, the page is refused.
+Without the token, or with another, the page is refused. With a metrics history on the
+runtime, the trend charts draw it (not what the page polled) and each tenant row gets a
+sparkline of its own history (``test_the_trends_come_from_the_metrics_history``).
 
 Chromium and its driver are not Python packages: ``.ci/run`` installs them (Debian's
 ``chromium`` and ``chromium-driver``). Without them this test fails, never skips. With
@@ -66,6 +68,14 @@ for (const id of ["top_agents", "problem_agents", "deepest_agents", "tenants"]) 
   }));
 }
 out.elements = document.querySelectorAll("#tenants img, #tenants b").length;
+out.charts = {};
+for (const el of document.querySelectorAll(".chart")) {
+  out.charts[el.id] = {source: el.dataset.source, points: Number(el.dataset.points),
+                       last: el.dataset.last ? JSON.parse(el.dataset.last) : null};
+}
+out.sparks = [...document.querySelectorAll("#tenants tr[data-row]")].map(
+  (tr) => tr.querySelectorAll("svg.spark polyline").length);
+out.trend = document.getElementById("trend-source").textContent;
 out.canvases = document.querySelectorAll(".chart canvas").length;
 out.status = document.getElementById("status").textContent;
 return out;
@@ -76,7 +86,8 @@ return out;
 class Served:
     """A runtime in a trio thread serving the dashboard, with a workload the test pauses."""
 
-    def __init__(self) -> None:
+    def __init__(self, history: float | None = None) -> None:
+        self.history = history
         self.paused = False
         self.resumed = trio.Event()
         self.rt: engine.Runtime | None = None
@@ -91,7 +102,7 @@ class Served:
 
     async def _main(self, ready: queue.Queue[Any]) -> None:
         try:
-            async with engine.open_runtime(sample_every=4) as rt:
+            async with engine.open_runtime(sample_every=4, metrics_history=self.history) as rt:
                 self.rt = rt
                 rt.add_tenant("acme", weight=2)
                 rt.add_tenant(HOSTILE, weight=0.5)
@@ -163,8 +174,10 @@ class Served:
 
 
 @pytest.fixture
-def served() -> Iterator[Served]:
-    s = Served()
+def served(request: pytest.FixtureRequest) -> Iterator[Served]:
+    """The served runtime; ``@pytest.mark.parametrize("served", [SECONDS], indirect=True)``
+    gives it a metrics history read every SECONDS."""
+    s = Served(getattr(request, "param", None))
     try:
         yield s
     finally:
@@ -230,6 +243,8 @@ def test_the_dashboard(served: Served, browser: Any, tmp_path: Path) -> None:
     )
     assert moved["canvases"] == 3
     assert moved["status"].startswith("live")
+    assert {c["source"] for c in moved["charts"].values()} == {"polled"}  # no history
+    assert moved["trend"] == "polled by this page"
     assert browser.save_screenshot(str(tmp_path / "dashboard.png"))
     shot = os.environ.get("DASHBOARD_SCREENSHOT")
     if shot:  # the README's: with some trend to show
@@ -305,3 +320,46 @@ def test_the_dashboard(served: Served, browser: Any, tmp_path: Path) -> None:
     browser.get(f"{base}?token=wrong")
     assert browser.find_element("tag name", "body").text.startswith("Forbidden")
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("served", [0.05], indirect=True)
+def test_the_trends_come_from_the_metrics_history(served: Served, browser: Any) -> None:
+    """With ``metrics_history``, every chart draws the server's history: more points than the
+    page has polled, and once the runtime is paused and idle, last points equal to what the
+    runtime says (rates 0, the held mail, the latency percentiles in µs); every tenant row
+    has its sparkline, ending at 0 too."""
+    started = time.monotonic()
+    browser.get(f"http://127.0.0.1:{served.port}/dashboard?token={TOKEN}")
+
+    def drawn(page: dict[str, Any]) -> bool:  # more points than the page can have polled
+        charts = page["charts"].values()
+        seq = int(page["seq"] or 0)
+        return seq > 0 and all(c["source"] == "history" and c["points"] > seq for c in charts)
+
+    live = wait_for(browser, drawn, "the charts drawing the history")
+    assert live["trend"] == "the runtime's metrics history"
+    served.call(served.pause)
+    seen = int(browser.execute_script(READ_PAGE)["seq"])
+    want = served.call(served.expected)
+    stats = want["stats"]
+    # a document asked for after the page showed `seen` (read after the pause) ends with
+    # history readings taken after it (one every 0.05 s)
+    page = wait_for(browser, lambda p: int(p["seq"]) >= seen + 2, "a reading after the pause")
+    assert page["charts"]["chart-throughput"]["last"] == [0, 0]
+    charts = page["charts"]
+    assert charts["chart-queue"]["last"] == [want["depths"], stats.ready]
+    assert charts["chart-latency"]["last"] == [
+        stats.step.p50, stats.step.p99, stats.wait.p50, stats.wait.p99,
+    ]  # fmt: skip
+    assert len({c["points"] for c in charts.values()}) == 1  # one time axis for all
+    rows = page["tables"]["tenants"]
+    assert [r["row"] for r in rows] == list(want["tenants"])
+    assert all(n >= 1 for n in page["sparks"]), page["sparks"]
+    for row in rows:
+        trend = row["cells"]["trend"].split(",")
+        assert len(trend) == min(60, charts["chart-queue"]["points"])  # TREND_POINTS at most
+        assert float(trend[-1]) == 0.0
+        assert max(float(v) for v in trend if v) > 0
+    problems = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert problems == []  # no script error, no CSP violation from the sparklines
+    assert time.monotonic() - started < 10

@@ -207,6 +207,36 @@ def test_the_ring_wraps_at_size_and_keeps_the_newest(make_runtime: Any) -> None:
     assert history.runtime()["time"].tolist() == [7.0, 8.0, 9.0, 10.0]
 
 
+def test_last_reads_the_newest_readings_across_the_wrap(make_runtime: Any) -> None:
+    """``last=`` (what the dashboard reads) is the tail of the whole columns, for every
+    position of the ring's write index, for the runtime, machines and tenants alike."""
+    clock = Clock()
+    rt = make_runtime(clock=clock)
+    rt.add_tenant("acme")
+    rt.spawn(job(), "a", tenant="acme")
+    history = MetricsHistory(rt, size=5)
+    assert history.runtime(last=3)["time"].shape == (0,)  # no reading yet
+    for k in range(1, 13):
+        clock.now = float(k)
+        rt.send_many(["a"] * k, ["go"] * k)
+        rt.run_until_idle()
+        history.sample()
+        whole = history.readings()
+        for last in (1, 2, 4, 5, 6, 1000):
+            same(history.runtime(last=last), {n: v[-last:] for n, v in whole.runtime.items()})
+            for got, every in (
+                (history.machines(last=last), whole.machines),
+                (history.tenants(last=last), whole.tenants),
+            ):
+                assert got.keys() == every.keys()
+                for name, columns in every.items():
+                    same(got[name], {n: v[-last:] for n, v in columns.items()})
+    assert history.tenants(last=2)["acme"]["processed"].tolist() == [66.0, 78.0]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(InvalidArgumentError, match="last"):
+            history.runtime(last=bad)
+
+
 def test_machines_and_tenants_that_come_and_go_stay_aligned(make_runtime: Any) -> None:
     clock = Clock()
     rt = make_runtime(clock=clock)

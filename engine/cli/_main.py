@@ -7,6 +7,11 @@ effectors take what is queued and close. ``plugins`` lists what discovery finds,
 and whether each loads. ``metrics-plot --store ... --out FILE.png`` draws the metrics history
 an app kept in its store (``[runtime] metrics_history``) to a PNG.
 
+``run`` and ``top`` serve Prometheus' ``/metrics`` and, with ``--dashboard``, the live web
+dashboard, when given ``--metrics-port`` or when the app file has a ``[metrics]`` table (the
+command line wins field by field). The token comes from ``--token`` or, so that it is not on
+a command line that ``ps`` shows, from ``ENGINE_METRICS_TOKEN``; it is never printed.
+
 Before anything runs, ``prepare_app`` checks the whole file in one pass: its schema, its
 cross references, every machine's import and every plugin (installed, in its role, loadable,
 its own config), and reports every problem at once, one line each, with exit code 2.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import pkgutil
 import signal
 import sqlite3
@@ -23,7 +29,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any, TextIO, final
+from typing import TYPE_CHECKING, Any, TextIO, final
 
 import attrs
 import trio
@@ -31,6 +37,7 @@ import trio
 from ..core._exceptions import (
     ConfigError,
     EngineError,
+    InvalidArgumentError,
     PluginLoadError,
     PluginValidationError,
     StoreError,
@@ -51,8 +58,34 @@ from ..environment._open import open_runtime
 from ..environment._wiring import Plugin
 from ..observe._plot import plot_metrics
 from ..observe._series import MetricsHistory, start_metrics_history
+from ..observe._server import check_token, serve_metrics
 from ..observe._top import TopView
 from ..store import Hibernation, MemoryStore, PostgresStore, SQLiteStore, Store, load_records
+
+if TYPE_CHECKING:
+    from ..runtime._runtime import Runtime
+
+TOKEN_VARIABLE = "ENGINE_METRICS_TOKEN"
+"""The environment variable ``run`` and ``top`` read the metrics token from (``--token``
+wins)."""
+
+
+@final
+@attrs.frozen
+class Serving:
+    """Where ``run`` and ``top`` serve ``/metrics`` (and the dashboard), settled from the
+    command line and the app file's ``[metrics]``."""
+
+    host: str
+    port: int
+    dashboard: bool
+    token: str | None = attrs.field(repr=False)  # never shown
+    where: str
+    """Where the address was given, for an error: ``--metrics-port`` or ``$.metrics``."""
+
+    def url(self, port: int, path: str = "/metrics") -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}{path}"
 
 
 @final
@@ -304,8 +337,80 @@ async def until_stopped(seconds: float | None, out: TextIO) -> None:
                 return
 
 
-async def serve(app: App, seconds: float | None, out: TextIO) -> None:
-    async with app_runtime(app) as (rt, receptors, effectors):
+def serving(args: argparse.Namespace, app: App, environ: Mapping[str, str]) -> Serving | None:
+    """What ``--metrics-port``, ``--metrics-host``, ``--dashboard``, ``--token``, the
+    ``ENGINE_METRICS_TOKEN`` variable and the app's ``[metrics]`` ask for (None: no server).
+
+    Raises:
+        ConfigError: An option that needs a port without one, or a malformed token (the
+            problem names where the token came from, never the token).
+    """
+    config = app.config.metrics
+    port: int | None = args.metrics_port
+    if port is None and config is not None:
+        port = config.port
+    if port is None:
+        given = [
+            option
+            for option, value in (
+                ("--metrics-host", args.metrics_host),
+                ("--dashboard", args.dashboard or None),  # --no-dashboard needs nothing
+                ("--token", args.token),
+            )
+            if value is not None
+        ]
+        if given:
+            problem = f"{given[0]} needs --metrics-port (or a [metrics] table in {app.where})"
+            raise ConfigError("the command line", [problem])
+        return None
+    host = args.metrics_host or (config.host if config else "127.0.0.1")
+    dashboard = args.dashboard if args.dashboard is not None else bool(config and config.dashboard)
+    token, source = args.token, "--token"
+    if token is None:
+        token, source = environ.get(TOKEN_VARIABLE), TOKEN_VARIABLE
+    try:
+        check_token(token)
+    except InvalidArgumentError:
+        problem = (
+            f"the metrics token ({source}) must be 1 to 1024 letters, digits and - . _ ~ "
+            "(python -c 'import secrets; print(secrets.token_urlsafe())' makes one)"
+        )
+        raise ConfigError("the command line", [problem]) from None
+    where = "--metrics-port" if args.metrics_port is not None else "$.metrics"
+    return Serving(host, port, dashboard, token, where)
+
+
+async def start_serving(rt: Runtime, app: App, how: Serving, out: TextIO) -> str:
+    """Serve ``/metrics`` (and the dashboard) from the runtime's nursery; print and return
+    where (the token is never printed).
+
+    Raises:
+        ConfigError: The address cannot be bound (in use, not this machine's, no such host).
+    """
+    try:
+        port = await serve_metrics(rt, how.host, how.port, dashboard=how.dashboard, token=how.token)
+    except OSError as exc:
+        where = app.where if how.where.startswith("$") else "the command line"
+        problem = f"cannot serve metrics on {how.url(how.port, '')}: {exc} @ {how.where}"
+        raise ConfigError(where, [problem]) from exc
+    shown = how.url(port, "/dashboard" if how.dashboard else "/metrics")
+    needs = " (with the token: Authorization: Bearer or ?token=)" if how.token else ""
+    extra = f" and the dashboard at {shown}" if how.dashboard else ""
+    print(f"engine: serving {how.url(port)}{extra}{needs}", file=out, flush=True)
+    return shown
+
+
+def _serving_options(how: Serving | None, app: App) -> dict[str, Any]:
+    """A server shows latencies: sampling on, as the app file has it or every 64th step."""
+    if how is None:
+        return {}
+    return {"sample_every": app.config.runtime.sample_every or 64}
+
+
+async def serve(app: App, seconds: float | None, out: TextIO, how: Serving | None = None) -> None:
+    async with app_runtime(app, **_serving_options(how, app)) as (rt, receptors, effectors):
+        if how is not None:
+            await start_serving(rt, app, how, out)
         print(
             f"engine: {len(rt)} agents on the {rt.implementation} hot path; receptors: "
             f"{receptors}; effectors: {effectors}",
@@ -322,12 +427,17 @@ async def serve(app: App, seconds: float | None, out: TextIO) -> None:
     )
 
 
-async def top(app: App, seconds: float | None, interval: float, screen: TextIO) -> None:
+async def top(
+    app: App, seconds: float | None, interval: float, screen: TextIO, how: Serving | None = None
+) -> None:
     clear = "\x1b[H\x1b[2J" if screen.isatty() else ""
     async with app_runtime(
         app, metrics=True, sample_every=app.config.runtime.sample_every or 64
     ) as (rt, _, _):
-        view = TopView(rt, app.where)
+        title = app.where
+        if how is not None:  # on the view too: the screen is cleared at each frame
+            title += f", serving {await start_serving(rt, app, how, sys.stderr)}"
+        view = TopView(rt, title)
 
         async def refresh() -> None:
             while True:
@@ -423,6 +533,23 @@ def _number(text: str) -> float:
     return value if math.isfinite(value) else math.nan  # nan fails every comparison
 
 
+def _port(text: str) -> int:
+    """``--metrics-port``: an int in 0..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0..65535, got {text!r}")
+    return value
+
+
+def _host(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected a host name or address, got ''")
+    return text
+
+
 def _store(text: str) -> dict[str, str]:
     kind, _, where = text.partition(":")
     if kind == "memory" and not where:
@@ -444,6 +571,27 @@ def _store_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _serve_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics-port", type=_port, default=None, metavar="PORT",
+        help="serve Prometheus' /metrics on this port (0: any free one, printed); replaces "
+        "the app file's [metrics] port",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metrics-host", type=_host, default=None, metavar="HOST",
+        help="the address to serve on (default: the app file's, else 127.0.0.1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dashboard", action=argparse.BooleanOptionalAction, default=None,
+        help="also serve the live dashboard at /dashboard",
+    )  # fmt: skip
+    parser.add_argument(
+        "--token", default=None, metavar="TOKEN",
+        help=f"a secret every request must carry (Bearer or ?token=); prefer {TOKEN_VARIABLE}, "
+        "which ps does not show",
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -453,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
     _store_options(run)
+    _serve_options(run)
     sub.add_parser("plugins", help="list installed plugins and whether they load")
     live = sub.add_parser("top", help="run an app file with a live view of its metrics")
     live.add_argument("app", help="the app's TOML file")
@@ -461,6 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--for", dest="seconds", type=_seconds, default=None, help="stop after this many seconds"
     )
     _store_options(live)
+    _serve_options(live)
     plot = sub.add_parser("metrics-plot", help="plot the metrics history kept in a store")
     plot.add_argument(
         "--store", type=_store, required=True, help="the store: sqlite:PATH or postgres:DSN"
@@ -483,10 +633,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         store["durability"] = args.durability
     try:
         app = prepare_app(args.app, store)
+        how = serving(args, app, os.environ)
         if args.command == "top":
-            trio.run(top, app, args.seconds, args.interval, sys.stdout)
+            trio.run(top, app, args.seconds, args.interval, sys.stdout, how)
         else:
-            trio.run(serve, app, args.seconds, sys.stderr)
+            trio.run(serve, app, args.seconds, sys.stderr, how)
     except EngineError as exc:
         print(f"engine: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,12 @@ No message of cattrs' is parsed: problems are described from the exceptions' typ
     [plugins.config]                # the plugin's own Config
     port = 7000
 
+    [metrics]                       # optional: serve Prometheus' /metrics while it runs
+    port = 9100                     #   (0: any free port, printed)
+    host = "127.0.0.1"              #   (the default: loopback only)
+    dashboard = true                #   and the live dashboard at /dashboard; the token
+                                    #   is never in the file: ENGINE_METRICS_TOKEN
+
     [store]                         # optional: keep the agents across runs
     kind = "sqlite"                 # or "memory", or "postgres" with dsn = "..."
     path = "agents.db"
@@ -337,6 +343,27 @@ class RuntimeConfig:
     metrics_history_size: int = attrs.field(default=3600, validator=_history_check)
 
 
+def _host(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
+    if not value:
+        raise ValueError("expected a host name or address, got ''")
+
+
+@final
+@attrs.frozen
+class MetricsConfig:
+    """``[metrics]``: serve Prometheus' ``/metrics`` while the app runs and, with
+    ``dashboard``, the live web dashboard (``engine.observe.serve_metrics``). The token is not
+    a setting of the file, which sits next to the app's code: ``run`` and ``top`` take it from
+    the ``ENGINE_METRICS_TOKEN`` environment variable (or ``--token``)."""
+
+    port: int = attrs.field(validator=[attrs.validators.ge(0), attrs.validators.le(65535)])
+    """Port to listen on; 0: any free one (``run`` prints the one it got)."""
+    host: str = attrs.field(default="127.0.0.1", validator=_host)
+    """Address to listen on: loopback unless the file says otherwise."""
+    dashboard: bool = False
+    """Also serve the dashboard at ``/dashboard``."""
+
+
 def _import_path(_: Any, attribute: attrs.Attribute[str], value: str) -> None:
     # the rest of the syntax is pkgutil.resolve_name's, which the command line reports
     module, colon, name = value.partition(":")
@@ -488,6 +515,7 @@ class AppConfig:
     plugins: list[PluginConfig] = attrs.Factory(list)
     store: StoreConfig | None = None
     tenants: dict[str, TenantConfig] = attrs.Factory(dict)
+    metrics: MetricsConfig | None = None
 
     def tenant_list(self) -> list[Tenant]:
         """The ``[tenants]`` as ``engine.Tenant`` values, for ``open_runtime(tenants=...)``."""

@@ -14,16 +14,24 @@ polling) reuse the last rates and leave the baseline alone, so a rate is never a
 tiny noisy differences, and one reader serves any number of pages. The first reading has no
 rate (``null``).
 
-Trends: when the runtime carries a metrics history (``rt.metrics_history``, not None), the last
-``HISTORY_POINTS`` points of its columns are included (NaN and infinities as ``null``); without
-one, ``history`` is ``null`` and the page keeps the trend of the readings it polls itself.
+Time: rates and the document's ``clock`` are on the runtime's clock (trio's under
+``open_runtime``, so ``MockClock`` drives them), the clock of the metrics history's ``time``
+column too; ``time`` is the wall clock, for people. The page plots its trends against
+``clock``, so a history point and a polled one of the same instant line up.
+
+Trends: when the runtime carries a metrics history (``rt.metrics_history``, not None),
+``history`` holds the last ``HISTORY_POINTS`` readings of its runtime columns and each tenant
+row a ``trend``, its ``processed_per_s`` over the last ``TREND_POINTS`` readings (aligned with
+the end of ``history``; NaN and infinities as ``null``), read with ``last=`` so the rings are
+not copied whole. Without one, both are ``null`` and the page keeps the trend of the readings
+it polls itself.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
@@ -34,6 +42,7 @@ from ..core._types import AgentStatus
 if TYPE_CHECKING:
     from ..hotpath._metrics import LatencySummary
     from ..runtime._runtime import Runtime, RuntimeStatistics
+    from ._series import MetricsHistory
 
 _RATES = ("interval", "processed_per_s", "failed_per_s", "error_ratio")
 
@@ -46,6 +55,8 @@ MIN_INTERVAL = 0.4
 _FIRST = 1 << 40  # added to a rank to put a row before every unmarked one
 HISTORY_POINTS = 300
 """Points of each history column sent (the most recent ones)."""
+TREND_POINTS = 60
+"""Points of each tenant's ``trend`` (the most recent ones)."""
 HISTORY_COLUMNS = (
     "time", "processed_per_s", "failed_per_s", "processed", "failed", "queued", "ready",
     "agents", "hibernated", "step_p50", "step_p99", "wait_p50", "wait_p99",
@@ -69,8 +80,7 @@ def _latency(summary: LatencySummary | None) -> dict[str, float] | None:
 
 def _finite(values: Any) -> list[float | None]:
     """A column as JSON numbers, NaN and infinities as ``None`` (JSON has neither)."""
-    array = np.asarray(values, dtype=np.float64)[-HISTORY_POINTS:]
-    return [v if math.isfinite(v) else None for v in array.tolist()]
+    return [v if math.isfinite(v) else None for v in np.asarray(values, np.float64).tolist()]
 
 
 def _largest(values: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.intp]:
@@ -89,18 +99,19 @@ class DashboardReader:
 
     Args:
         rt: The runtime read.
-        clock: Seconds, monotonic (for rates).
-        wall: Seconds since the epoch (the document's ``time``, for the page's trend).
+        clock: Seconds, monotonic (the rates' and the document's ``clock``); None: the
+            runtime's own clock, which its metrics history reads too.
+        wall: Seconds since the epoch (the document's ``time``).
     """
 
     def __init__(
         self,
         rt: Runtime,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.rt = rt
-        self._clock = clock
+        self._clock = rt._clock if clock is None else clock
         self._wall = wall
         self.readings = 0
         """Readings taken (the document's ``seq`` is this count, the first one 1)."""
@@ -128,10 +139,13 @@ class DashboardReader:
             return self._rows(_largest(rank, TOP), statuses, processed, failed, depths)
 
         self._update_rates(now, stats)
+        history = self.rt.metrics_history
+        trends = {} if history is None else _trends(history)
         return {
             "version": FORMAT,
             "seq": self.readings,
             "time": self._wall(),
+            "clock": now,
             "implementation": stats.implementation,
             "runtime": {
                 "agents": stats.agents,
@@ -171,10 +185,11 @@ class DashboardReader:
                     "processed_per_s": self._tenant_rates.get(t.name),
                     "step": _latency(t.step),
                     "wait": _latency(t.wait),
+                    "trend": trends.get(t.name),
                 }
                 for t in stats.tenants
             ],
-            "history": self._history(),
+            "history": None if history is None else _history(history),
         }
 
     def _update_rates(self, now: float, stats: RuntimeStatistics) -> None:
@@ -225,9 +240,16 @@ class DashboardReader:
             )
         return rows
 
-    def _history(self) -> dict[str, list[float | None]] | None:
-        history = getattr(self.rt, "metrics_history", None)
-        if history is None:
-            return None
-        columns: Mapping[str, Any] = history.runtime()
-        return {name: _finite(columns[name]) for name in HISTORY_COLUMNS if name in columns}
+
+def _history(history: MetricsHistory) -> dict[str, list[float | None]]:
+    """The document's ``history``: the last ``HISTORY_POINTS`` readings of the columns sent."""
+    columns = history.runtime(last=HISTORY_POINTS)
+    return {name: _finite(columns[name]) for name in HISTORY_COLUMNS}
+
+
+def _trends(history: MetricsHistory) -> dict[str, list[float | None]]:
+    """Each tenant's ``processed_per_s`` over the last ``TREND_POINTS`` readings."""
+    return {
+        name: _finite(columns["processed_per_s"])
+        for name, columns in history.tenants(last=TREND_POINTS).items()
+    }

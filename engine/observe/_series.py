@@ -229,21 +229,28 @@ class MetricsHistory:
 
     # -- reading the columns -------------------------------------------------------------
 
-    def runtime(self) -> Columns:
-        """The runtime's columns (``RUNTIME_COLUMNS``), oldest reading first: copies."""
-        return dict(zip(RUNTIME_COLUMNS, self._ordered(self._runtime), strict=True))
+    def runtime(self, *, last: int | None = None) -> Columns:
+        """The runtime's columns (``RUNTIME_COLUMNS``), oldest reading first: copies.
 
-    def machines(self) -> dict[str, Columns]:
-        """Machine name -> its columns (``MACHINE_COLUMNS``), aligned with ``runtime()``."""
+        Args:
+            last: Only the last ``last`` readings (a positive int; None: all of them), so a
+                reader that wants a few does not copy the whole ring.
+        """
+        return dict(zip(RUNTIME_COLUMNS, self._ordered(self._runtime, last), strict=True))
+
+    def machines(self, *, last: int | None = None) -> dict[str, Columns]:
+        """Machine name -> its columns (``MACHINE_COLUMNS``), aligned with ``runtime()``
+        (``last`` as there)."""
         return {
-            name: dict(zip(MACHINE_COLUMNS, self._ordered(s), strict=True))
+            name: dict(zip(MACHINE_COLUMNS, self._ordered(s, last), strict=True))
             for name, s in self._machines.items()
         }
 
-    def tenants(self) -> dict[str, Columns]:
-        """Tenant name -> its columns (``TENANT_COLUMNS``), aligned with ``runtime()``."""
+    def tenants(self, *, last: int | None = None) -> dict[str, Columns]:
+        """Tenant name -> its columns (``TENANT_COLUMNS``), aligned with ``runtime()``
+        (``last`` as there)."""
         return {
-            name: dict(zip(TENANT_COLUMNS, self._ordered(s), strict=True))
+            name: dict(zip(TENANT_COLUMNS, self._ordered(s, last), strict=True))
             for name, s in self._tenants.items()
         }
 
@@ -253,12 +260,17 @@ class MetricsHistory:
             self.interval, self.size, self.runtime(), self.machines(), self.tenants()
         )
 
-    def _ordered(self, series: _Series) -> npt.NDArray[np.float64]:
+    def _ordered(self, series: _Series, last: int | None = None) -> npt.NDArray[np.float64]:
+        """A series' readings, oldest first (the last ``last`` of them), as a new array."""
         n, size = self._n, self.size
-        if n <= size:
-            return series.data[:, :n].copy()
-        w = n % size
-        return np.concatenate((series.data[:, w:], series.data[:, :w]), axis=1)
+        kept = min(n, size)
+        if last is not None:
+            kept = min(kept, check_size("last", last))
+        start = (n - kept) % size  # the ring's index of the oldest reading returned
+        if start + kept <= size:
+            return series.data[:, start : start + kept].copy()
+        wrapped = start + kept - size  # the newest readings, at the ring's start
+        return np.concatenate((series.data[:, start:], series.data[:, :wrapped]), axis=1)
 
     # -- the store -----------------------------------------------------------------------
 

@@ -58,12 +58,19 @@ PAGE_POLICY = (
 )
 """The page's Content-Security-Policy: our own script and style only, nothing inline."""
 FRESH = 0.25
-"""Seconds a ``data.json`` reading is served again rather than taken anew."""
+"""Seconds a ``data.json`` reading is served again rather than taken anew (real seconds, of
+``time.monotonic``: this bounds the CPU the readings take, whatever clock the runtime has)."""
 _TOKEN = re.compile(r"[A-Za-z0-9._~-]{1,1024}")
 """A token: URL-safe as it is (``+`` would read as a space in a query, ``%`` start an escape)."""
 
 
-def _check_token(token: Any) -> str | None:
+def check_token(token: Any) -> str | None:
+    """``token`` if it is None or a well-formed token (see ``serve_metrics``).
+
+    Raises:
+        InvalidArgumentError: A malformed token (the message shows it: do not print it where
+            a secret must not go).
+    """
     if token is None:
         return None
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
@@ -104,7 +111,7 @@ async def serve_metrics(
         raise InvalidArgumentError(f"host must be a non-empty string, got {brief(host)}")
     port = integer("port", port, 0, 65535)
     dashboard = flag("dashboard", dashboard)
-    token = _check_token(token)
+    token = check_token(token)
     started = await rt.start(_serve, rt, host, port, dashboard, token, name="engine /metrics")
     return int(started)
 

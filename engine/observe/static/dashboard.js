@@ -4,10 +4,13 @@
 // ("runtime.processed"); render() writes its formatted value as text and the raw value in
 // data-value (what tests compare). Tables are rebuilt from the document's lists with
 // textContent only (agent ids and tenant names are the application's strings, never HTML).
-// Trends come from the server's metrics history when the document has one; otherwise the
-// page keeps the last KEEP readings it polled. The x axis is seconds before the newest point,
-// so the clock behind either source does not matter. A token given in this page's URL
-// (?token=...) is sent to data.json as "Authorization: Bearer".
+// Trends come from the server's metrics history when the document has one (with two points
+// or more); otherwise the page keeps the last KEEP readings it polled. Both are on the
+// runtime's clock (the history's "time", the document's "clock"): the x axis is seconds
+// before this reading. With a history, each tenant row has a sparkline of its msg/s (its
+// "trend", SVG drawn with DOM calls: nothing inline for the CSP to refuse). Each chart says
+// what it drew in data-source, data-points and data-last (what tests compare). A token given
+// in this page's URL (?token=...) is sent to data.json as "Authorization: Bearer".
 "use strict";
 
 (function () {
@@ -21,6 +24,8 @@
   const headers = token === null ? {} : { Authorization: "Bearer " + token };
   const polled = Object.fromEntries(COLUMNS.map((c) => [c, []]));
   const status = document.getElementById("status");
+  const SVG = "http://www.w3.org/2000/svg";
+  const SPARK = { width: 90, height: 18 };
   let charts = null;
 
   const number = (digits) => (v) =>
@@ -71,6 +76,54 @@
     ["overruns", "overruns", "int"], ["memory", "memory", "bytes"],
     ["step.p99", "step p99 µs", "micro"], ["wait.p99", "wait p99 µs", "micro"],
   ];
+  const TREND_COLUMN = ["trend", "msg/s trend", "spark"];
+
+  function ago(t) {
+    const a = Math.abs(t);
+    if (a === 0) return "now";
+    if (a >= 7200) return +(t / 3600).toFixed(1) + " h";
+    if (a >= 120) return +(t / 60).toFixed(1) + " min";
+    return +t.toFixed(1) + " s";
+  }
+
+  // A sparkline of `values` (null: no reading) in `td`, scaled from 0 to its largest value; a
+  // gap breaks the line. data-value lists the values, as the document has them.
+  function spark(td, values) {
+    td.dataset.value = values ? values.map((v) => (v === null ? "" : String(v))).join(",") : "";
+    const known = values ? values.filter((v) => v !== null) : [];
+    if (known.length < 2) {
+      td.textContent = "–";
+      return;
+    }
+    const top = Math.max(...known);
+    const { width, height } = SPARK;
+    const svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "spark");
+    svg.setAttribute("width", width);
+    svg.setAttribute("height", height);
+    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+    let run = [];
+    const flush = () => {
+      if (run.length > 1) {
+        const line = document.createElementNS(SVG, "polyline");
+        line.setAttribute("points", run.join(" "));
+        svg.appendChild(line);
+      }
+      run = [];
+    };
+    values.forEach((v, i) => {
+      if (v === null) return flush();
+      const x = (i * width) / (values.length - 1);
+      const y = height - 1 - (top > 0 ? (v / top) * (height - 2) : 0);
+      run.push(x.toFixed(1) + "," + y.toFixed(1));
+    });
+    flush();
+    const title = document.createElementNS(SVG, "title");
+    title.textContent = "msg/s over the last " + values.length + " readings, at most " +
+      FORMATS.rate(top);
+    svg.appendChild(title);
+    td.replaceChildren(svg);
+  }
 
   function table(id, rows, columns, rowKey) {
     const el = document.getElementById(id);
@@ -88,7 +141,8 @@
       for (const [key, , format] of columns) {
         const td = document.createElement("td");
         td.dataset.field = key;
-        show(td, field(row, key), format);
+        if (format === "spark") spark(td, field(row, key));
+        else show(td, field(row, key), format);
         tr.appendChild(td);
       }
       body.push(tr);
@@ -112,7 +166,7 @@
       height: 170,
       scales: { x: { time: false } },
       axes: [
-        { values: (u, ticks) => ticks.map((t) => (t === 0 ? "now" : t + " s")) },
+        { values: (u, ticks) => ticks.map(ago) },
         { values: (u, ticks) => ticks.map(compact), size: 56 },
       ],
       legend: { live: false },
@@ -139,7 +193,7 @@
     const step = doc.latency.step || {};
     const wait = doc.latency.wait || {};
     const point = {
-      time: doc.time, processed_per_s: doc.rates.processed_per_s,
+      time: doc.clock, processed_per_s: doc.rates.processed_per_s,
       failed_per_s: doc.rates.failed_per_s, queued: doc.runtime.queued, ready: doc.runtime.ready,
       step_p50: step.p50, step_p99: step.p99, wait_p50: wait.p50, wait_p99: wait.p99,
     };
@@ -150,15 +204,18 @@
   }
 
   function drawTrends(doc) {
-    const source = doc.history && doc.history.time ? doc.history : polled;
+    const fromHistory = doc.history !== null && doc.history.time.length >= 2;
+    const source = fromHistory ? doc.history : polled;
     document.getElementById("trend-source").textContent =
-      source === polled ? "polled by this page" : "the runtime's metrics history";
-    const times = source.time;
-    const last = times.length ? times[times.length - 1] : 0;
-    const x = times.map((t) => Math.round((t - last) * 10) / 10);
+      fromHistory ? "the runtime's metrics history" : "polled by this page";
+    const x = source.time.map((t) => t - doc.clock);  // seconds before this reading
     charts = charts || makeCharts();
     for (const c of charts) {
-      c.plot.setData([x].concat(c.columns.map((name) => source[name] || x.map(() => null))));
+      const series = c.columns.map((name) => source[name]);
+      c.plot.setData([x].concat(series));
+      c.el.dataset.source = fromHistory ? "history" : "polled";
+      c.el.dataset.points = String(x.length);
+      c.el.dataset.last = JSON.stringify(series.map((s) => (s.length ? s[s.length - 1] : null)));
     }
   }
 
@@ -169,7 +226,8 @@
     table("top_agents", doc.top_agents, AGENT_COLUMNS, "agent");
     table("problem_agents", doc.problem_agents, AGENT_COLUMNS, "agent");
     table("deepest_agents", doc.deepest_agents, AGENT_COLUMNS, "agent");
-    table("tenants", doc.tenants, TENANT_COLUMNS, "name");
+    const withTrend = doc.history === null ? [] : [TREND_COLUMN];
+    table("tenants", doc.tenants, TENANT_COLUMNS.concat(withTrend), "name");
     remember(doc);
     drawTrends(doc);
     document.body.dataset.seq = String(doc.seq);
