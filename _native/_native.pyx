@@ -11,7 +11,7 @@ The pure-Python twin ``engine/_hotpath_py.py`` defines the behaviour; both run t
 cimport cython
 from cpython.bool cimport PyBool_Check
 from cpython.dict cimport PyDict_GetItem
-from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New, PyList_SET_ITEM
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.long cimport PyLong_AsLong
 from cpython.number cimport PyIndex_Check
@@ -25,6 +25,7 @@ from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
 cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
     # with exc=NULL an out-of-range integer is clamped instead of raising
     Py_ssize_t PyNumber_AsSsize_t(object o, PyObject* exc) except? -1
     # the plain C API, errors as return codes (the caller checks them)
@@ -36,6 +37,10 @@ cdef extern from "Python.h":
     PyObject* PyDict_GetItemWithError_raw "PyDict_GetItemWithError"(PyObject* d,
                                                                    PyObject* key) noexcept
 
+
+cdef extern from "clock.h" nogil:
+    int engine_clock_init()
+    int64_t engine_now_ns()
 
 cdef extern from "bigmem.h" nogil:
     void* big_grow(void* p, size_t old_size, size_t new_size)
@@ -92,6 +97,8 @@ from engine.core._types import (
 )
 
 IMPLEMENTATION = "native"
+CLOCK = "tsc" if engine_clock_init() else "clock_gettime"
+"""What times latency samples, busy time and turn deadlines (see ``_native/clock.h``)."""
 MAX_TENANTS = 0xFFFF
 """Tenants one runtime can hold at once (the index is kept in 16 bits per agent)."""
 DEADLINE_REPORT = 0

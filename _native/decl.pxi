@@ -2,7 +2,7 @@
 
 cdef enum:
     CHUNK = 8             # messages per chunk: 8 x 16 bytes = two cache lines
-    STAMPED = 0x40000000  # set in Msg.event when ChunkPool.stamps holds its enqueue time
+    STAMPED = 0x40000000  # set in Msg.event when its request field indexes ChunkPool.st_*
     AHEAD = 16            # how many messages (or ready agents) ahead loops prefetch
     CACHE = 64            # entries of send_many's identity cache of event names
     RELEASE = 256         # payload references dropped in one batch (Dispatcher._release_later)
@@ -25,9 +25,15 @@ cdef struct ChunkPool:
     # Free items are kept on a stack of indexes, not linked through their own memory: a pop
     # then reads a contiguous array instead of chasing a cold pointer per message.
     Chunk* chunks
-    int64_t* stamps       # enqueue time (ns) per message slot, read only where the message
-                          # has STAMPED set (so unsampled messages never touch this array)
-    bint stamped
+    # Messages sampled for their wait (every Nth sent): a small pool of stamps, indexed by
+    # the message's request field while STAMPED is set (its own request is kept here).
+    # Outstanding stamps are few (queued / N) and reused last-in first-out, so they stay in
+    # cache, where a stamp per message slot beside the chunks cost two misses a sample.
+    int64_t* st_time      # enqueue time (ns)
+    int32_t* st_req       # the message's own request id
+    int32_t* st_free      # stack of free stamp indexes
+    int32_t st_nfree
+    int32_t st_cap
     int32_t* next         # next chunk of a lane; -1 = none
     int32_t* free         # stack of free chunk indexes
     int32_t nfree

@@ -29,9 +29,8 @@ cdef inline double _monotonic() noexcept nogil:
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+    """Nanoseconds for durations (see clock.h: the time-stamp counter where it is usable)."""
+    return engine_now_ns()
 
 
 cdef inline void _ring_push(Ring* r, int64_t value) noexcept nogil:
@@ -190,6 +189,7 @@ cdef class Dispatcher:
     cdef Rec* _rec
     cdef PyObject** _rpay         # payload per record (owned; NULL = None)
     cdef PyObject** _rext         # a handler's outputs (a tuple, owned) per record, or NULL
+    cdef Py_ssize_t _rrefs        # references _rpay and _rext hold (0: both are all NULL)
     cdef object _rgone            # deque of (seq, slot, id): agents terminated while recording
     cdef int32_t _rflags          # RECORD_FRONT while a front-queue message is stepped
 
@@ -216,7 +216,6 @@ cdef class Dispatcher:
         self.wait_ring = LatencyRing(ring_size)
         _bind_ring(&self._step_r, self.step_ring)
         _bind_ring(&self._wait_r, self.wait_ring)
-        self._chunks.stamped = sample_every > 0
         self._mx_arr = np.zeros(0, dtype=METRICS_DTYPE)
         self._last_error = {}
         self._tracked = {}
@@ -259,7 +258,9 @@ cdef class Dispatcher:
                 m = lane_pop(box, &self._chunks, top_lane(box))
                 Py_XDECREF(m.payload)
         big_free(self._chunks.chunks, self._chunks.cap * sizeof(Chunk))
-        big_free(self._chunks.stamps, <size_t>self._chunks.cap * CHUNK * sizeof(int64_t))
+        big_free(self._chunks.st_time, self._chunks.st_cap * sizeof(int64_t))
+        big_free(self._chunks.st_req, self._chunks.st_cap * sizeof(int32_t))
+        big_free(self._chunks.st_free, self._chunks.st_cap * sizeof(int32_t))
         big_free(self._chunks.next, self._chunks.cap * sizeof(int32_t))
         big_free(self._chunks.free, self._chunks.cap * sizeof(int32_t))
         big_free(self._pool.boxes, self._pool.cap * sizeof(Box))
@@ -583,12 +584,14 @@ cdef class Dispatcher:
             box = &self._pool.boxes[self._ag[slot].box]
             lane = top_lane(box)
             m = lane_pop(box, &self._chunks, lane)
+            if m.event & STAMPED:
+                unstamp(&self._chunks, &m)
             if self.tenanted and self._tn[self._tof[slot]].counting:
                 self._tn[self._tof[slot]].queued -= 1
             if box.count == 0:
                 box_free(&self._pool, self._ag[slot].box)
                 self._ag[slot].box = -1
-            taken.append((m.event & ~STAMPED, take(m.payload), lane, m.request))
+            taken.append((m.event, take(m.payload), lane, m.request))
         taken += self._postponed.pop(slot, [])
         self._ag[slot].flags &= ~(F_FRONT | F_POSTPONED)
         return taken
@@ -1115,14 +1118,25 @@ cdef class Dispatcher:
         return self._tn[t].last + max(0.0, 1.0 - self._tn[t].tokens) / self._tn[t].rate
 
     cdef inline void _stamp(self, Box* box, int lane) noexcept:
-        """Every Nth message enqueued gets its enqueue time and the STAMPED bit."""
+        """Every Nth message enqueued gets a stamp (its enqueue time) and the STAMPED bit
+        (none if the stamp pool cannot grow: a sample is lost, never a message)."""
         cdef Py_ssize_t at
+        cdef Msg* m
+        cdef int32_t i
+        cdef ChunkPool* p = &self._chunks
         self._enq_left -= 1
         if self._enq_left == 0:
             self._enq_left = self.sample_every
+            if p.st_nfree == 0 and not _grow_stamps(p):
+                return
             at = <Py_ssize_t>box.tail[lane] * CHUNK + box.tpos[lane] - 1
-            self._chunks.stamps[at] = _now_ns()
-            self._chunks.chunks[at // CHUNK].m[at % CHUNK].event |= STAMPED
+            m = &p.chunks[at // CHUNK].m[at % CHUNK]
+            p.st_nfree -= 1
+            i = p.st_free[p.st_nfree]
+            p.st_time[i] = _now_ns()
+            p.st_req[i] = m.request
+            m.request = i
+            m.event |= STAMPED
 
     cdef int _sample(self, int32_t slot, int which, int64_t ns) except -1:
         """One latency sample (0: step, 1: wait) into the runtime's ring, and into the rings
@@ -1159,6 +1173,8 @@ cdef class Dispatcher:
             self._drop(slot, ev, payload, lane, request)
             return 1
         m = lane_pop(box, &self._chunks, victim)
+        if m.event & STAMPED:
+            unstamp(&self._chunks, &m)
         if self.tenanted and self._tn[self._tof[slot]].counting:
             self._tn[self._tof[slot]].queued -= 1
         if box.count == 0:
@@ -1367,59 +1383,58 @@ cdef class Dispatcher:
         cdef Msg m
         cdef Agent* ag
         cdef uint16_t f
-        cdef Py_ssize_t at
         cdef int64_t t0
+        # the message of this turn to time next (1-based; never reached when not sampling):
+        # a compare with the turn's own count, no countdown per message
+        cdef Py_ssize_t timed = self._step_left if self.sample_every else PY_SSIZE_T_MAX
         self._turn_slot = slot
         self._tq = -1  # the tenant whose queued count this turn's pops lower (set_tenant
         if self.tenanted and self._tn[self._tof[slot]].counting:  # may change it mid-turn)
             self._tq = self._tof[slot]
-        while k < budget:
-            f = self._ag[slot].flags
-            if f & F_FRONT:
-                k += 1
-                if self.sample_every:
-                    self._step_left -= 1
-                    if self._step_left == 0:
-                        self._step_left = self.sample_every
+        try:
+            while k < budget:
+                f = self._ag[slot].flags
+                if f & F_FRONT:
+                    k += 1
+                    if k == timed:
+                        timed += self.sample_every
                         t0 = _now_ns()
                         self._step_front(slot)
                         self._sample(slot, 0, _now_ns() - t0)
-                        if self._ag[slot].flags & (F_DEAD | F_HOLD):
-                            break
-                        continue
-                self._step_front(slot)
-            else:
-                ag = &self._ag[slot]
-                b = ag.box
-                if b < 0:
-                    break
-                box = &self._pool.boxes[b]
-                lane = top_lane(box)
-                at = <Py_ssize_t>box.head[lane] * CHUNK + box.hpos[lane]
-                m = lane_pop(box, &self._chunks, lane)
-                if self._tq >= 0:
-                    self._tn[self._tq].queued -= 1
-                if box.count == 0:
-                    box_free(&self._pool, b)
-                    ag.box = -1
-                k += 1
-                if self.sample_every:
-                    if m.event & STAMPED:
-                        m.event ^= STAMPED
-                        self._sample(slot, 1, _now_ns() - self._chunks.stamps[at])
-                    self._step_left -= 1
-                    if self._step_left == 0:
-                        self._step_left = self.sample_every
+                    else:
+                        self._step_front(slot)
+                else:
+                    ag = &self._ag[slot]
+                    b = ag.box
+                    if b < 0:
+                        break
+                    box = &self._pool.boxes[b]
+                    lane = top_lane(box)
+                    m = lane_pop(box, &self._chunks, lane)
+                    t0 = 0
+                    if m.event & STAMPED:  # (set only while sampling)
+                        t0 = unstamp(&self._chunks, &m)
+                    if self._tq >= 0:
+                        self._tn[self._tq].queued -= 1
+                    if box.count == 0:
+                        box_free(&self._pool, b)
+                        ag.box = -1
+                    k += 1
+                    if t0:
+                        self._sample(slot, 1, _now_ns() - t0)
+                    if k == timed:
+                        timed += self.sample_every
                         t0 = _now_ns()
                         self._step_msg(slot, ag, &m, lane, f)
                         self._sample(slot, 0, _now_ns() - t0)
-                        if self._ag[slot].flags & (F_DEAD | F_HOLD):
-                            break
-                        continue
-                self._step_msg(slot, ag, &m, lane, f)
-            if self._ag[slot].flags & (F_DEAD | F_HOLD):
-                break
-        self._turn_slot = -1
+                    else:
+                        self._step_msg(slot, ag, &m, lane, f)
+                if self._ag[slot].flags & (F_DEAD | F_HOLD):
+                    break
+        finally:
+            if self.sample_every:
+                self._step_left = <int32_t>(timed - k)
+            self._turn_slot = -1
         return k
 
     cdef inline int _step_msg(self, int32_t slot, Agent* ag, Msg* m, int lane,
@@ -1479,14 +1494,24 @@ cdef class Dispatcher:
             self._release_later(payload)  # last: a __del__ may run any code
         return 0
 
-    cdef int _record(self, int32_t slot, int32_t mach, int32_t ev, int32_t s, int32_t nxt,
-                     int32_t code, int lane, PyObject* payload, PyObject* extra) except -1:
+    cdef inline int _record(self, int32_t slot, int32_t mach, int32_t ev, int32_t s,
+                            int32_t nxt, int32_t code, int lane, PyObject* payload,
+                            PyObject* extra) except -1:
         """Write record ``_rseq`` (taking over the ``payload`` and ``extra`` references); the
-        references of the record it overwrites are dropped last (a __del__ may run any code)."""
+        references of the record it overwrites are dropped last (a __del__ may run any code).
+        While the ring holds no reference at all, records without one touch only ``_rec``."""
         cdef Py_ssize_t i = self._rpos
         cdef Rec* r = &self._rec[i]
-        cdef PyObject* old_payload = self._rpay[i]
-        cdef PyObject* old_extra = self._rext[i]
+        cdef PyObject* old_payload = NULL
+        cdef PyObject* old_extra = NULL
+        if self._rrefs:
+            old_payload = self._rpay[i]
+            old_extra = self._rext[i]
+            self._rrefs -= (old_payload != NULL) + (old_extra != NULL)
+        if self._rrefs or payload != NULL or extra != NULL:
+            self._rpay[i] = payload
+            self._rext[i] = extra
+            self._rrefs += (payload != NULL) + (extra != NULL)
         r.slot = slot
         r.mach = mach
         r.event = ev
@@ -1496,8 +1521,6 @@ cdef class Dispatcher:
         r.priority = lane
         r.flags = self._rflags
         r.time = self.now
-        self._rpay[i] = payload
-        self._rext[i] = extra
         self._rpos = i + 1 if i + 1 < self._rcap else 0
         self._rseq += 1
         if old_extra != NULL:
@@ -2133,14 +2156,17 @@ cdef class Dispatcher:
         self._drop_records()
         if capacity == 0:
             return
-        arr = np.zeros(capacity, dtype=RECORD_DTYPE)
-        cdef Rec[::1] view = arr
+        arr = np.empty(capacity, dtype=RECORD_DTYPE)
+        arr.fill(0)  # touched now: a fresh page costs a fault on first write (microseconds on
+        cdef Rec[::1] view = arr  # a VM), which would otherwise land in the drain loop
         cdef PyObject** pay = <PyObject**>calloc(capacity, sizeof(PyObject*))
         cdef PyObject** ext = <PyObject**>calloc(capacity, sizeof(PyObject*))
         if pay == NULL or ext == NULL:
             free(pay)
             free(ext)
             raise MemoryError()
+        memset(pay, 0, capacity * sizeof(PyObject*))  # (calloc's pages are touched lazily)
+        memset(ext, 0, capacity * sizeof(PyObject*))
         self._rec_arr = arr
         self._rec = &view[0]
         self._rpay = pay
@@ -2154,7 +2180,7 @@ cdef class Dispatcher:
         cdef Py_ssize_t i, n = self._rcap
         cdef PyObject** pay = self._rpay
         cdef PyObject** ext = self._rext
-        self._rcap = 0
+        self._rcap = self._rrefs = 0
         self._rpay = self._rext = NULL
         self._rec = NULL
         self._rec_arr = None
@@ -2194,37 +2220,45 @@ cdef class Dispatcher:
         ``first`` is the sequence number of ``rows[0]`` (above ``seq`` when records from
         ``seq`` were not kept: the reader missed ``first - seq``); ``rows`` is a copy
         (``RECORD_DTYPE``); ``payloads``, ``extras`` (a handler's outputs or None) and ``ids``
-        (the agent of each record, also of agents terminated since) are lists.
+        (the agent of each record, also of agents terminated since) are lists (``payloads``
+        and ``extras`` are None when the ring holds no payload and no handler's outputs).
         """
         cdef int64_t floor = self.record_floor
         cdef int64_t first = max(seq, floor)
         cdef Py_ssize_t n = <Py_ssize_t>max(<int64_t>0, min(<int64_t>limit, self._rseq - first))
         cdef Py_ssize_t i, at, head
-        cdef Rec[::1] out
+        cdef uint8_t[::1] raw
+        cdef Rec* out
         cdef PyObject* p
         cdef list payloads, extras, ids
         rows = np.empty(n, dtype=RECORD_DTYPE)
         if n == 0:
             return first, rows, [], [], []
-        out = rows
+        raw = rows.view(np.uint8)  # (a memoryview of the record dtype itself would parse
+        out = <Rec*>&raw[0]        # its buffer format on every read: microseconds)
         at = self._rpos - <Py_ssize_t>(self._rseq - first)
         if at < 0:
             at += self._rcap
         head = min(n, self._rcap - at)
-        memcpy(&out[0], &self._rec[at], head * sizeof(Rec))
+        memcpy(out, &self._rec[at], head * sizeof(Rec))
         if head < n:
             memcpy(&out[head], &self._rec[0], (n - head) * sizeof(Rec))
-        payloads = [None] * n
-        extras = [None] * n
-        ids = [None] * n
-        for i in range(n):
-            p = self._rpay[(at + i) % self._rcap]
-            if p != NULL:
-                payloads[i] = <object>p
-            p = self._rext[(at + i) % self._rcap]
-            if p != NULL:
-                extras[i] = <object>p
-            ids[i] = self._ids[out[i].slot]
+        payloads = extras = None  # none kept: the batch makes lists of None if asked
+        if self._rrefs:
+            payloads = [None] * n
+            extras = [None] * n
+            for i in range(n):
+                p = self._rpay[(at + i) % self._rcap]
+                if p != NULL:
+                    payloads[i] = <object>p
+                p = self._rext[(at + i) % self._rcap]
+                if p != NULL:
+                    extras[i] = <object>p
+        ids = PyList_New(n)
+        for i in range(n):  # (the idiom for a new list: each item set once, its reference
+            agent_id = <object>PyList_GET_ITEM(self._ids, out[i].slot)  # given to it)
+            Py_INCREF(agent_id)
+            PyList_SET_ITEM(ids, i, agent_id)
         self._forget_records(self._rgone)
         if self._rgone:
             resolve_gone(ids, rows["slot"], first, self._rgone)

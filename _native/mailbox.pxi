@@ -8,8 +8,6 @@ cdef int _grow_chunks(ChunkPool* p) except -1:
     if new <= old:
         raise MemoryError("message pool is full")
     _grow(<void**>&p.chunks, old, new, sizeof(Chunk))
-    if p.stamped:
-        _grow(<void**>&p.stamps, <size_t>old * CHUNK, <size_t>new * CHUNK, sizeof(int64_t))
     _grow(<void**>&p.next, old, new, sizeof(int32_t))
     _grow(<void**>&p.free, old, new, sizeof(int32_t))
     for i in range(new - old):  # lowest index on top
@@ -17,6 +15,44 @@ cdef int _grow_chunks(ChunkPool* p) except -1:
     p.nfree += new - old
     p.cap = new
     return 0
+
+
+cdef bint _grow_stamps(ChunkPool* p) noexcept:
+    """Double the stamp pool; False (nothing changed) when memory is short."""
+    cdef int32_t old = p.st_cap
+    cdef int32_t new = old * 2 if old else 256
+    cdef int32_t i
+    cdef void* q
+    if new <= old:
+        return False
+    q = big_grow(p.st_time, old * sizeof(int64_t), new * sizeof(int64_t))
+    if q == NULL:
+        return False
+    p.st_time = <int64_t*>q
+    q = big_grow(p.st_req, old * sizeof(int32_t), new * sizeof(int32_t))
+    if q == NULL:
+        return False
+    p.st_req = <int32_t*>q
+    q = big_grow(p.st_free, old * sizeof(int32_t), new * sizeof(int32_t))
+    if q == NULL:
+        return False
+    p.st_free = <int32_t*>q
+    for i in range(new - old):  # lowest index on top
+        p.st_free[p.st_nfree + i] = new - 1 - i
+    p.st_nfree += new - old
+    p.st_cap = new
+    return True
+
+
+cdef inline int64_t unstamp(ChunkPool* p, Msg* m) noexcept nogil:
+    """Clear a STAMPED message's stamp (its request field is its own again); return its
+    enqueue time."""
+    cdef int32_t i = m.request
+    m.request = p.st_req[i]
+    m.event ^= STAMPED
+    p.st_free[p.st_nfree] = i
+    p.st_nfree += 1
+    return p.st_time[i]
 
 
 cdef inline void chunk_free(ChunkPool* p, int32_t c) noexcept nogil:

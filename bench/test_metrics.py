@@ -21,6 +21,8 @@ MODES: dict[str, dict[str, Any]] = {
     "metrics": {"metrics": True},
     "metrics+sample/64": {"metrics": True, "sample_every": 64},
     "metrics+sample/1024": {"metrics": True, "sample_every": 1024},
+    "sample/64": {"sample_every": 64},
+    "sample/1024": {"sample_every": 1024},
 }
 ROUNDS = int(os.environ.get("BENCH_METRICS_ROUNDS", "25"))
 

@@ -49,6 +49,7 @@ class RecordBatch:
         "_flags",
         "_output",
         "_values",
+        "_payloads",
         "agent_ids",
         "event",
         "gap_seq",
@@ -56,7 +57,6 @@ class RecordBatch:
         "machines",
         "missed",
         "next_seq",
-        "payloads",
         "priority",
         "seq",
         "source",
@@ -70,8 +70,8 @@ class RecordBatch:
         seq: npt.NDArray[np.int64],
         rows: npt.NDArray[Any],
         agent_ids: list[Any],
-        payloads: list[Any],
-        extras: list[Any],
+        payloads: list[Any] | None,
+        extras: list[Any] | None,
         missed: int,
         gap_seq: int,
         next_seq: int,
@@ -89,7 +89,7 @@ class RecordBatch:
         self._output: npt.NDArray[np.int32] = rows["output"]
         self._flags: npt.NDArray[np.int32] = rows["flags"]
         self.agent_ids = agent_ids
-        self.payloads = payloads
+        self._payloads = payloads
         self._extras = extras
         self.missed = missed
         """Records this reader missed just before this batch (0: none)."""
@@ -108,6 +108,13 @@ class RecordBatch:
 
     def __len__(self) -> int:
         return len(self.seq)
+
+    @property
+    def payloads(self) -> list[Any]:
+        """The payload of each record."""
+        if self._payloads is None:
+            self._payloads = [None] * len(self.seq)
+        return self._payloads
 
     def _names(self, codes: npt.NDArray[np.int32], attr: str) -> npt.NDArray[Any]:
         out = np.empty(len(codes), dtype=object)
@@ -140,7 +147,7 @@ class RecordBatch:
         code = int(self._output[i])
         if code >= 0:
             return (self._values[code],)
-        if code == -2:
+        if code == -2 and self._extras is not None:
             return tuple(self._extras[i])
         return ()
 
@@ -157,7 +164,7 @@ class RecordBatch:
             self.outputs(i),
             float(self.time[i]),
             int(self.priority[i]),
-            self.payloads[i],
+            None if self._payloads is None else self._payloads[i],
             bool(self._flags[i] & RECORD_FRONT),
         )
 
@@ -181,8 +188,8 @@ class RecordBatch:
             seq=self.seq[start:stop],
             rows=rows,
             agent_ids=self.agent_ids[start:stop],
-            payloads=self.payloads[start:stop],
-            extras=self._extras[start:stop],
+            payloads=None if self._payloads is None else self._payloads[start:stop],
+            extras=None if self._extras is None else self._extras[start:stop],
             missed=missed,
             gap_seq=self.gap_seq,
             next_seq=last,
@@ -203,8 +210,10 @@ def read(rt: Runtime, seq: int, limit: int, agent_id: Any, every: Any) -> Record
             rows, seqs = rows[keep], seqs[keep]
             picked = keep.tolist()
             ids = [ids[i] for i in picked]
-            payloads = [payloads[i] for i in picked]
-            extras = [extras[i] for i in picked]
+            if payloads is not None:
+                payloads = [payloads[i] for i in picked]
+            if extras is not None:
+                extras = [extras[i] for i in picked]
     return RecordBatch(
         seq=seqs,
         rows=rows,
