@@ -14,8 +14,8 @@ join the two. Store I/O is synchronous and never runs inside the drain loop; und
 it in a worker thread (``trio.to_thread.run_sync``).
 
 Recordings: ``save_recording`` appends a run's transition records (and its gaps) to a named
-recording kept under a reserved key, and ``load_recording`` reads it back for
-``engine.replay``.
+recording kept under a reserved key, ``load_recording`` reads it back for ``engine.replay``,
+and ``record_to_store`` is a task that does the saving while a runtime runs.
 """
 
 from ..core._exceptions import RecordingNotFoundError as RecordingNotFoundError
@@ -37,6 +37,9 @@ from ._persist import load_records as load_records
 from ._persist import records as records
 from ._persist import save as save
 from ._postgres import PostgresStore as PostgresStore
+from ._recorder import Recorder as Recorder
+from ._recorder import RecorderStatistics as RecorderStatistics
+from ._recorder import record_to_store as record_to_store
 from ._recording import forget_recording as forget_recording
 from ._recording import load_recording as load_recording
 from ._recording import recordings as recordings
