@@ -255,6 +255,17 @@ class StoreError(EngineError):
         self.__cause__ = cause
 
 
+class RecordingNotFoundError(EngineError, KeyError):
+    """Raised when a store holds no recording of that name (``engine.store.load_recording``)."""
+
+    def __init__(self, name: object) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"no recording named {brief(self.name)} in the store"
+
+
 class PluginLoadError(EngineError):
     """Raised when a plugin's entry point cannot be imported or its factory fails; names the
     plugin, and the cause is ``__cause__``."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
@@ -33,6 +34,8 @@ from ..runtime._tenants import DEFAULT, Tenant
 from ..store._codec import Codec
 from ..store._hibernate import Hibernation
 from ..store._persist import load_records
+from ..store._recorder import record_to_store
+from ..store._recording import check_name, check_store
 from ..store._stores import Store
 from ._durable import start_commit_log, start_hibernation, start_snapshots
 from ._wiring import Plugin, Wiring, as_plugins
@@ -58,6 +61,8 @@ async def open_runtime(
     tenants: Iterable[Tenant] = (),
     metrics_history: float | None = None,
     metrics_history_size: int = 3600,
+    record_to: Store | None = None,
+    record_name: str | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[Runtime]:
     """Run a ``Runtime`` under trio for the body of an ``async with``.
@@ -93,6 +98,11 @@ async def open_runtime(
             ``rt.metrics_history`` (an ``engine.observe.MetricsHistory``, saved to ``store``
             when there is one); None: no history.
         metrics_history_size: Readings the history keeps (the oldest go first).
+        record_to: Keep the runtime's transition records in this store as it runs, as the
+            recording ``record_name`` (``engine.store.record_to_store``, writing every second
+            with ``codec``; ``rt.recorder`` is its ``Recorder``), from before the body runs
+            to the end; ``engine.store.load_recording`` reads it back for ``engine.replay``.
+        record_name: The recording's name (with ``record_to``).
         **kwargs: ``Runtime``'s keyword arguments; its clock defaults to
             ``trio.current_time``, so ``trio.testing.MockClock`` drives timers.
 
@@ -124,6 +134,11 @@ async def open_runtime(
     if metrics_history is not None:
         metrics_history = check_interval("metrics_history", metrics_history)
     metrics_history_size = check_size("metrics_history_size", metrics_history_size)
+    if record_to is not None or record_name is not None:
+        if record_to is None or record_name is None:
+            raise InvalidArgumentError("record_to and record_name go together")
+        check_store(record_to)
+        check_name(record_name)
     receptor_plugins = as_plugins(receptors, "receptor")
     wiring = Wiring(as_plugins(effectors, "effector"), kwargs.pop("on_output", None))
     kwargs.setdefault("clock", trio.current_time)
@@ -151,6 +166,12 @@ async def open_runtime(
                 if history is not None:  # (its last save runs when the nursery is cancelled)
                     await rt.start(history.run, name="metrics history")
                     rt.metrics_history = history
+                if record_to is not None:  # (its last write runs when the nursery is cancelled)
+                    assert record_name is not None
+                    rt.recorder = await rt.start(
+                        partial(record_to_store, rt, record_to, record_name, codec=codec),
+                        name=f"recorder {record_name}",
+                    )
                 try:
                     async with trio.open_nursery() as plugged:  # effector tasks, receptors
                         await wiring.open(plugged)

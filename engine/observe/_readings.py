@@ -5,7 +5,7 @@ store layer reserves for the engine's own records (``engine.store.RESERVED``). `
 never makes such a key and the readers of every agent skip it (``load``, so
 ``open_runtime(restore=)`` and ``python -m engine run`` too); the other paths name agents by
 their own keys (hibernation's wake and expiry, rollback, the commit log's tombstones), so they
-never meet it; compaction keeps the newest record of each key, which is the whole history. A
+never meet it; compaction leaves reserved keys alone (each save drops the older ones). A
 key rather than a table of its own because the ``Store`` protocol is all that every store
 (memory, SQLite, PostgreSQL, a user's) implements: a reserved key asks nothing more of them.
 Each save writes the whole history as one record and then drops the older ones, so the store

@@ -326,6 +326,8 @@ class Runtime:
         ``engine.store.LoadReport``: agents restored, records that failed), else None."""
         self.metrics_history: Any = None
         """The ``engine.observe.MetricsHistory`` that ``open_runtime(metrics_history=...)`` runs."""
+        self.recorder: Any = None
+        """The ``engine.store.Recorder`` that ``open_runtime(record_to=...)`` runs."""
         d = self._d
         d.on_actions = self._on_actions
         d.on_failure = self._on_failure

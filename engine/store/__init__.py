@@ -12,8 +12,13 @@ one transaction per write), and ``PostgresStore`` (a PostgreSQL table through a 
 pool: psycopg, the ``postgres`` extra, imported only when one is made). ``save`` and ``load``
 join the two. Store I/O is synchronous and never runs inside the drain loop; under trio, run
 it in a worker thread (``trio.to_thread.run_sync``).
+
+Recordings: ``save_recording`` appends a run's transition records (and its gaps) to a named
+recording kept under a reserved key, ``load_recording`` reads it back for ``engine.replay``,
+and ``record_to_store`` is a task that does the saving while a runtime runs.
 """
 
+from ..core._exceptions import RecordingNotFoundError as RecordingNotFoundError
 from ._codec import Codec as Codec
 from ._codec import CodecError as CodecError
 from ._codec import CorruptRecordError as CorruptRecordError
@@ -32,6 +37,13 @@ from ._persist import load_records as load_records
 from ._persist import records as records
 from ._persist import save as save
 from ._postgres import PostgresStore as PostgresStore
+from ._recorder import Recorder as Recorder
+from ._recorder import RecorderStatistics as RecorderStatistics
+from ._recorder import record_to_store as record_to_store
+from ._recording import forget_recording as forget_recording
+from ._recording import load_recording as load_recording
+from ._recording import recordings as recordings
+from ._recording import save_recording as save_recording
 from ._snapshot import AgentSnapshot as AgentSnapshot
 from ._snapshot import MachineNotFoundError as MachineNotFoundError
 from ._snapshot import TimerSnapshot as TimerSnapshot

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, final
 
 from ..core._exceptions import ConfigError, InvalidArgumentError, StoreError
-from ._stores import StoredRecord, _blob, _keep, _text
+from ._stores import _NOT_RESERVED, StoredRecord, _blob, _keep, _text
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -57,8 +57,8 @@ _QUERIES = {
     "(SELECT id FROM {table} WHERE agent = %b ORDER BY id DESC OFFSET %b)",
     "compact": "DELETE FROM {table} WHERE id IN (SELECT id FROM (SELECT id, "
     "row_number() OVER w AS n, first_value(octet_length(record)) OVER w AS newest "
-    "FROM {table} WINDOW w AS (PARTITION BY agent ORDER BY id DESC)) ranked "
-    "WHERE n > %b OR newest = 0)",
+    f"FROM {{table}} WHERE {_NOT_RESERVED} "  # reserved keys are not agents: left alone
+    "WINDOW w AS (PARTITION BY agent ORDER BY id DESC)) ranked WHERE n > %b OR newest = 0)",
 }
 
 

@@ -12,8 +12,10 @@ Stores know nothing of agents or codecs: checksums and decoding happen above the
 damaged record fails alone. Calls are synchronous and never made from the drain loop.
 
 Keys that start with ``RESERVED`` (``"engine:"``) are the engine's own records, not agents
-(``engine.observe.MetricsHistory`` keeps its readings under one): ``agent_key`` never makes
-one (its keys start ``s:``, ``i:`` or ``x:``), and ``load`` skips them.
+(``engine.observe.MetricsHistory`` keeps its readings under one, ``save_recording`` a
+recording's chunks under one per recording): ``agent_key`` never makes one (its keys start
+``s:``, ``i:`` or ``x:``), ``load`` skips them and ``compact`` leaves them alone (a recording
+is many records of one key; each owner drops its own with ``forget``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class Store(Protocol):
 
     def compact(self, keep: int = 1) -> int:
         """Keep the newest ``keep`` (at least 1) records of each agent and none of an agent
-        whose newest record is a tombstone (``b""``); return how many were dropped."""
+        whose newest record is a tombstone (``b""``); return how many were dropped. Reserved
+        keys (``RESERVED``) are not agents: their records are left as they are."""
         ...
 
     def close(self) -> None: ...
@@ -99,6 +102,9 @@ def agent_key(agent_id: Any, codec: Codec | None = None) -> str:
         return f"i:{agent_id:x}"
     return "x:" + (codec or _KEY_CODEC).pack(agent_id, agent=agent_id).hex()
 
+
+_NOT_RESERVED = f"substr(agent, 1, {len(RESERVED)}) <> '{RESERVED}'"
+"""SQL that is true of an agent's key, false of a reserved one (``compact`` leaves those)."""
 
 _KEY_CODEC = Codec()
 """Builtins only: enough for ids (made once, not per key)."""
@@ -154,7 +160,7 @@ class MemoryStore:
         keep = _keep(keep)
         dropped = 0
         with self._lock:
-            for agent in list(self._by_agent):
+            for agent in [a for a in self._by_agent if not is_reserved(a)]:
                 ids = self._by_agent[agent]
                 cut = len(ids) if self._records[ids[-1]].record == TOMBSTONE else len(ids) - keep
                 for rid in ids[: max(0, cut)]:
@@ -271,7 +277,7 @@ class SQLiteStore:
                     "DELETE FROM snapshots WHERE id IN (SELECT id FROM (SELECT id, "
                     "ROW_NUMBER() OVER (PARTITION BY agent ORDER BY id DESC) AS n, "
                     "FIRST_VALUE(length(record)) OVER (PARTITION BY agent ORDER BY id DESC) "
-                    "AS newest FROM snapshots) WHERE n > ? OR newest = 0)",
+                    f"AS newest FROM snapshots WHERE {_NOT_RESERVED}) WHERE n > ? OR newest = 0)",
                     (keep,),
                 ).rowcount
                 db.execute("COMMIT")
