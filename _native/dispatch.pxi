@@ -1504,11 +1504,12 @@ cdef class Dispatcher:
         cdef Rec* r = &self._rec[i]
         cdef PyObject* old_payload = NULL
         cdef PyObject* old_extra = NULL
-        if self._rrefs:
+        cdef Py_ssize_t held = self._rrefs  # (0: every slot is NULL already)
+        if held:
             old_payload = self._rpay[i]
             old_extra = self._rext[i]
             self._rrefs -= (old_payload != NULL) + (old_extra != NULL)
-        if self._rrefs or payload != NULL or extra != NULL:
+        if held or payload != NULL or extra != NULL:
             self._rpay[i] = payload
             self._rext[i] = extra
             self._rrefs += (payload != NULL) + (extra != NULL)
@@ -2208,11 +2209,25 @@ cdef class Dispatcher:
         return max(self._rstart, self._rseq - self._rcap) if self._rcap else self._rseq
 
     cdef int _forget_records(self, object gone) except -1:
-        """Drop terminations older than every record kept: no record needs their ids."""
+        """Drop terminations older than every record kept: no record needs their ids. Past
+        ``retention`` of them (agents hibernated and woken while few steps are made), also
+        those of slots no record kept names."""
         cdef int64_t floor = self.record_floor
         while gone and gone[0][0] <= floor:
             gone.popleft()
+        if len(gone) > max(1024, self._rcap):
+            kept = set(self._rec_arr["slot"][:min(self._rcap, self._rseq - self._rstart)].tolist())
+            live = [entry for entry in gone if entry[1] in kept]
+            gone.clear()
+            gone.extend(live)
         return 0
+
+    @property
+    def record_gone(self):
+        """Terminations the records kept still need (ids of agents gone since): while there
+        are none, a record's agent is its slot's agent now."""
+        self._forget_records(self._rgone)
+        return len(self._rgone)
 
     def read_records(self, int64_t seq, Py_ssize_t limit):
         """Records from ``seq`` on, at most ``limit``: ``(first, rows, payloads, extras, ids)``.

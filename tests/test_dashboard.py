@@ -583,3 +583,27 @@ def test_a_client_that_stops_reading_is_dropped_and_the_connection_cap_holds(
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_a_page_that_fails_costs_its_client_a_500_not_the_runtime(impl: str) -> None:
+    """An agent id whose repr raises breaks the data of the page, not the runtime."""
+
+    class Cursed:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    async def main() -> None:
+        async with engine.open_runtime(implementation=impl) as rt:
+            cursed = Cursed()
+            rt.spawn(worker(), cursed)
+            rt.send_nowait(cursed, "go")  # the top agent: its row is made
+            await rt.wait_until_idle()
+            port = await engine.observe.serve_metrics(rt, dashboard=True)
+            status, _, body = await get(port, "/dashboard/data.json")
+            assert status == 500
+            assert b"internal error" in body
+            assert (await get(port, "/metrics"))[0] == 200  # the server and runtime go on
+            rt.spawn(worker(), "after")
+            assert "after" in rt
+
+    trio.run(main)

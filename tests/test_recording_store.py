@@ -800,6 +800,16 @@ def test_other_bad_arguments(impl: str) -> None:
         async with open_runtime(implementation=impl) as rt:
             with pytest.raises(InvalidArgumentError, match="another run's"):
                 await rt.start(record_to_store, rt, s, "other run")
+        # a recording ending below this runtime's count is another run's too: continuing it
+        # would splice two runs' numbers into one stream
+        save_recording(s, "short run", [Transition(0, "x", "a", "go", "a", (), 0.0)])
+        async with open_runtime(implementation=impl) as rt:
+            rt.spawn(Machine("m", ["a"], "a", [("a", "go", "a", None)]), "x")
+            for _ in range(5):
+                rt.send_nowait("x", "go")
+            await rt.wait_until_idle()
+            with pytest.raises(InvalidArgumentError, match="another run's"):
+                await rt.start(record_to_store, rt, s, "short run")
 
     mock_run(main)
     with pytest.raises(RuntimeNotRunningError):

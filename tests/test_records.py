@@ -372,3 +372,120 @@ def test_an_id_whose_eq_raises_is_just_another_agent(impl: str) -> None:
                 assert batch.agent_ids == ["t"]
 
     run(main)
+
+
+def test_the_ring_gives_back_each_payload_reference_once(impl: str) -> None:
+    """Records with and without payloads interleaved in a small ring: every reference the
+    ring took is returned once, and a record without a payload never shows an old one."""
+    import sys
+
+    rt = engine.Runtime(implementation=impl, record=True, retention=2)
+    rt.spawn(toggle(), "t")
+    p = object()
+    base = sys.getrefcount(p)
+    for payload in [p, None, None, "x", "y", None, None, "z", p, None, "w"]:
+        rt.send_nowait("t", "flip", payload=payload)
+        rt.run_until_idle()
+        got = rt.transitions()
+        assert got[-1].payload is payload
+    assert [t.payload for t in rt.transitions()] == [None, "w"]
+    assert sys.getrefcount(p) == base
+    rt._d.record(0)
+    assert sys.getrefcount(p) == base
+
+
+def test_an_agent_filter_finds_an_id_spawned_again_elsewhere(impl: str) -> None:
+    """"a" is terminated, its slot reused, and "a" spawned again in another slot: a reader
+    of "a" gets the records of both."""
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl, record=True) as rt:
+            m = toggle()
+            rt.spawn(m, "a")
+            async with rt.subscribe("a", from_seq=0) as only_a:
+                rt.send_nowait("a", "flip")
+                await rt.wait_until_idle()
+                rt.terminate("a")
+                rt.spawn(m, "b")  # takes a's slot
+                rt.spawn(m, "a")  # another slot
+                rt.send_nowait("a", "flip")
+                rt.send_nowait("b", "flip")
+                await rt.wait_until_idle()
+                batch = await only_a.columns()
+                assert batch.agent_ids == ["a", "a"]
+                assert batch.seq.tolist() == [0, 1]
+
+    run(main)
+
+
+def test_terminations_kept_for_ids_stay_bounded(impl: str) -> None:
+    """Agents spawned and terminated (hibernation does that) while few steps are made: the
+    terminations kept for the ids of old records do not grow without bound."""
+    rt = engine.Runtime(implementation=impl, record=True, retention=16)
+    m = toggle()
+    rt.spawn(m, "steady")
+    rt.send_nowait("steady", "flip")
+    rt.run_until_idle()
+    for i in range(5000):
+        rt.spawn(m, i)
+        rt.terminate(i)
+    assert rt._d.record_gone <= 1024
+    assert [t.agent_id for t in rt.transitions()] == ["steady"]
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, 2**40])
+def test_bad_read_limits_are_refused(impl: str, limit: Any) -> None:
+    async def main() -> None:
+        async with open_runtime(implementation=impl, record=True) as rt:
+            rt.spawn(toggle(), "t")
+            rt.send_nowait("t", "flip")
+            async with rt.subscribe(from_seq=0) as sub:
+                for read in (sub.batch, sub.columns):
+                    with pytest.raises(InvalidArgumentError):
+                        await read(limit)
+                assert sub.seq == 0
+                assert [r.seq for r in await sub.batch(1)] == [0]
+
+    run(main)
+
+
+def test_a_dead_letter_filter_survives_ids_whose_eq_raises(impl: str) -> None:
+    class Odd:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing")
+
+        def __hash__(self) -> int:
+            return 2
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl) as rt:
+            odd = Odd()
+            rt.spawn(toggle(), odd)
+            rt.spawn(toggle(), "t")
+            async with rt.watch_dead_letters("t") as letters:
+                rt.send_nowait(odd, "flip")
+                rt.send_nowait("t", "flip")
+                rt.terminate(odd)
+                rt.terminate("t")
+                letter = await letters.__anext__()
+                assert letter.agent_id == "t"
+
+    run(main)
+
+
+def test_a_payload_del_that_reads_the_ring_sees_it_whole(impl: str) -> None:
+    rt = engine.Runtime(implementation=impl, record=True, retention=2)
+    rt.spawn(toggle(), "t")
+    seen: list[list[int]] = []
+
+    class Reader:
+        def __del__(self) -> None:
+            seen.append([t.seq for t in rt.transitions()])
+
+    for _ in range(4):
+        rt.send_nowait("t", "flip", payload=Reader())
+    rt.run_until_idle()
+    rt._d.record(0)
+    assert seen
+    for seqs in seen:  # whenever it looked, the ring held consecutive records (or none)
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True

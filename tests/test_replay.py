@@ -247,6 +247,8 @@ def test_bad_recordings_are_refused(impl: str) -> None:
         replay([], "not callable", implementation=impl)  # type: ignore[arg-type]
     with pytest.raises(InvalidArgumentError, match="record"):
         replay([], lambda f: None, implementation=impl, record=False)
+    with pytest.raises(InvalidArgumentError, match="clock"):
+        replay([], lambda f: None, implementation=impl, clock=lambda: 0.0)
     rt = engine.Runtime(implementation=impl, record=True, retention=2)
     rt.spawn(m, "x")
     for _ in range(5):
@@ -255,3 +257,39 @@ def test_bad_recordings_are_refused(impl: str) -> None:
     with pytest.raises(InvalidArgumentError, match="hole"):
         replay(rt.records(from_seq=0), lambda f: f.spawn(m, "x"), implementation=impl)
     assert replay(rt.records(), lambda f: f.spawn(m, "x"), implementation=impl).ok
+
+
+def test_outputs_with_nan_and_arrays_replay(impl: str) -> None:
+    import numpy as np
+
+    m = Machine("m", ["a"], "a", [], events=["go"])
+
+    @m.handler("*", "go")
+    def go(ctx: Any, ev: Any) -> Step:
+        return Step(outputs=[float("nan"), np.arange(3), (np.ones(2), "x")])
+
+    rt = engine.Runtime(implementation=impl, record=True)
+    rt.spawn(m, "x")
+    rt.send_nowait("x", "go")
+    rt.run_until_idle()
+    assert replay(rt.records(), lambda f: f.spawn(m, "x"), implementation=impl).ok
+
+
+def test_a_chain_longer_than_the_retention_replays(impl: str) -> None:
+    """One message starts a NextEvent chain of more steps than the replay's ring keeps."""
+    m = Machine("m", ["a"], "a", [], events=["go"])
+
+    @m.handler("*", "go")
+    def go(ctx: Any, ev: Any) -> Step:
+        more = [NextEvent("go", ev.payload + 1)] if ev.payload < 300 else []
+        return Step(outputs=[ev.payload], actions=more)
+
+    rt = engine.Runtime(implementation=impl, record=True, retention=1000)
+    rt.spawn(m, "x")
+    rt.send_nowait("x", "go", 0)
+    rt.run_until_idle()
+    report = replay(
+        rt.records(), lambda f: f.spawn(m, "x"), implementation=impl, budget=1000, retention=64
+    )
+    assert report.ok
+    assert report.steps == 301

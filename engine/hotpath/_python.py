@@ -1339,14 +1339,17 @@ class Dispatcher:
         if self._flags[slot] & _ERROR:
             self._flags[slot] &= ~_ERROR
             self._since[slot] = self.now
+        old: tuple[Any, Any] | None = None  # the overwritten record's references: dropped last
         if self._rcap:
             i = self._rpos
             self._rec[i] = (slot, self._mach[slot], ev, s, nxt,
                             -2 if extras is not None else code, lane, self._rflags, self.now)
+            old = self._rpay[i], self._rext[i]
             self._rpay[i] = payload
             self._rext[i] = extras
             self._rpos = i + 1 if i + 1 < self._rcap else 0
         self._rseq += 1
+        del old  # (a __del__ may run any code: the ring is whole by now)
         if request and not postpone:
             if prepared is not None and prepared.reply is not None:
                 self._answer(request, *prepared.reply)
@@ -1774,6 +1777,18 @@ class Dispatcher:
         floor, gone = self.record_floor, self._rgone
         while gone and gone[0][0] <= floor:
             gone.popleft()
+        if len(gone) > max(1024, self._rcap):  # agents hibernated and woken, few steps made
+            kept = set(self._rec["slot"][: min(self._rcap, self._rseq - self._rstart)].tolist())
+            live = [entry for entry in gone if entry[1] in kept]
+            gone.clear()
+            gone.extend(live)
+
+    @property
+    def record_gone(self) -> int:
+        """Terminations the records kept still need (ids of agents gone since): while there
+        are none, a record's agent is its slot's agent now."""
+        self._forget_records()
+        return len(self._rgone)
 
     def read_records(
         self, seq: int, limit: int

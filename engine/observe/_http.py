@@ -226,7 +226,11 @@ async def serve(
                     except BadRequest as exc:
                         await _answer(stream, encode(exc.response, False))
                         return
-                    await _answer(stream, encode(route(request), request.method == "HEAD"))
+                    try:
+                        response = route(request)
+                    except Exception:  # a page that fails costs its client a 500, never
+                        response = error(500, "internal error")  # the runtime
+                    await _answer(stream, encode(response, request.method == "HEAD"))
         finally:
             open_now -= 1
 

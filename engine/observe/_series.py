@@ -332,6 +332,8 @@ class MetricsHistory:
             return
         record = encode(self.readings())  # on the trio thread, where the rings are written
         try:
+            # not abandoned at the shutdown timeout (on MockClock it passes at once while the
+            # thread works, and the history would be lost): a store that hangs holds the exit
             await trio.to_thread.run_sync(_put, store, record)
         except StoreError as exc:
             self.failed_saves += 1

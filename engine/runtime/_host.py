@@ -34,6 +34,7 @@ from ..core._exceptions import (
     TurnDeadlineError,
 )
 from ..core._types import DeadLetter, DeadLetterReason, Priority
+from ._records import same
 from ._ring import Gap, Ring
 from ._runtime import _ALL, Runtime
 
@@ -321,11 +322,11 @@ class Subscription:
         if missed:
             self._buf.append((self._cursor, Gap(self._cursor, missed)))
         first = self._cursor + missed
-        self._cursor = first + len(items)
         mine = self._agent
         self._buf.extend(
-            (first + i, r) for i, r in enumerate(items) if mine is _ALL or r.agent_id == mine
+            (first + i, r) for i, r in enumerate(items) if mine is _ALL or same(r.agent_id, mine)
         )
+        self._cursor = first + len(items)
 
     def __aiter__(self) -> Subscription:
         return self

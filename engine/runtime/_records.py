@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import trio
 
+from ..core._validate import integer
 from ..hotpath._metrics import RECORD_DTYPE, RECORD_FRONT
 from ._ring import Gap, Transition
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 BATCH = 4096
 """Records a one-by-one reader copies out of the ring at a time."""
+_LIMIT = 2**31 - 1
 
 
 @final
@@ -233,14 +235,15 @@ def _of_agent(rt: Runtime, rows: npt.NDArray[Any], ids: list[Any], agent_id: Any
     checked by id (a slot may have held another agent)."""
     candidates: Any = range(len(ids))
     try:
-        if agent_id in rt._d:
+        if not rt._d.record_gone and agent_id in rt._d:  # (no slot held another agent since)
             candidates = np.flatnonzero(rows["slot"] == rt._d.ref(agent_id).slot).tolist()
     except Exception:  # an unhashable id: no agent has it, look at every record
         pass
-    return np.array([i for i in candidates if _same(ids[i], agent_id)], dtype=np.intp)
+    return np.array([i for i in candidates if same(ids[i], agent_id)], dtype=np.intp)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same(a: Any, b: Any) -> bool:
+    """``a == b``, False where comparing raises (an id whose ``__eq__`` raises is another)."""
     try:
         return bool(a == b)
     except Exception:  # an id whose == raises is not this agent
@@ -291,6 +294,7 @@ class RecordSubscription:
         return False
 
     async def _wait(self, limit: int) -> None:
+        integer("limit", limit, 1, _LIMIT)
         await trio.lowlevel.checkpoint_if_cancelled()
         while not self._ready(limit):
             await self._progress.park()

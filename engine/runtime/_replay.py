@@ -20,11 +20,13 @@ exactly; a handler reading wall-clock time, randomness or shared state shows up 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, final
 
 import attrs
+import numpy as np
 
 from ..core._exceptions import EngineError, InvalidArgumentError
 from ._records import RecordBatch
@@ -86,8 +88,9 @@ def replay(
         spawn: Called with the fresh runtime and a record whose agent it lacks (one the
             recorded run spawned later): spawn that agent (its state is ``record.source``).
         implementation: The hot path to replay on (default: the live one).
-        **runtime_options: Other ``Runtime`` arguments (``record``, ``retention`` and
-            ``clock`` are the replay's own).
+        **runtime_options: Other ``Runtime`` arguments (``record`` and ``clock`` are the
+            replay's own; a ``retention`` smaller than a chain of steps one message starts
+            is fine: the replay steps in slices the ring keeps).
 
     Raises:
         InvalidArgumentError: ``records`` holds a ``Gap`` or something that is not a record,
@@ -95,7 +98,7 @@ def replay(
     """
     if not callable(setup) or (spawn is not None and not callable(spawn)):
         raise InvalidArgumentError("setup and spawn must be callable")
-    for name in ("record", "retention", "clock"):
+    for name in ("record", "clock"):
         if name in runtime_options:
             raise InvalidArgumentError(f"replay sets {name} itself")
     recording = _records(records)
@@ -110,6 +113,7 @@ def replay(
         expected.setdefault(r.agent_id, deque()).append(r)
     steps = 0
     cursor = rt._d.record_seq
+    slice_ = max(1, rt._retention // 2)
     for r in recording:
         if r.front:
             continue  # the machine makes it again
@@ -121,22 +125,26 @@ def replay(
             rt.send_nowait(r.agent_id, r.event, r.payload, r.priority)
         except EngineError as exc:
             return ReplayReport(steps, Divergence(r.seq, r.agent_id, "failed", r, exc), rt)
-        while rt.run(-1):
-            pass
-        made = rt.records(from_seq=cursor)
-        cursor = made.next_seq
-        for mine in made:
-            queue = expected.get(mine.agent_id)
-            if not queue:
-                return ReplayReport(steps, Divergence(-1, mine.agent_id, "extra", None, mine), rt)
-            want = queue.popleft()
-            for field in FIELDS:
-                if getattr(want, field) != getattr(mine, field):
-                    diverged = Divergence(
-                        want.seq, want.agent_id, field, getattr(want, field), getattr(mine, field)
-                    )
-                    return ReplayReport(steps, diverged, rt)
-            steps += 1
+        while True:  # steps in slices the ring keeps whole (a NextEvent chain may be long)
+            ran = rt.run(slice_)
+            made = rt.records(from_seq=cursor)
+            cursor = made.next_seq
+            for mine in made:
+                queue = expected.get(mine.agent_id)
+                if not queue:
+                    extra = Divergence(-1, mine.agent_id, "extra", None, mine)
+                    return ReplayReport(steps, extra, rt)
+                want = queue.popleft()
+                for field in FIELDS:
+                    if not _equal(getattr(want, field), getattr(mine, field)):
+                        diverged = Divergence(
+                            want.seq, want.agent_id, field, getattr(want, field),
+                            getattr(mine, field),
+                        )
+                        return ReplayReport(steps, diverged, rt)
+                steps += 1
+            if not ran:
+                break
         queue = expected.get(r.agent_id)
         if queue and queue[0] is r:  # fed, but no step made: it failed
             error = rt._d.last_error(r.agent_id) if r.agent_id in rt._d else None
@@ -148,6 +156,26 @@ def replay(
         diverged = Divergence(first.seq, first.agent_id, "missing", first, None)
         return ReplayReport(steps, diverged, rt)
     return ReplayReport(steps, None, rt)
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Equal values, NaN equal to NaN and arrays equal element by element (``==`` of a
+    tuple holding numpy arrays raises; NaN is never ``==`` NaN)."""
+    if a is b:
+        return True
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_equal, a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        try:
+            return bool(np.array_equal(a, b, equal_nan=True))
+        except TypeError:  # arrays of objects: NaN cannot be asked for
+            return bool(np.array_equal(a, b))
+    try:
+        return bool(a == b)
+    except Exception:  # a value whose == raises (or is ambiguous) is not reproduced
+        return False
 
 
 def _records(records: Any) -> list[Transition]:

@@ -325,6 +325,9 @@ class Runtime:
         """What ``open_runtime(restore=...)`` brought back from its store (an
         ``engine.store.LoadReport``: agents restored, records that failed), else None."""
         self.metrics_history: Any = None
+        self.recording_names: set[str] = set()
+        """Names of the recordings ``engine.store.record_to_store`` kept of this runtime (one
+        of another run is never continued: its sequence numbers are another run's)."""
         """The ``engine.observe.MetricsHistory`` that ``open_runtime(metrics_history=...)`` runs."""
         self.recorder: Any = None
         """The ``engine.store.Recorder`` that ``open_runtime(record_to=...)`` runs."""

@@ -144,11 +144,12 @@ class Recorder:
         # store is read is lost
         async with rt.subscribe(self.agent_id) as probe:
             end = await trio.to_thread.run_sync(stored_end, self.store, self._key, self.name)
-            if end is not None and end > probe.seq:
+            if end is not None and (end > probe.seq or self.name not in rt.recording_names):
                 raise InvalidArgumentError(
-                    f"recording {self.name!r} ends at seq {end}, past this runtime's next "
-                    f"record ({probe.seq}): it is another run's (forget it, or use another name)"
+                    f"recording {self.name!r} (ending at seq {end}) is another run's: this "
+                    f"runtime did not record it (forget it, or use another name)"
                 )
+            rt.recording_names.add(self.name)
             start = probe.seq if end is None else end
             async with rt.subscribe(self.agent_id, from_seq=start) as sub:
                 self._cursor = start
@@ -215,6 +216,9 @@ class Recorder:
             body = array_head(len(part)) + b"".join(p[2] for p in part)
             chunks.append(frame_chunk(part[0][0], part[-1][1], len(part), body))
         try:
+            # not abandoned at the shutdown timeout, not even the last write: on MockClock
+            # the timeout passes at once while the thread works (virtual time jumps), and
+            # the write would be lost; a store that hangs holds the exit instead
             await trio.to_thread.run_sync(_put, self.store, self._key, chunks)
         except Exception as exc:  # StoreError from the engine's stores; any error of a user's
             self._failed += 1
