@@ -12,7 +12,7 @@ import struct
 import sys
 import textwrap
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import trio
 import trio.testing
+from flaky_store import FlakyStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from long_lived import counter
@@ -459,39 +460,8 @@ def test_any_columns_round_trip(runtime: list[float], names: list[str]) -> None:
         same(back.tenants[name], group[name])
 
 
-class FailingStore:
-    """A store whose writes fail as a database that went away does."""
-
-    def __init__(self) -> None:
-        self.inner = store.MemoryStore()
-        self.failing = True
-
-    def write(self, records: Sequence[tuple[str, float, bytes]]) -> list[int]:
-        if self.failing:
-            raise StoreError("FailingStore", OSError("the disk is gone"))
-        return self.inner.write(records)
-
-    def latest(self, agents: Any = None) -> list[store.StoredRecord]:
-        return self.inner.latest(agents)
-
-    def history(self, agent: str) -> list[store.StoredRecord]:
-        return self.inner.history(agent)
-
-    def read(self, record_id: int) -> store.StoredRecord:
-        return self.inner.read(record_id)
-
-    def forget(self, agent: str, keep: int = 0) -> int:
-        return self.inner.forget(agent, keep)
-
-    def compact(self, keep: int = 1) -> int:
-        return self.inner.compact(keep)
-
-    def close(self) -> None:
-        pass
-
-
 def test_a_failing_save_is_counted_and_the_next_one_tries_again(impl: str) -> None:
-    s = FailingStore()
+    s = FlakyStore(down=True)
 
     async def main() -> None:
         async with engine.open_runtime(store=s, metrics_history=1.0, implementation=impl) as rt:
@@ -500,7 +470,7 @@ def test_a_failing_save_is_counted_and_the_next_one_tries_again(impl: str) -> No
                 await trio.sleep(1.0)
             assert "the disk is gone" in str(history.last_save_error)
             assert len(history) >= 120  # it reads on, and the runtime runs on
-            s.failing = False
+            s.down = False
         assert history.failed_saves == 2  # the save at exit worked
         saved = MetricsHistory.load(s)  # type: ignore[arg-type]
         assert saved is not None
@@ -761,6 +731,7 @@ def test_an_app_file_checks_its_history_settings() -> None:
 
 APP_MACHINES = """
 import engine
+from flaky_store import FlakyStore
 
 JOB = engine.Machine("job", ["idle"], "idle", [("idle", "go", None)], events=["go", "bad"])
 """

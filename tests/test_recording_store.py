@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import msgpack  # type: ignore[import-untyped,unused-ignore]
 import pytest
 import trio
 import trio.testing
+from flaky_store import FlakyStore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -151,42 +152,6 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[store.
         made = store.PostgresStore(request.getfixturevalue("postgres_db"))
     yield made
     made.close()
-
-
-class FlakyStore:
-    """A MemoryStore whose writes fail with StoreError while ``down`` (or ``fail`` more
-    times)."""
-
-    def __init__(self, fail: int = 0) -> None:
-        self.inner = store.MemoryStore()
-        self.fail = fail
-        self.down = False
-        self.attempts = 0
-
-    def write(self, records: Sequence[tuple[str, float, bytes]]) -> list[int]:
-        self.attempts += 1
-        if self.down or self.fail > 0:
-            self.fail -= 1
-            raise StoreError("FlakyStore", OSError("the disk is gone"))
-        return self.inner.write(records)
-
-    def latest(self, agents: Iterable[str] | None = None) -> list[store.StoredRecord]:
-        return self.inner.latest(agents)
-
-    def history(self, agent: str) -> list[store.StoredRecord]:
-        return self.inner.history(agent)
-
-    def read(self, record_id: int) -> store.StoredRecord:
-        return self.inner.read(record_id)
-
-    def forget(self, agent: str, keep: int = 0) -> int:
-        return self.inner.forget(agent, keep)
-
-    def compact(self, keep: int = 1) -> int:
-        return self.inner.compact(keep)
-
-    def close(self) -> None:
-        pass
 
 
 # -- round trips ----------------------------------------------------------------------------
