@@ -90,7 +90,8 @@ def _largest(values: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.intp]:
     else:
         picked = np.arange(len(values))
     picked = picked[values[picked] > 0]
-    return picked[np.lexsort((picked, -values[picked]))]
+    ranked: npt.NDArray[np.intp] = picked[np.lexsort((picked, -values[picked]))]
+    return ranked  # (named: with numpy 1.23's stubs the index expression is Any)
 
 
 @final
