@@ -1500,11 +1500,17 @@ cdef class Dispatcher:
         """Write record ``_rseq`` (taking over the ``payload`` and ``extra`` references); the
         references of the record it overwrites are dropped last (a __del__ may run any code).
         While the ring holds no reference at all, records without one touch only ``_rec``."""
+        # every field of self is read before the record is written: extensions are built
+        # with -fno-strict-aliasing, so each store to the record would make them be read again
         cdef Py_ssize_t i = self._rpos
         cdef Rec* r = &self._rec[i]
+        cdef int32_t flags = self._rflags
+        cdef double now = self.now
         cdef PyObject* old_payload = NULL
         cdef PyObject* old_extra = NULL
         cdef Py_ssize_t held = self._rrefs  # (0: every slot is NULL already)
+        self._rpos = i + 1 if i + 1 < self._rcap else 0
+        self._rseq += 1
         if held:
             old_payload = self._rpay[i]
             old_extra = self._rext[i]
@@ -1520,10 +1526,8 @@ cdef class Dispatcher:
         r.target = nxt
         r.output = code
         r.priority = lane
-        r.flags = self._rflags
-        r.time = self.now
-        self._rpos = i + 1 if i + 1 < self._rcap else 0
-        self._rseq += 1
+        r.flags = flags
+        r.time = now
         if old_extra != NULL:
             Py_DECREF(<object>old_extra)
         if old_payload != NULL:
