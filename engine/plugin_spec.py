@@ -1,6 +1,6 @@
-"""The plugin contract (``Receptor``, ``Effector``, ``EventSink``, ``ErrorRecord``), and
-``FloatOrInfinity`` for config fields where ``inf`` means "never" (a plain ``float`` field of
-a plugin's ``Config`` takes finite numbers only).
+"""The plugin contract (``Receptor``, ``Effector``, ``EventSink``, ``WorkSink``,
+``ErrorRecord``), and ``FloatOrInfinity`` for config fields where ``inf`` means "never" (a
+plain ``float`` field of a plugin's ``Config`` takes finite numbers only).
 
 A public shim: the contract is defined in ``engine.environment._spec``, whose docstring tells
 how plugins are found, loaded, validated and run.
@@ -14,6 +14,7 @@ from .environment._spec import ErrorRecord as ErrorRecord
 from .environment._spec import EventSink as EventSink
 from .environment._spec import NoConfig as NoConfig
 from .environment._spec import Receptor as Receptor
+from .environment._spec import WorkSink as WorkSink
 
 __all__ = [
     "EFFECTORS",
@@ -24,4 +25,5 @@ __all__ = [
     "FloatOrInfinity",
     "NoConfig",
     "Receptor",
+    "WorkSink",
 ]

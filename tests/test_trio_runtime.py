@@ -354,6 +354,75 @@ def test_work_done_failed_and_interrupt(impl: str) -> None:
     run(main)
 
 
+def test_start_work_from_a_plugin(impl: str) -> None:
+    """``Runtime.start_work`` / ``WorkSink.start_work``: work started from outside a handler
+    belongs to the agent as if its handler had returned it (done delivered, interrupt and
+    terminate cancel it)."""
+    from engine.plugin_spec import WorkSink
+
+    m = Machine(
+        "w", ["idle"], "idle", [], events=["done", "interrupted", "stop"], unhandled="ignore"
+    )
+    log: list[Any] = []
+    for name in ("done", "interrupted"):
+        m.handler("*", name)(lambda ctx, ev, name=name: log.append((name, ev.payload)))
+    m.handler("*", "stop")(lambda ctx, ev: 1 / 0)
+    cancelled: list[str] = []
+
+    async def forever(tag: str) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.append(tag)
+
+    async def compute() -> int:
+        await trio.sleep(1)
+        return 7
+
+    sinks: list[Any] = []
+
+    class Grab:
+        async def run(self, sink: Any) -> None:
+            sinks.append(sink)
+            await trio.sleep_forever()
+
+    async def main() -> None:
+        async with open_runtime(
+            implementation=impl, receptors=[Grab()], supervision=Supervision("stop")
+        ) as rt:
+            rt.spawn(m, "a")
+            rt.spawn(m, "b")
+            await trio.sleep(0.1)
+            (sink,) = sinks
+            assert isinstance(sink, WorkSink)
+            sink.start_work("a", Work(compute, done="done"))
+            sink.start_work("a", Work(forever, ("a",)))
+            rt.start_work("b", Work(forever, ("b",)))
+            await trio.sleep(2)
+            assert log == [("done", 7)]
+            assert rt.interrupt("a") == 1  # only the one still running
+            await rt.wait_until_idle()
+            assert cancelled == ["a"]
+            assert log[-1] == ("interrupted", None)
+            rt.terminate("b")
+            await trio.sleep(0)
+            assert cancelled == ["a", "b"]
+            with pytest.raises(engine.AgentNotFoundError):
+                sink.start_work("b", Work(compute))
+            with pytest.raises(engine.InvalidArgumentError):
+                rt.start_work("a", compute)  # type: ignore[arg-type]
+            rt.send_nowait("a", "stop")  # fails: supervision stops it
+            await rt.wait_until_idle()
+            with pytest.raises(engine.AgentStoppedError):
+                rt.start_work("a", Work(compute))
+
+    run(main)
+    rt = engine.Runtime()
+    rt.spawn(m, "a")
+    with pytest.raises(engine.RuntimeNotRunningError):
+        rt.start_work("a", Work(compute))
+
+
 def test_portal_from_another_thread(impl: str) -> None:
     async def main() -> None:
         async with open_runtime(implementation=impl) as rt:

@@ -16,11 +16,13 @@ both. Discovery imports nothing; loading a plugin that fails to import raises
 ``PluginLoadError`` naming it; an object that does not satisfy its role raises
 ``PluginValidationError``. A broken plugin never keeps the others from loading.
 
-Receptors run as tasks of the runtime's nursery and push events through an ``EventSink``;
-they are cancelled on shutdown. A receptor that raises is restarted with backoff or stops the
-runtime, as its policy says, and the failure names it. Bad input (malformed records, unknown
-agents or events, oversized lines) is not a failure: the receptor reports it with
-``sink.reject(ErrorRecord(...))`` and keeps serving; every effector's ``report`` receives it.
+Receptors run as tasks of the runtime's nursery and push events through an ``EventSink``
+(the runtime's is a ``WorkSink``, which can also start work an agent owns: I/O that
+``Runtime.interrupt`` cancels); they are cancelled on shutdown. A receptor that raises is
+restarted with backoff or stops the runtime, as its policy says, and the failure names it.
+Bad input (malformed records, unknown agents or events, oversized lines) is not a failure: the
+receptor reports it with ``sink.reject(ErrorRecord(...))`` and keeps serving; every
+effector's ``report`` receives it.
 
 Effectors receive outputs in batches (``OutputBatch``, iterable as ``(agent_id, output)``).
 A synchronous ``deliver`` is called inside the drain loop, once per batch (the fast path); an
@@ -40,6 +42,7 @@ import attrs
 from ..core._types import Priority
 
 if TYPE_CHECKING:
+    from ..core._actions import Work
     from ..core._types import OutputBatch
 
 RECEPTORS = "engine.receptors"
@@ -107,6 +110,20 @@ class EventSink(Protocol):
 
     def reject(self, record: ErrorRecord) -> None:
         """Report bad input: every effector's ``report`` gets the record."""
+        ...
+
+
+@runtime_checkable
+class WorkSink(EventSink, Protocol):
+    """The sink the runtime gives a receptor: an ``EventSink`` that can also start work an
+    agent owns. A plugin that does I/O on an agent's behalf (a stream one of its outputs
+    asked for) runs it this way, so that ``Runtime.interrupt`` cancels it."""
+
+    def start_work(self, agent_id: Any, work: Work) -> None:
+        """Run ``work`` as the agent's own ``Work`` (``Runtime.start_work``): a task of the
+        runtime's nursery, cancelled by ``interrupt``, ``terminate`` and supervision, with
+        ``done`` / ``failed`` delivered to the agent. Raises ``AgentNotFoundError``,
+        ``AgentStoppedError`` and ``RuntimeNotRunningError``."""
         ...
 
 

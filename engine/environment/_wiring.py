@@ -29,6 +29,7 @@ from ._spec import ErrorRecord
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from ..core._actions import Work
     from ..runtime._runtime import Runtime
 
 QUEUE = 16
@@ -252,7 +253,7 @@ class Wiring:
 
 @final
 class _Sink:
-    """The ``EventSink`` a receptor gets."""
+    """The ``EventSink`` a receptor gets (a ``WorkSink``: it can start an agent's work)."""
 
     __slots__ = ("_name", "_rt", "_wiring")
 
@@ -277,3 +278,6 @@ class _Sink:
 
     def reject(self, record: ErrorRecord) -> None:
         self._wiring.reject(record)
+
+    def start_work(self, agent_id: Any, work: Work) -> None:
+        self._rt.start_work(agent_id, work)

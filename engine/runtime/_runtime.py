@@ -34,6 +34,7 @@ from ..core._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
 from ..core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
+    AgentStoppedError,
     EngineError,
     InvalidArgumentError,
     RuntimeBusyError,
@@ -1188,6 +1189,29 @@ class Runtime:
         cancelled = host.cancel_work(ref)
         self._d.send_nowait(agent_id, event, None, Priority.HIGH)
         return cancelled
+
+    def start_work(self, agent_id: Any, work: Work) -> None:
+        """Run ``work`` for an agent as if one of its handlers had returned it: a task of the
+        runtime's nursery in a cancel scope filed under the agent, so ``interrupt``,
+        ``terminate`` and a supervision restart or stop cancel it, and ``done`` / ``failed``
+        are delivered to the agent as for the action. Plugins start I/O that an agent owns
+        this way (``WorkSink.start_work``), e.g. a stream an agent's output asked for. A
+        hibernated agent is woken first (its work keeps it resident until it ends).
+
+        Raises:
+            RuntimeNotRunningError: Not under ``open_runtime``.
+            InvalidArgumentError: ``work`` is not a ``Work``.
+            AgentNotFoundError: No such agent.
+            AgentStoppedError: Supervision stopped it.
+        """
+        host = self._running_host()
+        if not isinstance(work, Work):
+            raise InvalidArgumentError(f"start_work takes a Work, got {type(work).__name__}")
+        if agent_id not in self._d:
+            self.wake(agent_id)  # AgentNotFoundError when it is not hibernated either
+        if self._d.status(agent_id) == AgentStatus.STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
+        host.start_work(self._d.ref(agent_id), work)
 
     async def start(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
