@@ -1,10 +1,14 @@
 """Shared fixtures: every hot-path test runs against the compiled module and the twin; a real
-PostgreSQL server (tests/pg.py) for the stores, with a fresh database per test."""
+PostgreSQL server (tests/pg.py) for the stores, with a fresh database per test; a real model
+server (tests/llm_server.py) for the engine-llm plugin."""
 
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pg
@@ -86,3 +90,25 @@ def postgres_db(postgres_dsn: str) -> Iterator[str]:
     yield make_conninfo(postgres_dsn, dbname=name)
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:  # FORCE: a store left open
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[str]:
+    """The base URL (``http://127.0.0.1:<port>``) of the test model server, a process of its
+    own (hypercorn on trio) started for the session; its switches go in the path, see
+    tests/llm_server.py."""
+    script = Path(__file__).with_name("llm_server.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=script.parent
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # "listening <url>", or "" if it died
+        if not line.startswith("listening "):
+            pytest.fail(f"the model server did not start: {line!r}", pytrace=False)
+        yield line.split()[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -1,0 +1,354 @@
+"""The two streaming formats, decoded into the event vocabulary (sans-IO).
+
+Theory of operation: a decoder takes the SSE events of one response (``event(name, data)``)
+and returns ``(event name, payload)`` pairs of the vocabulary (``_events``), in order; ``end()``
+is called when the body ends and either returns what completes the message or raises
+``StreamCut``. A decoder is strict about what it uses and lenient about what it does not:
+a field of the wrong type, or data that is not JSON, raises ``MalformedChunk``; an event type
+it does not know (a newer server's) is skipped. An error event inside a stream raises
+``ApiError``. Nothing here knows about HTTP, trio or agents, so the engine-side cost of a
+token can be measured on these objects alone.
+
+OpenAI-compatible chat completions (``data: {chunk}`` ... ``data: [DONE]``): the first chunk
+gives ``message_start``; ``choices[0].delta.content`` gives ``text_delta``;
+``delta.tool_calls`` pieces are gathered by their ``index`` and become ``tool_call``s when a
+``finish_reason`` arrives; ``usage`` (``stream_options.include_usage``) may come in a last
+chunk with no choices; ``[DONE]`` gives ``message_stop``. A body that ends after the
+``finish_reason`` without ``[DONE]`` is complete (some servers do that); one that ends before
+it was cut.
+
+Anthropic messages (``event: <type>`` / ``data: {"type": <type>, ...}``): ``message_start``,
+``content_block_start`` / ``_delta`` / ``_stop`` for text (``text_delta``) and ``tool_use``
+blocks (``input_json_delta`` pieces, joined at ``content_block_stop`` into a ``tool_call``),
+``message_delta`` (stop reason, output tokens), ``message_stop``; ``ping`` is a keep-alive and
+``error`` an ``ApiError``. A body that ends before ``message_stop`` was cut.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, final
+
+from engine import EngineError
+
+from ._events import (
+    MESSAGE_START,
+    MESSAGE_STOP,
+    TEXT_DELTA,
+    TOOL_CALL,
+    MessageStart,
+    MessageStop,
+    TextDelta,
+    ToolCall,
+    Usage,
+    stop_reason,
+)
+
+Out = list[tuple[str, Any]]
+
+RAW_LIMIT = 200
+"""Characters of offending data quoted in an error message."""
+
+
+class MalformedChunk(EngineError):
+    """Raised when a streamed event is not JSON or not the shape of its format."""
+
+
+class ApiError(EngineError):
+    """Raised when the server sends an error event inside the stream."""
+
+
+class StreamCut(EngineError):
+    """Raised when a body ends before its message is complete."""
+
+
+def _quote(data: str) -> str:
+    return data if len(data) <= RAW_LIMIT else data[:RAW_LIMIT] + "..."
+
+
+def _loads(data: str) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        raise MalformedChunk(f"a streamed event that is not JSON: {_quote(data)!r}") from None
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int else None
+
+
+def _arguments(parts: list[str], name: str) -> Any:
+    text = "".join(parts)
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise MalformedChunk(
+            f"the arguments of tool call {name!r} are not JSON: {_quote(text)!r}"
+        ) from None
+
+
+class _Decoder:
+    __slots__ = ("_calls", "_parts", "_started", "done", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.done = False
+        self._started = False
+        self._parts: list[str] = []
+        self._calls: list[ToolCall] = []
+
+    def _text(self, text: str) -> tuple[str, TextDelta]:
+        index = len(self._parts)
+        self._parts.append(text)
+        return TEXT_DELTA, TextDelta(self.request_id, text, index)
+
+    def _stop(self, raw: str | None, usage: Usage) -> tuple[str, MessageStop]:
+        self.done = True
+        text = "".join(self._parts)
+        calls = tuple(self._calls)
+        return MESSAGE_STOP, MessageStop(self.request_id, stop_reason(raw), raw, usage, text, calls)
+
+
+@final
+class OpenAIDecoder(_Decoder):
+    """OpenAI-compatible ``chat.completion.chunk`` events; see the module docstring."""
+
+    __slots__ = ("_finish", "_pending", "_usage")
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(request_id)
+        self._finish: str | None = None
+        self._usage = Usage()
+        self._pending: dict[int, list[Any]] = {}
+        """Tool calls being streamed, by index: [id, name, argument pieces]."""
+
+    def event(self, name: str, data: str) -> Out:
+        if self.done:
+            return []
+        if data == "[DONE]":
+            done = self._finished()
+            done.append(self._stop(self._finish, self._usage))
+            return done
+        chunk = _loads(data)
+        if type(chunk) is not dict:
+            raise MalformedChunk(f"a chunk that is not a JSON object: {_quote(data)!r}")
+        out: Out = []
+        if not self._started:
+            if "error" in chunk:
+                raise ApiError(_error_text(chunk["error"]))
+            self._started = True
+            model, ident = chunk.get("model"), chunk.get("id")
+            out.append(
+                (
+                    MESSAGE_START,
+                    MessageStart(
+                        self.request_id,
+                        model if type(model) is str else None,
+                        ident if type(ident) is str else None,
+                    ),
+                )
+            )
+        elif "error" in chunk:
+            raise ApiError(_error_text(chunk["error"]))
+        choices = chunk.get("choices")
+        if choices:
+            if type(choices) is not list or type(choices[0]) is not dict:
+                raise MalformedChunk(f"'choices' is not a list of objects: {_quote(data)!r}")
+            choice = choices[0]
+            delta = choice.get("delta")
+            if delta:
+                if type(delta) is not dict:
+                    raise MalformedChunk(f"'delta' is not an object: {_quote(data)!r}")
+                content = delta.get("content")
+                if content:
+                    if type(content) is not str:
+                        raise MalformedChunk(f"'content' is not a string: {_quote(data)!r}")
+                    out.append(self._text(content))
+                calls = delta.get("tool_calls")
+                if calls:
+                    self._tool_pieces(calls, data)
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                if type(finish) is not str:
+                    raise MalformedChunk(f"'finish_reason' is not a string: {_quote(data)!r}")
+                self._finish = finish
+                out += self._finished()
+        usage = chunk.get("usage")
+        if usage:
+            if type(usage) is not dict:
+                raise MalformedChunk(f"'usage' is not an object: {_quote(data)!r}")
+            self._usage = Usage(
+                _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+            )
+        return out
+
+    def _tool_pieces(self, calls: Any, data: str) -> None:
+        if type(calls) is not list:
+            raise MalformedChunk(f"'tool_calls' is not a list: {_quote(data)!r}")
+        for call in calls:
+            if type(call) is not dict:
+                raise MalformedChunk(f"a tool call that is not an object: {_quote(data)!r}")
+            index = call.get("index", 0)
+            if type(index) is not int:
+                raise MalformedChunk(f"a tool call's 'index' is not an integer: {_quote(data)!r}")
+            entry = self._pending.setdefault(index, [None, None, []])
+            if "id" in call and call["id"] is not None:
+                entry[0] = call["id"]
+            function = call.get("function") or {}
+            if type(function) is not dict:
+                raise MalformedChunk(f"a tool call's 'function' is not an object: {_quote(data)!r}")
+            if function.get("name"):
+                entry[1] = function["name"]
+            piece = function.get("arguments")
+            if piece:
+                if type(piece) is not str:
+                    raise MalformedChunk(f"tool call arguments are not a string: {_quote(data)!r}")
+                entry[2].append(piece)
+
+    def _finished(self) -> Out:
+        """The gathered tool calls, complete (once)."""
+        out: Out = []
+        for index in sorted(self._pending):
+            ident, name, parts = self._pending[index]
+            if type(ident) is not str or type(name) is not str:
+                raise MalformedChunk(f"tool call {index} came without a string id and name")
+            call = ToolCall(self.request_id, ident, name, _arguments(parts, name))
+            self._calls.append(call)
+            out.append((TOOL_CALL, call))
+        self._pending.clear()
+        return out
+
+    def end(self) -> Out:
+        """The body ended: what completes the message (a missing ``[DONE]`` after a
+        ``finish_reason``) or ``StreamCut``."""
+        if self.done:
+            return []
+        if self._finish is None:
+            raise StreamCut(_cut_text(self._started, len(self._parts)))
+        return [self._stop(self._finish, self._usage)]
+
+
+@final
+class AnthropicDecoder(_Decoder):
+    """Anthropic ``messages`` stream events; see the module docstring."""
+
+    __slots__ = ("_blocks", "_input", "_output", "_reason")
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(request_id)
+        self._reason: str | None = None
+        self._input: int | None = None
+        self._output: int | None = None
+        self._blocks: dict[int, list[Any]] = {}
+        """Tool-use blocks being streamed, by index: [id, name, JSON pieces]."""
+
+    def event(self, name: str, data: str) -> Out:
+        if self.done:
+            return []
+        obj = _loads(data)
+        if type(obj) is not dict:
+            raise MalformedChunk(f"an event that is not a JSON object: {_quote(data)!r}")
+        kind = obj.get("type")
+        if kind == "content_block_delta":
+            delta = obj.get("delta")
+            if type(delta) is not dict:
+                raise MalformedChunk(f"'delta' is not an object: {_quote(data)!r}")
+            dkind = delta.get("type")
+            if dkind == "text_delta":
+                text = delta.get("text")
+                if type(text) is not str:
+                    raise MalformedChunk(f"'text' is not a string: {_quote(data)!r}")
+                return [self._text(text)] if text else []
+            if dkind == "input_json_delta":
+                piece = delta.get("partial_json")
+                if type(piece) is not str:
+                    raise MalformedChunk(f"'partial_json' is not a string: {_quote(data)!r}")
+                block = self._blocks.get(obj.get("index"))  # type: ignore[arg-type]
+                if block is None:
+                    raise MalformedChunk(f"a tool input delta for no tool block: {_quote(data)!r}")
+                block[2].append(piece)
+            return []
+        if kind == "message_start":
+            message = obj.get("message")
+            if type(message) is not dict:
+                raise MalformedChunk(f"'message' is not an object: {_quote(data)!r}")
+            usage = message.get("usage")
+            if type(usage) is dict:
+                self._input = _int(usage.get("input_tokens"))
+            self._started = True
+            model, ident = message.get("model"), message.get("id")
+            start = MessageStart(
+                self.request_id,
+                model if type(model) is str else None,
+                ident if type(ident) is str else None,
+            )
+            return [(MESSAGE_START, start)]
+        if kind == "content_block_start":
+            block = obj.get("content_block")
+            if type(block) is not dict:
+                raise MalformedChunk(f"'content_block' is not an object: {_quote(data)!r}")
+            if block.get("type") == "tool_use":
+                ident, tool = block.get("id"), block.get("name")
+                if type(ident) is not str or type(tool) is not str:
+                    raise MalformedChunk(f"a tool_use block without id and name: {_quote(data)!r}")
+                self._blocks[obj.get("index")] = [ident, tool, []]  # type: ignore[index]
+            elif block.get("type") == "text" and block.get("text"):
+                text = block["text"]
+                if type(text) is not str:
+                    raise MalformedChunk(f"'text' is not a string: {_quote(data)!r}")
+                return [self._text(text)]
+            return []
+        if kind == "content_block_stop":
+            found = self._blocks.pop(obj.get("index"), None)  # type: ignore[arg-type]
+            if found is None:
+                return []
+            ident, tool, parts = found
+            call = ToolCall(self.request_id, ident, tool, _arguments(parts, tool))
+            self._calls.append(call)
+            return [(TOOL_CALL, call)]
+        if kind == "message_delta":
+            delta = obj.get("delta")
+            if type(delta) is dict and delta.get("stop_reason") is not None:
+                reason = delta["stop_reason"]
+                if type(reason) is not str:
+                    raise MalformedChunk(f"'stop_reason' is not a string: {_quote(data)!r}")
+                self._reason = reason
+            usage = obj.get("usage")
+            if type(usage) is dict and "output_tokens" in usage:
+                self._output = _int(usage["output_tokens"])
+            return []
+        if kind == "message_stop":
+            return [self._stop(self._reason, Usage(self._input, self._output))]
+        if kind == "error":
+            raise ApiError(_error_text(obj.get("error")))
+        if not self._started and kind is None:
+            raise MalformedChunk(f"an event without a 'type': {_quote(data)!r}")
+        return []  # ping, and types a newer server may send
+
+    def end(self) -> Out:
+        """The body ended: nothing more if ``message_stop`` came, else ``StreamCut``."""
+        if self.done:
+            return []
+        raise StreamCut(_cut_text(self._started, len(self._parts)))
+
+
+def _error_text(error: Any) -> str:
+    if type(error) is dict:
+        kind, message = error.get("type"), error.get("message")
+        text = f"{kind}: {message}" if kind else str(message)
+    else:
+        text = str(error)
+    return _quote(text)
+
+
+def _cut_text(started: bool, deltas: int) -> str:
+    if not started:
+        return "the stream ended before the message started"
+    return f"the stream ended in the middle of the message (after {deltas} text deltas)"
+
+
+def decoder(api: str, request_id: str) -> OpenAIDecoder | AnthropicDecoder:
+    """A fresh decoder for one response of ``api`` ("openai" or "anthropic")."""
+    return AnthropicDecoder(request_id) if api == "anthropic" else OpenAIDecoder(request_id)

@@ -1,0 +1,484 @@
+"""``LLM``: the effector that starts the streams agents ask for, and the receptor whose sink
+carries their events back.
+
+Theory of operation: one object plays both roles. As an effector, ``deliver`` runs in the
+drain loop and picks the outputs ``(tag, request)`` out of each batch; for each it asks the
+runtime to run the stream as that agent's own ``Work`` (``WorkSink.start_work``, on the sink
+its receptor side was given), so the stream is a task of the runtime's nursery filed under the
+agent: ``rt.interrupt(agent_id)`` cancels it at once (the HTTP response is closed, the server
+sees the connection go) and delivers ``interrupted``; ``terminate`` and supervision cancel it
+too. As a receptor, ``run`` only keeps that sink while the runtime runs.
+
+A stream reads the response body chunk by chunk, cuts it into SSE events and decodes them into
+the vocabulary (``_events``), and delivers each event to the agent's mailbox, in order, at the
+request's priority: ``send_nowait`` when there is room, else ``await sink.send``, which waits
+for room. While it waits, the body is not read, so a full mailbox slows the server down
+(TCP flow control) and nothing is ever dropped; that wait is not counted by the timeouts.
+
+Everything that can go wrong becomes one ``llm_error`` event for the agent, with an
+``ErrorReason``; nothing a server does raises into the runtime. A 429, a 5xx or a failed
+connection is retried (``Retry``) as long as nothing has been delivered; once the agent has
+seen an event of a stream, a failure ends it. Timeouts run on trio's clock, so they hold
+under ``MockClock`` too: ``first_token`` from the start of an attempt to the first SSE event,
+``between_tokens`` between reads after that, ``connect`` inside httpx. ``max_streams`` streams
+run at once; the others wait for a slot before their clocks start.
+
+The API key is sent in the request headers and nowhere else: errors are built from the
+plugin's own words, server text in them is redacted, and cassettes never hold headers.
+``aclose`` cancels the streams still running (quietly: the runtime is shutting down) and
+closes the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import json
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+import httpx
+import trio
+
+from engine import AgentNotFoundError, AgentStoppedError, EngineError, UnknownEventError, Work
+from engine.plugin_spec import ErrorRecord, WorkSink
+
+from ._cassette import (
+    CassetteWriter,
+    NoRecordingError,
+    RecordingTransport,
+    ReplayTransport,
+    load,
+)
+from ._config import LLMConfig
+from ._decode import ApiError, MalformedChunk, StreamCut, decoder
+from ._events import LLM_ERROR, TEXT_DELTA, ErrorReason, LLMError
+from ._request import InvalidRequest, Request, as_request, body, describe
+from ._sse import EventTooLarge, MalformedStream, SSEDecoder
+
+if TYPE_CHECKING:
+    from engine import OutputBatch
+
+MESSAGE_LIMIT = 300
+"""Characters of server text kept in an error message."""
+
+GONE = (AgentNotFoundError, AgentStoppedError)
+"""The agent is no longer there: its stream stops."""
+
+
+class PluginWiringError(EngineError):
+    """Raised by ``run`` when the runtime's sink cannot start work (an engine without
+    ``WorkSink``), and by ``deliver`` before ``aopen`` (used as a receptor only)."""
+
+
+@final
+@attrs.frozen
+class LLMStatistics:
+    """What the plugin has done since it was made (``LLM.statistics()``)."""
+
+    requests: int
+    """Streams agents asked for."""
+    active: int
+    """Streams running now (waiting for a slot included)."""
+    completed: int
+    """Streams that ended with ``message_stop``."""
+    failed: Mapping[str, int]
+    """Streams that ended with ``llm_error``, by reason."""
+    cancelled: int
+    """Streams cancelled: interrupted, the agent terminated, or the runtime shutting down."""
+    retries: int
+    """Requests made again after a 429, a 5xx or a failed connection."""
+    deltas: int
+    """``text_delta`` events delivered."""
+    waited: int
+    """Events that had to wait for room in a full mailbox (backpressure)."""
+
+
+@final
+class _Cancelled(Exception):
+    """Internal: the stream stops without an event (the agent is gone)."""
+
+
+@final
+class LLM:
+    """Streamed completions for agents; see the module docstring.
+
+    Wire one object as both receptor and effector::
+
+        llm = LLM(LLMConfig(url="http://127.0.0.1:8080/v1"))
+        async with engine.open_runtime(receptors=[llm], effectors=[llm]) as rt: ...
+    """
+
+    Config = LLMConfig
+    name = "llm"
+
+    def __init__(self, config: LLMConfig) -> None:
+        self.config = config
+        self._key = config.resolve_key()
+        self._rng = random.Random(config.retry.seed)
+        self._sink: WorkSink | None = None
+        self._early: list[tuple[Any, Any]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._writer: CassetteWriter | None = None
+        self._replay: ReplayTransport | None = None
+        self._slots: trio.Semaphore | None = None
+        self._scopes: set[trio.CancelScope] = set()
+        self._headers = self._make_headers()
+        self._endpoint = "messages" if config.api == "anthropic" else "chat/completions"
+        self._requests = self._active = self._completed = self._cancelled = 0
+        self._retries = self._deltas = self._waited = 0
+        self._failed: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"LLM({self.config!r})"
+
+    def _make_headers(self) -> dict[str, str]:
+        headers = {"accept": "text/event-stream", "accept-encoding": "identity"}
+        key = self._key.reveal()
+        if self.config.api == "anthropic":
+            headers["anthropic-version"] = self.config.anthropic_version
+            if key:
+                headers["x-api-key"] = key
+        elif key:
+            headers["authorization"] = f"Bearer {key}"
+        return headers
+
+    def statistics(self) -> LLMStatistics:
+        return LLMStatistics(
+            self._requests,
+            self._active,
+            self._completed,
+            dict(self._failed),
+            self._cancelled,
+            self._retries,
+            self._deltas,
+            self._waited,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def aopen(self) -> None:
+        """Make the HTTP client (and open the cassette, when there is one)."""
+        if self._client is not None:
+            return
+        cfg = self.config
+        base_path = httpx.URL(cfg.url).path.rstrip("/")
+        transport: httpx.AsyncBaseTransport
+        if cfg.cassette is not None and cfg.cassette.mode == "replay":
+            self._replay = ReplayTransport(
+                load(cfg.cassette.path), base_path, timing=cfg.cassette.timing,
+                name=cfg.cassette.path,
+            )  # fmt: skip
+            transport = self._replay
+        else:
+            limits = httpx.Limits(
+                max_connections=cfg.max_streams, max_keepalive_connections=cfg.max_streams
+            )
+            transport = httpx.AsyncHTTPTransport(limits=limits)
+            if cfg.cassette is not None:
+                self._writer = CassetteWriter(cfg.cassette.path)
+                transport = RecordingTransport(transport, self._writer, base_path, self._key)
+        connect = cfg.timeouts.connect
+        self._client = httpx.AsyncClient(
+            base_url=cfg.url,
+            transport=transport,
+            headers=self._headers,
+            timeout=httpx.Timeout(connect=connect, read=None, write=connect, pool=None),
+        )
+        self._slots = trio.Semaphore(cfg.max_streams)
+
+    async def aclose(self) -> None:
+        """Cancel the streams still running, then close the client and the cassette."""
+        for scope in list(self._scopes):
+            scope.cancel()
+        await trio.lowlevel.checkpoint()
+        if self._client is not None:
+            with trio.CancelScope(shield=True):
+                await self._client.aclose()
+            self._client = None
+        if self._writer is not None:
+            self._writer.close()
+
+    async def run(self, sink: Any) -> None:
+        """Keep the runtime's sink while it runs (streams deliver through it)."""
+        if not isinstance(sink, WorkSink):
+            raise PluginWiringError(
+                "engine-llm needs a runtime whose EventSink can start work (WorkSink)"
+            )
+        await self.aopen()
+        self._sink = sink
+        early, self._early = self._early, []
+        for agent_id, value in early:
+            self._start(agent_id, value)
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._sink = None
+
+    # -- effector ----------------------------------------------------------------------------
+
+    def deliver(self, batch: OutputBatch) -> None:
+        """Start a stream for each ``(tag, request)`` output of the batch (in the drain loop:
+        a few checks per output, no I/O)."""
+        tag = self.config.tag
+        values, extras = batch.values, batch.extras
+        for agent_id, code in zip(batch.agent_ids, batch.codes.tolist(), strict=True):
+            out = values[code] if code >= 0 else extras[-code - 1]
+            if type(out) is tuple and len(out) == 2 and out[0] == tag:
+                self._start(agent_id, out[1])
+
+    def _start(self, agent_id: Any, value: Any) -> None:
+        sink = self._sink
+        if sink is None:  # outputs before the receptor side started: started by run()
+            self._early.append((agent_id, value))
+            return
+        self._requests += 1
+        fallback = f"{agent_id}:{self._requests}"
+        try:
+            request = as_request(value)
+            if request.id is None or request.model is None:
+                request = attrs.evolve(
+                    request, id=request.id or fallback, model=request.model or self.config.model
+                )
+            work = _work(self._stream, sink, agent_id, request)
+        except InvalidRequest as exc:
+            error = LLMError(fallback, ErrorReason.INVALID_REQUEST, str(exc), attempts=0)
+            work = _work(self._refuse, sink, agent_id, error)
+        try:
+            sink.start_work(agent_id, work)
+        except GONE as exc:
+            sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
+                                    {"agent": agent_id}))  # fmt: skip
+
+    async def _refuse(self, sink: WorkSink, agent_id: Any, error: LLMError) -> None:
+        self._failed[error.reason.value] += 1
+        with contextlib.suppress(_Cancelled):
+            await self._send(sink, agent_id, LLM_ERROR, error, 1)
+
+    # -- one stream --------------------------------------------------------------------------
+
+    async def _stream(self, sink: WorkSink, agent_id: Any, request: Request) -> None:
+        """The agent's work: the completion, its events, or one ``llm_error``."""
+        scope = trio.CancelScope()
+        self._scopes.add(scope)
+        self._active += 1
+        finished = False
+        try:
+            with scope:
+                try:
+                    error = await self._complete(sink, agent_id, request)
+                except _Cancelled:
+                    error = None
+                except Exception as exc:  # a defect: reported to the agent, not lost
+                    error = LLMError(
+                        str(request.id),
+                        ErrorReason.INTERNAL,
+                        self._key.redact(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT],
+                    )
+                if error is not None:
+                    self._failed[error.reason.value] += 1
+                    with contextlib.suppress(_Cancelled):
+                        await self._send(sink, agent_id, LLM_ERROR, error, request.priority)
+                finished = True
+        finally:
+            self._scopes.discard(scope)
+            self._active -= 1
+            if not finished:
+                self._cancelled += 1
+
+    async def _complete(self, sink: WorkSink, agent_id: Any, request: Request) -> LLMError | None:
+        cfg = self.config
+        assert self._slots is not None
+        payload = body(cfg.api, request, cfg.model, cfg.max_tokens)
+        async with self._slots:
+            attempt = 0
+            while True:
+                attempt += 1
+                error, retry = await self._attempt(sink, agent_id, request, payload)
+                if error is None:
+                    return None
+                if retry is None or attempt >= cfg.retry.attempts:
+                    return attrs.evolve(error, attempts=attempt)
+                self._retries += 1
+                await trio.sleep(self._backoff(attempt, retry))
+
+    async def _attempt(
+        self, sink: WorkSink, agent_id: Any, request: Request, payload: dict[str, Any]
+    ) -> tuple[LLMError | None, float | None]:
+        """One request: ``(None, None)`` when the stream is done, else the error and, if it
+        may be retried, the least delay the server asked for (0.0 when it asked none)."""
+        cfg, rid = self.config, str(request.id)
+        client = self._client
+        if client is None:
+            raise PluginWiringError("the plugin is closed")
+        timeouts = cfg.timeouts
+        sse = SSEDecoder(cfg.max_event)
+        dec = decoder(cfg.api, rid)
+        priority = request.priority
+        deadline = trio.current_time() + timeouts.first_token
+        between = timeouts.between_tokens
+        responded = streamed = False
+        redact = self._key.redact
+        try:
+            with trio.CancelScope(deadline=deadline) as clock:
+                async with client.stream("POST", self._endpoint, json=payload) as response:
+                    responded = True
+                    if response.status_code != 200:
+                        return await self._http_error(rid, response)
+                    async for chunk in response.aiter_bytes():
+                        events = sse.feed(chunk)
+                        if events:
+                            streamed = True
+                            clock.deadline = math.inf  # waiting for room is not the server's
+                            for name, data in events:
+                                for event, item in dec.event(name, data):
+                                    await self._send(sink, agent_id, event, item, priority)
+                                if dec.done:
+                                    break
+                            if dec.done:
+                                break
+                        if streamed:
+                            clock.deadline = trio.current_time() + between
+                    for event, item in dec.end():
+                        await self._send(sink, agent_id, event, item, priority)
+                    self._completed += 1
+                    return None, None
+            if streamed:
+                return self._error(
+                    rid, ErrorReason.IDLE_TIMEOUT,
+                    f"nothing streamed for {between} s in the middle of the message",
+                ), None  # fmt: skip
+            return self._error(
+                rid, ErrorReason.FIRST_TOKEN_TIMEOUT,
+                f"nothing streamed within {timeouts.first_token} s of the request",
+            ), None  # fmt: skip
+        except NoRecordingError as exc:
+            text = f"{describe(request)}: {exc}"
+            sink.reject(ErrorRecord(sink.name, "NoRecordingError", text, None, {"agent": agent_id}))
+            return self._error(rid, ErrorReason.NO_RECORDING, text), None
+        except (MalformedChunk, MalformedStream) as exc:
+            return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
+        except EventTooLarge as exc:
+            return self._error(rid, ErrorReason.TOO_LARGE, str(exc)), None
+        except ApiError as exc:
+            return self._error(rid, ErrorReason.API_ERROR, redact(str(exc))), None
+        except StreamCut as exc:
+            return self._error(rid, ErrorReason.STREAM_CUT, str(exc)), None
+        except httpx.ConnectTimeout:
+            text = f"no connection to {cfg.url} within {timeouts.connect} s"
+            return self._error(rid, ErrorReason.CONNECT_TIMEOUT, text), 0.0
+        except httpx.ConnectError as exc:
+            text = f"cannot connect to {cfg.url}: {redact(str(exc))}"
+            return self._error(rid, ErrorReason.CONNECT_ERROR, text), 0.0
+        except httpx.DecodingError as exc:
+            return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
+        except httpx.TransportError as exc:
+            what = type(exc).__name__
+            if not responded:  # the server closed before answering: worth another try
+                text = f"no response from {cfg.url} ({what}: {redact(str(exc))})"
+                return self._error(rid, ErrorReason.CONNECT_ERROR, text), 0.0
+            return self._error(
+                rid, ErrorReason.STREAM_CUT,
+                f"the connection broke {'in the middle of' if streamed else 'before'} the "
+                f"message ({what}: {redact(str(exc))})",
+            ), None  # fmt: skip
+
+    def _error(
+        self, rid: str, reason: ErrorReason, text: str, status: int | None = None
+    ) -> LLMError:
+        return LLMError(rid, reason, text[:MESSAGE_LIMIT] if len(text) > MESSAGE_LIMIT else text,
+                        status)  # fmt: skip
+
+    async def _http_error(
+        self, rid: str, response: httpx.Response
+    ) -> tuple[LLMError, float | None]:
+        status = response.status_code
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk
+            if len(data) > self.config.max_event:
+                break
+        detail = self._key.redact(_error_detail(bytes(data[: self.config.max_event])))
+        text = f"HTTP {status} from the server: {detail}" if detail else f"HTTP {status}"
+        if status == 429 or status >= 500:
+            reason = ErrorReason.RATE_LIMITED if status == 429 else ErrorReason.SERVER_ERROR
+            after = retry_after(response.headers.get("retry-after"))
+            if after is not None and after > self.config.retry.max_retry_after:
+                text += f" (Retry-After {after:g} s is over {self.config.retry.max_retry_after} s)"
+                return self._error(rid, reason, text, status), None
+            return self._error(rid, reason, text, status), after or 0.0
+        return self._error(rid, ErrorReason.HTTP_ERROR, text, status), None
+
+    def _backoff(self, retry: int, after: float) -> float:
+        """Seconds before retry number ``retry`` (from 1): exponential with jitter, and at
+        least ``after`` (the server's ``Retry-After``)."""
+        r = self.config.retry
+        d = min(r.backoff * r.factor ** (retry - 1), r.max_delay)
+        return max(d / 2 + self._rng.random() * d / 2, after)
+
+    async def _send(
+        self, sink: WorkSink, agent_id: Any, event: str, item: Any, priority: int
+    ) -> None:
+        """Deliver one event in order, waiting for room in a full mailbox."""
+        try:
+            try:
+                sink.send_nowait(agent_id, event, item, priority)
+            except trio.WouldBlock:
+                self._waited += 1
+                await sink.send(agent_id, event, item, priority)
+        except GONE as exc:
+            sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
+                                    {"agent": agent_id, "event": event}))  # fmt: skip
+            raise _Cancelled from None
+        except UnknownEventError as exc:  # the machine lacks this event: told, not fatal
+            sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
+                                    {"agent": agent_id, "event": event}))  # fmt: skip
+            return
+        if event is TEXT_DELTA:
+            self._deltas += 1
+
+
+def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:
+    """An agent's ``Work`` running ``fn(*args)``; its result and failure go nowhere (``fn``
+    reports to the agent itself, and a defect is a dead letter)."""
+    return Work(fn, args)
+
+
+def _error_detail(data: bytes) -> str:
+    """The message of an error body (either API's JSON shape), or the start of its text."""
+    text = data.decode("utf-8", "replace").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict) and isinstance(obj.get("error"), dict):
+        error = obj["error"]
+        kind, message = error.get("type"), error.get("message")
+        text = f"{kind}: {message}" if kind else str(message)
+    return text[:MESSAGE_LIMIT]
+
+
+def retry_after(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date), None if absent or
+    not understood."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)

@@ -1,0 +1,293 @@
+"""engine-llm's sans-IO layers: the SSE decoder and the two format decoders, fed with bytes
+from the real test model server (tests/llm_server.py) cut at every kind of boundary, and with
+hand-made hostile input. No trio, no runtime."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from engine_llm import (
+    AnthropicDecoder,
+    ErrorReason,
+    EventTooLarge,
+    LLMError,
+    MalformedStream,
+    MessageStart,
+    MessageStop,
+    OpenAIDecoder,
+    SSEDecoder,
+    TextDelta,
+    ToolCall,
+    Usage,
+)
+from engine_llm._decode import ApiError, MalformedChunk, StreamCut
+from engine_llm._request import Message, Request, Tool, as_request, body
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine import EngineError
+
+ENDPOINT = {"openai": "chat/completions", "anthropic": "messages"}
+
+
+def fetch(url: str, api: str, text: str, switches: str = "", **extra: Any) -> bytes:
+    """A whole streamed response body from the test server."""
+    prefix = f"/s/{switches}" if switches else ""
+    request = Request([Message("user", text)], model="m", **extra)
+    payload = body(api, request, "m", 100)
+    response = httpx.post(f"{url}{prefix}/v1/{ENDPOINT[api]}", json=payload, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def decode(api: str, chunks: list[bytes]) -> list[tuple[str, Any]]:
+    sse = SSEDecoder()
+    dec = OpenAIDecoder("r1") if api == "openai" else AnthropicDecoder("r1")
+    out: list[tuple[str, Any]] = []
+    for chunk in chunks:
+        for name, data in sse.feed(chunk):
+            out += dec.event(name, data)
+    out += dec.end()
+    return out
+
+
+@pytest.fixture(scope="module")
+def streams(llm_server: str) -> dict[tuple[str, str], bytes]:
+    return {
+        (api, kind): fetch(llm_server, api, "hello big world", "tool=search" if kind else "")
+        for api in ("openai", "anthropic")
+        for kind in ("", "tool")
+    }
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_text_stream_becomes_the_vocabulary(api: str, streams: dict[Any, bytes]) -> None:
+    events = decode(api, [streams[api, ""]])
+    names = [name for name, _ in events]
+    assert names == ["message_start", *["text_delta"] * 4, "message_stop"]
+    start = events[0][1]
+    assert start == MessageStart("r1", "m", "chatcmpl-1" if api == "openai" else "msg_1")
+    deltas = [payload for name, payload in events if name == "text_delta"]
+    assert deltas == [
+        TextDelta("r1", t, i) for i, t in enumerate(["echo: ", "hello ", "big ", "world"])
+    ]
+    stop = events[-1][1]
+    assert isinstance(stop, MessageStop)
+    assert stop.stop_reason == "end_turn"
+    assert stop.raw_stop_reason == ("stop" if api == "openai" else "end_turn")
+    assert stop.text == "echo: hello big world"
+    assert stop.usage.output_tokens == 4
+    assert stop.usage.input_tokens is not None
+    assert stop.usage.input_tokens > 0
+    assert stop.tool_calls == ()
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_tool_call_arguments_are_joined_and_parsed(api: str, streams: dict[Any, bytes]) -> None:
+    events = decode(api, [streams[api, "tool"]])
+    names = [name for name, _ in events]
+    assert names == ["message_start", *["text_delta"] * 4, "tool_call", "message_stop"]
+    call = events[-2][1]
+    ident = "call_1" if api == "openai" else "toolu_1"
+    assert call == ToolCall("r1", ident, "search", {"query": "hello big world"})
+    stop = events[-1][1]
+    assert stop.stop_reason == "tool_use"
+    assert stop.tool_calls == (call,)
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40))
+def test_any_split_of_the_bytes_gives_the_same_events(
+    api: str, cuts: list[int], streams: dict[Any, bytes]
+) -> None:
+    data = streams[api, "tool"]
+    whole = decode(api, [data])
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+    assert decode(api, chunks) == whole
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_crlf_and_cr_line_ends_and_one_byte_chunks(api: str, streams: dict[Any, bytes]) -> None:
+    data = streams[api, "tool"]
+    whole = decode(api, [data])
+    for ending in (b"\r\n", b"\r"):
+        other = data.replace(b"\n", ending)
+        assert decode(api, [other]) == whole
+        assert decode(api, [other[i : i + 1] for i in range(len(other))]) == whole
+
+
+def test_sse_fields_comments_and_multiline_data() -> None:
+    sse = SSEDecoder()
+    stream = b": keep-alive\nevent: a\ndata: 1\ndata:2\nid: 7\nretry: 10\n\ndata\n\nevent: x\n\n"
+    # an event without data is not dispatched; "data" with no colon is an empty line of data
+    assert sse.feed(stream) == [("a", "1\n2"), ("", "")]
+    assert not sse.pending
+
+
+def test_sse_bounds_hostile_input() -> None:
+    sse = SSEDecoder(max_event=1024)
+    with pytest.raises(EventTooLarge):
+        sse.feed(b"data: " + b"x" * 2000)  # one unfinished line
+    sse = SSEDecoder(max_event=1024)
+    for _ in range(256):  # a line in tiny pieces: kept in pieces, still bounded
+        sse.feed(b"xxxx")
+    with pytest.raises(EventTooLarge):
+        sse.feed(b"xxxx")
+    sse = SSEDecoder(max_event=1024)
+    with pytest.raises(EventTooLarge):
+        sse.feed(b"data: 1234567890\n" * 200)  # many data lines, never a blank one
+    with pytest.raises(MalformedStream):
+        SSEDecoder().feed(b"data: \xff\xfe\n\n")
+    assert issubclass(EventTooLarge, EngineError)
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ('{"choices": [{"delta": {"content": "oops"', MalformedChunk),
+        ("[1, 2]", MalformedChunk),
+        ('{"choices": {"0": 1}}', MalformedChunk),
+        ('{"choices": [{"delta": {"content": 5}}]}', MalformedChunk),
+        ('{"choices": [{"delta": "x"}]}', MalformedChunk),
+        ('{"choices": [{"delta": {"tool_calls": [{"index": "a"}]}}]}', MalformedChunk),
+        ('{"choices": [{"delta": {}, "finish_reason": 3}]}', MalformedChunk),
+        ('{"error": {"message": "Overloaded", "type": "overloaded"}}', ApiError),
+        ("NaN" * 10, MalformedChunk),
+        ("[" * 100_000, MalformedChunk),  # nested too deeply for the parser
+    ],
+)
+def test_openai_refuses_malformed_chunks(data: str, error: type[Exception]) -> None:
+    dec = OpenAIDecoder("r")
+    with pytest.raises(error):
+        dec.event("", data)
+
+
+def test_openai_tool_arguments_that_are_not_json() -> None:
+    dec = OpenAIDecoder("r")
+    call = {"index": 0, "id": "c", "type": "function", "function": {"name": "f"}}
+    dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]}))
+    piece = {"index": 0, "function": {"arguments": "{not json"}}
+    dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": [piece]}}]}))
+    with pytest.raises(MalformedChunk, match="arguments of tool call 'f'"):
+        dec.event("", json.dumps({"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}))
+
+
+def test_openai_end_without_done_after_finish_is_complete_and_before_it_is_cut() -> None:
+    dec = OpenAIDecoder("r")
+    dec.event("", json.dumps({"choices": [{"delta": {"content": "hi"}}]}))
+    with pytest.raises(StreamCut, match="after 1 text deltas"):
+        dec.end()
+    dec = OpenAIDecoder("r")
+    dec.event("", json.dumps({"choices": [{"delta": {"content": "hi"}, "finish_reason": "x"}]}))
+    ((name, stop),) = dec.end()
+    assert name == "message_stop"
+    assert (stop.stop_reason, stop.raw_stop_reason, stop.text) == ("other", "x", "hi")
+    assert stop.usage == Usage()
+    assert OpenAIDecoder("r").event("", "[DONE]")[-1][1].stop_reason == "end_turn"
+    with pytest.raises(StreamCut, match="before the message started"):
+        OpenAIDecoder("r").end()
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        ('{"type": "content_block_delta", "delta": 3}', MalformedChunk),
+        ('{"type": "content_block_delta", "delta": {"type": "text_delta", "text": 1}}',
+         MalformedChunk),
+        ('{"type": "content_block_delta", "index": 4, '
+         '"delta": {"type": "input_json_delta", "partial_json": "{"}}', MalformedChunk),
+        ('{"type": "message_start", "message": []}', MalformedChunk),
+        ('{"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use"}}',
+         MalformedChunk),
+        ('{"type": "message_delta", "delta": {"stop_reason": 5}}', MalformedChunk),
+        ('{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}',
+         ApiError),
+        ('{"no": "type"}', MalformedChunk),
+        ("not json", MalformedChunk),
+    ],
+)  # fmt: skip
+def test_anthropic_refuses_malformed_events(data: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        AnthropicDecoder("r").event("", data)
+
+
+def test_anthropic_skips_unknown_events_and_cut_streams_raise() -> None:
+    dec = AnthropicDecoder("r")
+    start = {"type": "message_start", "message": {"id": "m", "model": "x", "usage": {}}}
+    assert dec.event("message_start", json.dumps(start))[0][0] == "message_start"
+    assert dec.event("future", '{"type": "thinking_budget", "x": 1}') == []
+    assert dec.event("ping", '{"type": "ping"}') == []
+    with pytest.raises(StreamCut, match="middle of the message"):
+        dec.end()
+
+
+def test_requests_become_each_apis_body() -> None:
+    call = ToolCall("r", "c1", "search", {"q": "x"})
+    request = as_request(
+        {
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "find x"},
+                Message("assistant", "looking", tool_calls=[call]),
+                Message("tool", "found", tool_call_id="c1"),
+                Message("tool", "more", tool_call_id="c2"),
+            ],
+            "tools": [Tool("search", "finds", {"type": "object"})],
+            "temperature": 0.5,
+            "extra": {"top_p": 0.9},
+        }
+    )
+    openai = body("openai", request, "m", 64)
+    assert openai["messages"][0] == {"role": "system", "content": "be brief"}
+    assert openai["messages"][2]["tool_calls"][0]["function"] == {
+        "name": "search",
+        "arguments": '{"q": "x"}',
+    }
+    assert openai["messages"][3] == {"role": "tool", "content": "found", "tool_call_id": "c1"}
+    assert openai["tools"][0]["function"]["name"] == "search"
+    assert (openai["model"], openai["max_tokens"], openai["stream"]) == ("m", 64, True)
+    assert (openai["temperature"], openai["top_p"]) == (0.5, 0.9)
+    anthropic = body("anthropic", request, "m", 64)
+    assert anthropic["system"] == "be brief"
+    assert anthropic["messages"][1]["content"][1] == {
+        "type": "tool_use",
+        "id": "c1",
+        "name": "search",
+        "input": {"q": "x"},
+    }
+    results = anthropic["messages"][2]
+    assert results["role"] == "user"
+    assert [b["tool_use_id"] for b in results["content"]] == ["c1", "c2"]
+    assert anthropic["tools"][0]["input_schema"] == {"type": "object"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        42,
+        "hi",
+        {"messages": "hi"},
+        {"messages": [{"role": "robot", "content": "x"}]},
+        {"messages": [], "priority": 7},
+        {"messages": [], "max_tokens": 0},
+        {"messages": [], "nonsense": 1},
+        {"messages": [3]},
+    ],
+)
+def test_invalid_requests_are_refused_with_a_reason(value: Any) -> None:
+    from engine_llm._request import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        as_request(value)
+
+
+def test_the_vocabulary_is_frozen_values() -> None:
+    error = LLMError("r", ErrorReason.STREAM_CUT, "cut")
+    with pytest.raises(AttributeError):
+        error.reason = ErrorReason.API_ERROR  # type: ignore[misc]
+    assert ErrorReason("stream_cut") is ErrorReason.STREAM_CUT
