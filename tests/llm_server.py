@@ -21,8 +21,9 @@ instance picks its behaviour with its ``base_url``:
 ``cut``         after this many tokens, abort the connection mid-message
 ``bad``         after this many tokens, send a chunk that is not JSON
 ``tool``        after the text, call the tool of this name with ``{"query": <message>}``
-``key``         the API key the server requires; a wrong one gets 401 with the presented
-                key echoed in the body (a careless server; the client must not repeat it)
+``key``         the first 16 hex digits of the SHA-256 of the API key the server requires
+                (so the key is not in the URL); a wrong key gets 401 with the presented key
+                echoed in the body (a careless server; the client must not repeat it)
 ``error``       after this many tokens, an error event inside the stream (overloaded)
 ==============  ==========================================================================
 
@@ -35,6 +36,7 @@ port), and serves until killed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -157,7 +159,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             if anthropic
             else headers.get("authorization", "").removeprefix("Bearer ")
         )
-        if presented != switches["key"]:
+        if hashlib.sha256(presented.encode()).hexdigest()[:16] != switches["key"]:
             await respond_json(
                 send, 401, error_body(anthropic, "authentication_error", f"bad key {presented}")
             )

@@ -57,7 +57,7 @@ from ._cassette import (
 )
 from ._config import LLMConfig
 from ._decode import ApiError, MalformedChunk, StreamCut, decoder
-from ._events import LLM_ERROR, TEXT_DELTA, ErrorReason, LLMError
+from ._events import LLM_ERROR, MESSAGE_STOP, TEXT_DELTA, ErrorReason, LLMError
 from ._request import InvalidRequest, Request, as_request, body, describe
 from ._sse import EventTooLarge, MalformedStream, SSEDecoder
 
@@ -86,7 +86,7 @@ class LLMStatistics:
     active: int
     """Streams running now (waiting for a slot included)."""
     completed: int
-    """Streams that ended with ``message_stop``."""
+    """Streams whose ``message_stop`` was delivered."""
     failed: Mapping[str, int]
     """Streams that ended with ``llm_error``, by reason."""
     cancelled: int
@@ -330,24 +330,40 @@ class LLM:
                     responded = True
                     if response.status_code != 200:
                         return await self._http_error(rid, response)
-                    async for chunk in response.aiter_bytes():
-                        events = sse.feed(chunk)
-                        if events:
-                            streamed = True
-                            clock.deadline = math.inf  # waiting for room is not the server's
-                            for name, data in events:
-                                for event, item in dec.event(name, data):
-                                    await self._send(sink, agent_id, event, item, priority)
-                                if dec.done:
-                                    break
-                            if dec.done:
-                                break
-                        if streamed:
-                            clock.deadline = trio.current_time() + between
+                    # Stopping early never leaves httpx's generators suspended (trio warns of
+                    # those): a failure cancels ``stop`` and the loop goes on to the next read,
+                    # where the cancellation unwinds them all.
+                    failure: Exception | None = None
+                    after = 0  # bytes after the message was complete
+                    with trio.CancelScope() as stop:
+                        async for chunk in response.aiter_bytes():
+                            if failure is not None:
+                                continue
+                            if dec.done:  # only the end of the body should follow
+                                after += len(chunk)
+                                if after > cfg.max_event:
+                                    stop.cancel()
+                                continue
+                            try:
+                                events = sse.feed(chunk)
+                                if events:
+                                    streamed = True
+                                    clock.deadline = math.inf  # room in a mailbox: not timed
+                                    for name, data in events:
+                                        for event, item in dec.event(name, data):
+                                            await self._send(sink, agent_id, event, item, priority)
+                                if streamed:
+                                    clock.deadline = trio.current_time() + between
+                            except Exception as exc:
+                                failure = exc
+                                stop.cancel()
+                    if failure is not None:
+                        raise failure
                     for event, item in dec.end():
                         await self._send(sink, agent_id, event, item, priority)
-                    self._completed += 1
                     return None, None
+            if dec.done:  # complete; only the end of the body was late
+                return None, None
             if streamed:
                 return self._error(
                     rid, ErrorReason.IDLE_TIMEOUT,
@@ -399,10 +415,12 @@ class LLM:
     ) -> tuple[LLMError, float | None]:
         status = response.status_code
         data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
-            if len(data) > self.config.max_event:
-                break
+        with trio.CancelScope() as stop:  # (see _attempt: the generators unwind on a read)
+            async for chunk in response.aiter_bytes():
+                if len(data) <= self.config.max_event:
+                    data += chunk
+                else:
+                    stop.cancel()
         detail = self._key.redact(_error_detail(bytes(data[: self.config.max_event])))
         text = f"HTTP {status} from the server: {detail}" if detail else f"HTTP {status}"
         if status == 429 or status >= 500:
@@ -441,6 +459,8 @@ class LLM:
             return
         if event is TEXT_DELTA:
             self._deltas += 1
+        elif event is MESSAGE_STOP:
+            self._completed += 1
 
 
 def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:
