@@ -21,6 +21,7 @@ instance picks its behaviour with its ``base_url``:
 ``cut``         after this many tokens, abort the connection mid-message
 ``bad``         after this many tokens, send a chunk that is not JSON
 ``tool``        after the text, call the tool of this name with ``{"query": <message>}``
+                (unless the conversation ends with a tool result: that is echoed instead)
 ``key``         the first 16 hex digits of the SHA-256 of the API key the server requires
                 (so the key is not in the URL); a wrong key gets 401 with the presented key
                 echoed in the body (a careless server; the client must not repeat it)
@@ -80,6 +81,16 @@ def parse_switches(path: str) -> tuple[dict[str, str], str, str]:
 
 
 def last_user_text(messages: list[Any]) -> str:
+    """What the reply echoes: the last user message, or the last tool result when the
+    conversation ends with one (``"result: <content>"``)."""
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":  # OpenAI-compatible tool result
+        return f"result: {last.get('content')}"
+    content = last.get("content")
+    if last.get("role") == "user" and isinstance(content, list):  # Anthropic content blocks
+        results = [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+        if results:
+            return f"result: {results[-1].get('content')}"
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
             content = message.get("content")
@@ -87,7 +98,7 @@ def last_user_text(messages: list[Any]) -> str:
                 return content
             if isinstance(content, list):  # content blocks: the text ones
                 texts = [b.get("text", "") for b in content if isinstance(b, dict)]
-                return " ".join(t for t in texts if t) or "tool results"
+                return " ".join(t for t in texts if t)
     return ""
 
 
@@ -260,7 +271,7 @@ def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> 
     model = body.get("model", "test-model")
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
     tokens, truncated = reply_tokens(text, limit)
-    tool = switches.get("tool")
+    tool = None if text.startswith("result: ") else switches.get("tool")
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -301,7 +312,7 @@ def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> 
 def anthropic_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> list[Any]:
     model = body.get("model", "test-model")
     tokens, truncated = reply_tokens(text, body.get("max_tokens"))
-    tool = switches.get("tool")
+    tool = None if text.startswith("result: ") else switches.get("tool")
     prompt = count_words(body.get("messages", []), body.get("system"))
     start = {
         "id": "msg_1",

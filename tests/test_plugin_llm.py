@@ -44,7 +44,8 @@ DONE = ("message_stop", "llm_error", "interrupted")
 
 def chat_machine(events: tuple[str, ...] = EVENTS) -> engine.Machine:
     """idle --ask--> waiting --message_start--> streaming --message_stop--> idle; every
-    stream event is logged in the agent's data; an error or interrupt returns to idle."""
+    stream event is logged in the agent's data; an error or interrupt returns to idle. The
+    request goes out tagged with the agent's ``data["tag"]`` (default ``"llm"``)."""
     m = engine.Machine(
         "chat",
         ["idle", "waiting", "streaming"],
@@ -59,7 +60,7 @@ def chat_machine(events: tuple[str, ...] = EVENTS) -> engine.Machine:
         request = event.payload
         if isinstance(request, str):
             request = Request([Message("user", request)])
-        return engine.Step("waiting", outputs=[("llm", request)])
+        return engine.Step("waiting", outputs=[(agent.data.get("tag", "llm"), request)])
 
     nxt = {"message_start": "streaming", "message_stop": "idle", "llm_error": "idle"}
     nxt["interrupted"] = "idle"

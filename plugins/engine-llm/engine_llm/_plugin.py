@@ -50,6 +50,7 @@ from engine.plugin_spec import ErrorRecord, WorkSink
 
 from ._cassette import (
     CassetteWriter,
+    Interaction,
     NoRecordingError,
     RecordingTransport,
     ReplayTransport,
@@ -128,11 +129,16 @@ class LLM:
         self._replay: ReplayTransport | None = None
         self._slots: trio.Semaphore | None = None
         self._scopes: set[trio.CancelScope] = set()
+        self._gone = trio.lowlevel.ParkingLot()
+        """Unparked when a stream ends (``aclose`` waits for them)."""
         self._headers = self._make_headers()
         self._endpoint = "messages" if config.api == "anthropic" else "chat/completions"
         self._requests = self._active = self._completed = self._cancelled = 0
         self._retries = self._deltas = self._waited = 0
         self._failed: Counter[str] = Counter()
+        self._recorded: list[Interaction] | None = None  # read now: a bad one fails at once
+        if config.cassette is not None and config.cassette.mode == "replay":
+            self._recorded = load(config.cassette.path)
 
     def __repr__(self) -> str:
         return f"LLM({self.config!r})"
@@ -170,10 +176,10 @@ class LLM:
         base_path = httpx.URL(cfg.url).path.rstrip("/")
         transport: httpx.AsyncBaseTransport
         if cfg.cassette is not None and cfg.cassette.mode == "replay":
+            assert self._recorded is not None
             self._replay = ReplayTransport(
-                load(cfg.cassette.path), base_path, timing=cfg.cassette.timing,
-                name=cfg.cassette.path,
-            )  # fmt: skip
+                self._recorded, base_path, timing=cfg.cassette.timing, name=cfg.cassette.path
+            )
             transport = self._replay
         else:
             limits = httpx.Limits(
@@ -196,7 +202,8 @@ class LLM:
         """Cancel the streams still running, then close the client and the cassette."""
         for scope in list(self._scopes):
             scope.cancel()
-        await trio.lowlevel.checkpoint()
+        while self._scopes:  # they unwind (and a recording writes what it got)
+            await self._gone.park()
         if self._client is not None:
             with trio.CancelScope(shield=True):
                 await self._client.aclose()
@@ -287,6 +294,7 @@ class LLM:
                 finished = True
         finally:
             self._scopes.discard(scope)
+            self._gone.unpark_all()
             self._active -= 1
             if not finished:
                 self._cancelled += 1

@@ -1,0 +1,231 @@
+"""engine-llm's cassettes: streams recorded from the real test model server, replayed offline
+on ``MockClock`` with the recorded timing. The agents of a replay end in the same states with
+the same events and outputs as the agents of the recording, failures included; a request
+that was never recorded is an ``llm_error`` naming it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from engine_llm import (
+    LLM,
+    Cassette,
+    CassetteError,
+    ErrorReason,
+    LLMConfig,
+    Message,
+    OpenAIDecoder,
+    Request,
+    SSEDecoder,
+    load_cassette,
+)
+from test_plugin_llm import CHAT, finished, log, make_llm, names, run, until
+
+import engine
+
+# One conversation per agent, each a different path through the plugin.
+SCRIPT = {
+    # agent: (switches, what it asks, config)
+    "plain": ("delay=0.01", "a plain answer please", {}),
+    "tool": ("delay=0.01,tool=lookup", "look this up", {}),
+    "retried": ("fail=1,retry_after=0.05", "retry me", {"retry": {"attempts": 3, "seed": 5}}),
+    "cut": ("delay=0.01,cut=3", "cut me off early", {}),
+    "stalled": ("stall=2,stall_for=5", "stall me", {"timeouts": {"between_tokens": 0.2}}),
+    "bad": ("bad=1", "bad chunk", {}),
+}
+
+
+class Outputs:
+    """An effector that keeps every output, by agent."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, list[Any]] = {}
+
+    def deliver(self, batch: engine.OutputBatch) -> None:
+        for agent, output in batch:
+            self.seen.setdefault(agent, []).append(output)
+
+
+async def converse(plugins: dict[str, LLM]) -> dict[str, Any]:
+    """Each agent asks its question through its plugin; what every agent ends with."""
+    outputs = Outputs()
+    wired = [engine.Plugin(p, f"llm-{name}") for name, p in plugins.items()]
+    async with engine.open_runtime(receptors=wired, effectors=[*wired, outputs]) as rt:
+        for agent in plugins:  # each plugin serves its own tag
+            rt.spawn(CHAT, agent, data={"log": [], "tag": f"llm-{agent}"})
+            await rt.send(agent, "ask", SCRIPT[agent][1])
+        await finished(rt, *plugins, seconds=20)
+        await until(lambda: all(p.statistics().active == 0 for p in plugins.values()))
+        return {agent: (rt.state(agent), log(rt, agent), outputs.seen[agent]) for agent in plugins}
+
+
+def plugins_for(
+    url: str, base: Path, mode: str, api: str, tag: str, **extra: Any
+) -> dict[str, LLM]:
+    """One plugin per agent of ``SCRIPT`` (its switches tagged, so the conversations are new
+    to the shared server), each with its own cassette file."""
+    return {
+        agent: make_llm(
+            url,
+            f"{switches},tag={tag}",
+            api=api,
+            tag=f"llm-{agent}",
+            cassette={"path": str(base.with_suffix(f".{agent}.jsonl")), "mode": mode, **extra},
+            **config,
+        )
+        for agent, (switches, _, config) in SCRIPT.items()
+    }
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_record_then_replay_gives_identical_agents(
+    api: str, llm_server: str, tmp_path: Path
+) -> None:
+    base = tmp_path / "chat"
+    tag = f"cassette-{api}"
+    live = run(lambda: converse(plugins_for(llm_server, base, "record", api, tag)))
+    mock = trio.testing.MockClock(autojump_threshold=0)
+    replayed = trio.run(converse, plugins_for(llm_server, base, "replay", api, tag), clock=mock)
+    # a replay needs no server: another URL entirely (same path), and no timing at all
+    elsewhere = trio.run(
+        converse, plugins_for("http://192.0.2.1:9", base, "replay", api, tag, timing=False)
+    )
+    assert replayed == live
+    assert elsewhere == live
+    ends = {agent: log[-1][0] for agent, (_, log, _) in live.items()}
+    assert ends == {
+        "plain": "message_stop",
+        "tool": "message_stop",
+        "retried": "message_stop",
+        "cut": "llm_error",
+        "stalled": "llm_error",
+        "bad": "llm_error",
+    }
+    reasons = {a: live[a][1][-1][1].reason for a in ("cut", "stalled", "bad")}
+    assert reasons == {
+        "cut": ErrorReason.STREAM_CUT,
+        "stalled": ErrorReason.IDLE_TIMEOUT,
+        "bad": ErrorReason.MALFORMED_CHUNK,
+    }
+    assert any(n == "tool_call" for n, _ in live["tool"][1])
+    assert all(state == "idle" for state, _, _ in live.values())
+    retried = load_cassette(base.with_suffix(".retried.jsonl"))
+    assert [i.status for i in retried] == [429, 200]  # the retry is in the cassette too
+    stalled = load_cassette(base.with_suffix(".stalled.jsonl"))
+    assert stalled[0].outcome == "cancelled"  # the client gave up; the server said no more
+    cut = load_cassette(base.with_suffix(".cut.jsonl"))
+    assert cut[0].outcome == "RemoteProtocolError"
+
+
+def test_replay_keeps_the_recorded_timing_on_mockclock(llm_server: str, tmp_path: Path) -> None:
+    path = tmp_path / "timing.jsonl"
+
+    async def record() -> None:
+        plugin = make_llm(
+            llm_server,
+            "delay=0.02,first=0.1,tag=timing",
+            cassette={"path": str(path), "mode": "record"},
+        )
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(CHAT, "a", data={"log": []})
+            await rt.send("a", "ask", "one two three four five six")
+            await finished(rt, "a")
+
+    run(record)
+    (recorded,) = load_cassette(path)
+    assert recorded.t_response >= 0.1
+
+    async def replay() -> list[tuple[str, float]]:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        arrivals: list[tuple[str, float]] = []
+
+        machine = engine.Machine(
+            "timed", ["s"], "s", [], events=["ask", "message_start", "text_delta", "message_stop"],
+            unhandled="ignore",
+        )  # fmt: skip
+        machine.handler("s", "ask")(
+            lambda agent, event: engine.Step(
+                outputs=[("llm", Request([Message("user", event.payload)]))]
+            )
+        )
+        for name in ("message_start", "text_delta", "message_stop"):
+            machine.handler("*", name)(
+                lambda agent, event, name=name: arrivals.append((name, trio.current_time()))
+            )
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(machine, "a")
+            t0 = trio.current_time()
+            await rt.send("a", "ask", "one two three four five six")
+            await until(lambda: bool(arrivals) and arrivals[-1][0] == "message_stop")
+            return [(n, t - t0) for n, t in arrivals]
+
+    first = trio.run(replay, clock=trio.testing.MockClock(autojump_threshold=0))
+    second = trio.run(replay, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert first == second  # deterministic
+    # each event arrives at the offset its chunk was recorded at (virtual time is exact)
+    sse, dec = SSEDecoder(), OpenAIDecoder("a:1")
+    want = [
+        (name, t)
+        for t, data in recorded.chunks
+        for event, payload in sse.feed(data)
+        for name, _ in dec.event(event, payload)
+    ]
+    assert [n for n, _ in first] == [n for n, _ in want]
+    for (_, t), (_, expected) in zip(first, want, strict=True):
+        assert t == pytest.approx(expected, abs=1e-9)
+    got = [t for _, t in first]
+    assert got[0] >= 0.1
+
+
+def test_a_request_with_no_recording_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "empty.jsonl"
+    path.write_text(json.dumps({"format": "engine-llm-cassette", "version": 1}) + "\n")
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path)), model="tiny"))
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(CHAT, "a", data={"log": []})
+            await rt.send("a", "ask", "was this ever recorded?")
+            await finished(rt, "a")
+            (error,) = [p for n, p in log(rt, "a") if n == "llm_error"]
+            assert error.reason is ErrorReason.NO_RECORDING
+            for part in ("'a:1'", "'tiny'", "was this ever recorded?", str(path)):
+                assert part in error.message, (part, error.message)
+            (record,) = rt.rejected()
+            assert record.error == "NoRecordingError"
+            assert names(rt, "a") == ["llm_error"]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (None, "cannot read cassette"),
+        ("", "is empty"),
+        ('{"format": "something else"}\n', "not an engine-llm cassette"),
+        ('{"format": "engine-llm-cassette", "version": 9}\n', "version 9"),
+        ('{"format": "engine-llm-cassette", "version": 1}\nnot json\n', "line 2"),
+        ('{"format": "engine-llm-cassette", "version": 1}\n{"n": 0, "type": "chunk", "t": 0}\n',
+         "line 2"),
+        ('{"format": "engine-llm-cassette", "version": 1}\n'
+         '{"n": 0, "type": "request", "method": "POST", "endpoint": "x", "body": {}}\n'
+         '{"n": 0, "type": "chunk", "t": -1, "data": "x"}\n', "line 3"),
+        ('{"format": "engine-llm-cassette", "version": 1}\n'
+         '{"n": 0, "type": "request", "method": "POST", "endpoint": "x", "body": {}}\n'
+         '{"n": 0, "type": "response", "t": 0, "status": 1000}\n', "line 3"),
+    ],
+)  # fmt: skip
+def test_a_bad_cassette_fails_when_the_plugin_is_made(
+    content: str | None, match: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(CassetteError, match=match):
+        LLM(LLMConfig(cassette=Cassette(str(path))))
