@@ -22,6 +22,7 @@ instance picks its behaviour with its ``base_url``:
 ``bad``         after this many tokens, send a chunk that is not JSON
 ``tool``        after the text, call the tool of this name with ``{"query": <message>}``
                 (unless the conversation ends with a tool result: that is echoed instead)
+``tool_if``     call the tool only when the user's message contains this word
 ``key``         the first 16 hex digits of the SHA-256 of the API key the server requires
                 (so the key is not in the URL); a wrong key gets 401 with the presented key
                 echoed in the body (a careless server; the client must not repeat it)
@@ -267,11 +268,19 @@ def argument_pieces(text: str) -> list[str]:
     return [arguments[i : i + 7] for i in range(0, len(arguments), 7)]
 
 
+def wants_tool(text: str, switches: dict[str, str]) -> str | None:
+    """The tool to call: the ``tool`` switch, unless the conversation ends with a tool result
+    or (with ``tool_if``) the message lacks that word."""
+    if text.startswith("result: ") or ("tool_if" in switches and switches["tool_if"] not in text):
+        return None
+    return switches.get("tool")
+
+
 def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> list[Any]:
     model = body.get("model", "test-model")
     limit = body.get("max_tokens") or body.get("max_completion_tokens")
     tokens, truncated = reply_tokens(text, limit)
-    tool = None if text.startswith("result: ") else switches.get("tool")
+    tool = wants_tool(text, switches)
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -312,7 +321,7 @@ def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> 
 def anthropic_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> list[Any]:
     model = body.get("model", "test-model")
     tokens, truncated = reply_tokens(text, body.get("max_tokens"))
-    tool = None if text.startswith("result: ") else switches.get("tool")
+    tool = wants_tool(text, switches)
     prompt = count_words(body.get("messages", []), body.get("system"))
     start = {
         "id": "msg_1",
