@@ -229,3 +229,49 @@ def test_a_bad_cassette_fails_when_the_plugin_is_made(
         path.write_text(content)
     with pytest.raises(CassetteError, match=match):
         LLM(LLMConfig(cassette=Cassette(str(path))))
+
+
+def synthetic_cassette(path: Path, request: Request, tokens: int, every: float) -> None:
+    """A cassette of one OpenAI-compatible stream: ``tokens`` deltas ``every`` s apart."""
+    from engine_llm._request import body
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return f"data: {json.dumps({'id': 'c', 'model': 'm', 'choices': [choice]})}\n\n"
+
+    chunks = [chunk({"role": "assistant"})] + [chunk({"content": f"t{i} "}) for i in range(tokens)]
+    chunks += [chunk({}, "stop"), "data: [DONE]\n\n"]
+    lines: list[Any] = [
+        {"format": "engine-llm-cassette", "version": 1},
+        {"n": 0, "type": "request", "method": "POST", "endpoint": "chat/completions",
+         "body": body("openai", request, "default", 1024)},
+        {"n": 0, "type": "response", "t": 0.0, "status": 200, "headers": {}},
+    ]  # fmt: skip
+    lines += [{"n": 0, "type": "chunk", "t": every * i, "data": c} for i, c in enumerate(chunks)]
+    lines.append({"n": 0, "type": "end", "t": every * len(chunks), "outcome": "complete"})
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def test_interrupt_during_a_replay_leaves_the_other_streams_on_time(tmp_path: Path) -> None:
+    path = tmp_path / "slow.jsonl"
+    synthetic_cassette(path, Request([Message("user", "go slowly")]), tokens=50, every=0.1)
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            for agent in ("a", "b"):
+                rt.spawn(CHAT, agent, data={"log": []})
+            t0 = trio.current_time()
+            await rt.send("a", "ask", "go slowly")
+            await rt.send("b", "ask", "go slowly")
+            await trio.sleep(1.05)
+            assert names(rt, "a").count("text_delta") == 10  # chunks at 0.1 .. 1.0
+            rt.interrupt("a")
+            await finished(rt, "a", "b")
+            assert trio.current_time() - t0 == pytest.approx(5.2, abs=0.01)  # [DONE], 5.2 s
+            assert names(rt, "a")[-1] == "interrupted"
+            assert names(rt, "a").count("text_delta") == 10
+            assert names(rt, "b").count("text_delta") == 50
+            assert log(rt, "b")[-1][0] == "message_stop"
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

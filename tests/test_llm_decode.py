@@ -158,6 +158,8 @@ def test_sse_bounds_hostile_input() -> None:
         ('{"choices": [{"delta": {}, "finish_reason": 3}]}', MalformedChunk),
         ('{"error": {"message": "Overloaded", "type": "overloaded"}}', ApiError),
         ("NaN" * 10, MalformedChunk),
+        ('{"choices": []} and more', MalformedChunk),
+        ("  ", MalformedChunk),
         ("[" * 100_000, MalformedChunk),  # nested too deeply for the parser
     ],
 )
@@ -165,6 +167,11 @@ def test_openai_refuses_malformed_chunks(data: str, error: type[Exception]) -> N
     dec = OpenAIDecoder("r")
     with pytest.raises(error):
         dec.event("", data)
+
+
+def test_json_with_surrounding_whitespace_is_json() -> None:
+    ((name, start),) = OpenAIDecoder("r").event("", '  {"id": "x", "choices": []}  ')
+    assert (name, start.message_id) == ("message_start", "x")
 
 
 def test_openai_tool_arguments_that_are_not_json() -> None:

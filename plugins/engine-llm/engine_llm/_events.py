@@ -62,8 +62,9 @@ class ToolCall:
     id: str
     """The call's id, to answer it with a ``Message("tool", ..., tool_call_id=id)``."""
     name: str
-    arguments: Any
-    """The arguments, parsed from JSON (an object, usually a dict; ``{}`` when empty)."""
+    arguments: Any = attrs.field(hash=False)
+    """The arguments, parsed from JSON (an object, usually a dict; ``{}`` when empty). Left
+    out of the hash (a dict has none), so a call can sit in a machine's table outputs."""
 
 
 @final

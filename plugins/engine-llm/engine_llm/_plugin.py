@@ -133,8 +133,9 @@ class LLM:
         """Unparked when a stream ends (``aclose`` waits for them)."""
         self._headers = self._make_headers()
         self._endpoint = "messages" if config.api == "anthropic" else "chat/completions"
-        self._requests = self._active = self._completed = self._cancelled = 0
-        self._retries = self._deltas = self._waited = 0
+        self._requests = self._active = self._cancelled = self._retries = self._waited = 0
+        self._counts: Counter[str] = Counter()
+        """Events delivered, by name."""
         self._failed: Counter[str] = Counter()
         self._recorded: list[Interaction] | None = None  # read now: a bad one fails at once
         if config.cassette is not None and config.cassette.mode == "replay":
@@ -158,11 +159,11 @@ class LLM:
         return LLMStatistics(
             self._requests,
             self._active,
-            self._completed,
+            self._counts[MESSAGE_STOP],
             dict(self._failed),
             self._cancelled,
             self._retries,
-            self._deltas,
+            self._counts[TEXT_DELTA],
             self._waited,
         )
 
@@ -332,6 +333,7 @@ class LLM:
         between = timeouts.between_tokens
         responded = streamed = False
         redact = self._key.redact
+        send, count = sink.send_nowait, self._counts
         try:
             with trio.CancelScope(deadline=deadline) as clock:
                 async with client.stream("POST", self._endpoint, json=payload) as response:
@@ -356,11 +358,22 @@ class LLM:
                                 events = sse.feed(chunk)
                                 if events:
                                     streamed = True
-                                    clock.deadline = math.inf  # room in a mailbox: not timed
                                     for name, data in events:
                                         for event, item in dec.event(name, data):
-                                            await self._send(sink, agent_id, event, item, priority)
-                                if streamed:
+                                            try:
+                                                send(agent_id, event, item, priority)
+                                            except trio.WouldBlock:  # full: wait, untimed
+                                                clock.deadline = math.inf
+                                                await self._send(
+                                                    sink, agent_id, event, item, priority
+                                                )
+                                            except EngineError:  # refused: _send says how
+                                                await self._send(
+                                                    sink, agent_id, event, item, priority
+                                                )
+                                            else:
+                                                count[event] += 1
+                                if streamed:  # (one deadline write per chunk: they cost)
                                     clock.deadline = trio.current_time() + between
                             except Exception as exc:
                                 failure = exc
@@ -465,10 +478,7 @@ class LLM:
             sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
                                     {"agent": agent_id, "event": event}))  # fmt: skip
             return
-        if event is TEXT_DELTA:
-            self._deltas += 1
-        elif event is MESSAGE_STOP:
-            self._completed += 1
+        self._counts[event] += 1
 
 
 def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:

@@ -36,9 +36,9 @@ class Tool:
     name: str = attrs.field(validator=attrs.validators.min_len(1))
     description: str = ""
     parameters: Mapping[str, Any] = attrs.field(
-        factory=lambda: {"type": "object", "properties": {}}
+        factory=lambda: {"type": "object", "properties": {}}, hash=False
     )
-    """A JSON Schema of the arguments."""
+    """A JSON Schema of the arguments (not hashed: requests can be table outputs)."""
 
 
 @final
@@ -92,8 +92,9 @@ class Request:
     id: str | None = None
     """Names the request in every event of its stream; None: ``"<agent id>:<n>"``, ``n``
     counting the plugin's requests from 1."""
-    extra: Mapping[str, Any] = attrs.field(factory=dict)
-    """Merged into the body as it is (API-specific options)."""
+    extra: Mapping[str, Any] = attrs.field(factory=dict, hash=False)
+    """Merged into the body as it is (API-specific options). Not hashed: a request can be
+    one of a machine's table outputs (which the engine interns)."""
 
     def __attrs_post_init__(self) -> None:
         for tool in self.tools:

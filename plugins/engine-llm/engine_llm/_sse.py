@@ -52,6 +52,35 @@ class SSEDecoder:
             EventTooLarge: An event or line over ``max_event`` bytes.
             MalformedStream: A line that is not UTF-8.
         """
+        if (
+            not self._buf
+            and not self._data
+            and not self._cr
+            and chunk.endswith(b"\n\n")
+            and b"\r" not in chunk
+        ):  # whole events (what servers send): one or two lines each, cut without a loop
+            out: list[tuple[str, str]] = []
+            blocks = chunk.split(b"\n\n")
+            blocks.pop()  # the empty piece after the last "\n\n"
+            for block in blocks:
+                if block.startswith(b"data: ") and b"\n" not in block:
+                    event, data = b"", block[6:]
+                elif block.startswith(b"event: ") and block.count(b"\n") == 1:
+                    event, _, data = block[7:].partition(b"\n")
+                    if not data.startswith(b"data: "):
+                        out += self._lines([*block.split(b"\n"), b""])
+                        continue
+                    data = data[6:]
+                else:
+                    out += self._lines([*block.split(b"\n"), b""])
+                    continue
+                if len(data) > self.max_event:
+                    raise EventTooLarge(f"an event of more than {self.max_event} bytes")
+                try:
+                    out.append((event.decode("utf-8"), data.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    raise MalformedStream(f"a line that is not UTF-8: {exc}") from None
+            return out
         if self._cr:  # the last chunk ended with "\r": a "\n" now belongs to it
             self._cr = False
             if chunk[:1] == b"\n":
@@ -79,6 +108,10 @@ class SSEDecoder:
             raise EventTooLarge(f"a line of more than {self.max_event} bytes")
         self._buf = [tail] if tail else []
         self._held = len(tail)
+        return self._lines(lines)
+
+    def _lines(self, lines: list[bytes]) -> list[tuple[str, str]]:
+        """Events completed by whole lines."""
         out: list[tuple[str, str]] = []
         for line in lines:
             if not line:
