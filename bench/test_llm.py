@@ -111,7 +111,7 @@ def test_llm_token_core(benchmark: Any, impl: str) -> None:
         rt.run_until_idle()
         assert rt.state("a") == "idle"
 
-    benchmark.pedantic(one_stream, rounds=20 if impl == "native" else 5, warmup_rounds=1)
+    benchmark.pedantic(one_stream, rounds=100 if impl == "native" else 40, warmup_rounds=2)
     stats = benchmark.stats.stats if benchmark.stats is not None else None
     per_token = (stats.min if stats is not None else _time(one_stream)) / TOKENS * 1e6
     benchmark.extra_info.update(tokens=TOKENS, per_token_us=round(per_token, 3), system=impl)

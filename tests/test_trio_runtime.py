@@ -402,10 +402,11 @@ def test_start_work_from_a_plugin(impl: str) -> None:
             assert log == [("done", 7)]
             assert rt.interrupt("a") == 1  # only the one still running
             await rt.wait_until_idle()
+            await trio.sleep(1)  # (virtual) the cancelled task unwinds
             assert cancelled == ["a"]
             assert log[-1] == ("interrupted", None)
             rt.terminate("b")
-            await trio.sleep(0)
+            await trio.sleep(1)  # (virtual) the cancelled task unwinds
             assert cancelled == ["a", "b"]
             with pytest.raises(engine.AgentNotFoundError):
                 sink.start_work("b", Work(compute))
