@@ -338,6 +338,33 @@ def test_a_full_mailbox_slows_the_stream_and_drops_nothing(llm_server: str) -> N
     run(main)
 
 
+def test_interrupt_while_the_stream_waits_for_room(llm_server: str) -> None:
+    """An interrupt that lands while the stream waits for a full mailbox ends it cleanly (no
+    reader of httpx's is left suspended: trio would warn, and warnings fail these tests)."""
+    words = " ".join(f"w{i}" for i in range(100))
+
+    async def main() -> None:
+        plugin = make_llm(llm_server, "tag=interrupt-full")
+        async with running(plugin, "full", capacity=2) as rt:
+            await rt.send("full", "ask", words)
+            await until(lambda: rt.state("full") == "waiting")
+            rt.pause("full")
+            await until(lambda: plugin.statistics().waited >= 1)
+            # the stream is cancelled; the runtime's own `interrupted` does not fit in the
+            # full mailbox (interrupt raises after cancelling: the engine's rule)
+            with pytest.raises(engine.MailboxFullError):
+                rt.interrupt("full")
+            await until(lambda: plugin.statistics().active == 0)
+            assert plugin.statistics().cancelled == 1
+            rt.resume("full")
+            await until(lambda: rt.statistics("full").depth == 0)
+            assert names(rt, "full") == ["message_start", "text_delta"]  # what fitted
+            rt.interrupt("full")
+            await until(lambda: names(rt, "full")[-1:] == ["interrupted"])
+
+    run(main)
+
+
 # -- failures ----------------------------------------------------------------------------------
 
 FAST_RETRY = {"attempts": 3, "backoff": 0.01, "max_delay": 0.05, "seed": 1}

@@ -38,7 +38,8 @@ import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
@@ -336,18 +337,22 @@ class LLM:
         send, count = sink.send_nowait, self._counts
         try:
             with trio.CancelScope(deadline=deadline) as clock:
-                async with client.stream("POST", self._endpoint, json=payload) as response:
+                http = client.build_request("POST", self._endpoint, json=payload)
+                http.stream = _Body(http.content)
+                async with _sent(client, http) as response:
                     responded = True
                     if response.status_code != 200:
                         return await self._http_error(rid, response)
                     # Stopping early never leaves httpx's generators suspended (trio warns of
                     # those): a failure cancels ``stop`` and the loop goes on to the next read,
-                    # where the cancellation unwinds them all.
+                    # where the cancellation unwinds them all; a cancellation that lands in
+                    # the loop's body (waiting for room) is left to land again there.
                     failure: Exception | None = None
+                    cancelled: trio.Cancelled | None = None
                     after = 0  # bytes after the message was complete
                     with trio.CancelScope() as stop:
                         async for chunk in response.aiter_bytes():
-                            if failure is not None:
+                            if failure is not None or cancelled is not None:
                                 continue
                             if dec.done:  # only the end of the body should follow
                                 after += len(chunk)
@@ -375,9 +380,14 @@ class LLM:
                                                 count[event] += 1
                                 if streamed:  # (one deadline write per chunk: they cost)
                                     clock.deadline = trio.current_time() + between
+                            except trio.Cancelled as exc:  # an interrupt while waiting for room:
+                                cancelled = exc  # trio raises it again at the next read
                             except Exception as exc:
                                 failure = exc
                                 stop.cancel()
+                    if cancelled is not None:  # the body ended before a read could raise it
+                        await trio.lowlevel.checkpoint()
+                        raise cancelled
                     if failure is not None:
                         raise failure
                     for event, item in dec.end():
@@ -479,6 +489,46 @@ class LLM:
                                     {"agent": agent_id, "event": event}))  # fmt: skip
             return
         self._counts[event] += 1
+
+
+@final
+class _Body(httpx.AsyncByteStream):
+    """A request body httpx reads without an async generator: httpx's own is one, and a
+    cancellation while the body is being sent left it suspended (a ResourceWarning under
+    trio, seen when an agent was terminated just after asking)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return _Once(self._data)
+
+
+@final
+class _Once:
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __aiter__(self) -> _Once:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise StopAsyncIteration
+        return data
+
+
+@asynccontextmanager
+async def _sent(client: httpx.AsyncClient, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    """``client.stream`` for a request built beforehand."""
+    response = await client.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()
 
 
 def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:
