@@ -608,3 +608,22 @@ def test_cassette_file_written_by_record_mode_is_json_lines(
     assert lines[-1]["outcome"] == "complete"
     times = [line["t"] for line in lines[2:]]
     assert times == sorted(times)
+
+
+def test_every_public_name_is_exported_once_and_classes_are_final() -> None:
+    import inspect
+
+    import engine_llm
+
+    names = engine_llm.__all__
+    assert len(names) == len(set(names))
+    public = {
+        n
+        for n in dir(engine_llm)
+        if not n.startswith("_") and n != "annotations"  # (the __future__ import)
+    }
+    assert public == set(names)
+    for name in names:
+        obj = getattr(engine_llm, name)
+        if inspect.isclass(obj) and not issubclass(obj, BaseException):
+            assert getattr(obj, "__final__", False), f"{name} is not @final"

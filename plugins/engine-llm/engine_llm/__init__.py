@@ -13,14 +13,13 @@ retries, malformed chunks, cut streams) become ``llm_error`` events with an ``Er
 A ``Cassette`` records streams from a live server to JSON Lines and replays them offline with
 their timing on trio's clock, so tests and simulations run deterministically on
 ``MockClock``. See ``_plugin`` for the design, ``_events`` for the vocabulary, ``_cassette``
-for the file format.
+for the file format, ``_transports`` for record and replay.
 """
 
 from __future__ import annotations
 
 from ._cassette import CassetteError as CassetteError
 from ._cassette import NoRecordingError as NoRecordingError
-from ._cassette import ReplayTransport as ReplayTransport
 from ._cassette import load as load_cassette
 from ._config import Cassette as Cassette
 from ._config import LLMConfig as LLMConfig
@@ -52,6 +51,7 @@ from ._request import Tool as Tool
 from ._sse import EventTooLarge as EventTooLarge
 from ._sse import MalformedStream as MalformedStream
 from ._sse import SSEDecoder as SSEDecoder
+from ._transports import ReplayTransport as ReplayTransport
 
 __all__ = [
     "EVENTS",

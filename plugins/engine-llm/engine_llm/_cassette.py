@@ -1,10 +1,9 @@
 """Cassettes: streams recorded from a live server, replayed offline with the same timing.
 
-Theory of operation: both sides are httpx transports (httpx's documented extension point),
-so everything above them (the retries, the timeouts, the SSE and format decoders, the events)
-runs the same code live, recording and replaying. ``RecordingTransport`` wraps the real
-transport and writes one *interaction* per request when its response is closed;
-``ReplayTransport`` answers from the file and never opens a socket.
+Theory of operation: this module is the file format (``Interaction``, ``CassetteWriter``,
+``load``); ``_transports`` records and replays through httpx transports, so the rest of the
+plugin runs the same code live, recording and replaying. One *interaction* is one request
+and what came back.
 
 A cassette is JSON Lines. The first line is ``{"format": "engine-llm-cassette", "version":
 1}``; then, per interaction ``n``, in order::
@@ -36,49 +35,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import heapq
 import json
 import math
-from collections import deque
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, final
+from typing import Any, TextIO, final
 
 import attrs
-import httpx
-import trio
 
 from engine import EngineError
-
-if TYPE_CHECKING:
-    from ._config import Secret
 
 FORMAT = "engine-llm-cassette"
 VERSION = 1
 KEPT_HEADERS = ("content-type", "retry-after")
-
-_ERRORS: dict[str, type[httpx.TransportError]] = {
-    cls.__name__: cls
-    for cls in (
-        httpx.ConnectError,
-        httpx.ConnectTimeout,
-        httpx.ReadError,
-        httpx.ReadTimeout,
-        httpx.WriteError,
-        httpx.WriteTimeout,
-        httpx.PoolTimeout,
-        httpx.RemoteProtocolError,
-        httpx.LocalProtocolError,
-        httpx.NetworkError,
-        httpx.ProtocolError,
-        httpx.TimeoutException,
-        httpx.TransportError,
-    )
-}
-"""The errors a recording may end with, by name (anything else replays as TransportError)."""
-
-CHECKPOINT_EVERY = 64
-"""Chunks served without sleeping before replay yields to other tasks once."""
+"""The response headers a recording keeps."""
 
 
 class CassetteError(EngineError):
@@ -164,12 +133,7 @@ class Interaction:
         return out
 
 
-def _endpoint(url: httpx.URL, base_path: str) -> str:
-    path = url.path
-    return path[len(base_path) :].lstrip("/") if path.startswith(base_path) else path
-
-
-# -- recording ------------------------------------------------------------------------------
+# -- writing ------------------------------------------------------------------------------
 
 
 @final
@@ -206,90 +170,7 @@ class CassetteWriter:
             self._file = None
 
 
-@final
-class RecordingTransport(httpx.AsyncBaseTransport):
-    """Passes requests to ``inner`` and records each interaction to ``writer``."""
-
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, writer: CassetteWriter, base_path: str, key: Secret
-    ) -> None:
-        self.inner = inner
-        self.writer = writer
-        self.base_path = base_path
-        self.key = key
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = request.content
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = body.decode("utf-8", "replace")
-        rec = Interaction(request.method, _endpoint(request.url, self.base_path), parsed)
-        start = trio.current_time()
-        try:
-            response = await self.inner.handle_async_request(request)
-        except httpx.TransportError as exc:
-            rec.t_end = trio.current_time() - start
-            rec.outcome = type(exc).__name__
-            rec.message = self.key.redact(str(exc))
-            self.writer.write(rec)
-            raise
-        except BaseException:
-            rec.t_end = trio.current_time() - start
-            self.writer.write(rec)  # cancelled while waiting for the response
-            raise
-        rec.status = response.status_code
-        rec.t_response = trio.current_time() - start
-        rec.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
-        stream = response.stream
-        assert isinstance(stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=_RecordingStream(stream, rec, start, self),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-@final
-class _RecordingStream(httpx.AsyncByteStream):
-    def __init__(
-        self,
-        inner: httpx.AsyncByteStream,
-        rec: Interaction,
-        start: float,
-        owner: RecordingTransport,
-    ) -> None:
-        self.inner = inner
-        self.rec = rec
-        self.start = start
-        self.owner = owner
-        self.written = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        rec, key = self.rec, self.owner.key
-        try:
-            async for chunk in self.inner:
-                rec.chunks.append((trio.current_time() - self.start, key.redact_bytes(chunk)))
-                yield chunk
-        except httpx.TransportError as exc:
-            rec.outcome = type(exc).__name__
-            rec.message = key.redact(str(exc))
-            raise
-        rec.outcome = "complete"
-
-    async def aclose(self) -> None:
-        if not self.written:
-            self.written = True
-            self.rec.t_end = trio.current_time() - self.start
-            self.owner.writer.write(self.rec)
-        await self.inner.aclose()
-
-
-# -- replay ---------------------------------------------------------------------------------
+# -- reading ------------------------------------------------------------------------------
 
 
 def _read(path: Path) -> list[Interaction]:
@@ -365,153 +246,3 @@ def _apply(found: dict[int, Interaction], line: Any) -> None:
 def load(path: str | Path) -> list[Interaction]:
     """The interactions of the cassette at ``path`` (``CassetteError`` if it is not one)."""
     return _read(Path(path))
-
-
-@final
-class _ReplayClock:
-    """Wakes replayed streams at their chunks' times with one timer for them all.
-
-    ``trio.sleep_until`` per chunk costs a cancel scope and a ``Cancelled`` raised and caught
-    for every chunk of every stream (about 60 µs a token with a thousand streams here);
-    instead a stream parks with its due time in a heap, and one system task sleeps until the
-    earliest due time and reschedules every stream due then, in due-then-arrival order. A
-    stream cancelled while it waits (an interrupt) leaves a dead entry, skipped when popped.
-    """
-
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, list[Any]]] = []
-        self._seq = 0
-        self._running = False
-        self._target = math.inf
-        self._lot = trio.lowlevel.ParkingLot()
-
-    async def wait_until(self, due: float) -> None:
-        entry: list[Any] = [trio.lowlevel.current_task(), True]
-        self._seq += 1
-        heapq.heappush(self._heap, (due, self._seq, entry))
-        if not self._running:
-            self._running = True
-            trio.lowlevel.spawn_system_task(self._run, name="engine-llm replay clock")
-        elif due < self._target:
-            self._lot.unpark_all()  # the timer sleeps past this one: let it look again
-
-        def abort(raise_cancel: Any) -> trio.lowlevel.Abort:
-            entry[1] = False
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
-
-    async def _run(self) -> None:
-        heap = self._heap
-        try:
-            while heap:
-                due = heap[0][0]
-                if due > trio.current_time():
-                    self._target = due
-                    with trio.move_on_at(due):
-                        await self._lot.park()
-                    self._target = math.inf
-                    continue
-                now = trio.current_time()
-                while heap and heap[0][0] <= now:
-                    task, alive = heapq.heappop(heap)[2]
-                    if alive:
-                        trio.lowlevel.reschedule(task)
-        finally:
-            self._running = False
-            heap.clear()  # (a run that ended left only cancelled waiters)
-
-
-@final
-class ReplayTransport(httpx.AsyncBaseTransport):
-    """Answers requests from recorded interactions; never opens a socket."""
-
-    def __init__(
-        self,
-        interactions: list[Interaction],
-        base_path: str,
-        *,
-        timing: bool = True,
-        name: str = "",
-    ) -> None:
-        self.base_path = base_path
-        self.timing = timing
-        self.name = name
-        self._by_key: dict[str, deque[Interaction]] = {}
-        for rec in interactions:
-            body = (
-                json.dumps(rec.body).encode()
-                if not isinstance(rec.body, str)
-                else rec.body.encode()
-            )
-            self._by_key.setdefault(request_key(rec.method, rec.endpoint, body), deque()).append(
-                rec
-            )
-        self.served = 0
-        """Requests answered."""
-        self.clock = _ReplayClock()
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        endpoint = _endpoint(request.url, self.base_path)
-        queue = self._by_key.get(request_key(request.method, endpoint, request.content))
-        if not queue:
-            try:
-                body = json.loads(request.content)
-            except ValueError:
-                body = request.content.decode("utf-8", "replace")
-            where = f" in cassette {self.name!r}" if self.name else ""
-            raise NoRecordingError(
-                f"no recording of {describe_body(request.method, endpoint, body)}{where}"
-            )
-        rec = queue.popleft() if len(queue) > 1 else queue[0]
-        self.served += 1
-        start = trio.current_time()
-        if rec.status is None:  # it failed before any response
-            await self._at(start, rec.t_end)
-            if rec.outcome == "cancelled":
-                await trio.sleep_forever()
-            raise _ERRORS.get(rec.outcome, httpx.TransportError)(rec.message or rec.outcome)
-        await self._at(start, rec.t_response)
-        return httpx.Response(
-            rec.status, headers=rec.headers, stream=_ReplayStream(rec, start, self), request=request
-        )
-
-    async def _at(self, start: float, offset: float) -> None:
-        if self.timing:
-            if start + offset > trio.current_time():
-                await self.clock.wait_until(start + offset)
-            else:
-                await trio.lowlevel.checkpoint()
-        else:
-            await trio.lowlevel.checkpoint()
-
-
-@final
-class _ReplayStream(httpx.AsyncByteStream):
-    def __init__(self, rec: Interaction, start: float, owner: ReplayTransport) -> None:
-        self.rec = rec
-        self.start = start
-        self.owner = owner
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        rec, start, timing = self.rec, self.start, self.owner.timing
-        wait_until = self.owner.clock.wait_until
-        unchecked = 0
-        for t, data in rec.chunks:
-            due = start + t
-            if timing and due > trio.current_time():
-                await wait_until(due)
-                unchecked = 0
-            else:
-                unchecked += 1
-                if unchecked >= CHECKPOINT_EVERY:
-                    await trio.lowlevel.checkpoint()
-                    unchecked = 0
-            yield data
-        if rec.outcome == "complete":
-            return
-        if timing and start + rec.t_end > trio.current_time():
-            await wait_until(start + rec.t_end)
-        if rec.outcome == "cancelled":  # the client stopped listening; the server said no more
-            await trio.sleep_forever()
-        raise _ERRORS.get(rec.outcome, httpx.TransportError)(rec.message or rec.outcome)

@@ -49,19 +49,13 @@ import trio
 from engine import AgentNotFoundError, AgentStoppedError, EngineError, UnknownEventError, Work
 from engine.plugin_spec import ErrorRecord, WorkSink
 
-from ._cassette import (
-    CassetteWriter,
-    Interaction,
-    NoRecordingError,
-    RecordingTransport,
-    ReplayTransport,
-    load,
-)
+from ._cassette import CassetteWriter, Interaction, NoRecordingError, load
 from ._config import LLMConfig
 from ._decode import ApiError, MalformedChunk, StreamCut, decoder
 from ._events import LLM_ERROR, MESSAGE_STOP, TEXT_DELTA, ErrorReason, LLMError
 from ._request import InvalidRequest, Request, as_request, body, describe
 from ._sse import EventTooLarge, MalformedStream, SSEDecoder
+from ._transports import RecordingTransport, ReplayTransport
 
 if TYPE_CHECKING:
     from engine import OutputBatch
