@@ -1313,11 +1313,13 @@ cdef class Dispatcher:
             tn.nready -= 1
             self._rlen -= 1
             f = self._ag[slot].flags
-            if f & F_DEAD:
-                self._release(slot)
-                continue
-            if f & F_HOLD:
-                self._ag[slot].flags = f & ~F_QUEUED
+            if f & (F_DEAD | F_HOLD):
+                if f & F_DEAD:
+                    self._release(slot)
+                else:
+                    self._ag[slot].flags = f & ~F_QUEUED
+                if tn.head < 0:  # none left: out of the round now, as after a turn (or it
+                    self._idle_tenant(t)  # would stay current, ahead of tenants ready since)
                 continue
             budget = min(<int64_t>self._budget, tn.deficit)
             if limit >= 0:

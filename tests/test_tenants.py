@@ -903,3 +903,32 @@ def test_await_send_under_the_log_returns_once_held_mail_is_released(impl: str) 
             assert rt.tenant_statistics("a").delayed_now == 0
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+@pytest.mark.parametrize("gone", ["terminated", "paused"])
+def test_a_tenant_whose_only_ready_agent_left_leaves_the_round(impl: str, gone: str) -> None:
+    """The default tenant's one ready agent is terminated (or paused) before its turn: the run
+    that pops it takes the tenant out of the round, so a tenant ready before it comes back is
+    served first (hypothesis found both hot paths keeping it current)."""
+    log: list[tuple[Any, Any]] = []
+    m = Machine("rec", ["idle"], "idle", [("idle", "go", None)])
+
+    @m.handler("idle", "go")
+    def go(ctx: Any, ev: Any) -> None:
+        log.append((ctx.agent_id, ev.payload))
+
+    rt = Runtime(implementation=impl, budget=3)
+    rt.spawn(m, 1)
+    rt.add_tenant("c", weight=0.5)
+    rt.spawn(m, 3, tenant="c")
+    rt.send_nowait(1, "go", 1)
+    if gone == "terminated":
+        rt.terminate(1)
+    else:
+        rt.pause(1)
+    rt.run(-1)
+    rt.spawn(m, 0)
+    rt.send_nowait(3, "go", 2)
+    rt.send_nowait(0, "go", 3)
+    rt.run(-1)
+    assert log == [(3, 2), (0, 3)]

@@ -1113,7 +1113,9 @@ class Dispatcher:
                 slot = tenant.ready.popleft()
                 self._nready -= 1
                 if not self._runnable(slot):
-                    continue
+                    if not tenant.ready:  # none left: out of the round now, as after a turn
+                        self._idle_tenant(t, tenant)  # (or it would stay current, ahead of
+                    continue  # tenants that became ready since)
                 budget = min(self._budget, tenant.deficit)
                 if limit >= 0:
                     budget = min(budget, limit - done)

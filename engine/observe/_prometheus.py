@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, final
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import CollectorRegistry
+    from prometheus_client.registry import CollectorRegistry  # type: ignore[import-untyped,unused-ignore]
 
     from ..hotpath._metrics import LatencySummary
     from ..runtime._runtime import Runtime
@@ -33,7 +33,7 @@ class EngineCollector:
         self.prefix = prefix
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric  # type: ignore[import-untyped,unused-ignore]
 
         p, rt = self.prefix, self.rt
         stats = rt.statistics()
@@ -102,7 +102,7 @@ class EngineCollector:
 
 def _tenant_families(p: str, tenants: tuple[TenantStatistics, ...]) -> Iterator[Any]:
     """The ``engine_tenant_*`` families: one series per tenant, labelled ``tenant``."""
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily  # type: ignore[import-untyped,unused-ignore]
 
     labels = [t.name for t in tenants]
     for kind, name, field, doc in (
@@ -135,7 +135,7 @@ def _tenant_families(p: str, tenants: tuple[TenantStatistics, ...]) -> Iterator[
 def _tenant_summary(name: str, doc: str, summaries: list[tuple[str, LatencySummary | None]]) -> Any:
     """A summary family over the tenants that have samples (µs in, seconds out); the sum is
     estimated from the retained samples' mean, as for the runtime's own summaries."""
-    from prometheus_client.core import Metric
+    from prometheus_client.core import Metric  # type: ignore[import-untyped,unused-ignore]
 
     family = Metric(name, f"{doc} (the sum is estimated from the retained samples)", "summary")
     for label, s in summaries:
@@ -156,7 +156,7 @@ def _quantile(values: Any, q: float) -> float:
 
 def registry(rt: Runtime) -> CollectorRegistry:
     """A ``CollectorRegistry`` holding only this runtime's collector (for any exporter)."""
-    from prometheus_client import CollectorRegistry
+    from prometheus_client import CollectorRegistry  # type: ignore[import-untyped,unused-ignore]
 
     reg = CollectorRegistry(auto_describe=False)
     reg.register(EngineCollector(rt))

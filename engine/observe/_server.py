@@ -125,7 +125,7 @@ async def _serve(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host:port`` and answer until cancelled; reports the bound port."""
-    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest  # type: ignore[import-untyped,unused-ignore]
 
     from ._prometheus import registry
 
