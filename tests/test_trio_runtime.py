@@ -424,6 +424,65 @@ def test_start_work_from_a_plugin(impl: str) -> None:
         rt.start_work("a", Work(compute))
 
 
+def test_runtime_owed_messages_wait_for_room(impl: str) -> None:
+    """``interrupted`` and a work's ``done`` owed to an agent whose bounded mailbox is full
+    wait for room (after what was queued) instead of raising or dead-lettering;
+    the work is cancelled at once either way."""
+    m = Machine(
+        "w", ["idle"], "idle", [], events=["x", "done", "interrupted"], unhandled="ignore"
+    )
+    log: list[Any] = []
+    for name in ("x", "done", "interrupted"):
+        m.handler("*", name)(lambda ctx, ev, name=name: log.append(name))
+    cancelled: list[str] = []
+
+    async def forever() -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.append("forever")
+
+    async def quick() -> int:
+        await trio.sleep(1)
+        return 1
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl) as rt:
+            rt.spawn(m, "a", capacity=2)
+            rt.pause("a")
+            rt.send_nowait("a", "x")
+            rt.send_nowait("a", "x")
+            rt.start_work("a", Work(forever))
+            rt.start_work("a", Work(quick, done="done"))
+            await trio.sleep(2)  # quick is done; its `done` waits for room
+            assert rt.interrupt("a") == 1  # cancels forever; `interrupted` waits for room
+            await trio.sleep(1)
+            assert cancelled == ["forever"]
+            assert rt.statistics("a").depth == 2
+            assert rt.dead_letters() == []
+            rt.resume("a")
+            await rt.wait_until_idle()
+            await trio.sleep(1)
+            await rt.wait_until_idle()
+            # after what was queued; then by lane: `interrupted` is HIGH, `done` NORMAL
+            assert log == ["x", "x", "interrupted", "done"]
+            assert rt.dead_letters() == []
+            # the agent gone while its message waits: a dead letter, never an error
+            rt.pause("a")
+            rt.send_nowait("a", "x")
+            rt.send_nowait("a", "x")
+            rt.start_work("a", Work(forever))
+            rt.interrupt("a")
+            rt.terminate("a")
+            rt.spawn(m, "other")
+            rt.send_nowait("other", "x")  # progress: the waiter looks again
+            await rt.wait_until_idle()
+            letters = [(d.event, d.reason) for d in rt.dead_letters()]
+            assert ("interrupted", engine.DeadLetterReason.UNDELIVERABLE) in letters
+
+    run(main)
+
+
 def test_portal_from_another_thread(impl: str) -> None:
     async def main() -> None:
         async with open_runtime(implementation=impl) as rt:

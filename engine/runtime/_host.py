@@ -270,20 +270,41 @@ class Host:
             )
             rt._d.dead_letter_count += 1
             return
+        self.deliver_event(ref, event, payload, Priority.NORMAL)
+
+    def deliver_event(self, ref: Any, event: str, payload: Any, priority: int) -> None:
+        """Queue a message the runtime itself owes an agent (its work's ``done`` or
+        ``failed``, ``interrupted``): at once when its mailbox has room, else by a task that
+        waits for room as ``send`` does, so a full bounded mailbox delays it and never loses
+        it. An agent gone or stopped meanwhile gets a dead letter instead."""
         try:
-            ref.send_nowait(event, payload, Priority.NORMAL)
+            ref.send_nowait(event, payload, priority)
+        except MailboxFullError:
+            self.nursery.start_soon(self._deliver_when_room, ref, event, payload, priority)
         except Exception as exc:
-            rt._d.dead_letters.append(
-                DeadLetter(
-                    _agent(ref),
-                    event,
-                    payload,
-                    Priority.NORMAL,
-                    DeadLetterReason.UNDELIVERABLE,
-                    exc,
-                )
+            self._undeliverable(ref, event, payload, priority, exc)
+
+    async def _deliver_when_room(self, ref: Any, event: str, payload: Any, priority: int) -> None:
+        while True:  # no checkpoint between a refusal and the park: no wake-up is missed
+            try:
+                ref.send_nowait(event, payload, priority)
+            except MailboxFullError:
+                await self._progress.park()
+                continue
+            except Exception as exc:
+                self._undeliverable(ref, event, payload, priority, exc)
+            return
+
+    def _undeliverable(
+        self, ref: Any, event: str, payload: Any, priority: int, exc: Exception
+    ) -> None:
+        d = self.rt._d
+        d.dead_letters.append(
+            DeadLetter(
+                _agent(ref), event, payload, Priority(priority), DeadLetterReason.UNDELIVERABLE, exc
             )
-            rt._d.dead_letter_count += 1
+        )
+        d.dead_letter_count += 1
 
     def cancel_work(self, ref: Any) -> int:
         scopes = self._work.get(ref, ())

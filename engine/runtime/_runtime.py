@@ -1176,18 +1176,22 @@ class Runtime:
 
     def interrupt(self, agent_id: Any, event: str = "interrupted") -> int:
         """Cancel the agent's running ``Work`` and deliver ``event`` to it (at HIGH priority).
+        A full bounded mailbox delays the event until there is room, as ``send`` would (the
+        work is cancelled at once either way); it is never lost.
 
         Returns:
             How many pieces of work were cancelled.
 
         Raises:
-            AgentNotFoundError, UnknownEventError: As ``send_nowait``.
+            AgentNotFoundError, UnknownEventError, AgentStoppedError: As ``send_nowait``.
         """
         host = self._running_host()
         ref = self._d.ref(agent_id)
         self._d.machine(agent_id).event_code(event)
+        if self._d.status(agent_id) == AgentStatus.STOPPED:
+            raise AgentStoppedError(agent_id, "is stopped")
         cancelled = host.cancel_work(ref)
-        self._d.send_nowait(agent_id, event, None, Priority.HIGH)
+        host.deliver_event(ref, event, None, Priority.HIGH)
         return cancelled
 
     def start_work(self, agent_id: Any, work: Work) -> None:
