@@ -531,6 +531,32 @@ def test_work_is_cancelled_at_its_tenants_turn_deadline(impl: str) -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_work_a_plugin_started_is_not_held_to_the_turn_deadline(impl: str) -> None:
+    """``start_work`` (a plugin's I/O for an agent, e.g. an LLM stream) is not a turn: the
+    tenant's turn deadline, which cancels handler-started work, leaves it alone."""
+    m = Machine(
+        "worker",
+        ["idle", "done", "late"],
+        "idle",
+        [("idle", "ok", "done"), ("idle", "timeout", "late")],
+    )
+
+    async def job(seconds: float) -> str:
+        await trio.sleep(seconds)
+        return "ok"
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl) as rt:
+            rt.add_tenant("t", limits=Limits(turn_deadline=1.0))
+            rt.spawn(m, "streaming", tenant="t")
+            rt.start_work("streaming", Work(job, (5.0,), done="ok", failed="timeout"))
+            await trio.sleep(6)
+            assert rt.state("streaming") == "done"
+            assert rt.tenant_statistics("t").overruns == 0
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 # -- the tenants themselves -----------------------------------------------------------------
 
 

@@ -222,13 +222,15 @@ class Host:
 
     # -- work ------------------------------------------------------------------------------
 
-    def start_work(self, ref: Any, work: Work) -> None:
+    def start_work(self, ref: Any, work: Work, turn: bool = True) -> None:
+        """Run an agent's work in a scope filed under it; ``turn=False`` (work a plugin
+        started) is not held to its tenant's turn deadline."""
         scope = trio.CancelScope()
         self._work.setdefault(ref, set()).add(scope)
-        self.nursery.start_soon(self._run_work, ref, work, scope)
+        self.nursery.start_soon(self._run_work, ref, work, scope, turn)
 
-    async def _run_work(self, ref: Any, work: Work, scope: trio.CancelScope) -> None:
-        tenant, deadline = self.rt._work_deadline(ref)
+    async def _run_work(self, ref: Any, work: Work, scope: trio.CancelScope, turn: bool) -> None:
+        tenant, deadline = self.rt._work_deadline(ref) if turn else (0, 0.0)
         try:
             with scope:
                 try:

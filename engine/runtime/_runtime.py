@@ -1200,7 +1200,9 @@ class Runtime:
         ``terminate`` and a supervision restart or stop cancel it, and ``done`` / ``failed``
         are delivered to the agent as for the action. Plugins start I/O that an agent owns
         this way (``WorkSink.start_work``), e.g. a stream an agent's output asked for. A
-        hibernated agent is woken first (its work keeps it resident until it ends).
+        hibernated agent is woken first (its work keeps it resident until it ends). Such
+        work is the agent's I/O, not a turn: its tenant's ``turn_deadline`` does not apply
+        (the plugin's own timeouts do).
 
         Raises:
             RuntimeNotRunningError: Not under ``open_runtime``.
@@ -1215,7 +1217,7 @@ class Runtime:
             self.wake(agent_id)  # AgentNotFoundError when it is not hibernated either
         if self._d.status(agent_id) == AgentStatus.STOPPED:
             raise AgentStoppedError(agent_id, "is stopped")
-        host.start_work(self._d.ref(agent_id), work)
+        host.start_work(self._d.ref(agent_id), work, turn=False)
 
     async def start(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
