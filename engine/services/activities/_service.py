@@ -1,0 +1,383 @@
+"""``ActivityService``: create / send / query / subscribe / terminate, on one engine runtime.
+
+Theory of operation: a service agent *is* an engine agent of the service's machine
+(``_machine``): its state is the agent's data (the only copy), its activities are messages
+in the agent's mailbox lanes (``Activity.priority`` is the lane), its status and counters
+are the engine's (``rt.status``, ``rt.statistics``), and ``subscribe`` reads the engine's
+record stream. What the engine does not keep, the service keeps per agent in an ``_Entry``:
+the agent's workflow, and when it last entered each status. The engine stamps only the
+current status (``rt.status_since``), so the service notes that stamp before it is
+replaced: at every ``send`` (an IDLE spell ends only with a send) and at the start of every
+step (a step runs during each PROCESSING spell, and the step that ends an ERROR spell runs
+while ERROR still shows; during a step the stamp is when the shown status began).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import attrs
+import trio
+
+from ... import AgentNotFoundError, AgentStatus, HandlerError, Runtime, Supervision
+from . import _machine
+from ._errors import (
+    ActivityAgentExistsError,
+    ActivityAgentNotFoundError,
+    InvalidActivityError,
+    ProcessingError,
+    UnknownActivityTypeError,
+    UnknownCommandError,
+    brief,
+)
+from ._stream import ActivityStream
+from ._values import (
+    Activity,
+    ActivityAgentState,
+    ActivityType,
+    ProcessingMetrics,
+    StatusTimes,
+    finite,
+)
+
+Workflow = Callable[[Any, Activity], Any]
+"""``(state, activity) -> new_state``: runs after the activity's type has been applied."""
+_RESUME = Supervision("resume")  # a failed activity leaves the state and goes on
+_FIELDS = frozenset(("id", "type", "payload", "priority"))
+
+
+@attrs.define(eq=False)
+class _Entry:
+    """What the service keeps per agent beside the engine: its workflow, status times."""
+
+    workflow: Workflow | None
+    idle: float | None = None
+    processing: float | None = None
+    error: float | None = None
+
+    def note(self, status: AgentStatus, since: float) -> None:
+        if status is AgentStatus.IDLE:
+            self.idle = since
+        elif status is AgentStatus.PROCESSING:
+            self.processing = since
+        elif status is AgentStatus.ERROR:
+            self.error = since
+
+
+def _callable(what: str, value: Any, optional: bool = False) -> None:
+    if not callable(value) and not (optional and value is None):
+        raise InvalidActivityError(f"{what} must be callable, got {brief(value)}")
+
+
+def as_activity(value: Any) -> Activity:
+    """An ``Activity``, or a mapping with its fields (as the design's object literals)."""
+    if type(value) is Activity:
+        return value
+    if isinstance(value, Mapping) and value.keys() <= _FIELDS and "id" in value and "type" in value:
+        return Activity(**value)
+    raise InvalidActivityError(
+        f"an activity must be an Activity or a mapping of id, type, payload, priority; "
+        f"got {brief(value)}"
+    )
+
+
+def unwrap(error: BaseException | None) -> BaseException | None:
+    """The ``ProcessingError`` inside the engine's ``HandlerError`` (or ``error`` itself)."""
+    if isinstance(error, HandlerError) and isinstance(error.__cause__, ProcessingError):
+        return error.__cause__
+    return error
+
+
+@final
+class ActivityService:
+    """The agent runtime service over one engine ``Runtime``; made by
+    ``open_activity_service``.
+
+    Custom types and commands may be registered at any time; a type registered while agents
+    run moves them onto the machine's next version (``rt.upgrade``). Handlers run inside the
+    engine's drain loop and are synchronous: from there, use ``send_nowait``.
+    """
+
+    def __init__(self, runtime: Runtime, name: str, workflow: Workflow | None) -> None:
+        if not isinstance(runtime, Runtime):
+            raise InvalidActivityError(f"runtime must be an engine.Runtime, got {brief(runtime)}")
+        if not isinstance(name, str) or not name:
+            raise InvalidActivityError(f"name must be a non-empty str, got {brief(name)}")
+        _callable("workflow", workflow, optional=True)
+        self.runtime = runtime
+        """The engine runtime the agents live in."""
+        self.entries: dict[Any, _Entry] = {}
+        self._name = name
+        self._workflow = workflow
+        self._commands: dict[str, _machine.Handler] = {}
+        self._kinds: dict[str, _machine.Kind] = {
+            ActivityType.STATE_CHANGE.value: _machine.state_change,
+            ActivityType.COMMAND.value: _machine.command(self._commands),
+        }
+        self.machine = _machine.build(name, 1, self._kinds, self)
+        """The engine machine of the service's agents (its version grows with each type)."""
+
+    # -- registration ----------------------------------------------------------------------
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        """Registered activity types, built-in ones first."""
+        return tuple(self._kinds)
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """Registered command names."""
+        return tuple(self._commands)
+
+    def register_type(self, name: str, handler: _machine.Handler) -> None:
+        """Register a custom activity type handled by ``handler(state, activity) -> Outcome
+        | None``. Running agents are moved onto the new machine version.
+
+        Raises:
+            InvalidActivityError: Not a non-empty str, already registered, or not callable.
+            engine.RuntimeBusyError: Called from a handler (nothing registered).
+        """
+        if not isinstance(name, str) or not name:
+            raise InvalidActivityError(f"a type name must be a non-empty str, got {brief(name)}")
+        name = str.__str__(name)
+        if name in self._kinds:
+            raise InvalidActivityError(f"activity type {name!r} is already registered")
+        _callable("a type handler", handler)
+        kinds = {**self._kinds, name: _machine.custom(handler)}
+        old = self.machine
+        new = _machine.build(self._name, old.version + 1, kinds, self)
+        if self.entries:
+            self.runtime.upgrade(old, new)  # refused in a run: nothing changed yet
+        self._kinds, self.machine = kinds, new
+
+    def register_command(self, name: str, handler: _machine.Handler) -> None:
+        """Register ``handler(state, activity) -> Outcome | None`` for COMMAND activities
+        whose payload is ``{"command": name, ...}``.
+
+        Raises:
+            InvalidActivityError: Not a non-empty str, already registered, or not callable.
+        """
+        if not isinstance(name, str) or not name:
+            raise InvalidActivityError(f"a command name must be a non-empty str, got {brief(name)}")
+        name = str.__str__(name)
+        if name in self._commands:
+            raise InvalidActivityError(f"command {name!r} is already registered")
+        _callable("a command handler", handler)
+        self._commands[name] = handler
+
+    # -- agents ----------------------------------------------------------------------------
+
+    async def create(
+        self, agent_id: Any, initial_state: Any = None, *, workflow: Workflow | None = None
+    ) -> ActivityAgent:
+        """Create an agent with ``initial_state``; ``workflow`` (default: the service's)
+        runs on every activity after its type's handler.
+
+        Raises:
+            ActivityAgentExistsError: The id is taken.
+            InvalidActivityError: The id is None or unhashable, or ``workflow`` is not
+                callable.
+        """
+        await trio.lowlevel.checkpoint()
+        _callable("workflow", workflow, optional=True)
+        if agent_id is None or not _hashable(agent_id):
+            raise InvalidActivityError(
+                f"an agent id must be hashable and not None, got {brief(agent_id)}"
+            )
+        if agent_id in self.runtime:
+            raise ActivityAgentExistsError(agent_id)
+        entry = _Entry(self._workflow if workflow is None else workflow)
+        self.runtime.spawn(self.machine, agent_id, initial_state, supervision=_RESUME)
+        self.entries[agent_id] = entry
+        entry.note(AgentStatus.IDLE, self.runtime.status_since(agent_id))
+        return ActivityAgent(self, agent_id)
+
+    async def terminate(self, agent_id: Any) -> int:
+        """Remove an agent; its queued activities become dead letters (returns how many).
+
+        Raises:
+            ActivityAgentNotFoundError: No agent of this service has that id.
+        """
+        await trio.lowlevel.checkpoint()
+        self._entry(agent_id)
+        try:
+            return self.runtime.terminate(agent_id)
+        except AgentNotFoundError:
+            raise ActivityAgentNotFoundError(agent_id) from None
+        finally:
+            del self.entries[agent_id]
+
+    def agent(self, agent_id: Any) -> ActivityAgent:
+        """The handle of an existing agent (raises ``ActivityAgentNotFoundError``)."""
+        self._entry(agent_id)
+        return ActivityAgent(self, agent_id)
+
+    def agent_ids(self) -> list[Any]:
+        """Ids of the service's agents."""
+        return list(self.entries)
+
+    def _entry(self, agent_id: Any) -> _Entry:
+        """The entry of a live agent of this service, or ``ActivityAgentNotFoundError``."""
+        entry = self.entries.get(agent_id) if _hashable(agent_id) else None
+        if entry is None:
+            raise ActivityAgentNotFoundError(agent_id)
+        rt = self.runtime
+        if agent_id not in rt or rt.machine(agent_id) is not self.machine:
+            del self.entries[agent_id]  # terminated, or replaced, behind the service's back
+            raise ActivityAgentNotFoundError(agent_id)
+        return entry
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _check(self, agent_id: Any, activity: Any) -> Activity:
+        checked = as_activity(activity)
+        kind = checked.type
+        if kind not in self._kinds:
+            raise UnknownActivityTypeError(self._name, kind)
+        if kind == "COMMAND":
+            name = _machine.command_name(checked.payload)
+            if name not in self._commands:
+                raise UnknownCommandError(name)
+        entry = self.entries.get(agent_id) if _hashable(agent_id) else None
+        if entry is None:
+            raise ActivityAgentNotFoundError(agent_id)
+        rt = self.runtime
+        try:  # an IDLE spell ends with this send: note when it began
+            entry.note(rt.status(agent_id), rt.status_since(agent_id))
+        except AgentNotFoundError:
+            self._entry(agent_id)  # drops the entry, raises ours
+        return checked
+
+    def send_nowait(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
+        """Queue an activity in the lane of its priority (synchronous; usable in handlers).
+
+        Raises:
+            ActivityAgentNotFoundError, UnknownActivityTypeError, UnknownCommandError,
+            InvalidActivityError: Nothing was queued.
+            engine.MailboxFullError: A bounded mailbox is full (a ``trio.WouldBlock``).
+        """
+        activity = self._check(agent_id, activity)
+        self.runtime.send_nowait(agent_id, activity.type, activity, activity.priority)
+
+    async def send(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
+        """Queue an activity (waits while a bounded mailbox is full); it is processed by the
+        runtime's dispatch task, in priority order. Raises what ``send_nowait`` raises
+        (nothing queued), except that a full mailbox is waited for."""
+        activity = self._check(agent_id, activity)
+        await self.runtime.send(agent_id, activity.type, activity, activity.priority)
+
+    async def process(
+        self,
+        agent_id: Any,
+        activity: Activity | Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+    ) -> tuple[Any, ...]:
+        """Send an activity and wait until it is processed; return its results.
+
+        Raises:
+            ProcessingError: Processing failed (the cause is ``__cause__``).
+            trio.TooSlowError: Not processed within ``timeout`` seconds.
+            engine.AgentStoppedError: The agent was terminated first.
+            And what ``send_nowait`` raises (nothing queued).
+        """
+        timeout = finite("timeout", timeout)
+        activity = self._check(agent_id, activity)
+        try:
+            results = await self.runtime.request(
+                agent_id, activity.type, activity, priority=activity.priority, timeout=timeout
+            )
+        except HandlerError as err:
+            cause = unwrap(err)
+            if cause is err or cause is None:
+                raise
+            raise cause from cause.__cause__
+        return tuple(results)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def get_state(self, agent_id: Any) -> ActivityAgentState:
+        """The agent's state, status, status times and metrics.
+
+        Raises:
+            ActivityAgentNotFoundError: No agent of this service has that id.
+        """
+        await trio.lowlevel.checkpoint()
+        entry = self._entry(agent_id)
+        rt = self.runtime
+        stats = rt.statistics(agent_id)
+        entry.note(stats.status, stats.status_since)
+        error = unwrap(stats.last_error)
+        handled = stats.processed + stats.failed
+        average = None
+        if stats.busy_s is not None:
+            average = stats.busy_s / handled if handled else 0.0
+        return ActivityAgentState(
+            agent_id,
+            rt.data(agent_id),
+            stats.status,
+            stats.status_since,
+            StatusTimes(entry.idle, entry.processing, entry.error),
+            error if stats.status is AgentStatus.ERROR else None,
+            ProcessingMetrics(stats.processed, stats.failed, average, error),
+        )
+
+    @asynccontextmanager
+    async def subscribe(
+        self, agent_id: Any, from_seq: int | None = None
+    ) -> AsyncIterator[ActivityStream]:
+        """Follow the activities the agent processes (the engine's record stream: it never
+        takes one from the mailbox); ``from_seq`` resumes from a cursor.
+
+        Raises:
+            ActivityAgentNotFoundError: No agent of this service has that id.
+        """
+        self._entry(agent_id)
+        async with self.runtime.subscribe(agent_id, from_seq) as records:
+            yield ActivityStream(records, agent_id)
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except Exception:
+        return False
+    return True
+
+
+@final
+@attrs.frozen
+class ActivityAgent:
+    """The handle ``create`` returns (the design's runtime handle): the service's calls,
+    bound to one agent id."""
+
+    service: ActivityService
+    id: Any
+
+    async def send(self, activity: Activity | Mapping[str, Any]) -> None:
+        """``service.send(id, activity)``."""
+        await self.service.send(self.id, activity)
+
+    def send_nowait(self, activity: Activity | Mapping[str, Any]) -> None:
+        """``service.send_nowait(id, activity)``."""
+        self.service.send_nowait(self.id, activity)
+
+    async def process(
+        self, activity: Activity | Mapping[str, Any], *, timeout: float | None = None
+    ) -> tuple[Any, ...]:
+        """``service.process(id, activity)``."""
+        return await self.service.process(self.id, activity, timeout=timeout)
+
+    async def get_state(self) -> ActivityAgentState:
+        """``service.get_state(id)``."""
+        return await self.service.get_state(self.id)
+
+    def subscribe(self, from_seq: int | None = None) -> Any:
+        """``service.subscribe(id)``: an async context manager of an ``ActivityStream``."""
+        return self.service.subscribe(self.id, from_seq)
+
+    async def terminate(self) -> int:
+        """``service.terminate(id)``."""
+        return await self.service.terminate(self.id)
