@@ -21,7 +21,7 @@ from typing import Any, final
 import attrs
 import trio
 
-from ... import AgentNotFoundError, AgentStatus, HandlerError, Runtime, Supervision
+from ... import AgentNotFoundError, AgentRef, AgentStatus, HandlerError, Runtime, Supervision
 from . import _machine
 from ._errors import (
     ActivityAgentExistsError,
@@ -52,6 +52,8 @@ _FIELDS = frozenset(("id", "type", "payload", "priority"))
 class _Entry:
     """What the service keeps per agent beside the engine: its workflow, status times."""
 
+    ref: AgentRef
+    """The engine agent (a stale ref means it went away, or was moved: see ``_entry``)."""
     workflow: Workflow | None
     idle: float | None = None
     processing: float | None = None
@@ -188,9 +190,10 @@ class ActivityService:
             )
         if agent_id in self.runtime:
             raise ActivityAgentExistsError(agent_id)
-        entry = _Entry(self._workflow if workflow is None else workflow)
-        self.runtime.spawn(self.machine, agent_id, initial_state, supervision=_RESUME)
-        self.entries[agent_id] = entry
+        ref = self.runtime.spawn(self.machine, agent_id, initial_state, supervision=_RESUME)
+        entry = self.entries[agent_id] = _Entry(
+            ref, self._workflow if workflow is None else workflow
+        )
         entry.note(AgentStatus.IDLE, self.runtime.status_since(agent_id))
         return ActivityAgent(self, agent_id)
 
@@ -220,18 +223,24 @@ class ActivityService:
 
     def _entry(self, agent_id: Any) -> _Entry:
         """The entry of a live agent of this service, or ``ActivityAgentNotFoundError``."""
-        entry = self.entries.get(agent_id) if _hashable(agent_id) else None
+        try:
+            entry = self.entries.get(agent_id)
+        except TypeError:  # unhashable
+            entry = None
         if entry is None:
             raise ActivityAgentNotFoundError(agent_id)
-        rt = self.runtime
-        if agent_id not in rt or rt.machine(agent_id) is not self.machine:
-            del self.entries[agent_id]  # terminated, or replaced, behind the service's back
-            raise ActivityAgentNotFoundError(agent_id)
+        if not entry.ref.alive:  # terminated or replaced behind the service's back, or moved
+            rt = self.runtime  # (by an upgrade or a hibernation): found again, or forgotten
+            if agent_id in rt and rt.machine(agent_id) is self.machine:
+                entry.ref = rt.ref(agent_id)
+            else:
+                del self.entries[agent_id]
+                raise ActivityAgentNotFoundError(agent_id)
         return entry
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _check(self, agent_id: Any, activity: Any) -> Activity:
+    def _check(self, agent_id: Any, activity: Any) -> tuple[_Entry, Activity]:
         checked = as_activity(activity)
         kind = checked.type
         if kind not in self._kinds:
@@ -240,15 +249,10 @@ class ActivityService:
             name = _machine.command_name(checked.payload)
             if name not in self._commands:
                 raise UnknownCommandError(name)
-        entry = self.entries.get(agent_id) if _hashable(agent_id) else None
-        if entry is None:
-            raise ActivityAgentNotFoundError(agent_id)
-        rt = self.runtime
-        try:  # an IDLE spell ends with this send: note when it began
-            entry.note(rt.status(agent_id), rt.status_since(agent_id))
-        except AgentNotFoundError:
-            self._entry(agent_id)  # drops the entry, raises ours
-        return checked
+        entry = self._entry(agent_id)
+        rt = self.runtime  # an IDLE spell ends with this send: note when it began
+        entry.note(rt.status(agent_id), rt.status_since(agent_id))
+        return entry, checked
 
     def send_nowait(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
         """Queue an activity in the lane of its priority (synchronous; usable in handlers).
@@ -258,15 +262,15 @@ class ActivityService:
             InvalidActivityError: Nothing was queued.
             engine.MailboxFullError: A bounded mailbox is full (a ``trio.WouldBlock``).
         """
-        activity = self._check(agent_id, activity)
-        self.runtime.send_nowait(agent_id, activity.type, activity, activity.priority)
+        entry, checked = self._check(agent_id, activity)
+        entry.ref.send_nowait(checked.type, checked, checked.priority)
 
     async def send(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
         """Queue an activity (waits while a bounded mailbox is full); it is processed by the
         runtime's dispatch task, in priority order. Raises what ``send_nowait`` raises
         (nothing queued), except that a full mailbox is waited for."""
-        activity = self._check(agent_id, activity)
-        await self.runtime.send(agent_id, activity.type, activity, activity.priority)
+        _, checked = self._check(agent_id, activity)
+        await self.runtime.send(agent_id, checked.type, checked, checked.priority)
 
     async def process(
         self,
@@ -284,10 +288,10 @@ class ActivityService:
             And what ``send_nowait`` raises (nothing queued).
         """
         timeout = finite("timeout", timeout)
-        activity = self._check(agent_id, activity)
+        _, checked = self._check(agent_id, activity)
         try:
             results = await self.runtime.request(
-                agent_id, activity.type, activity, priority=activity.priority, timeout=timeout
+                agent_id, checked.type, checked, priority=checked.priority, timeout=timeout
             )
         except HandlerError as err:
             cause = unwrap(err)
