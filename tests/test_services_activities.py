@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 import engine
+import engine.store
 from engine import AgentStatus, Priority
 from engine.services import activities
 from engine.services.activities import (
@@ -385,6 +386,35 @@ def test_a_shared_runtime_and_the_services_lifetime(impl: str) -> None:
     run(main)
 
 
+def test_hibernation_and_a_type_registered_meanwhile(impl: str) -> None:
+    """A hibernated agent stays the service's: it wakes on the next call naming it, and a
+    type registered while it sleeps reaches it along the engine's upgrade chain."""
+
+    async def main() -> None:
+        async with open_activity_service(
+            implementation=impl, store=engine.store.MemoryStore()
+        ) as service:
+            agent = await service.create("a", {"n": 1})
+            await agent.process(Activity("s", "STATE_CHANGE", {"n": 2}))
+            rt = service.runtime
+            rt.hibernate("a")
+            assert rt.status("a") is AgentStatus.HIBERNATED
+            assert (await agent.get_state()).state == {"n": 2}  # woken by the look
+            rt.hibernate("a")
+            service.register_type("t", lambda state, activity: Outcome(results=["t"]))
+            assert await agent.process(Activity("t", "t")) == ("t",)  # woken by the send
+            assert rt.machine("a") is service.machine
+            stats = service.statistics()
+            assert (stats.agents, stats.types, stats.commands) == (
+                1,
+                ("STATE_CHANGE", "COMMAND", "t"),
+                (),
+            )
+            assert (stats.version, stats.processed, stats.failed) == (2, 2, 0)
+
+    run(main)
+
+
 def test_outcome_keep_and_public_names() -> None:
     assert Outcome().state is KEEP
     assert Outcome(results=("x",)).results == ("x",)
@@ -393,7 +423,8 @@ def test_outcome_keep_and_public_names() -> None:
     public = {
         "KEEP", "Activity", "ActivityAgent", "ActivityAgentExistsError",
         "ActivityAgentNotFoundError", "ActivityAgentState", "ActivityError", "ActivityRecord",
-        "ActivityService", "ActivityStream", "ActivityType", "InvalidActivityError",
+        "ActivityService", "ActivityServiceStatistics", "ActivityStream", "ActivityType",
+        "InvalidActivityError",
         "Outcome", "ProcessingError", "ProcessingMetrics", "StatusTimes",
         "UnknownActivityTypeError", "UnknownCommandError", "open_activity_service",
     }  # fmt: skip

@@ -16,6 +16,7 @@ the exception tree), ``_machine`` (the machine and its handlers), ``_service`` (
 and the per-agent handle), ``_stream`` (subscriptions), ``_open`` (the factory).
 """
 
+from ._agent import ActivityAgent as ActivityAgent
 from ._errors import ActivityAgentExistsError as ActivityAgentExistsError
 from ._errors import ActivityAgentNotFoundError as ActivityAgentNotFoundError
 from ._errors import ActivityError as ActivityError
@@ -24,13 +25,13 @@ from ._errors import ProcessingError as ProcessingError
 from ._errors import UnknownActivityTypeError as UnknownActivityTypeError
 from ._errors import UnknownCommandError as UnknownCommandError
 from ._open import open_activity_service as open_activity_service
-from ._service import ActivityAgent as ActivityAgent
 from ._service import ActivityService as ActivityService
 from ._stream import ActivityStream as ActivityStream
 from ._values import KEEP as KEEP
 from ._values import Activity as Activity
 from ._values import ActivityAgentState as ActivityAgentState
 from ._values import ActivityRecord as ActivityRecord
+from ._values import ActivityServiceStatistics as ActivityServiceStatistics
 from ._values import ActivityType as ActivityType
 from ._values import Outcome as Outcome
 from ._values import ProcessingMetrics as ProcessingMetrics

@@ -15,9 +15,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from ... import AgentNotFoundError, Runtime, open_runtime
+from ._agent import Workflow
 from ._errors import InvalidActivityError, brief
 from ._machine import Handler
-from ._service import ActivityService, Workflow
+from ._service import ActivityService
 
 
 @asynccontextmanager

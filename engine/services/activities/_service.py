@@ -4,9 +4,9 @@ Theory of operation: a service agent *is* an engine agent of the service's machi
 (``_machine``): its state is the agent's data (the only copy), its activities are messages
 in the agent's mailbox lanes (``Activity.priority`` is the lane), its status and counters
 are the engine's (``rt.status``, ``rt.statistics``), and ``subscribe`` reads the engine's
-record stream. What the engine does not keep, the service keeps per agent in an ``_Entry``:
-the agent's workflow, and when it last entered each status. The engine stamps only the
-current status (``rt.status_since``), so the service notes that stamp before it is
+record stream. What the engine does not keep, the service keeps per agent in an ``Entry``
+(``_agent``): the agent's workflow, and when it last entered each status. The engine stamps
+only the current status (``rt.status_since``), so the service notes that stamp before it is
 replaced: at every ``send`` (an IDLE spell ends only with a send) and at the start of every
 step (a step runs during each PROCESSING spell, and the step that ends an ERROR spell runs
 while ERROR still shows; during a step the stamp is when the shown status began).
@@ -14,20 +14,19 @@ while ERROR still shows; during a step the stamp is when the shown status began)
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, final
 
-import attrs
 import trio
 
-from ... import AgentNotFoundError, AgentRef, AgentStatus, HandlerError, Runtime, Supervision
+from ... import AgentNotFoundError, AgentStatus, HandlerError, Runtime, Supervision
 from . import _machine
+from ._agent import ActivityAgent, Entry, Workflow, as_activity, check_callable, hashable, unwrap
 from ._errors import (
     ActivityAgentExistsError,
     ActivityAgentNotFoundError,
     InvalidActivityError,
-    ProcessingError,
     UnknownActivityTypeError,
     UnknownCommandError,
     brief,
@@ -36,60 +35,14 @@ from ._stream import ActivityStream
 from ._values import (
     Activity,
     ActivityAgentState,
+    ActivityServiceStatistics,
     ActivityType,
     ProcessingMetrics,
     StatusTimes,
     finite,
 )
 
-Workflow = Callable[[Any, Activity], Any]
-"""``(state, activity) -> new_state``: runs after the activity's type has been applied."""
 _RESUME = Supervision("resume")  # a failed activity leaves the state and goes on
-_FIELDS = frozenset(("id", "type", "payload", "priority"))
-
-
-@attrs.define(eq=False)
-class _Entry:
-    """What the service keeps per agent beside the engine: its workflow, status times."""
-
-    ref: AgentRef
-    """The engine agent (a stale ref means it went away, or was moved: see ``_entry``)."""
-    workflow: Workflow | None
-    idle: float | None = None
-    processing: float | None = None
-    error: float | None = None
-
-    def note(self, status: AgentStatus, since: float) -> None:
-        if status is AgentStatus.IDLE:
-            self.idle = since
-        elif status is AgentStatus.PROCESSING:
-            self.processing = since
-        elif status is AgentStatus.ERROR:
-            self.error = since
-
-
-def _callable(what: str, value: Any, optional: bool = False) -> None:
-    if not callable(value) and not (optional and value is None):
-        raise InvalidActivityError(f"{what} must be callable, got {brief(value)}")
-
-
-def as_activity(value: Any) -> Activity:
-    """An ``Activity``, or a mapping with its fields (as the design's object literals)."""
-    if type(value) is Activity:
-        return value
-    if isinstance(value, Mapping) and value.keys() <= _FIELDS and "id" in value and "type" in value:
-        return Activity(**value)
-    raise InvalidActivityError(
-        f"an activity must be an Activity or a mapping of id, type, payload, priority; "
-        f"got {brief(value)}"
-    )
-
-
-def unwrap(error: BaseException | None) -> BaseException | None:
-    """The ``ProcessingError`` inside the engine's ``HandlerError`` (or ``error`` itself)."""
-    if isinstance(error, HandlerError) and isinstance(error.__cause__, ProcessingError):
-        return error.__cause__
-    return error
 
 
 @final
@@ -107,10 +60,10 @@ class ActivityService:
             raise InvalidActivityError(f"runtime must be an engine.Runtime, got {brief(runtime)}")
         if not isinstance(name, str) or not name:
             raise InvalidActivityError(f"name must be a non-empty str, got {brief(name)}")
-        _callable("workflow", workflow, optional=True)
+        check_callable("workflow", workflow, optional=True)
         self.runtime = runtime
         """The engine runtime the agents live in."""
-        self.entries: dict[Any, _Entry] = {}
+        self.entries: dict[Any, Entry] = {}
         self._name = name
         self._workflow = workflow
         self._commands: dict[str, _machine.Handler] = {}
@@ -133,6 +86,18 @@ class ActivityService:
         """Registered command names."""
         return tuple(self._commands)
 
+    def statistics(self) -> ActivityServiceStatistics:
+        """Agents, registrations, machine version, and the engine's counts for its machine."""
+        mine = [m for m in self.runtime.machine_statistics() if m.machine == self._name]
+        return ActivityServiceStatistics(
+            len(self.entries),
+            self.types,
+            self.commands,
+            self.machine.version,
+            sum(m.processed for m in mine),
+            sum(m.failed for m in mine),
+        )
+
     def register_type(self, name: str, handler: _machine.Handler) -> None:
         """Register a custom activity type handled by ``handler(state, activity) -> Outcome
         | None``. Running agents are moved onto the new machine version.
@@ -146,7 +111,7 @@ class ActivityService:
         name = str.__str__(name)
         if name in self._kinds:
             raise InvalidActivityError(f"activity type {name!r} is already registered")
-        _callable("a type handler", handler)
+        check_callable("a type handler", handler)
         kinds = {**self._kinds, name: _machine.custom(handler)}
         old = self.machine
         new = _machine.build(self._name, old.version + 1, kinds, self)
@@ -166,7 +131,7 @@ class ActivityService:
         name = str.__str__(name)
         if name in self._commands:
             raise InvalidActivityError(f"command {name!r} is already registered")
-        _callable("a command handler", handler)
+        check_callable("a command handler", handler)
         self._commands[name] = handler
 
     # -- agents ----------------------------------------------------------------------------
@@ -183,15 +148,15 @@ class ActivityService:
                 callable.
         """
         await trio.lowlevel.checkpoint()
-        _callable("workflow", workflow, optional=True)
-        if agent_id is None or not _hashable(agent_id):
+        check_callable("workflow", workflow, optional=True)
+        if agent_id is None or not hashable(agent_id):
             raise InvalidActivityError(
                 f"an agent id must be hashable and not None, got {brief(agent_id)}"
             )
         if agent_id in self.runtime:
             raise ActivityAgentExistsError(agent_id)
         ref = self.runtime.spawn(self.machine, agent_id, initial_state, supervision=_RESUME)
-        entry = self.entries[agent_id] = _Entry(
+        entry = self.entries[agent_id] = Entry(
             ref, self._workflow if workflow is None else workflow
         )
         entry.note(AgentStatus.IDLE, self.runtime.status_since(agent_id))
@@ -221,7 +186,7 @@ class ActivityService:
         """Ids of the service's agents."""
         return list(self.entries)
 
-    def _entry(self, agent_id: Any) -> _Entry:
+    def _entry(self, agent_id: Any) -> Entry:
         """The entry of a live agent of this service, or ``ActivityAgentNotFoundError``."""
         try:
             entry = self.entries.get(agent_id)
@@ -240,7 +205,7 @@ class ActivityService:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _check(self, agent_id: Any, activity: Any) -> tuple[_Entry, Activity]:
+    def _check(self, agent_id: Any, activity: Any) -> tuple[Entry, Activity]:
         checked = as_activity(activity)
         kind = checked.type
         if kind not in self._kinds:
@@ -341,47 +306,3 @@ class ActivityService:
         self._entry(agent_id)
         async with self.runtime.subscribe(agent_id, from_seq) as records:
             yield ActivityStream(records, agent_id)
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except Exception:
-        return False
-    return True
-
-
-@final
-@attrs.frozen
-class ActivityAgent:
-    """The handle ``create`` returns (the design's runtime handle): the service's calls,
-    bound to one agent id."""
-
-    service: ActivityService
-    id: Any
-
-    async def send(self, activity: Activity | Mapping[str, Any]) -> None:
-        """``service.send(id, activity)``."""
-        await self.service.send(self.id, activity)
-
-    def send_nowait(self, activity: Activity | Mapping[str, Any]) -> None:
-        """``service.send_nowait(id, activity)``."""
-        self.service.send_nowait(self.id, activity)
-
-    async def process(
-        self, activity: Activity | Mapping[str, Any], *, timeout: float | None = None
-    ) -> tuple[Any, ...]:
-        """``service.process(id, activity)``."""
-        return await self.service.process(self.id, activity, timeout=timeout)
-
-    async def get_state(self) -> ActivityAgentState:
-        """``service.get_state(id)``."""
-        return await self.service.get_state(self.id)
-
-    def subscribe(self, from_seq: int | None = None) -> Any:
-        """``service.subscribe(id)``: an async context manager of an ``ActivityStream``."""
-        return self.service.subscribe(self.id, from_seq)
-
-    async def terminate(self) -> int:
-        """``service.terminate(id)``."""
-        return await self.service.terminate(self.id)

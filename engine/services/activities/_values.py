@@ -164,6 +164,25 @@ class ActivityRecord:
     """When it was processed (the runtime's clock)."""
 
 
+@final
+@attrs.frozen
+class ActivityServiceStatistics:
+    """What ``ActivityService.statistics()`` returns."""
+
+    agents: int
+    """The service's agents."""
+    types: tuple[str, ...]
+    """Registered activity types, built-in ones first."""
+    commands: tuple[str, ...]
+    """Registered command names."""
+    version: int
+    """The version of the service's machine (one more per type registered after open)."""
+    processed: int
+    """Activities processed by its live agents (``rt.machine_statistics``)."""
+    failed: int
+    """Activities failed by its live agents."""
+
+
 def finite(name: str, value: Any) -> float | None:
     """``value`` if it is None or a finite number (for timeouts)."""
     if value is None:
