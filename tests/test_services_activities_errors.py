@@ -365,3 +365,36 @@ def test_huge_payloads_ride_along_uncopied(impl: str) -> None:
             assert len(str(info.value)) < 200
 
     run(main)
+
+
+def test_an_agent_terminated_during_its_own_step_or_while_awaited(impl: str) -> None:
+    box: list[ActivityService] = []
+
+    def die(state: Any, activity: Activity) -> Outcome:
+        box[0].runtime.terminate("a")  # the engine's sync call, from inside the drain loop
+        return Outcome(state="after")
+
+    async def main() -> None:
+        async with open_activity_service(implementation=impl, commands={"die": die}) as service:
+            box.append(service)
+            agent = await service.create("a", "before")
+            await agent.send(Activity("d", "COMMAND", {"command": "die"}))
+            await service.runtime.wait_until_idle()
+            with pytest.raises(ActivityAgentNotFoundError):
+                await agent.get_state()
+            assert service.agent_ids() == []
+            (letter,) = service.runtime.dead_letters()  # the step's new state went nowhere
+            assert letter.reason is engine.DeadLetterReason.HANDLER_FAILED
+            other = await service.create("b", 0)
+            service.runtime.pause("b")
+
+            async def terminate_soon() -> None:
+                await trio.sleep(1)
+                await service.terminate("b")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(terminate_soon)
+                with pytest.raises(engine.AgentStoppedError):
+                    await other.process(Activity("s", "STATE_CHANGE", 1))
+
+    run(main)
