@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ... import AgentStatus, Machine, Step
 from ._errors import InvalidActivityError, ProcessingError, brief
-from ._values import KEEP, Activity, ActivityType, Outcome
+from ._values import KEEP, Activity, Outcome
 
 if TYPE_CHECKING:
     from ._service import ActivityService
@@ -134,6 +134,3 @@ def _step(kind: Kind, service: ActivityService) -> Callable[[Any, Any], Step | N
         return Step(outputs=results) if results else None
 
     return step
-
-
-BUILT_IN = (ActivityType.STATE_CHANGE.value, ActivityType.COMMAND.value)
