@@ -291,6 +291,30 @@ def test_status_times_step_by_step(impl: str) -> None:
     run(main)
 
 
+def test_status_times_across_a_type_registered_with_activities_queued(impl: str) -> None:
+    """The upgrade that a registration makes re-makes the agents (the engine stamps their
+    status anew); the steps after it still note their PROCESSING spell."""
+    now = [0.0]
+    rt = engine.Runtime(implementation=impl, clock=lambda: now[0])
+
+    async def main() -> None:
+        async with open_activity_service(rt) as service:
+            agent = await service.create("a", 0)
+            now[0] = 1
+            agent.send_nowait(Activity("a1", "STATE_CHANGE", 1))
+            agent.send_nowait(Activity("a2", "STATE_CHANGE", 2))
+            now[0] = 2
+            service.register_type("t", lambda state, activity: None)
+            assert (rt.status("a"), rt.status_since("a")) == (AgentStatus.PROCESSING, 2)
+            now[0] = 3
+            assert rt.run_until_idle() == 2  # no call of the service in between
+            state = await agent.get_state()
+            assert (state.state, state.status) == (2, AgentStatus.IDLE)
+            assert state.since == StatusTimes(idle=3, processing=2, error=None)
+
+    run(main)
+
+
 def test_metrics(impl: str) -> None:
     def boom(state: Any, activity: Activity) -> None:
         raise KeyError("missing")

@@ -103,7 +103,7 @@ def build(name: str, version: int, kinds: Mapping[str, Kind], service: ActivityS
 
 def _step(kind: Kind, service: ActivityService) -> Callable[[Any, Any], Step | None]:
     rt = service.runtime
-    status, status_since = rt.status, rt.status_since
+    status_since = rt.status_since
     agents = service.entries
 
     def step(agent: Any, event: Any) -> Step | None:
@@ -118,7 +118,10 @@ def _step(kind: Kind, service: ActivityService) -> Callable[[Any, Any], Step | N
         workflow = None
         if entry is not None:
             workflow = entry.workflow
-            now = status(agent_id)  # during a step the stamp is when this status began
+            ref = entry.ref
+            if not ref.alive:  # moved onto a new machine version by an upgrade
+                ref = entry.ref = rt.ref(agent_id)
+            now = ref.status  # during a step the stamp is when this status began
             if now is _ERROR:
                 entry.error = status_since(agent_id)
             elif now is _PROCESSING or now is _IDLE:  # IDLE: this is its last message

@@ -215,9 +215,9 @@ class ActivityService:
             if name not in self._commands:
                 raise UnknownCommandError(name)
         entry = self._entry(agent_id)
-        rt = self.runtime  # an IDLE spell ends with this send: note when it began
-        entry.note(rt.status(agent_id), rt.status_since(agent_id))
-        return entry, checked
+        if entry.ref.status is AgentStatus.IDLE:  # an IDLE spell ends with this send: note
+            entry.idle = self.runtime.status_since(agent_id)  # when it began (steps note
+        return entry, checked  # the other statuses)
 
     def send_nowait(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
         """Queue an activity in the lane of its priority (synchronous; usable in handlers).
