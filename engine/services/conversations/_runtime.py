@@ -1,0 +1,297 @@
+"""``ConversationRuntime``: the command API and the bus over one engine runtime under trio.
+
+Theory of operation: ``open_conversations`` opens an engine runtime (``engine.open_runtime``)
+with a store (a ``MemoryStore`` unless one is given), the containers the store knows as
+tenants, the images it holds restored (offline ones stay hibernated), the LLM plugin (if
+given) as receptor and effector, and one effector of its own that hands bus events to the
+``EventBus`` and notes images to save. ``request(command, data)`` gives each call a
+correlation id, runs the command under its timeout and answers with a ``Response``: its data,
+or the typed ``EngineError`` that stopped it (``request`` returns errors, it does not raise
+them; ``Response.unwrap()`` raises). A background task writes a snapshot of each image whose
+turn ended (never inside the drain loop); closing hibernates every online image, so the store
+holds every conversation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, final
+
+import trio
+
+import engine
+import engine.store
+from engine import AgentStatus, Priority
+
+from ._bus import BusStatistics, EventBus, Handler, Unsubscribe
+from ._commands import COMMAND_TABLE, check_timeout
+from ._images import Images, forget_image, stored_containers
+from ._machine import CONVERSATION, SAVE, TAG, agent_id_of
+from ._values import (
+    ConversationEvent,
+    EventContext,
+    HandlerFailure,
+    RequestTimeoutError,
+    Response,
+    UnknownCommandError,
+    _brief,
+)
+
+
+@final
+class ConversationRuntime:
+    """Containers, images and agents, driven by ``request`` and watched through the bus.
+    Made by ``open_conversations``; ``engine`` is the engine runtime underneath."""
+
+    def __init__(
+        self, rt: engine.Runtime, store: engine.store.Store, codec: Any, timeout: float
+    ) -> None:
+        self.engine = rt
+        self.store = store
+        self.images = Images(rt, store, codec)
+        self.bus = EventBus()
+        self.timeout = timeout
+        self._ids = itertools.count(1)
+        self._dirty: set[str] = set()
+        self._wake = trio.Event()
+
+    # -- the command API ---------------------------------------------------------------
+
+    async def request(
+        self,
+        command: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+        request_id: str | None = None,
+    ) -> Response:
+        """Run one command and answer it.
+
+        Args:
+            command: One of ``COMMANDS`` (``"image_create"``...).
+            data: The command's fields (``{"container_id": "main"}``...).
+            timeout: Seconds the command may take (default: the runtime's, 30 s).
+            request_id: The correlation id (default ``"req-<n>"``): in the response and in
+                the context of the events the command causes.
+
+        Returns:
+            A ``Response``: ``data``, or ``error``, a typed ``EngineError``
+            (``UnknownCommandError``, ``InvalidArgumentError``, ``TenantNotFoundError`` for an
+            unknown container, ``ImageNotFoundError``, ``AgentNotFoundError``,
+            ``AgentStoppedError``, ``RequestTimeoutError``...). A command refused for its
+            data changed nothing.
+        """
+        rid = f"req-{next(self._ids)}" if request_id is None else request_id
+        try:
+            if type(rid) is not str or not 0 < len(rid) <= 200:
+                raise engine.InvalidArgumentError(
+                    f"request_id is a str of 1..200 characters, not {_brief(rid)}"
+                )
+            limit = self.timeout if timeout is None else check_timeout(timeout)
+            run = COMMAND_TABLE.get(command) if type(command) is str else None
+            if run is None:
+                raise UnknownCommandError(command)
+            with trio.move_on_after(limit) as scope:
+                result = await run(self, {} if data is None else data, rid)
+            if scope.cancelled_caught:
+                raise RequestTimeoutError(command, rid, limit)
+        except engine.EngineError as exc:
+            return Response(
+                str(command) if type(command) is str else _brief(command), str(rid), {}, exc
+            )
+        return Response(command, rid, result)
+
+    # -- the bus -------------------------------------------------------------------------
+
+    def on(self, types: str | Iterable[str], handler: Handler) -> Unsubscribe:
+        """Call ``handler(event)`` for each event of ``types``; returns the unsubscribe."""
+        return self.bus.on(types, handler)
+
+    def on_any(self, handler: Handler) -> Unsubscribe:
+        """Call ``handler(event)`` for every event; returns the unsubscribe."""
+        return self.bus.on_any(handler)
+
+    def failures(self) -> list[HandlerFailure]:
+        """The last 1000 errors of bus handlers (they never reach the runtime)."""
+        return self.bus.failures()
+
+    def statistics(self) -> BusStatistics:
+        """The bus's counts."""
+        return self.bus.statistics()
+
+    def emit(self, kind: str, data: Any, **context: Any) -> None:
+        self.bus.emit(ConversationEvent(kind, data, EventContext(**context), time.time()))
+
+    def scope(self, image_id: str, rid: str) -> dict[str, Any]:
+        data = self.images.data(image_id)
+        online = self.images.online(image_id)
+        return {
+            "container_id": data["container"],
+            "image_id": image_id,
+            "agent_id": agent_id_of(image_id, data["run"]) if online else None,
+            "session_id": data["session"],
+            "correlation_id": rid,
+        }
+
+    # -- what several commands do ------------------------------------------------------
+
+    def container_ids(self) -> list[str]:
+        return [t.name for t in self.engine.tenants() if t.name != "default"]
+
+    async def run_image(self, image_id: str, rid: str) -> tuple[str, bool]:
+        """Make sure an agent runs the image; its id, and whether it was running already."""
+        if self.images.online(image_id):
+            return agent_id_of(image_id, self.images.data(image_id)["run"]), True
+        self.engine.wake(image_id)
+        run = await self.engine.request(image_id, "run", priority=Priority.CRITICAL)
+        context = self.scope(image_id, rid)
+        self.emit(
+            "agent_registered", {"agent_id": context["agent_id"], "image_id": image_id}, **context
+        )
+        return agent_id_of(image_id, run), False
+
+    async def stop_image(self, image_id: str, rid: str) -> bool:
+        """Stop the image's agent: end its turn, refuse what it had not taken, hibernate it.
+        False if it was not running."""
+        if not self.images.online(image_id):
+            return False
+        context = self.scope(image_id, rid)
+        rt = self.engine
+        if await rt.request(image_id, "stop", priority=Priority.CRITICAL) != "idle":
+            rt.interrupt(image_id)  # cancels the stream; "interrupted" ends the turn
+        while True:  # mail that arrived meanwhile is refused (STOPPED) as it is taken
+            await rt.request(image_id, "settle", priority=Priority.LOW)
+            try:
+                rt.hibernate(image_id)
+                break
+            except engine.AgentBusyError:
+                continue
+        self.emit(
+            "agent_unregistered", {"agent_id": context["agent_id"], "image_id": image_id}, **context
+        )
+        return True
+
+    async def delete_image(self, image_id: str, rid: str) -> None:
+        await self.stop_image(image_id, rid)
+        context = self.scope(image_id, rid)
+        self.engine.wake(image_id)
+        self.engine.terminate(image_id)
+        forget_image(self.store, image_id)
+        self.emit("image_deleted", {"image_id": image_id}, **context)
+        self.emit(
+            "session_destroyed",
+            {"session_id": context["session_id"], "image_id": image_id},
+            **context,
+        )
+
+    # -- the effector and the saver ----------------------------------------------------
+
+    def deliver(self, batch: Iterable[tuple[Any, Any]]) -> None:
+        """Effector: bus events to the bus, saves noted for the saver (in the drain loop)."""
+        for _, output in batch:
+            if type(output) is tuple and len(output) == 2:
+                if output[0] == TAG:
+                    self.bus.emit(output[1])
+                elif output[0] == SAVE:
+                    self._dirty.add(output[1])
+                    self._wake.set()
+
+    async def _saver(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            self.save_now()
+
+    def save_now(self) -> None:
+        """Snapshot every image noted since the last save that is idle with no mail (a
+        busy one is saved when its turn ends)."""
+        dirty, self._dirty = self._dirty, set()
+        rt = self.engine
+        for image_id in dirty:
+            if (
+                image_id in rt
+                and rt.status(image_id) is AgentStatus.IDLE
+                and rt.state(image_id) == "idle"
+            ):
+                rt.snapshot(image_id, keep=1)
+
+    async def close(self) -> None:
+        """Stop every online image (their records go to the store)."""
+        for image_id in self.images.ids(online_only=True):
+            await self.stop_image(image_id, "close")
+
+
+@asynccontextmanager
+async def open_conversations(
+    *,
+    llm: Any = None,
+    store: engine.store.Store | None = None,
+    timeout: float = 30.0,
+    codec: engine.store.Codec | None = None,
+    shutdown_timeout: float = 5.0,
+    **runtime: Any,
+) -> AsyncIterator[ConversationRuntime]:
+    """Run a ``ConversationRuntime`` for the body of an ``async with``.
+
+    Args:
+        llm: The LLM plugin object (``engine_llm.LLM``), wired as receptor and effector;
+            None: no completions (user messages wait for one; ``agent_interrupt`` ends them).
+        store: Where containers and images are kept: ``MemoryStore()`` (the default),
+            ``SQLiteStore(path)`` or ``PostgresStore(dsn)``; what it holds is reopened.
+        timeout: Default seconds a command may take.
+        codec: The store's codec (``open_runtime``'s).
+        shutdown_timeout: Seconds allowed at exit to stop the online images.
+        **runtime: More ``engine.open_runtime`` arguments (``implementation=``...).
+
+    Raises:
+        InvalidArgumentError: A bad argument.
+    """
+    timeout = check_timeout(timeout)
+    if store is None:
+        store = engine.store.MemoryStore()
+    tenants = [engine.Tenant(cid) for cid, _ in stored_containers(store)]
+    plugins = [] if llm is None else [llm]
+    effector = _Effector()
+    async with engine.open_runtime(
+        receptors=plugins,
+        effectors=[*plugins, effector],
+        store=store,
+        restore=[CONVERSATION],
+        tenants=tenants,
+        codec=codec,
+        **runtime,
+    ) as rt:
+        crt = ConversationRuntime(rt, store, codec, timeout)
+        effector.bind(crt)
+        await rt.start(crt._saver, name="conversations saver")
+        try:
+            yield crt
+        finally:
+            with trio.move_on_after(shutdown_timeout) as scope:
+                scope.shield = True
+                await crt.close()
+                crt.save_now()
+
+
+class _Effector:
+    """Forwards output batches to the ``ConversationRuntime`` made after the engine's."""
+
+    def __init__(self) -> None:
+        self.target: ConversationRuntime | None = None
+        self.early: list[list[tuple[Any, Any]]] = []
+
+    def bind(self, crt: ConversationRuntime) -> None:
+        self.target = crt
+        for batch in self.early:  # outputs of restored agents, before the runtime was made
+            crt.deliver(batch)
+        self.early.clear()
+
+    def deliver(self, batch: engine.OutputBatch) -> None:
+        if self.target is None:
+            self.early.append(list(batch))
+        else:
+            self.target.deliver(batch)
