@@ -499,3 +499,70 @@ def test_the_public_names_are_exported_once_and_classes_are_final() -> None:
     assert issubclass(ImageNotFoundError, engine.AgentNotFoundError)
     assert issubclass(RequestTimeoutError, engine.EngineError)
     assert issubclass(UnknownCommandError, engine.EngineError)
+
+
+class Hostile(dict):  # type: ignore[type-arg]
+    def __iter__(self) -> Any:
+        raise RuntimeError("no")
+
+    def keys(self) -> Any:
+        raise RuntimeError("no")
+
+
+def test_hostile_data_is_a_typed_error(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        answer = await rt.request("container_create", Hostile(container_id="x"))
+        assert isinstance(answer.error, engine.InvalidArgumentError)
+        assert (await rt.request("container_list")).data["container_ids"] == []
+
+    run(impl, body)
+
+
+def test_a_handler_may_stop_the_image_whose_stream_it_is_watching(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        image_id = await image(rt)
+        answers: list[Any] = []
+        deltas: list[str] = []
+        async with trio.open_nursery() as nursery:
+
+            def stop_now(event: ConversationEvent) -> None:  # inside the drain loop
+                deltas.append(event.data.text)
+                if len(deltas) == 2:
+                    request = rt.request("image_stop", {"image_id": event.context.image_id})
+                    nursery.start_soon(lambda: _keep(answers, request))
+
+            rt.on("text_delta", stop_now)
+            await rt.request(
+                "message_send", {"image_id": image_id, "content": "Hello! Who are you?"}
+            )
+            while not answers:
+                await trio.sleep(0.01)
+        assert answers[0].data == {"image_id": image_id, "stopped": True}
+        assert deltas == ["echo: ", "Hello! "]  # nothing after the stop
+        record = (await rt.request("image_get", {"image_id": image_id})).data["record"]
+        assert (record.online, record.messages) == (False, 1)
+
+    run(impl, body, llm=replay())
+
+
+async def _keep(out: list[Any], request: Any) -> None:
+    out.append(await request)
+
+
+def test_two_stops_at_once_stop_once(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        image_id = await image(rt)
+        await rt.request("message_send", {"image_id": image_id, "content": "Hello! Who are you?"})
+        answers: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            for _ in range(2):
+                request = rt.request("image_stop", {"image_id": image_id})
+                nursery.start_soon(_keep, answers, request)
+        assert all(a.ok for a in answers)
+        assert rt.engine.status(image_id) is engine.AgentStatus.HIBERNATED
+        again = await rt.request(
+            "message_send", {"image_id": image_id, "content": "Do you remember me?"}
+        )
+        assert again.ok
+
+    run(impl, body, llm=replay())

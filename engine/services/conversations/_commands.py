@@ -35,13 +35,19 @@ def fields(
         data = {}
     if not isinstance(data, Mapping):
         raise engine.InvalidArgumentError(f"a command's data is a mapping, not {_brief(data)}")
-    unknown = [k for k in data if k not in required and k not in optional]
+    try:
+        given = dict(data)
+    except Exception as exc:  # a hostile mapping
+        raise engine.InvalidArgumentError(
+            f"a command's data cannot be read: {_brief(exc)}"
+        ) from exc
+    unknown = [k for k in given if k not in required and k not in optional]
     if unknown:
         raise engine.InvalidArgumentError(f"unknown fields {_brief(unknown)}")
-    missing = [k for k in required if k not in data]
+    missing = [k for k in required if k not in given]
     if missing:
         raise engine.InvalidArgumentError(f"missing fields {', '.join(missing)}")
-    return dict(data)
+    return given
 
 
 def text(value: object, name: str, *, empty: bool = False, limit: int = MAX_TEXT) -> str:

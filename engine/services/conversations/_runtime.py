@@ -158,6 +158,11 @@ class ConversationRuntime:
         False if it was not running."""
         if not self.images.online(image_id):
             return False
+        with trio.CancelScope(shield=True):  # a timeout never leaves it half stopped
+            await self._stop(image_id, rid)
+        return True
+
+    async def _stop(self, image_id: str, rid: str) -> None:
         context = self.scope(image_id, rid)
         rt = self.engine
         if await rt.request(image_id, "stop", priority=Priority.CRITICAL) != "idle":
@@ -172,7 +177,6 @@ class ConversationRuntime:
         self.emit(
             "agent_unregistered", {"agent_id": context["agent_id"], "image_id": image_id}, **context
         )
-        return True
 
     async def delete_image(self, image_id: str, rid: str) -> None:
         await self.stop_image(image_id, rid)
