@@ -566,3 +566,23 @@ def test_two_stops_at_once_stop_once(impl: str) -> None:
         assert again.ok
 
     run(impl, body, llm=replay())
+
+
+def test_an_llm_error_ends_the_turn_and_reaches_the_bus(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        image_id = await image(rt)
+        errors: list[ConversationEvent] = []
+        failed = trio.Event()
+        rt.on("llm_error", errors.append)
+        rt.on("llm_error", lambda e: failed.set())
+        sent = await rt.request("message_send", {"image_id": image_id, "content": "Unrecorded?"})
+        await failed.wait()
+        (error,) = errors
+        assert error.data.reason == "no_recording"
+        assert "Unrecorded?" in error.data.message
+        assert error.context.correlation_id == sent.request_id
+        assert rt.engine.state(image_id) == "idle"
+        messages = (await rt.request("image_messages", {"image_id": image_id})).data["messages"]
+        assert [m["content"] for m in messages] == ["Unrecorded?"]
+
+    run(impl, body, llm=replay(timing=False))

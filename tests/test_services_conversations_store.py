@@ -169,3 +169,25 @@ def test_live_against_the_model_server_then_replayed(
         LLM(LLMConfig(cassette=Cassette(str(cassette), "replay", timing=False)))
     )
     assert replayed == live
+
+
+def test_a_tool_call_of_a_live_model_reaches_the_bus(impl: str, llm_server: str) -> None:
+    calls: list[Any] = []
+
+    async def main() -> None:
+        llm = LLM(LLMConfig(url=f"{llm_server}/s/tool=weather/v1"))
+        async with open_conversations(llm=llm, implementation=impl) as rt:
+            rt.on("tool_call", lambda e: calls.append((e.data.name, e.data.arguments)))
+            await rt.request("container_create", {"container_id": "main"})
+            made = await rt.request("image_create", {"container_id": "main"})
+            image_id = made.unwrap()["record"].image_id
+            stops: list[Any] = []
+            done = trio.Event()
+            rt.on("message_stop", lambda e: (stops.append(e.data.stop_reason), done.set()))
+            await rt.request("message_send", {"image_id": image_id, "content": "Oslo weather"})
+            with trio.fail_after(10):
+                await done.wait()
+            assert stops == ["tool_use"]  # the layer runs no tools: the turn ends there
+
+    trio.run(main)
+    assert calls == [("weather", {"query": "Oslo weather"})]
