@@ -22,7 +22,9 @@ Stores: ``engine.store.MemoryStore``, ``SQLiteStore``, ``PostgresStore``.
 - ``_machine``: the conversation machine and the image's data.
 - ``_images``: reading images and containers out of the runtime and the store.
 - ``_commands``: one function per command, with the checks of its data.
-- ``_runtime``: ``ConversationRuntime`` and ``open_conversations``.
+- ``_checks``: the checks of commands' data.
+- ``_runtime``: ``ConversationRuntime``.
+- ``_open``: ``open_conversations``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from __future__ import annotations
 from ._bus import BusStatistics as BusStatistics
 from ._bus import EventBus as EventBus
 from ._machine import CONVERSATION as CONVERSATION
+from ._open import open_conversations as open_conversations
 from ._runtime import ConversationRuntime as ConversationRuntime
-from ._runtime import open_conversations as open_conversations
 from ._values import COMMANDS as COMMANDS
 from ._values import EVENT_TYPES as EVENT_TYPES
 from ._values import LIFECYCLE_EVENTS as LIFECYCLE_EVENTS

@@ -10,75 +10,19 @@ response's data as a plain dict.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import engine
 
+from ._checks import container_id, fields, image_config, image_of, text
 from ._images import new_image_id, new_session_id, write_container
 from ._machine import CONVERSATION, STOPPED, agent_id_of, new_image
-from ._values import MAX_TEXT, _brief
 
 if TYPE_CHECKING:
     from ._runtime import ConversationRuntime
 
 Command = Callable[["ConversationRuntime", Mapping[str, Any], str], Awaitable[dict[str, Any]]]
-IMAGE_FIELDS = ("name", "description", "system_prompt")
-
-
-def fields(
-    data: object, required: tuple[str, ...], optional: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """``data`` as a dict, checked to hold every required key and no unknown one."""
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise engine.InvalidArgumentError(f"a command's data is a mapping, not {_brief(data)}")
-    try:
-        given = dict(data)
-    except Exception as exc:  # a hostile mapping
-        raise engine.InvalidArgumentError(
-            f"a command's data cannot be read: {_brief(exc)}"
-        ) from exc
-    unknown = [k for k in given if k not in required and k not in optional]
-    if unknown:
-        raise engine.InvalidArgumentError(f"unknown fields {_brief(unknown)}")
-    missing = [k for k in required if k not in given]
-    if missing:
-        raise engine.InvalidArgumentError(f"missing fields {', '.join(missing)}")
-    return given
-
-
-def text(value: object, name: str, *, empty: bool = False, limit: int = MAX_TEXT) -> str:
-    if type(value) is not str:
-        raise engine.InvalidArgumentError(f"{name} is a str, not {_brief(value)}")
-    if not empty and not value:
-        raise engine.InvalidArgumentError(f"{name} is empty")
-    if len(value) > limit:
-        raise engine.InvalidArgumentError(f"{name} is longer than {limit} characters")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise engine.InvalidArgumentError(f"{name} is not valid UTF-8") from None
-    return value
-
-
-def image_config(value: object, *, partial: bool) -> dict[str, str]:
-    """A checked image definition (``config``), or the changes of one (``updates``)."""
-    given = fields(value, (), IMAGE_FIELDS)
-    if not partial:
-        given.setdefault("name", "Assistant")
-    return {key: text(v, key, empty=key != "name") for key, v in given.items()}
-
-
-def container_id(crt: ConversationRuntime, value: object, *, exists: bool = True) -> str:
-    cid = text(value, "container_id", limit=200)
-    if cid == "default":
-        raise engine.InvalidArgumentError("'default' is the engine's own tenant, not a container")
-    if exists and cid not in crt.container_ids():
-        raise engine.TenantNotFoundError(cid)
-    return cid
 
 
 async def container_create(
@@ -128,18 +72,6 @@ async def image_create(
     crt.emit("image_created", {"image_id": image_id, "name": config["name"]}, **context)
     crt.emit("session_created", {"session_id": session, "image_id": image_id}, **context)
     return {"record": crt.images.record(image_id)}
-
-
-def image_of(crt: ConversationRuntime, given: dict[str, Any]) -> str:
-    """The image named by ``image_id`` or, failing that, by ``agent_id``."""
-    if "image_id" in given:
-        image_id = given["image_id"]
-        crt.images.data(image_id)  # ImageNotFoundError
-        assert isinstance(image_id, str)
-        return image_id
-    if "agent_id" in given:
-        return crt.images.agent(given["agent_id"])[0]
-    raise engine.InvalidArgumentError("give image_id or agent_id")
 
 
 async def image_run(crt: ConversationRuntime, data: Mapping[str, Any], rid: str) -> dict[str, Any]:
@@ -274,14 +206,6 @@ async def agent_destroy_all(
     for image_id in ids:
         await crt.stop_image(image_id, rid)
     return {"container_id": cid, "destroyed": len(ids)}
-
-
-def check_timeout(timeout: object) -> float:
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
-        raise engine.InvalidArgumentError(f"timeout is a number of seconds, not {_brief(timeout)}")
-    if math.isnan(timeout) or timeout <= 0:
-        raise engine.InvalidArgumentError(f"timeout must be positive, not {_brief(timeout)}")
-    return float(timeout)
 
 
 COMMAND_TABLE: dict[str, Command] = {

@@ -1,23 +1,20 @@
 """``ConversationRuntime``: the command API and the bus over one engine runtime under trio.
 
-Theory of operation: ``open_conversations`` opens an engine runtime (``engine.open_runtime``)
-with a store (a ``MemoryStore`` unless one is given), the containers the store knows as
-tenants, the images it holds restored (offline ones stay hibernated), the LLM plugin (if
-given) as receptor and effector, and one effector of its own that hands bus events to the
-``EventBus`` and notes images to save. ``request(command, data)`` gives each call a
-correlation id, runs the command under its timeout and answers with a ``Response``: its data,
-or the typed ``EngineError`` that stopped it (``request`` returns errors, it does not raise
-them; ``Response.unwrap()`` raises). A background task writes a snapshot of each image whose
-turn ended (never inside the drain loop); closing hibernates every online image, so the store
-holds every conversation.
+Theory of operation: ``request(command, data)`` gives each call a correlation id, runs the
+command under its timeout and answers with a ``Response``: its data, or the typed
+``EngineError`` that stopped it (``request`` returns errors, it does not raise them;
+``Response.unwrap()`` raises). The runtime's effector (``deliver``, called in the drain loop
+once per batch) hands bus events to the ``EventBus`` and notes the images whose turn ended;
+a task writes a snapshot of each of them (``save_now``), never inside the drain loop, and
+only when the image is idle with no mail (a busy one is saved when its next turn ends).
+Stopping an image is shielded from its request's timeout, so it is never left half done.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from typing import Any, final
 
 import trio
@@ -27,9 +24,10 @@ import engine.store
 from engine import AgentStatus, Priority
 
 from ._bus import BusStatistics, EventBus, Handler, Unsubscribe
-from ._commands import COMMAND_TABLE, check_timeout
-from ._images import Images, forget_image, stored_containers
-from ._machine import CONVERSATION, SAVE, TAG, agent_id_of
+from ._checks import check_timeout
+from ._commands import COMMAND_TABLE
+from ._images import Images, forget_image
+from ._machine import SAVE, TAG, agent_id_of
 from ._values import (
     ConversationEvent,
     EventContext,
@@ -227,75 +225,3 @@ class ConversationRuntime:
         """Stop every online image (their records go to the store)."""
         for image_id in self.images.ids(online_only=True):
             await self.stop_image(image_id, "close")
-
-
-@asynccontextmanager
-async def open_conversations(
-    *,
-    llm: Any = None,
-    store: engine.store.Store | None = None,
-    timeout: float = 30.0,
-    codec: engine.store.Codec | None = None,
-    shutdown_timeout: float = 5.0,
-    **runtime: Any,
-) -> AsyncIterator[ConversationRuntime]:
-    """Run a ``ConversationRuntime`` for the body of an ``async with``.
-
-    Args:
-        llm: The LLM plugin object (``engine_llm.LLM``), wired as receptor and effector;
-            None: no completions (user messages wait for one; ``agent_interrupt`` ends them).
-        store: Where containers and images are kept: ``MemoryStore()`` (the default),
-            ``SQLiteStore(path)`` or ``PostgresStore(dsn)``; what it holds is reopened.
-        timeout: Default seconds a command may take.
-        codec: The store's codec (``open_runtime``'s).
-        shutdown_timeout: Seconds allowed at exit to stop the online images.
-        **runtime: More ``engine.open_runtime`` arguments (``implementation=``...).
-
-    Raises:
-        InvalidArgumentError: A bad argument.
-    """
-    timeout = check_timeout(timeout)
-    if store is None:
-        store = engine.store.MemoryStore()
-    tenants = [engine.Tenant(cid) for cid, _ in stored_containers(store)]
-    plugins = [] if llm is None else [llm]
-    effector = _Effector()
-    async with engine.open_runtime(
-        receptors=plugins,
-        effectors=[*plugins, effector],
-        store=store,
-        restore=[CONVERSATION],
-        tenants=tenants,
-        codec=codec,
-        **runtime,
-    ) as rt:
-        crt = ConversationRuntime(rt, store, codec, timeout)
-        effector.bind(crt)
-        await rt.start(crt._saver, name="conversations saver")
-        try:
-            yield crt
-        finally:
-            with trio.move_on_after(shutdown_timeout) as scope:
-                scope.shield = True
-                await crt.close()
-                crt.save_now()
-
-
-class _Effector:
-    """Forwards output batches to the ``ConversationRuntime`` made after the engine's."""
-
-    def __init__(self) -> None:
-        self.target: ConversationRuntime | None = None
-        self.early: list[list[tuple[Any, Any]]] = []
-
-    def bind(self, crt: ConversationRuntime) -> None:
-        self.target = crt
-        for batch in self.early:  # outputs of restored agents, before the runtime was made
-            crt.deliver(batch)
-        self.early.clear()
-
-    def deliver(self, batch: engine.OutputBatch) -> None:
-        if self.target is None:
-            self.early.append(list(batch))
-        else:
-            self.target.deliver(batch)
