@@ -12,7 +12,8 @@ each message on both sides, so building the request does not grow with the run.
 - ``layer``: ``await crt.request("message_send", {"image_id": ..., "content": ...})``: the
   checks of its data, the image lookup, the correlation id and timeout, the ``Response``, the
   bus events (``user_message``, ``message_stop``, ``assistant_message``; one subscriber each)
-  and the snapshot of the image written to a ``MemoryStore`` when its turn ends.
+  and (``save-turns``, the default) the snapshot of the image written to a ``MemoryStore``
+  when its turn ends; ``no-save`` leaves that to the stop (``save_turns=False``).
 
 Size: BENCH_CONVERSATION_MESSAGES (default 5000) per round.
 """
@@ -96,14 +97,17 @@ def test_raw_engine_request(benchmark: Any, impl: str) -> None:
     benchmark.extra_info.update(result, messages=MESSAGES, system=impl, side="raw")
 
 
+@pytest.mark.parametrize("save_turns", [True, False], ids=["save-turns", "no-save"])
 @pytest.mark.benchmark(group="services-conversations")
-def test_layer_message_send(benchmark: Any, impl: str) -> None:
+def test_layer_message_send(benchmark: Any, impl: str, save_turns: bool) -> None:
     result: dict[str, float] = {}
 
     def run() -> None:
         async def main() -> None:
             llm = InstantLLM()
-            async with open_conversations(llm=llm, implementation=impl) as crt:
+            async with open_conversations(
+                llm=llm, save_turns=save_turns, implementation=impl
+            ) as crt:
                 await llm.ready.wait()
                 image_id = await setup(crt)
                 history = crt.engine.data(image_id)["messages"]
@@ -119,7 +123,9 @@ def test_layer_message_send(benchmark: Any, impl: str) -> None:
         trio.run(main)
 
     benchmark.pedantic(run, rounds=3 if impl == "native" else 1, iterations=1)
-    benchmark.extra_info.update(result, messages=MESSAGES, system=impl, side="layer")
+    benchmark.extra_info.update(
+        result, messages=MESSAGES, system=impl, side="layer", save_turns=save_turns
+    )
 
 
 async def setup(crt: ConversationRuntime) -> str:

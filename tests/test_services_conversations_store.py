@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 from engine_llm import LLM, Cassette, LLMConfig
@@ -191,3 +192,29 @@ def test_a_tool_call_of_a_live_model_reaches_the_bus(impl: str, llm_server: str)
 
     trio.run(main)
     assert calls == [("weather", {"query": "Oslo weather"})]
+
+
+def test_without_saving_turns_a_conversation_reaches_the_store_when_it_stops(impl: str) -> None:
+    store = engine.store.MemoryStore()
+
+    async def body(rt: ConversationRuntime) -> None:
+        await rt.request("container_create", {"container_id": "main"})
+        made = await rt.request(
+            "image_create", {"container_id": "main", "config": {"system_prompt": PROMPT}}
+        )
+        image_id = made.unwrap()["record"].image_id
+        await say(rt, image_id, "Hello! Who are you?")
+        await trio.sleep(1)
+        assert stored_messages(store, image_id) == []  # as it was created
+        await rt.request("image_stop", {"image_id": image_id})
+        assert len(stored_messages(store, image_id)) == 2
+
+    run(body, llm=replay(), store=store, save_turns=False, implementation=impl)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"save_turns": 1}, {"timeout": 0}, {"shutdown_timeout": float("nan")}]
+)
+def test_bad_arguments_of_the_opener(bad: dict[str, Any]) -> None:
+    with pytest.raises(engine.InvalidArgumentError):
+        run(lambda rt: trio.sleep(0), **bad)

@@ -34,6 +34,7 @@ async def open_conversations(
     timeout: float = 30.0,
     codec: engine.store.Codec | None = None,
     shutdown_timeout: float = 5.0,
+    save_turns: bool = True,
     **runtime: Any,
 ) -> AsyncIterator[ConversationRuntime]:
     """Run a ``ConversationRuntime`` for the body of an ``async with``.
@@ -46,12 +47,18 @@ async def open_conversations(
         timeout: Default seconds a command may take.
         codec: The store's codec (``open_runtime``'s).
         shutdown_timeout: Seconds allowed at exit to stop the online images.
+        save_turns: Write a snapshot of an image each time its turn ends (False: only when
+            it stops, and at exit; for a runtime whose ``durability="log"`` keeps every
+            change anyway, or that accepts losing the turns since a stop in a crash).
         **runtime: More ``engine.open_runtime`` arguments (``implementation=``...).
 
     Raises:
         InvalidArgumentError: A bad argument.
     """
     timeout = check_timeout(timeout)
+    shutdown_timeout = check_timeout(shutdown_timeout)
+    if type(save_turns) is not bool:
+        raise engine.InvalidArgumentError(f"save_turns is a bool, not {save_turns!r}"[:200])
     if store is None:
         store = engine.store.MemoryStore()
     tenants = [engine.Tenant(cid) for cid, _ in stored_containers(store)]
@@ -68,14 +75,16 @@ async def open_conversations(
     ) as rt:
         crt = ConversationRuntime(rt, store, codec, timeout)
         effector.bind(crt)
-        await rt.start(crt._saver, name="conversations saver")
+        if save_turns:
+            await rt.start(crt._saver, name="conversations saver")
         try:
             yield crt
         finally:
             with trio.move_on_after(shutdown_timeout) as scope:
                 scope.shield = True
                 await crt.close()
-                crt.save_now()
+                if save_turns:
+                    crt.save_now()
 
 
 class _Effector:
