@@ -553,13 +553,16 @@ def test_two_stops_at_once_stop_once(impl: str) -> None:
     async def body(rt: ConversationRuntime) -> None:
         image_id = await image(rt)
         await rt.request("message_send", {"image_id": image_id, "content": "Hello! Who are you?"})
+        unregistered: list[str] = []
+        rt.on("agent_unregistered", lambda e: unregistered.append(e.data["image_id"]))
         answers: list[Any] = []
         async with trio.open_nursery() as nursery:
             for _ in range(2):
                 request = rt.request("image_stop", {"image_id": image_id})
                 nursery.start_soon(_keep, answers, request)
-        assert all(a.ok for a in answers)
+        assert sorted(a.data["stopped"] for a in answers) == [False, True]
         assert rt.engine.status(image_id) is engine.AgentStatus.HIBERNATED
+        assert unregistered == [image_id]  # once
         again = await rt.request(
             "message_send", {"image_id": image_id, "content": "Do you remember me?"}
         )
@@ -586,3 +589,36 @@ def test_an_llm_error_ends_the_turn_and_reaches_the_bus(impl: str) -> None:
         assert [m["content"] for m in messages] == ["Unrecorded?"]
 
     run(impl, body, llm=replay(timing=False))
+
+
+def test_an_image_woken_by_another_call_is_run_by_its_next_message(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        image_id = await image(rt)
+        await rt.request("image_run", {"image_id": image_id})
+        await rt.request("image_stop", {"image_id": image_id})
+        assert rt.engine.data(image_id)["stopping"]  # a read of the engine wakes it
+        assert (await rt.request("image_get", {"image_id": image_id})).data["record"].online
+        again = await rt.request("image_run", {"image_id": image_id})
+        assert again.data == {"image_id": image_id, "agent_id": f"{image_id}#2", "reused": False}
+        sent = await rt.request("message_send", {"image_id": image_id, "content": "hi"})
+        assert sent.ok
+        assert sent.data["agent_id"] == f"{image_id}#2"
+
+    run(impl, body)
+
+
+def test_a_message_to_an_image_being_stopped_is_refused(impl: str) -> None:
+    async def body(rt: ConversationRuntime) -> None:
+        image_id = await image(rt)
+        await rt.request("message_send", {"image_id": image_id, "content": "Hello! Who are you?"})
+        answers: list[Any] = []
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_keep, answers, rt.request("image_stop", {"image_id": image_id}))
+            await trio.sleep(0)
+            late = await rt.request("message_send", {"image_id": image_id, "content": "late"})
+        assert isinstance(late.error, engine.AgentStoppedError)
+        assert answers[0].data["stopped"] is True
+        record = (await rt.request("image_get", {"image_id": image_id})).data["record"]
+        assert (record.online, record.messages) == (False, 1)
+
+    run(impl, body, llm=replay())

@@ -54,6 +54,7 @@ class ConversationRuntime:
         self.timeout = timeout
         self._ids = itertools.count(1)
         self._dirty: set[str] = set()
+        self._stopping: dict[str, trio.Event] = {}
         self._wake = trio.Event()
 
     # -- the command API ---------------------------------------------------------------
@@ -140,10 +141,20 @@ class ConversationRuntime:
         return [t.name for t in self.engine.tenants() if t.name != "default"]
 
     async def run_image(self, image_id: str, rid: str) -> tuple[str, bool]:
-        """Make sure an agent runs the image; its id, and whether it was running already."""
+        """Make sure an agent runs the image; its id, and whether it was running already.
+
+        Raises:
+            AgentStoppedError: The image is being stopped now.
+        """
+        if image_id in self._stopping:
+            raise engine.AgentStoppedError(image_id, "is being stopped")
         if self.images.online(image_id):
-            return agent_id_of(image_id, self.images.data(image_id)["run"]), True
-        self.engine.wake(image_id)
+            data = self.images.data(image_id)
+            if not data["stopping"] and data["run"]:
+                return agent_id_of(image_id, data["run"]), True
+            # resident without a run: woken by a call that named it (rt.data...)
+        else:
+            self.engine.wake(image_id)
         run = await self.engine.request(image_id, "run", priority=Priority.CRITICAL)
         context = self.scope(image_id, rid)
         self.emit(
@@ -153,11 +164,19 @@ class ConversationRuntime:
 
     async def stop_image(self, image_id: str, rid: str) -> bool:
         """Stop the image's agent: end its turn, refuse what it had not taken, hibernate it.
-        False if it was not running."""
+        False if it was not running (or another call is stopping it: this one waits)."""
+        if image_id in self._stopping:
+            await self._stopping[image_id].wait()
+            return False
         if not self.images.online(image_id):
             return False
-        with trio.CancelScope(shield=True):  # a timeout never leaves it half stopped
-            await self._stop(image_id, rid)
+        self._stopping[image_id] = done = trio.Event()
+        try:
+            with trio.CancelScope(shield=True):  # a timeout never leaves it half stopped
+                await self._stop(image_id, rid)
+        finally:
+            del self._stopping[image_id]
+            done.set()
         return True
 
     async def _stop(self, image_id: str, rid: str) -> None:
