@@ -6,7 +6,8 @@ command under its timeout and answers with a ``Response``: its data, or the type
 ``Response.unwrap()`` raises). The runtime's effector (``deliver``, called in the drain loop
 once per batch) hands bus events to the ``EventBus`` and notes the images whose turn ended;
 a task writes a snapshot of each of them (``save_now``), never inside the drain loop, and
-only when the image is idle with no mail (a busy one is saved when its next turn ends).
+only when the image is idle with no mail (a busy one is saved when its next turn ends); a
+store error there ends the runtime with it, as the engine's own snapshots do.
 Stopping an image is shielded from its request's timeout, so it is never left half done.
 """
 
