@@ -4,7 +4,9 @@
 2. Check limits: the engine checks them at the send (step 4). Past ``max_queue_size`` the
    send is refused with ``TenantLimitError``: ``"refuse"`` raises ``OrganizationLimitError``,
    ``"queue"`` waits in the organization's line (``_line``) and sends again in its turn. Past
-   the rate, the engine itself holds the message back, in order, on its clock.
+   the rate, the engine itself holds the message back, in order, on its clock. (With none
+   of the organization's executions in flight, the head of the line tries again every
+   ``POLL`` seconds: its queue was filled around the layer.)
 3. Restore the agent's memory: wake it from hibernation (``rt.wake``); an agent whose memory
    expired (``expire_after`` removed it) starts again from its package's initial state.
 4. Execute: ``rt.request(agent, event, input)``, the agent's answer.
@@ -37,6 +39,10 @@ if TYPE_CHECKING:
     from ._manager import Organizations, _Org
 
 _ALL = 1 << 62
+POLL = 0.05
+"""Seconds between tries of an execution refused while none of its organization's is in
+flight (its queue was filled around the layer): the engine has no public wait for room in a
+tenant's queue that a request could use."""
 
 
 def _room(rt: Any, org: _Org) -> int:
@@ -110,10 +116,10 @@ async def execute(
                 queued = True
                 if org.in_flight:  # one of ours finishing gives the turn
                     await line.wait(head=True)
-                else:  # none will finish: keep the head while the runtime drains
+                else:  # none will finish to give a turn: keep the head, look again soon
                     line.hold()
                     turn = True
-                    await rt.wait_until_idle()
+                    await trio.sleep(POLL)
                 turn = True
                 waited += clock() - t_execute
                 t_execute = clock()
