@@ -25,7 +25,7 @@ from ._errors import OrganizationNotFoundError as OrganizationNotFoundError
 from ._errors import PackageExistsError as PackageExistsError
 from ._errors import PackageNotFoundError as PackageNotFoundError
 from ._manager import Organizations as Organizations
-from ._manager import open_organizations as open_organizations
+from ._open import open_organizations as open_organizations
 from ._values import Deployment as Deployment
 from ._values import ExecutionResult as ExecutionResult
 from ._values import Organization as Organization

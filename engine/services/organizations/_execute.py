@@ -32,11 +32,13 @@ from ... import (
     InvalidArgumentError,
     TenantLimitError,
 )
+from . import _agents
 from ._errors import ExecutionFailedError, OrganizationLimitError, OrganizationNotFoundError
 from ._values import ExecutionResult
 
 if TYPE_CHECKING:
-    from ._manager import Organizations, _Org
+    from ._manager import Organizations
+    from ._records import Org
 
 _ALL = 1 << 62
 POLL = 0.05
@@ -45,7 +47,7 @@ flight (its queue was filled around the layer): the engine has no public wait fo
 tenant's queue that a request could use."""
 
 
-def _room(rt: Any, org: _Org) -> int:
+def _room(rt: Any, org: Org) -> int:
     """Messages the organization's queue can still take."""
     limit = org.limits.max_queue_size
     return _ALL if not limit else limit - rt.tenant_statistics(org.name).queued
@@ -90,7 +92,7 @@ async def execute(
         except AgentNotFoundError:  # expired asleep: afresh, on the deployed version
             memory = "expired"
             try:
-                mgr._spawn(org, agent, entry)
+                _agents.respawn(rt, org, agent, entry)
             except TenantLimitError as exc:
                 raise OrganizationLimitError(name, exc) from exc
         except EngineError as exc:

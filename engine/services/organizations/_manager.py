@@ -13,36 +13,26 @@ scheduling and the metrics. An agent of organization ``o`` named ``a`` is the en
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
-import attrs
 import numpy as np
 
 from ... import (
-    AgentExistsError,
     AgentNotFoundError,
-    AgentStatus,
     InvalidArgumentError,
     Machine,
     Runtime,
-    TenantLimitError,
-    open_runtime,
 )
-from ...store import MemoryStore, Store
-from . import _execute, _packages
+from . import _agents, _execute, _metrics, _packages
 from ._errors import (
     OrganizationExistsError,
-    OrganizationLimitError,
     OrganizationNotFoundError,
     PackageNotFoundError,
     brief,
 )
-from ._line import Line
+from ._records import Org, check_name
 from ._values import (
     Deployment,
     ExecutionResult,
@@ -50,46 +40,6 @@ from ._values import (
     OrganizationMetrics,
     ResourceLimits,
 )
-
-
-def _name(kind: str, value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= 200 or "/" in value:
-        raise InvalidArgumentError(f"{kind} name must be a str of 1..200 characters without '/'")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise InvalidArgumentError(f"{kind} name must be valid UTF-8: {brief(value)}") from None
-    return value
-
-
-@attrs.define(eq=False)
-class _Agent:
-    package: str
-    long_running: bool
-    data: Any
-    """A copy of the data it was added with: its memory when it starts again after expiry."""
-
-
-@attrs.define(eq=False)
-class _Org:
-    name: str
-    limits: ResourceLimits
-    created_at: float
-    machines: dict[tuple[str, int], Machine] = attrs.Factory(dict)
-    deployed: dict[str, list[tuple[Machine, dict[str, str]]]] = attrs.Factory(dict)
-    agents: dict[str, _Agent] = attrs.Factory(dict)
-    line: Line = attrs.Factory(Line)
-    in_flight: int = 0
-    executions: int = 0
-    failures: int = 0
-    queued: int = 0
-    total_time: float = 0.0
-
-    def agent(self, agent: Any) -> _Agent:
-        try:
-            return self.agents[agent]
-        except (KeyError, TypeError):
-            raise AgentNotFoundError(agent) from None
 
 
 @final
@@ -111,7 +61,7 @@ class Organizations:
             rt.hibernate(object())  # InvalidArgumentError; with one, no agent has that id
         self.runtime = rt
         self.packages = _packages.Packages()
-        self._orgs: dict[str, _Org] = {}
+        self._orgs: dict[str, Org] = {}
         self._last_upgrade: tuple[str, str, int] | None = None
 
     # -- organizations ---------------------------------------------------------------
@@ -123,14 +73,14 @@ class Organizations:
             OrganizationExistsError: The name is taken (by a tenant of the runtime too).
             InvalidArgumentError: A bad name (not 1..200 characters, a ``/``) or limits.
         """
-        _name("an organization", name)
+        check_name("an organization", name)
         limits = ResourceLimits() if limits is None else limits
         if not isinstance(limits, ResourceLimits):
             raise InvalidArgumentError(f"limits must be a ResourceLimits, got {brief(limits)}")
         if name in self._orgs or any(t.name == name for t in self.runtime.tenants()):
             raise OrganizationExistsError(name)
         self.runtime.add_tenant(name, weight=limits.weight, limits=limits.to_limits())
-        self._orgs[name] = _Org(name, limits, time.time())
+        self._orgs[name] = Org(name, limits, time.time())
         return self.get(name)
 
     def get(self, name: str) -> Organization:
@@ -162,7 +112,7 @@ class Organizations:
         org.line.close()
         return dead
 
-    def _org(self, name: Any) -> _Org:
+    def _org(self, name: Any) -> Org:
         try:
             return self._orgs[name]
         except (KeyError, TypeError):
@@ -248,35 +198,13 @@ class Organizations:
             InvalidArgumentError: A bad name, or ``data`` that cannot be copied.
         """
         org = self._org(name)
-        _name("an agent", agent)
-        self.machine(name, package)
-        if type(long_running) is not bool:
-            raise InvalidArgumentError(f"long_running must be a bool, got {brief(long_running)}")
-        if agent in org.agents:
-            raise AgentExistsError((name, agent))
-        try:
-            entry = _Agent(package, long_running, copy.deepcopy(data))
-        except Exception as exc:
-            raise InvalidArgumentError(f"data cannot be copied: {type(exc).__name__}") from exc
-        try:
-            self.runtime.spawn(self.machine(name, package), (name, agent), data, tenant=name)
-        except TenantLimitError as exc:
-            raise OrganizationLimitError(name, exc) from exc
-        org.agents[agent] = entry
-
-    def _spawn(self, org: _Org, agent: str, entry: _Agent) -> None:
-        """Start an agent whose memory expired again, from the data it was added with."""
-        machine = org.deployed[entry.package][-1][0]
-        self.runtime.spawn(machine, (org.name, agent), copy.deepcopy(entry.data), tenant=org.name)
+        machine = self.machine(name, package)
+        _agents.add(self.runtime, org, agent, package, data, long_running, machine)
 
     def remove_agent(self, name: str, agent: str) -> int:
         """Terminate an agent (its queued executions fail) and forget it; returns the
         messages dead-lettered."""
-        org = self._org(name)
-        org.agent(agent)
-        dead = self.runtime.terminate((name, agent)) if (name, agent) in self.runtime else 0
-        del org.agents[agent]
-        return dead
+        return _agents.remove(self.runtime, self._org(name), agent)
 
     def memory(self, name: str, agent: str) -> Any:
         """The agent's memory (its data), or None once it expired. A hibernated agent is
@@ -285,17 +213,7 @@ class Organizations:
         Raises:
             OrganizationNotFoundError, AgentNotFoundError: No such organization or agent.
         """
-        org = self._org(name)
-        org.agent(agent)
-        rt = self.runtime
-        eid = (name, agent)
-        if eid not in rt:
-            return None
-        asleep = rt.status(eid) is AgentStatus.HIBERNATED
-        data = rt.data(eid)
-        if asleep:
-            rt.hibernate(eid)
-        return data
+        return _agents.memory(self.runtime, self._org(name), agent)
 
     def store_memory(self, name: str, agent: str) -> None:
         """Write an idle agent's memory to the store now (``rt.hibernate``).
@@ -303,9 +221,7 @@ class Organizations:
         Raises:
             AgentBusyError: It has executions queued.
         """
-        self._org(name).agent(agent)
-        if self.runtime.status((name, agent)) is not AgentStatus.HIBERNATED:
-            self.runtime.hibernate((name, agent))
+        _agents.store(self.runtime, self._org(name), agent)
 
     # -- execution and metrics ---------------------------------------------------------
 
@@ -332,12 +248,7 @@ class Organizations:
 
     def metrics(self, name: str) -> OrganizationMetrics:
         """The organization's figures now."""
-        org = self._org(name)
-        mean = org.total_time / org.executions if org.executions else math.nan
-        return OrganizationMetrics(
-            name, org.executions, org.failures, org.queued, len(org.line), mean,
-            self.runtime.tenant_statistics(name),
-        )  # fmt: skip
+        return _metrics.metrics(self.runtime, self._org(name))
 
     def history(self, name: str, *, last: int | None = None) -> dict[str, np.ndarray]:
         """The organization's readings in the runtime's metrics history: ``time`` and the
@@ -347,41 +258,4 @@ class Organizations:
         Raises:
             InvalidArgumentError: The runtime keeps no metrics history.
         """
-        self._org(name)
-        history = self.runtime.metrics_history
-        if history is None:
-            raise InvalidArgumentError("the runtime keeps no metrics history (metrics_history=)")
-        from ...observe import TENANT_COLUMNS
-
-        times = history.runtime(last=last)["time"]
-        mine = history.tenants(last=last).get(name)
-        if mine is None:
-            mine = {c: np.full(len(times), np.nan) for c in TENANT_COLUMNS}
-        return {"time": times, **mine}
-
-
-@asynccontextmanager
-async def open_organizations(
-    *,
-    store: Store | None = None,
-    memory_ttl: float | None = None,
-    metrics_interval: float | None = 1.0,
-    **kwargs: Any,
-) -> AsyncIterator[Organizations]:
-    """Open an engine runtime for organizations under trio and yield its manager.
-
-    Args:
-        store: Where agents' memory is kept (default: a ``MemoryStore``).
-        memory_ttl: Seconds a hibernated agent's memory is kept (``expire_after``); None:
-            for ever. One for the runtime: the engine expires by age, not per tenant.
-        metrics_interval: Seconds between readings of the metrics history (None: none).
-        **kwargs: ``engine.open_runtime``'s other arguments (``implementation``,
-            ``sample_every``, ``durability``, ...).
-    """
-    async with open_runtime(
-        store=MemoryStore() if store is None else store,
-        expire_after=memory_ttl,
-        metrics_history=metrics_interval,
-        **kwargs,
-    ) as rt:
-        yield Organizations(rt)
+        return _metrics.history(self.runtime, self._org(name), last)

@@ -27,7 +27,8 @@ from ._errors import PackageExistsError, PackageNotFoundError, brief
 from ._values import Deployment
 
 if TYPE_CHECKING:
-    from ._manager import Organizations, _Org
+    from ._manager import Organizations
+    from ._records import Org
 
 
 @final
@@ -88,7 +89,7 @@ def copy_machine(template: Machine, name: str) -> Machine:
 
 def deploy(
     mgr: Organizations,
-    org: _Org,
+    org: Org,
     package: Any,
     version: Any,
     states: Mapping[str, str] | None,
@@ -130,7 +131,7 @@ def deploy(
 
 def rollback(
     mgr: Organizations,
-    org: _Org,
+    org: Org,
     package: Any,
     states: Mapping[str, str] | None,
     migrate: Callable[[str, Any], Any] | None,
