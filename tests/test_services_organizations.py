@@ -14,6 +14,7 @@ example beyond ``executeAgent`` itself; the flow below follows its steps and its
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -409,5 +410,52 @@ def test_destroy_fails_what_waits_and_what_runs(impl: str) -> None:
             assert orgs.runtime.hibernated_ids() == []  # memory gone with it
             with pytest.raises(eo.OrganizationNotFoundError):
                 orgs.get("o")
+
+    run(main)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_executions_run_in_the_order_they_came(impl: str, seed: int) -> None:
+    """Random arrivals, agents and limits: every execution runs, and the organization's
+    messages are processed in the order the executions came (the rate releases one message
+    at a time, so processing order is sending order)."""
+    rng = random.Random(seed)
+    processed: list[int] = []
+    m = engine.Machine("worker", ["s"], "s", [], events=["execute"])
+
+    @m.handler("s", "execute")
+    def work(ctx: Any, ev: Any) -> Step:
+        processed.append(ev.payload)
+        return Step(actions=[Reply(ev.payload)])
+
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            orgs.register_package(m)
+            limits = ResourceLimits(
+                max_queue_size=rng.randint(1, 4),
+                rate_limit_per_minute=rng.choice([6, 30, 60]),
+                burst=1,
+                max_concurrent_agents=rng.randint(0, 3),
+            )
+            orgs.create("o", limits)
+            orgs.deploy("o", "worker")
+            agents = [f"a{k}" for k in range(rng.randint(1, 5))]
+            for agent in agents:
+                orgs.add_agent("o", agent, "worker", long_running=rng.random() < 0.5)
+            n = 40
+            answers: dict[int, Any] = {}
+
+            async def one(i: int, agent: str) -> None:
+                answers[i] = (await orgs.execute_agent("o", agent, i)).output
+
+            async with trio.open_nursery() as nursery:
+                for i in range(n):
+                    nursery.start_soon(one, i, rng.choice(agents))
+                    await trio.sleep(rng.choice([0.001, 0.5, 3, 20]))
+            assert answers == {i: i for i in range(n)}
+            assert processed == list(range(n))
+            metrics = orgs.metrics("o")
+            assert (metrics.executions, metrics.failures, metrics.waiting) == (n, 0, 0)
+            assert metrics.tenant.delayed > 0  # the limits were hit (the line: most seeds)
 
     run(main)
