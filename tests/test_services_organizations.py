@@ -80,6 +80,7 @@ def test_the_organization_flow(impl: str) -> None:
             assert (acme.name, acme.limits, acme.packages, acme.agents) == ("acme", limits, {}, ())
             orgs.register_package(assistant(1))
             orgs.register_package(assistant(2))
+            assert orgs.packages() == {"assistant": (1, 2)}
             installed = orgs.deploy("acme", "assistant", 1)
             assert (installed.version, installed.previous) == (1, None)
             for k in range(8):

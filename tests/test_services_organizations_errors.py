@@ -54,7 +54,7 @@ def state_of(orgs: Organizations) -> tuple[Any, ...]:
         [t.name for t in rt.tenants()],
         sorted(map(repr, rt.agent_ids())),
         sorted(map(repr, rt.hibernated_ids())),
-        orgs.packages.versions(),
+        orgs.packages(),
         rt.upgrades,
     )
 

@@ -60,7 +60,7 @@ class Organizations:
         with contextlib.suppress(AgentNotFoundError):  # a probe: without a store, it is
             rt.hibernate(object())  # InvalidArgumentError; with one, no agent has that id
         self.runtime = rt
-        self.packages = _packages.Packages()
+        self._registry = _packages.Packages()
         self._orgs: dict[str, Org] = {}
         self._last_upgrade: tuple[str, str, int] | None = None
 
@@ -128,7 +128,11 @@ class Organizations:
             PackageExistsError: That name and version are registered.
             InvalidArgumentError: Not an ``engine.Machine``.
         """
-        self.packages.register(machine)
+        self._registry.register(machine)
+
+    def packages(self) -> dict[str, tuple[int, ...]]:
+        """The registered packages and their versions, lowest first."""
+        return self._registry.versions()
 
     def deploy(
         self,

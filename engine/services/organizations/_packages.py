@@ -98,7 +98,7 @@ def deploy(
     canary: int | None,
 ) -> Deployment:
     """See ``Organizations.deploy``."""
-    template = mgr.packages.get(package, version)
+    template = mgr._registry.get(package, version)
     stack = org.deployed.get(template.name)
     new = org.machines.get((template.name, template.version))
     if new is None:
