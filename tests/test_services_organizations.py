@@ -460,3 +460,34 @@ def test_executions_run_in_the_order_they_came(impl: str, seed: int) -> None:
             assert metrics.tenant.delayed > 0  # the limits were hit (the line: most seeds)
 
     run(main)
+
+
+def test_an_execution_cancelled_while_it_runs_frees_its_place(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(max_queue_size=1, rate_limit_per_minute=1))
+            orgs.deploy("o", "assistant")
+            for k in range(3):
+                orgs.add_agent("o", f"a{k}", "assistant", data={"seen": []})
+            await orgs.execute_agent("o", "a0", "first")  # the rate's token is used
+            done: list[str] = []
+
+            async def one(agent: str) -> None:
+                await orgs.execute_agent("o", agent, agent)
+                done.append(agent)
+
+            with trio.fail_after(600):  # (a lost turn would leave a2 waiting for ever)
+                async with trio.open_nursery() as nursery:
+                    with trio.move_on_after(1):  # held by the rate, then given up on
+                        await orgs.execute_agent("o", "a1", "given up")
+                    nursery.start_soon(one, "a2")  # refused (a1's message is still held)
+                    await trio.sleep(0.001)
+                    assert orgs.metrics("o").tenant.rejected == 1
+            # none of its executions in flight any more: a2 tried again until there was room
+            assert done == ["a2"]
+            # a1's message stayed queued (the engine keeps it) and ran; nobody waited
+            assert orgs.memory("o", "a1") == {"seen": ["given up"]}
+            assert orgs.metrics("o").tenant.processed == 3
+
+    run(main)

@@ -135,6 +135,10 @@ async def execute(
                     with contextlib.suppress(EngineError):
                         rt.hibernate(eid)
                 raise ExecutionFailedError(name, agent, "execute", exc) from exc
+            except BaseException:  # cancelled while waiting for the answer
+                org.in_flight -= 1
+                line.give()
+                raise
             break
         org.in_flight -= 1
         line.give()
