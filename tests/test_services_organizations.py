@@ -491,3 +491,28 @@ def test_an_execution_cancelled_while_it_runs_frees_its_place(impl: str) -> None
             assert orgs.metrics("o").tenant.processed == 3
 
     run(main)
+
+
+def test_priorities_are_the_mailbox_lanes(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            orgs.register_package(assistant(1))
+            orgs.create("o")
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []}, long_running=False)
+            orgs.runtime.pause(("o", "a"))
+            results: dict[str, Any] = {}
+
+            async def one(label: str, priority: engine.Priority) -> None:
+                results[label] = await orgs.execute_agent("o", "a", label, priority=priority)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one, "low", engine.Priority.LOW)
+                await trio.sleep(0.001)
+                nursery.start_soon(one, "high", engine.Priority.HIGH)
+                await trio.sleep(0.001)
+                orgs.runtime.resume(("o", "a"))
+            assert results["high"].output == ["high"]
+            assert results["low"].output == ["high", "low"]
+
+    run(main)

@@ -217,6 +217,9 @@ def test_agent_errors_change_nothing(impl: str) -> None:
             for bad_event in (None, 1, b"execute"):
                 with pytest.raises(engine.InvalidArgumentError):
                     await orgs.execute_agent("acme", "a", event=bad_event)  # type: ignore[arg-type]
+            for bad_priority in (-1, 4, True, "high", None, 1.0, [1]):
+                with pytest.raises(engine.InvalidArgumentError, match="priority"):
+                    await orgs.execute_agent("acme", "a", priority=bad_priority)
             for bad_timeout in (math.nan, 0, -1, True, "1", math.inf):
                 with pytest.raises(engine.InvalidArgumentError):
                     await orgs.execute_agent("acme", "a", timeout=bad_timeout)  # type: ignore[arg-type]

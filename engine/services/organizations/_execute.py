@@ -54,7 +54,13 @@ def _room(rt: Any, org: Org) -> int:
 
 
 async def execute(
-    mgr: Organizations, name: Any, agent: Any, payload: Any, event: Any, timeout: Any
+    mgr: Organizations,
+    name: Any,
+    agent: Any,
+    payload: Any,
+    event: Any,
+    timeout: Any,
+    priority: Any,
 ) -> ExecutionResult:
     """See ``Organizations.execute_agent``."""
     org = mgr._org(name)
@@ -67,6 +73,8 @@ async def execute(
         or not (math.isfinite(timeout) and timeout > 0)
     ):
         raise InvalidArgumentError(f"timeout must be a finite number > 0 or None: {timeout!r}")
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 3:
+        raise InvalidArgumentError(f"priority must be an engine.Priority (0..3): {priority!r}")
     rt = mgr.runtime
     clock = trio.current_time
     start = clock()
@@ -110,7 +118,7 @@ async def execute(
                 turn = False
             org.in_flight += 1
             try:
-                output = await rt.request(eid, event, payload, timeout=timeout)
+                output = await rt.request(eid, event, payload, priority=priority, timeout=timeout)
             except TenantLimitError as exc:  # refused at the send: nothing was queued
                 org.in_flight -= 1
                 if org.limits.overflow == "refuse":

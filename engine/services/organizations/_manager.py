@@ -23,6 +23,7 @@ from ... import (
     AgentNotFoundError,
     InvalidArgumentError,
     Machine,
+    Priority,
     Runtime,
 )
 from . import _agents, _execute, _metrics, _packages
@@ -237,10 +238,13 @@ class Organizations:
         *,
         event: str = "execute",
         timeout: float | None = None,
+        priority: int = Priority.NORMAL,
     ) -> ExecutionResult:
         """Run one execution: the organization's runtime, its limits (waiting in order
         for room, or refused), the agent's memory restored, ``rt.request(agent, event,
-        input)``, its memory stored, the metrics counted (see ``_execute``).
+        input, priority=, timeout=)``, its memory stored, the metrics counted (see
+        ``_execute``). ``priority`` is the mailbox lane (the design's low / normal / high);
+        ``timeout`` bounds the wait for the answer, not the wait in the line.
 
         Raises:
             OrganizationNotFoundError, AgentNotFoundError: No such organization or agent.
@@ -248,7 +252,7 @@ class Organizations:
             ExecutionFailedError: A stage failed; the cause is ``__cause__``.
             InvalidArgumentError: A bad event or timeout.
         """
-        return await _execute.execute(self, name, agent, input, event, timeout)
+        return await _execute.execute(self, name, agent, input, event, timeout, priority)
 
     def metrics(self, name: str) -> OrganizationMetrics:
         """The organization's figures now."""
