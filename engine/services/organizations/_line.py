@@ -9,7 +9,8 @@ that were refused, each with a ``trio.Event``.
 
 Theory of operation: the caller at the head of the line gets one turn at a time. A turn is
 given when an execution of the organization finishes (its message has left the queue, so
-there is room), or, when none is in flight, once the runtime is idle. While a turn is given
+there is room); with none in flight, the refused caller keeps the head and tries again every
+``POLL`` seconds (``_execute``: its queue was filled around the layer). While a turn is given
 and not yet used, the line counts as busy, so a newcomer cannot slip in ahead: it joins the
 tail. The caller whose turn it is hands the next turn on before sending only when the room
 left covers both, so the next caller can only send after it; refused anyway, it goes back to
@@ -75,7 +76,7 @@ class Line:
 
     def hold(self) -> None:
         """Take a turn without waiting (a refused caller with nothing of its organization
-        in flight keeps its place while it waits for the runtime to be idle)."""
+        in flight keeps its place while it waits to try again)."""
         self._given += 1
 
     def used(self) -> None:
