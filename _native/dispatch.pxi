@@ -103,6 +103,8 @@ cdef class Dispatcher:
     cdef bint _now_fresh      # self.now was read for this call (send_many_slots)
     cdef public bint work_enabled  # a host runs Work actions (open_runtime); else they fail
     cdef public bint deliver_sends  # False: Send actions go nowhere (a replay feeds them)
+    cdef public object router       # route(send) -> bool for Send actions not kept here
+    cdef public bint route_all      # every Send action goes to router first (else: unknown ids)
     cdef list _out_retired    # (output count, slot, agent id) for agents terminated while
                               # their outputs wait in the buffer
     cdef list _mt_retired     # machine tables replaced by a larger copy (see register)
@@ -1759,6 +1761,11 @@ cdef class Dispatcher:
         if not self.deliver_sends:
             return 0
         try:
+            if self.route_all and self.router(send):
+                return 0
+            if self.router is not None and not self.route_all and send.agent_id not in self:
+                if self.router(send):
+                    return 0
             slot = self._slot_of(send.agent_id)
             if self._ag[slot].flags & F_STOPPED:
                 raise AgentStoppedError(send.agent_id, "is stopped")

@@ -297,6 +297,60 @@ def test_send_action_delivers_in_the_same_run(make: MakeRuntime) -> None:
     assert {type(d.error) for d in dead} == {engine.AgentNotFoundError, engine.UnknownEventError}
 
 
+def test_route_sends_takes_sends_for_agents_elsewhere(make: MakeRuntime) -> None:
+    """``route_sends``: Send actions to ids not here go to the router (a sharded host's
+    outbox); what it declines is dead-lettered; ``every=True`` offers it local ones too."""
+    m = Machine("fan", ["s"], "s", [], events=["go", "hit"], unhandled="ignore")
+    got: list[Any] = []
+
+    @m.handler("s", "go")
+    def go(ctx: Any, ev: Any) -> Step:
+        return Step(actions=[Send(t, "hit", i) for i, t in enumerate(ev.payload)])
+
+    @m.handler("s", "hit")
+    def hit(ctx: Any, ev: Any) -> None:
+        got.append((ctx.agent_id, ev.payload))
+
+    routed: list[tuple[Any, str, Any, int]] = []
+
+    def router(send: Send) -> bool:
+        if send.agent_id == "refused":
+            return False
+        if send.agent_id == "bad":
+            raise engine.InvalidArgumentError("no route")
+        routed.append((send.agent_id, send.event, send.payload, int(send.priority)))
+        return True
+
+    rt = make()
+    rt.spawn(m, "a")
+    rt.spawn(m, "b")
+    rt.route_sends(router)
+    rt.send_nowait("a", "go", ["b", "far", "refused", "bad", "far"])
+    rt.run_until_idle()
+    assert got == [("b", 0)]
+    assert routed == [("far", "hit", 1, 1), ("far", "hit", 4, 1)]
+    dead = rt.dead_letters()
+    assert [(d.agent_id, type(d.error)) for d in dead] == [
+        ("refused", engine.AgentNotFoundError),
+        ("bad", engine.InvalidArgumentError),
+    ]
+    routed.clear()
+    rt.route_sends(router, every=True)
+    rt.send_nowait("a", "go", ["b", "far"])
+    rt.run_until_idle()
+    assert got == [("b", 0)]
+    assert routed == [("b", "hit", 0, 1), ("far", "hit", 1, 1)]
+    rt.route_sends(None)
+    rt.send_nowait("a", "go", ["b", "far"])
+    rt.run_until_idle()
+    assert got == [("b", 0), ("b", 0)]
+    assert len(routed) == 2
+    with pytest.raises(engine.InvalidArgumentError):
+        rt.route_sends(None, every=True)
+    with pytest.raises(engine.InvalidArgumentError):
+        rt.route_sends(42)  # type: ignore[arg-type]
+
+
 def test_bad_actions_fail_the_step(make: MakeRuntime) -> None:
     m = Machine("m", ["a", "b"], "a", [], events=["go"], unhandled="ignore")
     m.handler("a", "go")(lambda ctx, ev: Step("b", actions=ev.payload))

@@ -352,6 +352,10 @@ class Dispatcher:
         """True while a host runs ``Work`` actions (``open_runtime``); else they fail."""
         self.deliver_sends = True
         """False: ``Send`` actions go nowhere (a replay feeds what they delivered itself)."""
+        self.router: Callable[[Send], bool] | None = None
+        """Takes ``Send`` actions whose agent is not here (or all of them, ``route_all``):
+        True when it took one, False to leave it to local delivery (or a dead letter)."""
+        self.route_all = False
         self._out_retired: list[tuple[int, int, Any]] = []
         self.on_wake: Callable[[], object] | None = None
         self.on_missing: Callable[[Any], bool] | None = None
@@ -1390,7 +1394,17 @@ class Dispatcher:
         """A ``Send`` action: queue it, or dead-letter it as UNDELIVERABLE."""
         if not self.deliver_sends:
             return
+        router = self.router
         try:
+            if self.route_all and router is not None and router(send):
+                return
+            if (
+                router is not None
+                and not self.route_all
+                and send.agent_id not in self
+                and router(send)
+            ):
+                return
             self.send_nowait(send.agent_id, send.event, send.payload, send.priority)
         except EngineError as exc:
             self.dead_letters.append(

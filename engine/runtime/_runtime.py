@@ -30,7 +30,7 @@ import numpy as np
 import trio
 
 from .. import hotpath as _hotpath
-from ..core._actions import CancelTimer, EventTimeout, StateTimeout, Timer, Work
+from ..core._actions import CancelTimer, EventTimeout, Send, StateTimeout, Timer, Work
 from ..core._exceptions import (
     AgentExistsError,
     AgentNotFoundError,
@@ -1218,6 +1218,25 @@ class Runtime:
         if self._d.status(agent_id) == AgentStatus.STOPPED:
             raise AgentStoppedError(agent_id, "is stopped")
         host.start_work(self._d.ref(agent_id), work, turn=False)
+
+    def route_sends(self, router: Callable[[Send], bool] | None, *, every: bool = False) -> None:
+        """Give ``Send`` actions whose agent is not in this runtime to ``router`` (called in
+        the drain loop with the ``Send``; it returns True when it took the message, False to
+        leave it to local delivery, which dead-letters an unknown id). ``every=True`` offers
+        it every ``Send`` action first, local or not. ``None`` removes it. A sharded host
+        (``engine.cluster``) routes messages to other processes this way. The router must
+        not block; an ``EngineError`` it raises dead-letters the message.
+
+        Raises:
+            InvalidArgumentError: ``router`` is not callable, or ``every`` without one.
+        """
+        if router is not None and not callable(router):
+            raise InvalidArgumentError(f"router must be callable, got {type(router).__name__}")
+        if router is None and every:
+            raise InvalidArgumentError("every=True needs a router")
+        self._d.route_all = False  # never route_all with no router, even for an instant
+        self._d.router = router
+        self._d.route_all = bool(every)
 
     async def start(
         self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None
