@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import reprlib
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
@@ -42,7 +43,21 @@ def _count(problems: tuple[str, ...]) -> str:
 
 
 class EngineError(Exception):
-    """Raised for every error the engine reports on purpose: the base of the tree."""
+    """Raised for every error the engine reports on purpose: the base of the tree.
+
+    Every one pickles and unpickles as itself, with its message and attributes (whatever
+    its constructor takes), so errors cross process boundaries: Ray shards, worker pools.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[EngineError], args: tuple[Any, ...], state: dict[str, Any]) -> EngineError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class AgentNotFoundError(EngineError, KeyError):

@@ -1,0 +1,388 @@
+"""The driver's side: a ``Cluster`` of shard actors, offering the runtime's API by agent id."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, final
+
+import attrs
+
+from ..core._exceptions import EngineError, InvalidArgumentError
+from ..core._machine import Machine
+from ..core._types import Priority
+from ..store._stores import Store
+from ._actors import Coordinator, Shard, _Elsewhere
+from ._routing import Routes
+from ._shard import DRIVER, check_id, shard_name
+
+
+class ShardFailedError(EngineError):
+    """A shard's process died while serving a call. Ray restarts it and it recovers its
+    agents from its store (with stores); the call itself may or may not have taken effect
+    (a send may have been queued, a request processed): it is not retried."""
+
+    def __init__(self, shard: int, detail: str) -> None:
+        super().__init__(f"shard {shard} failed: {detail}")
+        self.shard = shard
+
+
+@final
+@attrs.frozen
+class ClusterStatistics:
+    """The cluster's figures: per shard, and totals."""
+
+    shards: tuple[Any, ...]
+    """Each shard's ``RuntimeStatistics``, in shard order."""
+    agents: int
+    processed: int
+    failed: int
+    dead_letters: int
+
+
+_RETRIES = 50
+
+
+@final
+class Cluster:
+    """Shard actors on Ray, each hosting a runtime with the compiled dispatcher; agents placed
+    by a stable hash of their id (with a directory for moved ones). Methods block until
+    their shard answers (from trio, run them with ``trio.to_thread.run_sync``)."""
+
+    def __init__(
+        self,
+        setup: Callable[[], Iterable[Machine]],
+        *,
+        shards: int = 2,
+        store: Callable[[int], Store] | None = None,
+        runtime_options: dict[str, Any] | None = None,
+        num_cpus: float = 0,
+        name: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
+        import ray
+
+        if type(shards) is not int or not 1 <= shards <= 1024:
+            raise InvalidArgumentError(f"shards must be an int in [1, 1024], got {shards!r}")
+        if not callable(setup):
+            raise InvalidArgumentError("setup must be a callable returning the machines")
+        if not ray.is_initialized():
+            raise InvalidArgumentError("call ray.init() first (or use open_cluster)")
+        self._ray = ray
+        self.name = name or uuid.uuid4().hex[:12]
+        self._namespace = namespace
+        self._setup = setup
+        self._store = store
+        self._options = dict(runtime_options or {})
+        self._num_cpus = num_cpus
+        self._next_index = itertools.count(shards)
+        indexes = list(range(shards))
+        self.routes = Routes(indexes)
+        self._coordinator: Any = (
+            ray.remote(Coordinator)
+            .options(name=f"engine-cluster:{self.name}:coordinator", namespace=namespace)
+            .remote(indexes)
+        )
+        self._handles: dict[int, Any] = {}
+        for index in indexes:
+            self._handles[index] = self._start(index, indexes)
+        self._wait([h.ping.remote() for h in self._handles.values()])
+
+    def _start(self, index: int, indexes: list[int]) -> Any:
+        return (
+            self._ray.remote(Shard)
+            .options(
+                name=shard_name(self.name, index),
+                namespace=self._namespace,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=32,
+                num_cpus=self._num_cpus,
+            )
+            .remote(
+                self.name,
+                index,
+                indexes,
+                self._setup,
+                self._store,
+                self._options,
+                self._namespace,
+                self._coordinator,
+            )
+        )
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def _wait(self, refs: Any, shard: int = -1) -> Any:
+        ray = self._ray
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, BaseException):
+                raise cause from None
+            raise
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            raise ShardFailedError(shard, type(exc).__name__) from None
+
+    def _on(self, agent_id: Any, method: str, *args: Any) -> Any:
+        """Call ``method`` on the agent's shard; again where it moved if it was not there."""
+        check_id(agent_id)
+        for _ in range(_RETRIES):
+            shard = self.routes(agent_id)
+            try:
+                return self._wait(getattr(self._handles[shard], method).remote(*args), shard)
+            except _Elsewhere:
+                time.sleep(0.01)  # a move is under way: it ends soon
+        raise EngineError(f"agent {agent_id!r} kept moving")
+
+    @property
+    def shards(self) -> list[int]:
+        """The shard numbers."""
+        return sorted(self._handles)
+
+    def shard_of(self, agent_id: Any) -> int:
+        """The shard the agent lives on (or would, for an id not spawned)."""
+        check_id(agent_id)
+        return self.routes(agent_id)
+
+    def spawn(
+        self, machine: str | Machine, agent_id: Any, data: Any = None, **options: Any
+    ) -> None:
+        """Spawn an agent of the machine of that name (from ``setup``) on its shard."""
+        name = machine.name if isinstance(machine, Machine) else machine
+        self._on(agent_id, "spawn", name, agent_id, data, options)
+
+    def send(
+        self, agent_id: Any, event: Any, payload: Any = None, priority: int = Priority.NORMAL
+    ) -> None:
+        """Queue a message (returns once its shard took it; waits while a bounded mailbox is
+        full). Raises the errors of ``Runtime.send_nowait``."""
+        check_id(agent_id)
+        shard = self.routes(agent_id)
+        self._wait(self._handles[shard].send.remote(agent_id, event, payload, int(priority)), shard)
+
+    def send_many(
+        self,
+        agent_ids: Sequence[Any],
+        events: Sequence[Any],
+        priorities: int | Sequence[int] = Priority.NORMAL,
+        payloads: Sequence[Any] | None = None,
+    ) -> None:
+        """Queue many messages: one call per shard, all shards at once. A shard checks its
+        part before queuing any of it (as ``Runtime.send_many``); another shard's part may
+        have been queued when one refuses."""
+        ids = list(agent_ids)
+        evs = list(events)
+        if len(evs) != len(ids):
+            raise InvalidArgumentError(f"{len(evs)} events for {len(ids)} agents")
+        pl = None if payloads is None else list(payloads)
+        if pl is not None and len(pl) != len(ids):
+            raise InvalidArgumentError(f"{len(pl)} payloads for {len(ids)} agents")
+        pr = None if isinstance(priorities, int) else [int(p) for p in priorities]
+        if pr is not None and len(pr) != len(ids):
+            raise InvalidArgumentError(f"{len(pr)} priorities for {len(ids)} agents")
+        parts: dict[int, list[int]] = {}
+        for i, agent_id in enumerate(ids):
+            check_id(agent_id)
+            parts.setdefault(self.routes(agent_id), []).append(i)
+        refs = []
+        for shard, idx in parts.items():
+            refs.append(
+                self._handles[shard].send_many.remote(
+                    [ids[i] for i in idx],
+                    [evs[i] for i in idx],
+                    priorities if pr is None else [pr[i] for i in idx],
+                    None if pl is None else [pl[i] for i in idx],
+                )
+            )
+        self._wait(refs)
+
+    def request(
+        self,
+        agent_id: Any,
+        event: Any,
+        payload: Any = None,
+        *,
+        priority: int = Priority.NORMAL,
+        timeout: float | None = None,
+    ) -> Any:
+        """``Runtime.request`` on the agent's shard: its handler's ``Reply``."""
+        return self._on(agent_id, "request", agent_id, event, payload, int(priority), timeout)
+
+    def state(self, agent_id: Any) -> str:
+        return str(self._on(agent_id, "read", "state", agent_id))
+
+    def data(self, agent_id: Any) -> Any:
+        return self._on(agent_id, "read", "data", agent_id)
+
+    def status(self, agent_id: Any) -> Any:
+        return self._on(agent_id, "read", "status", agent_id)
+
+    def terminate(self, agent_id: Any) -> int:
+        """Terminate an agent; how many queued messages went with it."""
+        return int(self._on(agent_id, "read", "terminate", agent_id))
+
+    def statistics(self, agent_id: Any = DRIVER) -> Any:
+        """One agent's ``AgentStatistics``, or with no id the ``ClusterStatistics``."""
+        if agent_id is not DRIVER:
+            return self._on(agent_id, "read", "statistics", agent_id)
+        order = self.shards
+        stats = self._wait([self._handles[s].statistics.remote() for s in order])
+        return ClusterStatistics(
+            tuple(stats),
+            sum(s.agents for s in stats),
+            sum(s.processed for s in stats),
+            sum(s.failed for s in stats),
+            sum(s.dead_letters for s in stats),
+        )
+
+    def agent_ids(self) -> list[Any]:
+        """Every agent of every shard (resident or hibernated)."""
+        lists = self._wait([self._handles[s].agent_ids.remote() for s in self.shards])
+        return [a for part in lists for a in part]
+
+    def dead_letters(self) -> list[Any]:
+        """Dead letters of every shard, with mail that reached no agent between shards."""
+        lists = self._wait([self._handles[s].dead_letters.remote() for s in self.shards])
+        return [d for part in lists for d in part]
+
+    def wait_until_idle(self, timeout: float = 60.0, poll: float = 0.002) -> None:
+        """Block until no shard has mail, nothing is between shards and no move is under
+        way, seen twice in a row with the same counts (so nothing was in flight between
+        the two looks)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            looks = self._wait([self._handles[s].quiet.remote() for s in self.shards])
+            idle = all(look[0] for look in looks)
+            sent = sum(sum(look[1].values()) for look in looks)
+            received = sum(sum(look[2].values()) for look in looks)
+            now = (sent, received)
+            if idle and sent == received and now == last:
+                return
+            last = now if idle and sent == received else None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the cluster did not settle in {timeout} s")
+            time.sleep(poll)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, agent_id: Any = DRIVER) -> ClusterSubscription:
+        """Follow transition records of every shard (or of one agent, wherever it lives):
+        records are kept on each shard from now on; ``poll`` reads what came since."""
+        self._wait([self._handles[s].follow.remote() for s in self.shards])
+        return ClusterSubscription(self, agent_id)
+
+    # -- moves ----------------------------------------------------------------------------
+
+    def move(self, agent_id: Any, shard: int) -> None:
+        """Move a live agent to ``shard`` via a snapshot: same id, no message lost or
+        reordered (per sender), mail arriving meanwhile forwarded. Its running ``Work`` is
+        cancelled (it gets ``failed``/nothing as on terminate)."""
+        check_id(agent_id)
+        if shard not in self._handles:
+            raise InvalidArgumentError(f"no shard {shard!r}")
+        source = self.routes(agent_id)
+        if source == shard:
+            return
+        senders = [s for s in self.shards if s != source] + [DRIVER]
+        self._wait(self._handles[shard].expect_agent.remote(agent_id, source, senders), shard)
+        try:
+            self._wait(self._handles[source].move_agent_out.remote(agent_id, shard), source)
+        except EngineError:
+            self._wait(self._handles[shard].expect_agent.remote(agent_id, source, []), shard)
+            self._handles[shard].is_settled.remote(agent_id)
+            raise
+        self._wait(self._coordinator.place.remote(agent_id, shard))
+        self.routes.directory[agent_id] = shard
+        self._wait(
+            [
+                self._handles[s].route.remote(agent_id, shard, source)
+                for s in self.shards
+                if s != source
+            ]
+        )
+        self._wait(self._handles[source].driver_switched.remote(agent_id), source)
+        for _ in range(5000):
+            if self._wait(self._handles[shard].is_settled.remote(agent_id), shard):
+                return
+            time.sleep(0.002)
+        raise EngineError(f"agent {agent_id!r} did not settle on shard {shard}")
+
+    def close(self) -> None:
+        """Stop every shard (their runtimes exit as ``open_runtime`` does) and the actors."""
+        ray = self._ray
+        for handle in self._handles.values():
+            with suppress(Exception):
+                ray.get(handle.shutdown.remote(), timeout=30)
+            ray.kill(handle, no_restart=True)
+        ray.kill(self._coordinator, no_restart=True)
+        self._handles.clear()
+
+    def kill_shard(self, shard: int) -> None:
+        """Kill a shard's process as a crash would (Ray restarts it; it recovers from its
+        store). For tests and drills."""
+        self._ray.kill(self._handles[shard], no_restart=False)
+
+    def handle(self, shard: int) -> Any:
+        """The shard's Ray actor handle."""
+        return self._handles[shard]
+
+
+@final
+class ClusterSubscription:
+    """Transition records of a cluster, read shard by shard (``poll``)."""
+
+    def __init__(self, cluster: Cluster, agent_id: Any) -> None:
+        self._cluster = cluster
+        self._agent = agent_id
+        self._cursor: dict[int, int | None] = dict.fromkeys(cluster.shards)
+        self.gaps: list[tuple[int, Any]] = []
+        """``(shard, Gap)`` wherever records were missed."""
+
+    def poll(self, limit: int = 10_000) -> list[tuple[int, Any]]:
+        """``(shard, Transition)`` recorded since the last poll, in each shard's order."""
+        c = self._cluster
+        order = [s for s in c.shards if s in self._cursor]
+        answers = c._wait(
+            [c.handle(s).records.remote(self._cursor[s], limit) for s in order]
+        )
+        out = []
+        for shard, (gap, items, after) in zip(order, answers, strict=True):
+            self._cursor[shard] = after
+            if gap is not None:
+                self.gaps.append((shard, gap))
+            for t in items:
+                if self._agent is DRIVER or t.agent_id == self._agent:
+                    out.append((shard, t))
+        return out
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        """Every record from now on, polling every 10 ms (stops when the cluster closes)."""
+        while True:
+            items = self.poll()
+            yield from items
+            if not items:
+                time.sleep(0.01)
+
+
+@contextmanager
+def open_cluster(
+    setup: Callable[[], Iterable[Machine]], *, shards: int = 2, **options: Any
+) -> Iterator[Cluster]:
+    """A ``Cluster`` for the body of a ``with`` (``ray.init`` first when Ray is not running,
+    locally with no dashboard; it is left running)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    cluster = Cluster(setup, shards=shards, **options)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
