@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -313,6 +314,51 @@ class Cluster:
                 return
             time.sleep(0.002)
         raise EngineError(f"agent {agent_id!r} did not settle on shard {shard}")
+
+    def add_shard(self) -> int:
+        """Start one more shard and move to it, live, the agents whose rendezvous hash now
+        picks it (about 1/n of them; agents placed by ``move`` stay put); its number."""
+        index = next(self._next_index)
+        shards = [*self.shards, index]
+        handle = self._start(index, self.shards)
+        self._wait(handle.ping.remote(), index)
+        self._handles[index] = handle
+        self._relayout(shards)
+        return index
+
+    def remove_shard(self, shard: int) -> None:
+        """Move every agent of ``shard`` to where the hash puts it among the others, live,
+        then stop it once nothing is in flight to it."""
+        if shard not in self._handles:
+            raise InvalidArgumentError(f"no shard {shard!r}")
+        if len(self._handles) == 1:
+            raise InvalidArgumentError("cannot remove the last shard")
+        self._relayout([s for s in self.shards if s != shard])
+        self.wait_until_idle()
+        handle = self._handles.pop(shard)
+        with contextlib.suppress(Exception):
+            self._ray.get(handle.shutdown.remote(), timeout=30)
+        self._ray.kill(handle, no_restart=True)
+
+    def _relayout(self, shards: list[int]) -> None:
+        """Move the agents whose home changes under ``shards``, then route by it."""
+        after = Routes(shards)
+        pinned = self.routes.directory
+        moved = []
+        for shard in self.shards:
+            for agent_id in self._wait(self._handles[shard].agent_ids.remote(), shard):
+                home = after.home(agent_id)
+                stays = agent_id in pinned and pinned[agent_id] in shards
+                if not stays and home != shard:
+                    self.move(agent_id, home)
+                    moved.append(agent_id)
+        directory = {a: s for a, s in self.routes.directory.items() if after.home(a) != s}
+        self._wait(self._coordinator.set_shards.remote(shards))
+        for agent_id in moved:
+            self._wait(self._coordinator.place.remote(agent_id, directory.get(agent_id)))
+        self._wait([h.set_shards.remote(shards, directory) for h in self._handles.values()])
+        self.routes.set_shards(shards)
+        self.routes.directory = directory
 
     def close(self) -> None:
         """Stop every shard (their runtimes exit as ``open_runtime`` does) and the actors."""

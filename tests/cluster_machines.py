@@ -1,0 +1,48 @@
+"""Machines the cluster tests run on their shards (shipped to Ray's workers by value)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import engine
+from engine import Reply, Send, Step
+
+
+def setup() -> list[engine.Machine]:
+    """``relay``: forwards numbered messages along a ring and logs what it got; ``sink``:
+    logs ``(sender, n)`` per message, answers ``log`` requests; ``counter``."""
+    relay = engine.Machine(
+        "relay", ["on"], "on", [], events=["hop", "fan", "log", "hi"], unhandled="ignore"
+    )
+
+    @relay.handler("on", "hop")
+    def hop(ctx: Any, ev: Any) -> Step | None:
+        ring, n = ev.payload
+        ctx.data = (ctx.data or 0) + 1
+        if n <= 0:
+            return None
+        me = ring.index(ctx.agent_id)
+        return Step(actions=[Send(ring[(me + 1) % len(ring)], "hop", (ring, n - 1))])
+
+    @relay.handler("on", "fan")
+    def fan(ctx: Any, ev: Any) -> Step:
+        # payload: (targets, first, count): send `count` numbered messages to each target
+        targets, first, count = ev.payload
+        sends = [
+            Send(t, "hi", (ctx.agent_id, first + k), priority=engine.Priority.NORMAL)
+            for k in range(count)
+            for t in targets
+        ]
+        return Step(actions=sends)
+
+    @relay.handler("on", "log")
+    def log(ctx: Any, ev: Any) -> Step:
+        return Step(actions=[Reply(ctx.data)])
+
+    @relay.handler("on", "hi")
+    def hi(ctx: Any, ev: Any) -> None:
+        got = ctx.data if isinstance(ctx.data, list) else []
+        got.append(ev.payload)
+        ctx.data = got
+
+    return [relay]

@@ -1,0 +1,265 @@
+"""engine.cluster on a real local Ray instance: routing, cross-shard order, requests and
+subscriptions across shards, live moves under load, added and removed shards, and a killed
+shard recovered from its store. Both hot paths run in the shards."""
+
+from __future__ import annotations
+
+import pickle
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import engine
+from engine.cluster import Cluster, Routes, ShardFailedError
+from engine.store import SQLiteStore
+
+pytestmark = pytest.mark.cluster
+
+import cluster_machines  # noqa: E402 (after the marker: tests/ is on the path)
+
+
+@pytest.fixture
+def cluster(ray_local: Any, impl: str) -> Iterator[Cluster]:
+    c = Cluster(cluster_machines.setup, shards=2, runtime_options={"implementation": impl})
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def ids_on(c: Cluster, shard: int, n: int, prefix: str = "a") -> list[str]:
+    """``n`` ids the hash puts on ``shard``."""
+    out, i = [], 0
+    while len(out) < n:
+        if c.shard_of(f"{prefix}{i}") == shard:
+            out.append(f"{prefix}{i}")
+        i += 1
+    return out
+
+
+def test_agents_live_where_their_id_hashes(cluster: Cluster, impl: str) -> None:
+    ids = [f"r{i}" for i in range(40)] + [7, (1, "x")]
+    for agent_id in ids:
+        cluster.spawn("relay", agent_id)
+    per_shard = {s: set(cluster._wait(cluster.handle(s).agent_ids.remote())) for s in (0, 1)}
+    for agent_id in ids:
+        assert agent_id in per_shard[cluster.shard_of(agent_id)]
+    assert per_shard[0] and per_shard[1]  # both shards used
+    # the hash is stable: a fresh router in this process agrees with the shards
+    assert [Routes([0, 1])(a) for a in ids] == [cluster.shard_of(a) for a in ids]
+    stats = cluster.statistics()
+    assert stats.agents == len(ids)
+    assert {s.implementation for s in stats.shards} == {impl}
+    with pytest.raises(engine.AgentExistsError):
+        cluster.spawn("relay", "r0")
+    with pytest.raises(engine.EngineError):
+        cluster.spawn("no-such-machine", "zz")
+    with pytest.raises(engine.InvalidArgumentError):
+        cluster.spawn("relay", ["unhashable"])
+    with pytest.raises(engine.AgentNotFoundError):
+        cluster.send("nobody", "hop", ([], 0))
+    with pytest.raises(engine.UnknownEventError):
+        cluster.send("r0", "no-such-event")
+
+
+def test_a_ring_across_shards_and_requests(cluster: Cluster) -> None:
+    ring = [f"n{i}" for i in range(10)]
+    for agent_id in ring:
+        cluster.spawn("relay", agent_id)
+    assert {cluster.shard_of(a) for a in ring} == {0, 1}
+    cluster.send("n0", "hop", (ring, 99))  # 100 hops round the ring, most between shards
+    cluster.wait_until_idle()
+    assert [cluster.request(a, "log") for a in ring] == [10] * 10
+    assert cluster.statistics().processed == 100 + 10  # the hops and the requests
+    assert cluster.dead_letters() == []
+
+
+def test_order_per_sender_and_receiver_across_shards(cluster: Cluster) -> None:
+    senders = ids_on(cluster, 0, 3, "s") + ids_on(cluster, 1, 3, "s")
+    sinks = ids_on(cluster, 0, 2, "k") + ids_on(cluster, 1, 2, "k")
+    for agent_id in senders + sinks:
+        cluster.spawn("relay", agent_id)
+    for round_ in range(5):  # each sender sends 40 numbered messages per round to each sink
+        cluster.send_many(senders, ["fan"] * len(senders), payloads=[(sinks, round_ * 40, 40)] * 6)
+    cluster.wait_until_idle()
+    for sink in sinks:
+        got = cluster.data(sink)
+        assert len(got) == 6 * 200
+        for sender in senders:
+            assert [n for s, n in got if s == sender] == list(range(200))
+
+
+def test_subscribe_across_shards(cluster: Cluster) -> None:
+    ring = [f"n{i}" for i in range(6)]
+    for agent_id in ring:
+        cluster.spawn("relay", agent_id)
+    everything = cluster.subscribe()
+    one = cluster.subscribe("n3")
+    cluster.send("n0", "hop", (ring, 11))
+    cluster.wait_until_idle()
+    records = everything.poll()
+    assert len(records) == 12
+    assert sorted(t.agent_id for _, t in records) == sorted(ring * 2)
+    assert all(shard == cluster.shard_of(t.agent_id) for shard, t in records)
+    mine = one.poll()
+    assert [t.agent_id for _, t in mine] == ["n3", "n3"]
+    assert everything.poll() == []  # nothing new, nothing twice
+    assert everything.gaps == []
+
+
+def test_move_keeps_everything_in_order(cluster: Cluster) -> None:
+    """Agents move back and forth while numbered mail flows to them from both shards and
+    from the driver: nothing lost, nothing reordered per sender."""
+    senders = ids_on(cluster, 0, 2, "s") + ids_on(cluster, 1, 2, "s")
+    sinks = ids_on(cluster, 0, 2, "k") + ids_on(cluster, 1, 2, "k")
+    for agent_id in senders + sinks:
+        cluster.spawn("relay", agent_id)
+    stop = threading.Event()
+    rounds = [0]
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            while not stop.is_set():
+                r = rounds[0]
+                cluster.send_many(
+                    senders, ["fan"] * len(senders), payloads=[(sinks, r * 20, 20)] * 4
+                )
+                rounds[0] = r + 1
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            failure.append(exc)
+
+    # the driver's own calls are not thread-safe with each other: the mover waits its turn
+    lock = threading.Lock()
+    real = cluster.send_many
+
+    def locked(*args: Any, **kwargs: Any) -> None:
+        with lock:
+            real(*args, **kwargs)
+
+    cluster.send_many = locked  # type: ignore[method-assign]
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        for k in range(8):
+            agent_id = sinks[k % len(sinks)]
+            with lock:
+                cluster.move(agent_id, 1 - cluster.shard_of(agent_id))
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failure
+    cluster.wait_until_idle()
+    total = rounds[0] * 20
+    assert total >= 20
+    for sink in sinks:
+        got = cluster.data(sink)
+        for sender in senders:
+            assert [n for s, n in got if s == sender] == list(range(total)), sink
+    assert cluster.dead_letters() == []
+
+
+def test_mail_for_an_agent_on_its_way_is_held_then_delivered(cluster: Cluster) -> None:
+    (a,) = ids_on(cluster, 0, 1, "m")
+    cluster.spawn("relay", a)
+    cluster.send(a, "hi", ("driver", 0))
+    cluster.move(a, 1)
+    assert cluster.shard_of(a) == 1
+    cluster.send(a, "hi", ("driver", 1))
+    cluster.wait_until_idle()
+    assert cluster.data(a) == [("driver", 0), ("driver", 1)]
+    assert cluster.request(a, "log") == [("driver", 0), ("driver", 1)]
+    cluster.move(a, 0)  # and back
+    cluster.send(a, "hi", ("driver", 2))
+    cluster.wait_until_idle()
+    assert [n for _, n in cluster.data(a)] == [0, 1, 2]
+    with pytest.raises(engine.InvalidArgumentError):
+        cluster.move(a, 7)
+    with pytest.raises(engine.AgentNotFoundError):
+        cluster.move("nobody", 1 - cluster.shard_of("nobody"))
+    assert cluster.data(a)  # a failed move changed nothing
+
+
+def test_shards_added_and_removed_live(cluster: Cluster) -> None:
+    ring = [f"n{i}" for i in range(30)]
+    for agent_id in ring:
+        cluster.spawn("relay", agent_id)
+    cluster.send("n0", "hop", (ring, 299))
+    new = cluster.add_shard()
+    assert cluster.shards == [0, 1, new]
+    homes = Routes([0, 1, new])
+    assert all(cluster.shard_of(a) == homes(a) for a in ring)
+    assert any(cluster.shard_of(a) == new for a in ring)
+    cluster.wait_until_idle()
+    assert sum(cluster.request(a, "log") or 0 for a in ring) == 300
+    cluster.send("n0", "hop", (ring, 299))
+    cluster.remove_shard(0)
+    assert cluster.shards == [1, new]
+    cluster.wait_until_idle()
+    assert sum(cluster.request(a, "log") or 0 for a in ring) == 600
+    assert sorted(cluster.agent_ids()) == sorted(ring)
+    assert cluster.dead_letters() == []
+
+
+def test_a_killed_shard_recovers_what_was_committed(ray_local: Any, impl: str, tmp_path: Path) -> None:
+    folder = str(tmp_path)
+
+    def store(index: int) -> SQLiteStore:
+        return SQLiteStore(f"{folder}/shard-{index}.sqlite")
+
+    c = Cluster(
+        cluster_machines.setup, shards=2, store=store, runtime_options={"implementation": impl}
+    )
+    try:
+        sinks = ids_on(c, 1, 3, "k")
+        for agent_id in sinks:
+            c.spawn("relay", agent_id)
+        for n in range(20):  # under the commit log, a send returns once it is committed
+            c.send(sinks[n % 3], "hi", ("driver", n))
+        c.wait_until_idle()
+        before = [c.data(a) for a in sinks]
+        c.kill_shard(1)
+        with pytest.raises(ShardFailedError):  # a call caught by the crash
+            for _ in range(200):
+                c.data(sinks[0])
+                time.sleep(0.01)
+        deadline = time.monotonic() + 60
+        while True:  # Ray restarts it; it recovers from its store
+            try:
+                after = [c.data(a) for a in sinks]
+                break
+            except ShardFailedError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert after == before
+        c.send(sinks[0], "hi", ("driver", 20))  # and goes on
+        c.wait_until_idle()
+        assert c.data(sinks[0])[-1] == ("driver", 20)
+    finally:
+        c.close()
+
+
+def test_engine_errors_cross_processes() -> None:
+    for exc in (
+        engine.AgentNotFoundError("x"),
+        engine.MailboxFullError("x", 3),
+        engine.AgentStoppedError("x", "is stopped"),
+        engine.InvalidArgumentError("bad"),
+        ShardFailedError(2, "died"),
+    ):
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc)
+        assert str(back) == str(exc)
+        assert back.__dict__ == exc.__dict__
+
+
+def test_bad_arguments(ray_local: Any) -> None:
+    with pytest.raises(engine.InvalidArgumentError):
+        Cluster(cluster_machines.setup, shards=0)
+    with pytest.raises(engine.InvalidArgumentError):
+        Cluster("not callable", shards=2)  # type: ignore[arg-type]
