@@ -259,14 +259,20 @@ class Cluster:
         deadline = time.monotonic() + timeout
         last = None
         while True:
-            looks = self._wait([self._handles[s].quiet.remote() for s in self.shards])
-            idle = all(look[0] for look in looks)
-            sent = sum(sum(look[1].values()) for look in looks)
-            received = sum(sum(look[2].values()) for look in looks)
-            now = (sent, received)
-            if idle and sent == received and now == last:
+            order = self.shards
+            looks = dict(zip(order, self._wait([self._handles[s].quiet.remote() for s in order]), strict=False))
+            idle = all(look[0] for look in looks.values())
+            # per pair of live shards: what one sent the other, and what that one received
+            pairs = {
+                (a, b): (looks[a][1].get(b, 0), looks[b][2].get(a, 0))
+                for a in order
+                for b in order
+                if a != b
+            }
+            balanced = all(sent == got for sent, got in pairs.values())
+            if idle and balanced and pairs == last:
                 return
-            last = now if idle and sent == received else None
+            last = pairs if idle and balanced else None
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the cluster did not settle in {timeout} s")
             time.sleep(poll)

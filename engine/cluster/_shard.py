@@ -242,7 +242,8 @@ class ShardHost:
             rt.wake(agent_id)  # AgentNotFoundError when it is not here at all
         (snapshot,) = capture(rt, [agent_id])
         record = encode(snapshot)
-        rt.terminate(agent_id)
+        rt._d.take_mail(agent_id)  # it moves with the record: no TERMINATED dead letters
+        rt.terminate(agent_id)  # (its pending requests fail: the driver asks again)
         self.forward[agent_id] = dest
         self.routes.directory[agent_id] = dest
         self._put(dest, ("arrive", agent_id, record))
