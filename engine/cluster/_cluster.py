@@ -260,7 +260,8 @@ class Cluster:
         last = None
         while True:
             order = self.shards
-            looks = dict(zip(order, self._wait([self._handles[s].quiet.remote() for s in order]), strict=False))
+            answers = self._wait([self._handles[s].quiet.remote() for s in order])
+            looks = dict(zip(order, answers, strict=True))
             idle = all(look[0] for look in looks.values())
             # per pair of live shards: what one sent the other, and what that one received
             pairs = {
