@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import trio
+
 import engine
-from engine import Reply, Send, Step
+from engine import Reply, Send, Step, Timer
 
 
 def setup() -> list[engine.Machine]:
@@ -45,4 +47,22 @@ def setup() -> list[engine.Machine]:
         got.append(ev.payload)
         ctx.data = got
 
-    return [relay]
+    ticker = engine.Machine(
+        "ticker", ["on"], "on", [], events=["start", "tick", "hi"], unhandled="ignore"
+    )
+
+    @ticker.handler("on", "start")
+    def start(ctx: Any, ev: Any) -> Step:
+        ctx.data = {"partner": ev.payload, "got": []}
+        return Step(actions=[Timer("t", 1.0, "tick")])
+
+    @ticker.handler("on", "tick")
+    def tick(ctx: Any, ev: Any) -> Step:
+        now = trio.current_time()
+        return Step(actions=[Timer("t", 1.0, "tick"), Send(ctx.data["partner"], "hi", now)])
+
+    @ticker.handler("on", "hi")
+    def got(ctx: Any, ev: Any) -> None:
+        ctx.data["got"].append((ev.payload, trio.current_time()))
+
+    return [relay, ticker]

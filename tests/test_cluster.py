@@ -253,6 +253,38 @@ def test_a_killed_shard_recovers_what_was_committed(
         c.close()
 
 
+def test_virtual_time_in_lock_step(ray_local: Any, impl: str) -> None:
+    """``virtual_time=True``: every shard runs on a MockClock that ``run_until`` moves in
+    lock-step; a message sent at an instant is processed at that instant on any shard."""
+    c = Cluster(
+        cluster_machines.setup,
+        shards=2,
+        virtual_time=True,
+        runtime_options={"implementation": impl},
+    )
+    try:
+        (a,) = ids_on(c, 0, 1, "t")
+        (b,) = ids_on(c, 1, 1, "t")
+        c.spawn("ticker", a)
+        c.spawn("ticker", b)
+        c.send(a, "start", b)
+        c.send(b, "start", a)
+        c.run_until(10.5)
+        assert c.now() == 10.5
+        for agent_id in (a, b):
+            got = c.data(agent_id)["got"]
+            assert got == [(float(t), float(t)) for t in range(1, 11)]
+        assert c.on_each_shard(lambda rt: sorted(rt.agent_ids())) == [[a], [b]]
+    finally:
+        c.close()
+    real = Cluster(cluster_machines.setup, shards=1)
+    try:
+        with pytest.raises(engine.InvalidArgumentError):
+            real.run_until(1.0)
+    finally:
+        real.close()
+
+
 def test_engine_errors_cross_processes() -> None:
     for exc in (
         engine.AgentNotFoundError("x"),

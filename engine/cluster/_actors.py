@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import trio
+
 from ..core._exceptions import AgentNotFoundError, EngineError
 from ..core._machine import Machine
 from ..store._snapshot import MachineNotFoundError
@@ -61,10 +63,13 @@ class Shard(ShardHost):
         runtime_options: dict[str, Any],
         namespace: str | None,
         coordinator: Any,
+        virtual_time: bool,
     ) -> None:
         import ray
 
-        super().__init__(name, index, shards, setup, store, runtime_options, namespace)
+        super().__init__(
+            name, index, shards, setup, store, runtime_options, namespace, virtual_time
+        )
         layout, directory = ray.get(coordinator.register.remote(index, self.incarnation))
         self.call(self._adopt, layout, directory)
         for peer in layout:  # a restarted shard: its peers number their batches from 0
@@ -159,6 +164,22 @@ class Shard(ShardHost):
             if not self.call(self._here, agent_id):
                 raise _Elsewhere(agent_id) from None
             raise
+
+    def run_fn(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        assert self.rt is not None
+        return self.call(fn, self.rt, *args)
+
+    def time(self) -> Any:
+        """``(now, next timer deadline)`` on this shard's clock."""
+
+        def run() -> tuple[float, float | None]:
+            assert self.rt is not None
+            return trio.current_time(), self.rt.next_deadline()
+
+        return self.call(run)
+
+    def advance(self, when: float) -> None:
+        self.call(self.advance_to, when)
 
     def statistics(self) -> Any:
         assert self.rt is not None

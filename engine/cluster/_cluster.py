@@ -64,6 +64,7 @@ class Cluster:
         num_cpus: float = 0,
         name: str | None = None,
         namespace: str | None = None,
+        virtual_time: bool = False,
     ) -> None:
         import ray
 
@@ -80,6 +81,7 @@ class Cluster:
         self._store = store
         self._options = dict(runtime_options or {})
         self._num_cpus = num_cpus
+        self.virtual_time = bool(virtual_time)
         self._next_index = itertools.count(shards)
         indexes = list(range(shards))
         self.routes = Routes(indexes)
@@ -113,6 +115,7 @@ class Cluster:
                 self._options,
                 self._namespace,
                 self._coordinator,
+                self.virtual_time,
             )
         )
 
@@ -277,6 +280,38 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the cluster did not settle in {timeout} s")
             time.sleep(poll)
+
+    def on_each_shard(self, fn: Callable[..., Any], *args: Any) -> list[Any]:
+        """``fn(rt, *args)`` on every shard's runtime, on its own thread (it must not
+        block); the results in shard order. ``fn`` and its results cross processes."""
+        order = self.shards
+        return list(self._wait([self._handles[s].run_fn.remote(fn, args) for s in order]))
+
+    # -- virtual time ---------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The shards' clock (virtual time: all shards agree between calls)."""
+        times = self._wait([h.time.remote() for h in self._handles.values()])
+        return float(max(t for t, _ in times))
+
+    def run_until(self, when: float) -> None:
+        """Virtual time, in lock-step: let the cluster settle, move every shard's clock to
+        the earliest timer due anywhere, settle again, and so on up to ``when``. Every
+        message sent at an instant is processed at that instant, on every shard, before
+        any clock moves on (what makes a sharded simulation deterministic: see the
+        README)."""
+        if not self.virtual_time:
+            raise InvalidArgumentError("run_until needs Cluster(virtual_time=True)")
+        while True:
+            self.wait_until_idle()
+            times = self._wait([self._handles[s].time.remote() for s in self.shards])
+            due = [d for _, d in times if d is not None]
+            step = min(due) if due else None
+            if step is None or step > when:
+                self._wait([h.advance.remote(when) for h in self._handles.values()])
+                self.wait_until_idle()
+                return
+            self._wait([h.advance.remote(step) for h in self._handles.values()])
 
     # -- subscriptions ----------------------------------------------------------------------
 

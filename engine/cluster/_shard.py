@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import trio
+import trio.testing
 
 from ..core._exceptions import EngineError, InvalidArgumentError
 from ..core._machine import Machine
@@ -61,8 +62,10 @@ class ShardHost:
         store: Callable[[int], Store] | None,
         runtime_options: dict[str, Any],
         namespace: str | None,
+        virtual_time: bool = False,
     ) -> None:
         self.name = name
+        self.clock = trio.testing.MockClock() if virtual_time else None
         self.index = index
         self.incarnation = uuid.uuid4().hex
         self._namespace = namespace
@@ -94,7 +97,7 @@ class ShardHost:
 
     def _host(self) -> None:
         try:
-            trio.run(self._main)
+            trio.run(self._main, clock=self.clock)
         except BaseException as exc:
             self._failure = exc
             self._ready.set()
@@ -289,13 +292,22 @@ class ShardHost:
         """``(idle, sent per receiver, received per sender)``: idle when no agent has mail,
         no batch is held for a gap or waiting to be sent, and no move is under way."""
         assert self.rt is not None
+        due = self.rt.next_deadline()
         idle = (
             self.rt.statistics().ready == 0
+            and (due is None or due > trio.current_time())  # no timer waits to fire
             and not self.outbox.pending
             and not self.inbox.waiting()
             and not self._coming
         )
         return idle, dict(self.outbox.sent), dict(self.inbox.received)
+
+    def advance_to(self, when: float) -> None:
+        """Virtual time: move this shard's clock to ``when`` (timers due fire)."""
+        assert self.clock is not None
+        now = trio.current_time()
+        if when > now:
+            self.clock.jump(when - now)
 
     def start_following(self) -> None:
         """Keep transition records while a driver follows them (a subscription task)."""
