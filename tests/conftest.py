@@ -118,10 +118,9 @@ def llm_server() -> Iterator[str]:
 def ray_local() -> Iterator[Any]:
     """A real local Ray instance for the session (2 CPUs, no dashboard), stopped at the end;
     the shards' machine modules of tests/ are shipped to its workers by value."""
+    import cluster_machines
     import ray
     import ray.cloudpickle
-
-    import cluster_machines
 
     ray.cloudpickle.register_pickle_by_value(cluster_machines)
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
