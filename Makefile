@@ -22,7 +22,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(PLUGINS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade 'pip>=25.1'
-	$(PY) -m pip install --quiet -e '.[testing,prometheus,otel,postgres]' --group dev \
+	$(PY) -m pip install --quiet -e '.[testing,prometheus,otel,postgres,cluster]' --group dev \
 		$(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $(STAMP)
 
@@ -46,7 +46,8 @@ test: build
 		BENCH_PEER_MESSAGES=2000 BENCH_REALISTIC_AGENTS=2000 BENCH_STORE_AGENTS=2000 \
 		BENCH_LOG_MESSAGES=20000 BENCH_CHECKPOINT_STEPS=100 BENCH_HIBERNATE_AGENTS=5000 \
 		BENCH_HIBERNATE_MESSAGES=5000 BENCH_UPGRADE_AGENTS=2000 BENCH_LLM_AGENTS=50 \
-		BENCH_LLM_TOKENS=50 \
+		BENCH_LLM_TOKENS=50 BENCH_CLUSTER_MESSAGES=20000 BENCH_CLUSTER_HOPS=20 \
+		BENCH_CLUSTER_PINGS=50 BENCH_CLUSTER_ROUNDS=1 \
 		$(PY) -m pytest bench --benchmark-disable -q
 
 bench: build

@@ -31,12 +31,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import EVENTS, STATES, rows
 
 import engine
 from engine import Send, Step
 from engine.cluster import Cluster, Routes
-
-from conftest import EVENTS, STATES, rows
 
 pytestmark = pytest.mark.cluster
 
