@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
@@ -135,6 +136,24 @@ def the_error(rt: engine.Runtime, agent: Any) -> LLMError:
     return error
 
 
+def assert_one_final(entries: list[tuple[str, Any]]) -> None:
+    """Each request ends with exactly one ``message_stop`` or ``llm_error``, the last of its
+    events (the invariant of the vocabulary), unless ``interrupted`` ended it."""
+    finals: Counter[str] = Counter()
+    last: dict[str, str] = {}
+    for name, payload in entries:
+        if name == "interrupted":
+            continue
+        rid = payload.request_id
+        assert finals[rid] == 0, f"{name} after the final event of {rid}: {entries}"
+        last[rid] = name
+        if name in ("message_stop", "llm_error"):
+            finals[rid] += 1
+    interrupted = any(name == "interrupted" for name, _ in entries)
+    for rid in last:
+        assert finals[rid] == 1 or interrupted, f"{rid} has no final event: {entries}"
+
+
 def stats(url: str) -> dict[str, Any]:
     result: dict[str, Any] = httpx.get(f"{url}/stats", timeout=5).json()
     return result
@@ -194,6 +213,7 @@ def test_an_agents_output_streams_its_events_back_in_order(api: str, llm_server:
             assert (stop.stop_reason, stop.text) == ("end_turn", "echo: tell me a story")
             assert stop.usage.output_tokens == 5
             assert {p.request_id for _, p in events} == {"a:1"}
+            assert_one_final(events)
             await until(lambda: plugin.statistics().active == 0)  # it reads the body's end
             s = plugin.statistics()
             assert (s.requests, s.completed, s.active, s.deltas) == (1, 1, 0, 5)
@@ -292,6 +312,8 @@ def test_interrupt_cancels_the_http_stream_at_once(api: str, llm_server: str) ->
             # the agent can ask again at once
             await rt.send("a", "ask", "again")
             await until(lambda: names(rt, "a")[-1:] == ["message_stop"])
+            assert_one_final(log(rt, "a"))
+            assert_one_final(log(rt, "b"))
 
     run(main)
 
@@ -300,7 +322,7 @@ def test_a_hundred_agents_stream_at_once(llm_server: str) -> None:
     agents = [f"agent-{i}" for i in range(100)]
 
     async def main() -> None:
-        plugin = make_llm(llm_server, "delay=0.05,tag=hundred", max_streams=100)
+        plugin = make_llm(llm_server, "delay=0.1,tag=hundred", max_streams=100)
         async with running(plugin, *agents) as rt:
             for agent in agents:
                 await rt.send(agent, "ask", f"question from {agent} please")
@@ -309,7 +331,8 @@ def test_a_hundred_agents_stream_at_once(llm_server: str) -> None:
                 assert names(rt, agent) == ["message_start", *["text_delta"] * 5, "message_stop"]
                 assert log(rt, agent)[-1][1].text == f"echo: question from {agent} please"
             assert plugin.statistics().completed == 100
-            assert stats(llm_server)["max_active"] >= 50  # they overlapped on the server
+            # they overlapped on the server (this test's streams: counted by their switches)
+            assert stats(llm_server)["max_active_by"]["delay=0.1,tag=hundred"] >= 50
 
     run(main)
 
@@ -334,6 +357,30 @@ def test_a_full_mailbox_slows_the_stream_and_drops_nothing(llm_server: str) -> N
             assert [d.index for d in deltas] == list(range(301))
             assert "".join(d.text for d in deltas) == f"echo: {words}"
             assert rt.statistics("slow").dropped == 0
+            assert_one_final(log(rt, "slow"))
+
+    run(main)
+
+
+def test_a_body_ending_without_done_into_a_full_mailbox(llm_server: str) -> None:
+    """The body ends (no ``[DONE]``: its ``message_stop`` comes from the end of the body)
+    while the mailbox is full: that last event waits for room untimed too."""
+
+    async def main() -> None:
+        switches = "no_done,first=0.3,tag=backpressure-end"  # (paused before it answers)
+        plugin = make_llm(llm_server, switches, timeouts={"between_tokens": 0.3})
+        async with running(plugin, "slow", capacity=4) as rt:
+            await rt.send("slow", "ask", "one two")  # message_start and three deltas: full
+            await until(lambda: rt.state("slow") == "waiting")
+            rt.pause("slow")
+            await until(lambda: plugin.statistics().waited >= 1)
+            await trio.sleep(0.8)  # more than between_tokens
+            assert rt.statistics("slow").depth == 4
+            rt.resume("slow")
+            await finished(rt, "slow")
+            assert names(rt, "slow") == ["message_start", *["text_delta"] * 3, "message_stop"]
+            assert_one_final(log(rt, "slow"))
+            assert plugin.statistics().failed == {}
 
     run(main)
 
@@ -411,6 +458,7 @@ def test_each_failure_becomes_one_llm_error_with_its_reason(
             # the runtime goes on: the agent asks again (the server's switches still hold)
             await rt.send("a", "ask", "again")
             await until(lambda: len([n for n in names(rt, "a") if n in DONE]) == 2)
+            assert_one_final(log(rt, "a"))  # (a late event would come within the timeouts)
 
     run(main)
 

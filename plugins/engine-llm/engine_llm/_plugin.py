@@ -356,6 +356,9 @@ class LLM:
                             try:
                                 events = sse.feed(chunk)
                                 if events:
+                                    # a read that completed just before an interrupt: its
+                                    # events must not follow the agent's `interrupted`
+                                    await trio.lowlevel.checkpoint_if_cancelled()
                                     streamed = True
                                     for name, data in events:
                                         for event, item in dec.event(name, data):
@@ -384,6 +387,7 @@ class LLM:
                         raise cancelled
                     if failure is not None:
                         raise failure
+                    clock.deadline = math.inf  # the body ended: waiting for room is untimed
                     for event, item in dec.end():
                         await self._send(sink, agent_id, event, item, priority)
                     return None, None
@@ -417,8 +421,12 @@ class LLM:
             text = f"cannot connect to {cfg.url}: {redact(str(exc))}"
             return self._error(rid, ErrorReason.CONNECT_ERROR, text), 0.0
         except httpx.DecodingError as exc:
+            if dec.done:  # message_stop was delivered: what broke after it is no news
+                return None, None
             return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
         except httpx.TransportError as exc:
+            if dec.done:  # message_stop was delivered: what broke after it is no news
+                return None, None
             what = type(exc).__name__
             if not responded:  # the server closed before answering: worth another try
                 text = f"no response from {cfg.url} ({what}: {redact(str(exc))})"
@@ -468,6 +476,7 @@ class LLM:
         self, sink: WorkSink, agent_id: Any, event: str, item: Any, priority: int
     ) -> None:
         """Deliver one event in order, waiting for room in a full mailbox."""
+        await trio.lowlevel.checkpoint_if_cancelled()  # never an event after an interrupt
         try:
             try:
                 sink.send_nowait(agent_id, event, item, priority)

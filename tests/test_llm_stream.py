@@ -1,0 +1,179 @@
+"""engine-llm's stream loop on virtual time: hand-made cassettes replayed on ``MockClock``, so
+the moments that matter (a full mailbox when the body ends, an interrupt at the very time a
+chunk arrives, a connection dropped after the message was complete, a retry's jitter) happen
+exactly, run after run. The invariant checked throughout: a request ends with exactly one
+final event (``message_stop`` or ``llm_error``), or with ``interrupted`` and nothing after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trio.testing
+from engine_llm import EVENTS, LLM, Cassette, LLMConfig, Message, Request, Timeouts
+from engine_llm._request import body
+from test_plugin_llm import assert_one_final
+
+import engine
+
+REQUEST = Request([Message("user", "hi")])
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return f"data: {json.dumps({'id': 'c', 'model': 'm', 'choices': [choice]})}\n\n"
+
+
+def write_cassette(path: Path, *interactions: dict[str, Any]) -> None:
+    """A cassette of OpenAI-compatible interactions of ``REQUEST``; each a dict with
+    ``chunks`` ([(t, text)]), and optionally ``status``, ``headers``, ``t_response``,
+    ``end`` (the outcome), ``t_end`` and ``message``."""
+    lines: list[Any] = [{"format": "engine-llm-cassette", "version": 1}]
+    for n, it in enumerate(interactions):
+        chunks = it["chunks"]
+        request = body("openai", REQUEST, "default", 1024)
+        lines.append(
+            {"n": n, "type": "request", "method": "POST", "endpoint": "chat/completions",
+             "body": request}
+        )  # fmt: skip
+        lines.append(
+            {"n": n, "type": "response", "t": it.get("t_response", 0.0),
+             "status": it.get("status", 200), "headers": it.get("headers", {})}
+        )  # fmt: skip
+        lines += [{"n": n, "type": "chunk", "t": t, "data": c} for t, c in chunks]
+        t_end = it.get("t_end", chunks[-1][0] if chunks else 0.0)
+        end = {"n": n, "type": "end", "t": t_end, "outcome": it.get("end", "complete")}
+        if "message" in it:
+            end["message"] = it["message"]
+        lines.append(end)
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def machine() -> engine.Machine:
+    """Logs every stream event with the time it arrived (``data["log"]``)."""
+    m = engine.Machine("log", ["s"], "s", [], events=["ask", *EVENTS], unhandled="ignore")
+    m.handler("s", "ask")(lambda agent, event: engine.Step(outputs=[("llm", REQUEST)]))
+    for name in EVENTS:
+
+        def log(agent: engine.AgentContext, event: engine.Event, name: str = name) -> None:
+            agent.data["log"].append((name, event.payload, trio.current_time()))
+
+        m.handler("*", name)(log)
+    return m
+
+
+MACHINE = machine()
+
+
+def on_mock_clock(main: Callable[[], Any]) -> Any:
+    return trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def names(rt: engine.Runtime, agent: Any) -> list[str]:
+    return [n for n, _, _ in rt.data(agent)["log"]]
+
+
+async def replay(
+    path: Path, *, capacity: int = 0, pause: float | None = None, resume: float = 2.0,
+    until: float = 5.0, **config: Any,
+) -> tuple[list[tuple[str, Any, float]], LLM]:  # fmt: skip
+    """One agent asks ``REQUEST`` of a replayed cassette; its log and the plugin."""
+    plugin = LLM(LLMConfig(cassette=Cassette(str(path)), **config))
+    async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+        spawn = {"capacity": capacity} if capacity else {}
+        rt.spawn(MACHINE, "a", data={"log": []}, **spawn)
+        t0 = trio.current_time()
+        await rt.send("a", "ask")
+        if pause is not None:
+            await trio.sleep_until(t0 + pause)
+            rt.pause("a")
+            await trio.sleep_until(t0 + resume)
+            rt.resume("a")
+        await trio.sleep_until(t0 + until)
+        entries = [(n, p, t - t0) for n, p, t in rt.data("a")["log"]]
+        return entries, plugin
+
+
+# -- finding: message_stop lost under backpressure when the body ends without [DONE] -------
+
+
+def test_the_end_of_a_body_without_done_waits_for_room_untimed(tmp_path: Path) -> None:
+    """The ``message_stop`` a body's end completes (no ``[DONE]``) waits for room in a full
+    mailbox like any other event: longer than ``between_tokens`` is not a timeout, and it is
+    delivered once the agent reads again."""
+    path = tmp_path / "no-done.jsonl"
+    chunks = [(0.1, chunk({"role": "assistant"})), (0.2, chunk({"content": "x"})),
+              (0.3, chunk({}, "stop"))]  # fmt: skip
+    write_cassette(path, {"chunks": chunks, "t_end": 0.3})
+
+    async def main() -> None:
+        entries, plugin = await replay(
+            path, capacity=2, pause=0.05, resume=2.0, timeouts=Timeouts(between_tokens=0.5)
+        )
+        assert [n for n, _, _ in entries] == ["message_start", "text_delta", "message_stop"]
+        assert entries[-1][2] >= 2.0  # after the resume
+        assert_one_final([(n, p) for n, p, _ in entries])
+        s = plugin.statistics()
+        assert (s.completed, s.failed, s.waited) == (1, {}, 1)
+
+    on_mock_clock(main)
+
+
+# -- finding: a connection dropped after the message was complete --------------------------
+
+
+@pytest.mark.parametrize("outcome", ["RemoteProtocolError", "ReadError", "ReadTimeout"])
+def test_a_connection_broken_after_the_message_is_complete_is_no_error(
+    outcome: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "after-done.jsonl"
+    chunks = [(0.1, chunk({"role": "assistant"})), (0.2, chunk({"content": "x"})),
+              (0.3, chunk({}, "stop")), (0.3, "data: [DONE]\n\n")]  # fmt: skip
+    write_cassette(path, {"chunks": chunks, "end": outcome, "t_end": 0.4, "message": "gone"})
+
+    async def main() -> None:
+        entries, plugin = await replay(path)
+        assert [n for n, _, _ in entries] == ["message_start", "text_delta", "message_stop"]
+        assert_one_final([(n, p) for n, p, _ in entries])
+        s = plugin.statistics()
+        assert (s.completed, s.failed) == (1, {})
+
+    on_mock_clock(main)
+
+
+# -- finding: events delivered after rt.interrupt returned ---------------------------------
+
+
+@pytest.mark.parametrize("run", range(20))
+def test_no_event_after_interrupted_even_at_a_chunks_very_time(run: int, tmp_path: Path) -> None:
+    """The interrupt lands at the very time a chunk is read (the read completes, then the
+    interrupt cancels the stream before the stream runs again): that chunk's events are not
+    delivered. Twenty runs, at different chunks (and trio's scheduling order varies)."""
+    path = tmp_path / "late.jsonl"
+    chunks = [(0.0, chunk({"role": "assistant"}))]
+    chunks += [(0.1 * i, chunk({"content": f"t{i} "})) for i in range(1, 30)]
+    chunks += [(3.0, chunk({}, "stop")), (3.0, "data: [DONE]\n\n")]
+    write_cassette(path, {"chunks": chunks})
+    at = 0.1 * (5 + run % 10)
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(MACHINE, "a", data={"log": []})
+            t0 = trio.current_time()
+            await rt.send("a", "ask")
+            await trio.sleep_until(t0 + at)
+            before = plugin.statistics().deltas
+            assert rt.interrupt("a") == 1
+            await trio.sleep(1.0)
+            assert plugin.statistics().deltas == before
+            got = names(rt, "a")
+            assert got[-1] == "interrupted", got
+            assert got.count("text_delta") == before
+            assert "message_stop" not in got
+
+    on_mock_clock(main)
