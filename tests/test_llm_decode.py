@@ -219,8 +219,11 @@ def test_openai_end_without_done_after_finish_is_complete_and_before_it_is_cut()
     ],
 )  # fmt: skip
 def test_anthropic_refuses_malformed_events(data: str, error: type[Exception]) -> None:
+    dec = AnthropicDecoder("r")
+    if '"content_block' in data or '"message_delta"' in data:  # (after a start: the shape)
+        dec.event("message_start", START)
     with pytest.raises(error):
-        AnthropicDecoder("r").event("", data)
+        dec.event("", data)
 
 
 def test_anthropic_skips_unknown_events_and_cut_streams_raise() -> None:
@@ -298,3 +301,76 @@ def test_the_vocabulary_is_frozen_values() -> None:
     with pytest.raises(AttributeError):
         error.reason = ErrorReason.API_ERROR  # type: ignore[misc]
     assert ErrorReason("stream_cut") is ErrorReason.STREAM_CUT
+
+
+# -- event names across chunk boundaries (SSE) and a strict Anthropic decoder ----------------
+
+NAMED = (
+    b"event: message_start\ndata: 1\n\n"
+    b": a comment\n\n"
+    b"event: foo\ndata: x\n\n"
+    b"data: plain\n\n"
+    b"event: multi\ndata: a\ndata: b\n\n"
+    b"event: ping\ndata: {}\n\n"
+    b"data: after\n\n"
+)
+
+
+def sse_pairs(chunks: list[bytes]) -> list[tuple[str, str]]:
+    sse = SSEDecoder()
+    return [pair for chunk in chunks for pair in sse.feed(chunk)]
+
+
+def test_an_event_name_left_from_the_last_chunk_names_the_next_data() -> None:
+    sse = SSEDecoder()
+    assert sse.feed(b"event: foo\n") == []
+    assert sse.feed(b"data: x\n\n") == [("foo", "x")]
+    assert sse.feed(b"data: y\n\n") == [("", "y")]  # the name was for that event only
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(NAMED)), max_size=12))
+def test_any_split_of_named_events_gives_the_same_pairs(cuts: list[int]) -> None:
+    whole = sse_pairs([NAMED])
+    assert whole == [("message_start", "1"), ("foo", "x"), ("", "plain"), ("multi", "a\nb"),
+                     ("ping", "{}"), ("", "after")]  # fmt: skip
+    points = sorted(set(cuts))
+    chunks = [NAMED[a:b] for a, b in zip([0, *points], [*points, len(NAMED)], strict=True)]
+    assert sse_pairs(chunks) == whole
+
+
+START = json.dumps({"type": "message_start", "message": {"id": "m", "model": "x", "usage": {}}})
+TEXT = json.dumps(
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+)
+TOOL = json.dumps(
+    {"type": "content_block_start", "index": 1,
+     "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("events", "match"),
+    [
+        ([TEXT], "before message_start"),
+        ([json.dumps({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})],
+         "before message_start"),
+        ([json.dumps({"type": "message_stop"})], "before message_start"),
+        ([TOOL], "before message_start"),
+        ([START, START], "second message_start"),
+        ([START, TOOL, json.dumps({"type": "message_stop"})], "never closed"),
+        ([START, json.dumps({"type": "content_block_start", "index": [1],
+                             "content_block": {"type": "tool_use", "id": "t", "name": "f"}})],
+         "'index'"),
+        ([START, json.dumps({"type": "content_block_stop", "index": {"a": 1}})], "'index'"),
+        ([START, TOOL, json.dumps({"type": "content_block_delta", "index": [1],
+                                   "delta": {"type": "input_json_delta", "partial_json": "{"}})],
+         "'index'"),
+    ],
+)  # fmt: skip
+def test_anthropic_refuses_events_out_of_order(events: list[str], match: str) -> None:
+    dec = AnthropicDecoder("r")
+    for data in events[:-1]:
+        dec.event("", data)
+    with pytest.raises(MalformedChunk, match=match):
+        dec.event("", events[-1])

@@ -177,3 +177,35 @@ def test_no_event_after_interrupted_even_at_a_chunks_very_time(run: int, tmp_pat
             assert "message_stop" not in got
 
     on_mock_clock(main)
+
+
+# -- finding: an unrelated output whose first item compares oddly --------------------------
+
+
+def test_an_output_whose_first_item_is_an_array_is_left_alone(tmp_path: Path) -> None:
+    """``(np.array([1, 2]), x) == "llm"`` is an array, whose truth raises: the batch's
+    requests must start all the same."""
+    import numpy as np
+
+    path = tmp_path / "plain.jsonl"
+    chunks = [(0.1, chunk({"role": "assistant"})), (0.2, chunk({}, "stop"))]
+    write_cassette(path, {"chunks": [*chunks, (0.2, "data: [DONE]\n\n")]})
+    m = engine.Machine("odd", ["s"], "s", [], events=["ask", *EVENTS], unhandled="ignore")
+    m.handler("s", "ask")(
+        lambda agent, event: engine.Step(outputs=[(np.array([1, 2]), "x"), ("llm", REQUEST)])
+    )
+    for name in EVENTS:
+        m.handler("*", name)(
+            lambda agent, event, name=name: agent.data["log"].append((name, event.payload))
+        )
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(m, "a", data={"log": []})
+            await rt.send("a", "ask")
+            await trio.sleep(1)
+            assert [n for n, _ in rt.data("a")["log"]] == ["message_start", "message_stop"]
+            assert rt.effector_failures() == []
+
+    on_mock_clock(main)

@@ -21,7 +21,10 @@ Anthropic messages (``event: <type>`` / ``data: {"type": <type>, ...}``): ``mess
 ``content_block_start`` / ``_delta`` / ``_stop`` for text (``text_delta``) and ``tool_use``
 blocks (``input_json_delta`` pieces, joined at ``content_block_stop`` into a ``tool_call``),
 ``message_delta`` (stop reason, output tokens), ``message_stop``; ``ping`` is a keep-alive and
-``error`` an ``ApiError``. A body that ends before ``message_stop`` was cut.
+``error`` an ``ApiError``. A body that ends before ``message_stop`` was cut. Out of order is
+malformed: a content block or ``message_delta``/``message_stop`` before ``message_start``, a
+second ``message_start``, a ``tool_use`` block still open at ``message_stop`` (its call would
+be lost), a block ``index`` that is not an integer.
 """
 
 from __future__ import annotations
@@ -269,6 +272,8 @@ class AnthropicDecoder(_Decoder):
             raise MalformedChunk(f"an event that is not a JSON object: {_quote(data)!r}")
         kind = obj.get("type")
         if kind == "content_block_delta":
+            if not self._started:
+                raise _early(kind, data)
             delta = obj.get("delta")
             if type(delta) is not dict:
                 raise MalformedChunk(f"'delta' is not an object: {_quote(data)!r}")
@@ -282,12 +287,14 @@ class AnthropicDecoder(_Decoder):
                 piece = delta.get("partial_json")
                 if type(piece) is not str:
                     raise MalformedChunk(f"'partial_json' is not a string: {_quote(data)!r}")
-                block = self._blocks.get(obj.get("index"))  # type: ignore[arg-type]
+                block = self._blocks.get(_index(obj, data))
                 if block is None:
                     raise MalformedChunk(f"a tool input delta for no tool block: {_quote(data)!r}")
                 block[2].append(piece)
             return []
         if kind == "message_start":
+            if self._started:
+                raise MalformedChunk(f"a second message_start in one stream: {_quote(data)!r}")
             message = obj.get("message")
             if type(message) is not dict:
                 raise MalformedChunk(f"'message' is not an object: {_quote(data)!r}")
@@ -303,6 +310,8 @@ class AnthropicDecoder(_Decoder):
             )
             return [(MESSAGE_START, start)]
         if kind == "content_block_start":
+            if not self._started:
+                raise _early(kind, data)
             block = obj.get("content_block")
             if type(block) is not dict:
                 raise MalformedChunk(f"'content_block' is not an object: {_quote(data)!r}")
@@ -310,7 +319,7 @@ class AnthropicDecoder(_Decoder):
                 ident, tool = block.get("id"), block.get("name")
                 if type(ident) is not str or type(tool) is not str:
                     raise MalformedChunk(f"a tool_use block without id and name: {_quote(data)!r}")
-                self._blocks[obj.get("index")] = [ident, tool, []]  # type: ignore[index]
+                self._blocks[_index(obj, data)] = [ident, tool, []]
             elif block.get("type") == "text" and block.get("text"):
                 text = block["text"]
                 if type(text) is not str:
@@ -318,7 +327,9 @@ class AnthropicDecoder(_Decoder):
                 return [self._text(text)]
             return []
         if kind == "content_block_stop":
-            found = self._blocks.pop(obj.get("index"), None)  # type: ignore[arg-type]
+            if not self._started:
+                raise _early(kind, data)
+            found = self._blocks.pop(_index(obj, data), None)
             if found is None:
                 return []
             ident, tool, parts = found
@@ -326,6 +337,8 @@ class AnthropicDecoder(_Decoder):
             self._calls.append(call)
             return [(TOOL_CALL, call)]
         if kind == "message_delta":
+            if not self._started:
+                raise _early(kind, data)
             delta = obj.get("delta")
             if type(delta) is dict and delta.get("stop_reason") is not None:
                 reason = delta["stop_reason"]
@@ -337,6 +350,14 @@ class AnthropicDecoder(_Decoder):
                 self._output = _int(usage["output_tokens"])
             return []
         if kind == "message_stop":
+            if not self._started:
+                raise _early(kind, data)
+            if self._blocks:  # a tool call never closed: dropping it would be silent
+                names = ", ".join(repr(block[1]) for block in self._blocks.values())
+                raise MalformedChunk(
+                    f"tool_use block(s) {names} never closed (no content_block_stop) before "
+                    "message_stop"
+                )
             return [self._stop(self._reason, Usage(self._input, self._output))]
         if kind == "error":
             raise ApiError(_error_text(obj.get("error")))
@@ -349,6 +370,18 @@ class AnthropicDecoder(_Decoder):
         if self.done:
             return []
         raise StreamCut(_cut_text(self._started, len(self._parts)))
+
+
+def _early(kind: str, data: str) -> MalformedChunk:
+    return MalformedChunk(f"a {kind} before message_start: {_quote(data)!r}")
+
+
+def _index(obj: dict[str, Any], data: str) -> int:
+    """A content block's ``index`` (an integer, else ``MalformedChunk``)."""
+    index = obj.get("index")
+    if type(index) is not int:
+        raise MalformedChunk(f"a content block's 'index' is not an integer: {_quote(data)!r}")
+    return index
 
 
 def _error_text(error: Any) -> str:

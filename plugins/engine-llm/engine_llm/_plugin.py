@@ -232,7 +232,7 @@ class LLM:
         values, extras = batch.values, batch.extras
         for agent_id, code in zip(batch.agent_ids, batch.codes.tolist(), strict=True):
             out = values[code] if code >= 0 else extras[-code - 1]
-            if type(out) is tuple and len(out) == 2 and out[0] == tag:
+            if type(out) is tuple and len(out) == 2 and type(out[0]) is str and out[0] == tag:
                 self._start(agent_id, out[1])
 
     def _start(self, agent_id: Any, value: Any) -> None:
