@@ -287,6 +287,15 @@ def test_requests_become_each_apis_body() -> None:
         {"messages": [], "max_tokens": 0},
         {"messages": [], "nonsense": 1},
         {"messages": [3]},
+        Request([Message("user", "x")], temperature=float("nan")),
+        {"messages": [], "temperature": "hot"},
+        {"messages": [], "temperature": True},
+        Request([Message("user", "x")], extra={"seed": object()}),
+        Request([Message("user", "x")], extra={"top_p": float("inf")}),
+        Request([Message("assistant", "", tool_calls=[ToolCall("r", "c", "f", {1, 2})])]),
+        Request([Message("user", "x")], tools=[Tool("f", "", {"default": float("nan")})]),
+        Request([Message("user", "x")], model=5),  # type: ignore[arg-type]
+        Request([Message("user", "x")], id=["a"]),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_requests_are_refused_with_a_reason(value: Any) -> None:

@@ -209,3 +209,68 @@ def test_an_output_whose_first_item_is_an_array_is_left_alone(tmp_path: Path) ->
             assert rt.effector_failures() == []
 
     on_mock_clock(main)
+
+
+# -- finding: misclassified errors ---------------------------------------------------------
+
+
+def test_a_request_that_is_not_json_is_an_invalid_request(tmp_path: Path) -> None:
+    path = tmp_path / "none.jsonl"
+    write_cassette(path, {"chunks": [(0.1, chunk({"role": "assistant"}))]})
+    m = engine.Machine("raw", ["s"], "s", [], events=["go", *EVENTS], unhandled="ignore")
+    m.handler("s", "go")(lambda agent, event: engine.Step(outputs=[("llm", event.payload)]))
+    m.handler("*", "llm_error")(lambda agent, event: agent.data["log"].append(event.payload))
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt:
+            rt.spawn(m, "a", data={"log": []})
+            await rt.send("a", "go", Request([Message("user", "x")], temperature=float("nan")))
+            await rt.send("a", "go", Request([Message("user", "x")], extra={"x": object()}))
+            await trio.sleep(1)
+            errors = rt.data("a")["log"]
+            assert [e.reason for e in errors] == ["invalid_request"] * 2
+            assert "temperature" in " ".join(e.message for e in errors)
+            assert plugin.statistics().failed == {"invalid_request": 2}
+
+    on_mock_clock(main)
+
+
+def test_a_tenant_that_refuses_an_event_ends_the_stream_with_one_llm_error(
+    tmp_path: Path,
+) -> None:
+    """The agent's tenant is at ``max_queued`` with overflow ``reject``: the stream cannot
+    drop the refused delta, so it stops there (the refusal is a rejected record) and its
+    ``llm_error`` (``refused``) waits for room (it was a TenantLimitError reported as
+    ``internal``, and itself refused: the agent got no final event)."""
+    path = tmp_path / "many.jsonl"
+    chunks = [(0.1, chunk({"role": "assistant"}))]
+    chunks += [(0.1 + 0.01 * i, chunk({"content": f"t{i} "})) for i in range(1, 8)]
+    chunks += [(0.2, chunk({}, "stop")), (0.2, "data: [DONE]\n\n")]
+    write_cassette(path, {"chunks": chunks})
+    tenant = engine.Tenant("small", limits=engine.Limits(max_queued=3))
+
+    async def main() -> None:
+        plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+        async with engine.open_runtime(
+            receptors=[plugin], effectors=[plugin], tenants=[tenant]
+        ) as rt:
+            rt.spawn(MACHINE, "a", data={"log": []}, tenant="small")
+            t0 = trio.current_time()
+            await rt.send("a", "ask")
+            await trio.sleep_until(t0 + 0.05)
+            rt.pause("a")
+            await trio.sleep_until(t0 + 2)
+            rt.resume("a")
+            await trio.sleep_until(t0 + 4)
+            got = names(rt, "a")
+            assert got == ["message_start", "text_delta", "text_delta", "llm_error"], got
+            error = rt.data("a")["log"][-1][1]
+            assert error.reason == "refused"
+            assert "max_queued" in error.message
+            assert {r.error for r in rt.rejected()} == {"TenantLimitError"}
+            assert_one_final([(n, p) for n, p, _ in rt.data("a")["log"]])
+            assert plugin.statistics().failed == {"refused": 1}
+            assert rt.dead_letters() == []
+
+    on_mock_clock(main)

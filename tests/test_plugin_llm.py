@@ -422,6 +422,7 @@ FAST_RETRY = {"attempts": 3, "backoff": 0.01, "max_delay": 0.05, "seed": 1}
         ("stall=2,stall_for=5", {"timeouts": {"between_tokens": 0.2}}, "idle_timeout", None, 1, 2),
         ("status=429", {"retry": FAST_RETRY}, "rate_limited", 429, 3, 0),
         ("status=503", {"retry": FAST_RETRY}, "server_error", 503, 3, 0),
+        ("status=503,cut_body", {"retry": FAST_RETRY}, "server_error", 503, 3, 0),
         ("status=429,retry_after=1000", {"retry": FAST_RETRY}, "rate_limited", 429, 1, 0),
         ("status=400", {"retry": FAST_RETRY}, "http_error", 400, 1, 0),
         ("bad=2", {}, "malformed_chunk", None, 1, 2),

@@ -147,6 +147,10 @@ class ErrorReason(enum.StrEnum):
     """The server sent an error event inside the stream (overloaded, ...)."""
     TOO_LARGE = "too_large"
     """One streamed event (or an error body) was over ``max_event`` bytes."""
+    REFUSED = "refused"
+    """The agent's mailbox refused an event (its tenant at ``max_queued`` with overflow
+    ``reject``): the stream stops there rather than drop it; this ``llm_error`` waits for
+    room."""
     INVALID_REQUEST = "invalid_request"
     """The agent's output was not a valid request."""
     NO_RECORDING = "no_recording"

@@ -31,7 +31,6 @@ closes the client.
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import json
 import math
@@ -98,6 +97,17 @@ class LLMStatistics:
 @final
 class _Cancelled(Exception):
     """Internal: the stream stops without an event (the agent is gone)."""
+
+
+@final
+class _Refused(Exception):
+    """Internal: the agent's mailbox refused an event (its tenant's ``max_queued`` with
+    overflow ``reject``); the stream stops, its ``llm_error`` waits for room."""
+
+
+REFUSED_POLL = 0.05
+"""Seconds between two tries to deliver the ``llm_error`` of a refused stream (a tenant
+that rejects gives no wait to park on)."""
 
 
 @final
@@ -259,9 +269,23 @@ class LLM:
                                     {"agent": agent_id}))  # fmt: skip
 
     async def _refuse(self, sink: WorkSink, agent_id: Any, error: LLMError) -> None:
+        await self._final(sink, agent_id, error, 1)
+
+    async def _final(self, sink: WorkSink, agent_id: Any, error: LLMError, priority: int) -> None:
+        """Deliver a stream's ``llm_error``: it waits for room, and a refusal (a tenant that
+        rejects) is tried again until the tenant has room; it is the stream's last word."""
         self._failed[error.reason.value] += 1
-        with contextlib.suppress(_Cancelled):
-            await self._send(sink, agent_id, LLM_ERROR, error, 1)
+        report = True
+        while True:
+            try:
+                await self._send(sink, agent_id, LLM_ERROR, error, priority, report=report)
+            except _Cancelled:
+                return
+            except _Refused:
+                report = False  # (one rejected record, not one per try)
+                await trio.sleep(REFUSED_POLL)
+            else:
+                return
 
     # -- one stream --------------------------------------------------------------------------
 
@@ -284,9 +308,7 @@ class LLM:
                         self._key.redact(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT],
                     )
                 if error is not None:
-                    self._failed[error.reason.value] += 1
-                    with contextlib.suppress(_Cancelled):
-                        await self._send(sink, agent_id, LLM_ERROR, error, request.priority)
+                    await self._final(sink, agent_id, error, request.priority)
                 finished = True
         finally:
             self._scopes.discard(scope)
@@ -331,7 +353,11 @@ class LLM:
         send, count = sink.send_nowait, self._counts
         try:
             with trio.CancelScope(deadline=deadline) as clock:
-                http = client.build_request("POST", self._endpoint, json=payload)
+                try:
+                    http = client.build_request("POST", self._endpoint, json=payload)
+                except (TypeError, ValueError) as exc:  # (as_request checks: a safety net)
+                    text = f"the request's body is not JSON: {redact(str(exc))}"
+                    return self._error(rid, ErrorReason.INVALID_REQUEST, text), None
                 http.stream = _Body(http.content)
                 async with _sent(client, http) as response:
                     responded = True
@@ -402,6 +428,8 @@ class LLM:
                 rid, ErrorReason.FIRST_TOKEN_TIMEOUT,
                 f"nothing streamed within {timeouts.first_token} s of the request",
             ), None  # fmt: skip
+        except _Refused as exc:
+            return self._error(rid, ErrorReason.REFUSED, redact(str(exc))), None
         except NoRecordingError as exc:
             text = f"{describe(request)}: {exc}"
             sink.reject(ErrorRecord(sink.name, "NoRecordingError", text, None, {"agent": agent_id}))
@@ -448,14 +476,18 @@ class LLM:
     ) -> tuple[LLMError, float | None]:
         status = response.status_code
         data = bytearray()
-        with trio.CancelScope() as stop:  # (see _attempt: the generators unwind on a read)
-            async for chunk in response.aiter_bytes():
-                if len(data) <= self.config.max_event:
-                    data += chunk
-                else:
-                    stop.cancel()
+        cut = ""
+        try:
+            with trio.CancelScope() as stop:  # (see _attempt: the generators unwind on a read)
+                async for chunk in response.aiter_bytes():
+                    if len(data) <= self.config.max_event:
+                        data += chunk
+                    else:
+                        stop.cancel()
+        except (httpx.TransportError, httpx.DecodingError) as exc:  # the status still holds
+            cut = f" (its body was cut: {type(exc).__name__})"
         detail = self._key.redact(_error_detail(bytes(data[: self.config.max_event])))
-        text = f"HTTP {status} from the server: {detail}" if detail else f"HTTP {status}"
+        text = f"HTTP {status} from the server{cut}: {detail}" if detail else f"HTTP {status}{cut}"
         if status == 429 or status >= 500:
             reason = ErrorReason.RATE_LIMITED if status == 429 else ErrorReason.SERVER_ERROR
             after = retry_after(response.headers.get("retry-after"))
@@ -473,9 +505,12 @@ class LLM:
         return max(d / 2 + self._rng.random() * d / 2, after)
 
     async def _send(
-        self, sink: WorkSink, agent_id: Any, event: str, item: Any, priority: int
-    ) -> None:
-        """Deliver one event in order, waiting for room in a full mailbox."""
+        self, sink: WorkSink, agent_id: Any, event: str, item: Any, priority: int,
+        report: bool = True,
+    ) -> None:  # fmt: skip
+        """Deliver one event in order, waiting for room in a full mailbox. Raises
+        ``_Cancelled`` when the agent is gone and ``_Refused`` when its mailbox refused the
+        event (each reported as a rejected record)."""
         await trio.lowlevel.checkpoint_if_cancelled()  # never an event after an interrupt
         try:
             try:
@@ -491,6 +526,11 @@ class LLM:
             sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
                                     {"agent": agent_id, "event": event}))  # fmt: skip
             return
+        except EngineError as exc:  # refused (TenantLimitError with overflow "reject")
+            if report:
+                sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
+                                        {"agent": agent_id, "event": event}))  # fmt: skip
+            raise _Refused(f"the agent's mailbox refused {event}: {exc}") from None
         self._counts[event] += 1
 
 
