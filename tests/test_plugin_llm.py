@@ -572,7 +572,13 @@ def test_invalid_requests_and_unknown_agents_never_stop_the_runtime(llm_server: 
 # -- the API key ---------------------------------------------------------------------------
 
 
-KEY = "sk-test-7f3a9c1e5b"
+KEY = "sk-proj-" + hashlib.sha256(b"engine-llm test key").hexdigest()[:56]
+"""A long key (64 characters): a cut inside it, or a piece of it, would show."""
+
+
+def leaks(text: str) -> list[str]:
+    """The 8-character pieces of ``KEY`` found in ``text``."""
+    return [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8] in text]
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -580,36 +586,77 @@ def test_the_key_is_sent_and_never_written_anywhere(
     api: str, llm_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    """The key comes from the environment, reaches the server (which accepts it), and
-    appears in no event, error, rejected record, log line, repr or cassette, even from a
-    server that echoes a wrong key back in its error body."""
+    """The key comes from the environment (with a trailing newline: stripped), reaches the
+    server (which accepts it), and no piece of it appears in any event, error, rejected
+    record, log line, repr or cassette: not from a server that echoes a wrong key at the
+    very place an error message is cut, nor from one that echoes it inside the stream in
+    two chunks cut inside the key (recorded too)."""
     env = "ANTHROPIC_API_KEY" if api == "anthropic" else "OPENAI_API_KEY"
-    monkeypatch.setenv(env, KEY)
+    monkeypatch.setenv(env, KEY + "\n")
     cassette = tmp_path / "keys.jsonl"
     caplog.set_level(logging.DEBUG)
 
     async def main() -> None:
         digest = hashlib.sha256(KEY.encode()).hexdigest()[:16]
-        good = make_llm(
-            llm_server, f"key={digest}", api=api, cassette={"path": str(cassette), "mode": "record"}
-        )
-        # the server wants another key, and echoes the one it got: it must be redacted
-        wrong = make_llm(llm_server, "key=other", api=api)
-        async with running(good, "g") as rt:
-            await rt.send("g", "ask", "secret handshake")
-            await finished(rt, "g")
-            assert names(rt, "g")[-1] == "message_stop"
-            seen = [repr(log(rt, "g")), repr(good), repr(good.config), repr(good.statistics())]
-        async with running(wrong, "w") as rt:
-            await rt.send("w", "ask", "let me in")
-            await finished(rt, "w")
-            error = the_error(rt, "w")
-            assert (error.reason, error.status) == (ErrorReason.HTTP_ERROR, 401)
-            assert "bad key [redacted]" in error.message
-            seen += [repr(log(rt, "w")), repr(rt.rejected()), repr(rt.dead_letters())]
+        record = {"path": str(cassette), "mode": "record"}
+        good = make_llm(llm_server, f"key={digest}", api=api, cassette=record)
+        # the server wants another key, and echoes the one it got where the message is cut
+        wrong = make_llm(llm_server, "key=other,pad=250", api=api, cassette=record)
+        # the server echoes the key in an error event inside the stream, cut in two chunks
+        echo = make_llm(llm_server, f"key={digest},echo_key=1,pad=150", api=api, cassette=record)
+        seen: list[str] = []
+        for plugin, agent in ((good, "g"), (wrong, "w"), (echo, "e")):
+            async with running(plugin, agent) as rt:
+                await rt.send(agent, "ask", f"secret handshake {agent}")
+                await finished(rt, agent)
+                await until(lambda plugin=plugin: plugin.statistics().active == 0)
+                seen += [repr(log(rt, agent)), repr(rt.rejected()), repr(rt.dead_letters())]
+                seen += [repr(plugin), repr(plugin.config), repr(plugin.statistics())]
+                seen += [str(p) for _, p in log(rt, agent)]
+                if agent == "g":
+                    assert names(rt, "g")[-1] == "message_stop"
+                elif agent == "w":
+                    error = the_error(rt, "w")
+                    assert (error.reason, error.status) == (ErrorReason.HTTP_ERROR, 401)
+                    assert "bad key yyy" in error.message
+                else:
+                    assert the_error(rt, "e").reason == ErrorReason.API_ERROR
         text = "\n".join(seen) + cassette.read_text() + caplog.text
-        assert KEY not in text
-        assert "handshake" in cassette.read_text()  # it did record the stream
+        assert leaks(text) == []
+        assert "[redacted]" in cassette.read_text()  # the echoes were recorded, redacted
+        assert "handshake g" in cassette.read_text()  # it did record the streams
+
+    run(main)
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\ndef", "sk-abc\x00def", "sk-abc\rdef", "sk-\u00e9t\u00e9"])
+def test_a_key_that_cannot_be_a_header_is_a_config_error_that_does_not_show_it(bad: str) -> None:
+    """Whitespace around a key is dropped; a control character (or a character that is not
+    ASCII) inside it cannot go in a header: a ``ConfigError`` naming where the key came
+    from, never the key (it was an h11 error quoting it, retried as connect_error)."""
+    with pytest.raises(engine.ConfigError) as caught:
+        LLM(LLMConfig(api_key=bad))
+    text = str(caught.value) + repr(caught.value)
+    assert "api_key" in text
+    assert bad not in text
+    assert "abc" not in text
+    assert "def" not in text
+    assert LLM(LLMConfig(api_key="  sk-fine\r\n"))._key.reveal() == "sk-fine"
+
+
+def test_a_request_the_client_cannot_send_is_not_retried(llm_server: str) -> None:
+    """h11 refuses a header (here a version with a newline): ``invalid_request`` at once,
+    not a ``connect_error`` retried."""
+
+    async def main() -> None:
+        plugin = make_llm(llm_server, api="anthropic", anthropic_version="2023-06-01\nx: y")
+        async with running(plugin, "a") as rt:
+            await rt.send("a", "ask", "hello")
+            await finished(rt, "a")
+            error = the_error(rt, "a")
+            assert (error.reason, error.attempts) == (ErrorReason.INVALID_REQUEST, 1)
+            assert "LocalProtocolError" in error.message
+            assert plugin.statistics().retries == 0
 
     run(main)
 

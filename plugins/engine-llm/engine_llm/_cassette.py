@@ -22,7 +22,9 @@ a cassette recorded against one server replays under any ``url``.
 
 What is kept out: request headers are never written (the API key travels there), response
 headers are reduced to ``content-type`` and ``retry-after``, and the key is redacted from
-every chunk and error message should a server echo it.
+every chunk and error message should a server echo it, in its escaped forms too, and across
+chunk boundaries (a chunk that ends with what could be the key's start is written with the
+next one, or as ``[redacted]`` if the body ends there).
 
 Replay matches a request by method, endpoint and its JSON body (keys sorted). Recordings of
 the same request are served in the order they were recorded, the last one again once the

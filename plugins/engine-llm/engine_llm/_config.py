@@ -15,11 +15,13 @@ variable ``api_key_env``, by default ``OPENAI_API_KEY`` or ``ANTHROPIC_API_KEY``
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Literal, final
 
 import attrs
 
+from engine import ConfigError
 from engine.plugin_spec import FloatOrInfinity
 
 _pos = attrs.validators.gt(0.0)
@@ -105,24 +107,51 @@ class LLMConfig:
     cassette: Cassette | None = None
 
     def resolve_key(self) -> Secret:
-        """The key from the config or the environment (possibly none)."""
+        """The key from the config or the environment (possibly none), without the
+        whitespace around it (a key pasted with its newline).
+
+        Raises:
+            ConfigError: The key holds a control character or one that is not ASCII: it
+                cannot go in a header. The error says where the key came from and where
+                the character is, never the key.
+        """
+        raw: str | None
         if self.api_key is not None:
-            return Secret(self.api_key)
-        name = self.api_key_env or (
-            "ANTHROPIC_API_KEY" if self.api == "anthropic" else "OPENAI_API_KEY"
-        )
-        return Secret(os.environ.get(name) or None)
+            raw, where = self.api_key, "api_key"
+        else:
+            name = self.api_key_env or (
+                "ANTHROPIC_API_KEY" if self.api == "anthropic" else "OPENAI_API_KEY"
+            )
+            raw, where = os.environ.get(name), f"api_key (from the environment variable {name})"
+        key = (raw or "").strip()
+        for i, c in enumerate(key):
+            if not " " <= c <= "~":
+                what = "a control character" if c.isascii() else "a character that is not ASCII"
+                problem = f"{where}: {what} at position {i} cannot go in a header"
+                raise ConfigError("the engine-llm API key", [problem + " (the key is not shown)"])
+        return Secret(key or None)
 
 
 @final
 class Secret:
     """A key that does not print: ``repr`` and ``str`` say ``Secret(***)``; ``redact`` takes
-    it out of any text that is about to leave the plugin (an error body may echo it)."""
+    it out of any text that is about to leave the plugin (an error body may echo it), in
+    each form it may take there: as it is, escaped as in a ``repr`` or a JSON string."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_bforms", "_first", "_forms", "_value")
 
     def __init__(self, value: str | None) -> None:
         self._value = value
+        forms = set()
+        if value:
+            forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1]}
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        """The key's forms, longest first."""
+        self._bforms = tuple(form.encode() for form in self._forms)
+        self._first = frozenset(
+            b[-1] for f in self._bforms for b in (f[:k] for k in range(1, len(f)))
+        )
+        """The bytes a key's start may end with (one test tells most chunks apart)."""
 
     def __repr__(self) -> str:
         return "Secret(***)" if self._value else "Secret(None)"
@@ -137,13 +166,33 @@ class Secret:
         return self._value
 
     def redact(self, text: str) -> str:
-        if self._value and self._value in text:
-            return text.replace(self._value, "[redacted]")
+        """``text`` without the key (each of its forms becomes ``[redacted]``)."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "[redacted]")
         return text
 
+    def cut(self, text: str, limit: int) -> str:
+        """``text`` redacted, then cut to ``limit`` characters (in that order: a key that
+        the cut went through would leave its start)."""
+        text = self.redact(text)
+        return text if len(text) <= limit else text[:limit]
+
     def redact_bytes(self, data: bytes) -> bytes:
-        if self._value:
-            key = self._value.encode()
-            if key in data:
-                return data.replace(key, b"[redacted]")
+        for form in self._bforms:
+            if form in data:
+                data = data.replace(form, b"[redacted]")
         return data
+
+    def dangling(self, data: bytes) -> int:
+        """How many bytes at the end of ``data`` could be the start of the key (0 if none):
+        what a recording holds back until the next chunk tells."""
+        if not data or data[-1] not in self._first:
+            return 0
+        best = 0
+        for form in self._bforms:
+            for k in range(min(len(form) - 1, len(data)), best, -1):
+                if data.endswith(form[:k]):
+                    best = k
+                    break
+        return best

@@ -54,12 +54,33 @@ RAW_LIMIT = 200
 """Characters of offending data quoted in an error message."""
 
 
-class MalformedChunk(EngineError):
+class _Quoting(EngineError):
+    """An error that quotes the server's data: ``text(redact)`` redacts the data before it
+    is cut to ``RAW_LIMIT`` characters (cut first, a secret the cut went through would
+    leave its start); ``str`` is ``text()`` with nothing redacted."""
+
+    def __init__(self, what: str, data: str | None = None) -> None:
+        self.what = what
+        self.data = data
+        super().__init__(self.text())
+
+    def text(self, redact: Callable[[str], str] = str) -> str:
+        if self.data is None:
+            return redact(self.what)
+        quoted = _quote(redact(self.data))
+        return f"{redact(self.what)}: {quoted!r}" if self.what else quoted
+
+
+class MalformedChunk(_Quoting):
     """Raised when a streamed event is not JSON or not the shape of its format."""
 
 
-class ApiError(EngineError):
-    """Raised when the server sends an error event inside the stream."""
+class ApiError(_Quoting):
+    """Raised when the server sends an error event inside the stream (its text is
+    ``data``)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("", text)
 
 
 class StreamCut(EngineError):
@@ -83,11 +104,11 @@ def _loads(data: str) -> Any:
         try:
             return json.loads(data)
         except (ValueError, RecursionError):
-            raise MalformedChunk(f"a streamed event that is not JSON: {_quote(data)!r}") from None
+            raise MalformedChunk("a streamed event that is not JSON", data) from None
     except (ValueError, RecursionError):
-        raise MalformedChunk(f"a streamed event that is not JSON: {_quote(data)!r}") from None
+        raise MalformedChunk("a streamed event that is not JSON", data) from None
     if end != len(data) and data[end:].strip():
-        raise MalformedChunk(f"a streamed event with data after its JSON: {_quote(data)!r}")
+        raise MalformedChunk("a streamed event with data after its JSON", data)
     return obj
 
 
@@ -102,9 +123,7 @@ def _arguments(parts: list[str], name: str) -> Any:
     try:
         return json.loads(text)
     except (ValueError, RecursionError):
-        raise MalformedChunk(
-            f"the arguments of tool call {name!r} are not JSON: {_quote(text)!r}"
-        ) from None
+        raise MalformedChunk(f"the arguments of tool call {name!r} are not JSON", text) from None
 
 
 class _Decoder:
@@ -151,7 +170,7 @@ class OpenAIDecoder(_Decoder):
             return done
         chunk = _loads(data)
         if type(chunk) is not dict:
-            raise MalformedChunk(f"a chunk that is not a JSON object: {_quote(data)!r}")
+            raise MalformedChunk("a chunk that is not a JSON object", data)
         out: Out = []
         if not self._started:
             if "error" in chunk:
@@ -173,16 +192,16 @@ class OpenAIDecoder(_Decoder):
         choices = chunk.get("choices")
         if choices:
             if type(choices) is not list or type(choices[0]) is not dict:
-                raise MalformedChunk(f"'choices' is not a list of objects: {_quote(data)!r}")
+                raise MalformedChunk("'choices' is not a list of objects", data)
             choice = choices[0]
             delta = choice.get("delta")
             if delta:
                 if type(delta) is not dict:
-                    raise MalformedChunk(f"'delta' is not an object: {_quote(data)!r}")
+                    raise MalformedChunk("'delta' is not an object", data)
                 content = delta.get("content")
                 if content:
                     if type(content) is not str:
-                        raise MalformedChunk(f"'content' is not a string: {_quote(data)!r}")
+                        raise MalformedChunk("'content' is not a string", data)
                     parts = self._parts  # (self._text inlined: this is the hot line)
                     out.append((TEXT_DELTA, TextDelta(self.request_id, content, len(parts))))
                     parts.append(content)
@@ -192,13 +211,13 @@ class OpenAIDecoder(_Decoder):
             finish = choice.get("finish_reason")
             if finish is not None:
                 if type(finish) is not str:
-                    raise MalformedChunk(f"'finish_reason' is not a string: {_quote(data)!r}")
+                    raise MalformedChunk("'finish_reason' is not a string", data)
                 self._finish = finish
                 out += self._finished()
         usage = chunk.get("usage")
         if usage:
             if type(usage) is not dict:
-                raise MalformedChunk(f"'usage' is not an object: {_quote(data)!r}")
+                raise MalformedChunk("'usage' is not an object", data)
             self._usage = Usage(
                 _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
             )
@@ -206,25 +225,25 @@ class OpenAIDecoder(_Decoder):
 
     def _tool_pieces(self, calls: Any, data: str) -> None:
         if type(calls) is not list:
-            raise MalformedChunk(f"'tool_calls' is not a list: {_quote(data)!r}")
+            raise MalformedChunk("'tool_calls' is not a list", data)
         for call in calls:
             if type(call) is not dict:
-                raise MalformedChunk(f"a tool call that is not an object: {_quote(data)!r}")
+                raise MalformedChunk("a tool call that is not an object", data)
             index = call.get("index", 0)
             if type(index) is not int:
-                raise MalformedChunk(f"a tool call's 'index' is not an integer: {_quote(data)!r}")
+                raise MalformedChunk("a tool call's 'index' is not an integer", data)
             entry = self._pending.setdefault(index, [None, None, []])
             if "id" in call and call["id"] is not None:
                 entry[0] = call["id"]
             function = call.get("function") or {}
             if type(function) is not dict:
-                raise MalformedChunk(f"a tool call's 'function' is not an object: {_quote(data)!r}")
+                raise MalformedChunk("a tool call's 'function' is not an object", data)
             if function.get("name"):
                 entry[1] = function["name"]
             piece = function.get("arguments")
             if piece:
                 if type(piece) is not str:
-                    raise MalformedChunk(f"tool call arguments are not a string: {_quote(data)!r}")
+                    raise MalformedChunk("tool call arguments are not a string", data)
                 entry[2].append(piece)
 
     def _finished(self) -> Out:
@@ -269,35 +288,35 @@ class AnthropicDecoder(_Decoder):
             return []
         obj = _loads(data)
         if type(obj) is not dict:
-            raise MalformedChunk(f"an event that is not a JSON object: {_quote(data)!r}")
+            raise MalformedChunk("an event that is not a JSON object", data)
         kind = obj.get("type")
         if kind == "content_block_delta":
             if not self._started:
                 raise _early(kind, data)
             delta = obj.get("delta")
             if type(delta) is not dict:
-                raise MalformedChunk(f"'delta' is not an object: {_quote(data)!r}")
+                raise MalformedChunk("'delta' is not an object", data)
             dkind = delta.get("type")
             if dkind == "text_delta":
                 text = delta.get("text")
                 if type(text) is not str:
-                    raise MalformedChunk(f"'text' is not a string: {_quote(data)!r}")
+                    raise MalformedChunk("'text' is not a string", data)
                 return [self._text(text)] if text else []
             if dkind == "input_json_delta":
                 piece = delta.get("partial_json")
                 if type(piece) is not str:
-                    raise MalformedChunk(f"'partial_json' is not a string: {_quote(data)!r}")
+                    raise MalformedChunk("'partial_json' is not a string", data)
                 block = self._blocks.get(_index(obj, data))
                 if block is None:
-                    raise MalformedChunk(f"a tool input delta for no tool block: {_quote(data)!r}")
+                    raise MalformedChunk("a tool input delta for no tool block", data)
                 block[2].append(piece)
             return []
         if kind == "message_start":
             if self._started:
-                raise MalformedChunk(f"a second message_start in one stream: {_quote(data)!r}")
+                raise MalformedChunk("a second message_start in one stream", data)
             message = obj.get("message")
             if type(message) is not dict:
-                raise MalformedChunk(f"'message' is not an object: {_quote(data)!r}")
+                raise MalformedChunk("'message' is not an object", data)
             usage = message.get("usage")
             if type(usage) is dict:
                 self._input = _int(usage.get("input_tokens"))
@@ -314,16 +333,16 @@ class AnthropicDecoder(_Decoder):
                 raise _early(kind, data)
             block = obj.get("content_block")
             if type(block) is not dict:
-                raise MalformedChunk(f"'content_block' is not an object: {_quote(data)!r}")
+                raise MalformedChunk("'content_block' is not an object", data)
             if block.get("type") == "tool_use":
                 ident, tool = block.get("id"), block.get("name")
                 if type(ident) is not str or type(tool) is not str:
-                    raise MalformedChunk(f"a tool_use block without id and name: {_quote(data)!r}")
+                    raise MalformedChunk("a tool_use block without id and name", data)
                 self._blocks[_index(obj, data)] = [ident, tool, []]
             elif block.get("type") == "text" and block.get("text"):
                 text = block["text"]
                 if type(text) is not str:
-                    raise MalformedChunk(f"'text' is not a string: {_quote(data)!r}")
+                    raise MalformedChunk("'text' is not a string", data)
                 return [self._text(text)]
             return []
         if kind == "content_block_stop":
@@ -343,7 +362,7 @@ class AnthropicDecoder(_Decoder):
             if type(delta) is dict and delta.get("stop_reason") is not None:
                 reason = delta["stop_reason"]
                 if type(reason) is not str:
-                    raise MalformedChunk(f"'stop_reason' is not a string: {_quote(data)!r}")
+                    raise MalformedChunk("'stop_reason' is not a string", data)
                 self._reason = reason
             usage = obj.get("usage")
             if type(usage) is dict and "output_tokens" in usage:
@@ -362,7 +381,7 @@ class AnthropicDecoder(_Decoder):
         if kind == "error":
             raise ApiError(_error_text(obj.get("error")))
         if not self._started and kind is None:
-            raise MalformedChunk(f"an event without a 'type': {_quote(data)!r}")
+            raise MalformedChunk("an event without a 'type'", data)
         return []  # ping, and types a newer server may send
 
     def end(self) -> Out:
@@ -373,24 +392,22 @@ class AnthropicDecoder(_Decoder):
 
 
 def _early(kind: str, data: str) -> MalformedChunk:
-    return MalformedChunk(f"a {kind} before message_start: {_quote(data)!r}")
+    return MalformedChunk(f"a {kind} before message_start", data)
 
 
 def _index(obj: dict[str, Any], data: str) -> int:
     """A content block's ``index`` (an integer, else ``MalformedChunk``)."""
     index = obj.get("index")
     if type(index) is not int:
-        raise MalformedChunk(f"a content block's 'index' is not an integer: {_quote(data)!r}")
+        raise MalformedChunk("a content block's 'index' is not an integer", data)
     return index
 
 
 def _error_text(error: Any) -> str:
     if type(error) is dict:
         kind, message = error.get("type"), error.get("message")
-        text = f"{kind}: {message}" if kind else str(message)
-    else:
-        text = str(error)
-    return _quote(text)
+        return f"{kind}: {message}" if kind else str(message)
+    return str(error)
 
 
 def _cut_text(started: bool, deltas: int) -> str:

@@ -24,7 +24,10 @@ under ``MockClock`` too: ``first_token`` from the start of an attempt to the fir
 run at once; the others wait for a slot before their clocks start.
 
 The API key is sent in the request headers and nowhere else: errors are built from the
-plugin's own words, server text in them is redacted, and cassettes never hold headers.
+plugin's own words, server text in them is redacted (before it is cut: a cut through the key
+would leave its start), and cassettes never hold headers. A key with a character no header
+can carry is a ``ConfigError`` when the plugin is made; a request h11 refuses to write
+(``LocalProtocolError``) is ``invalid_request``, not retried.
 ``aclose`` cancels the streams still running (quietly: the runtime is shutting down) and
 closes the client.
 """
@@ -302,11 +305,8 @@ class LLM:
                 except _Cancelled:
                     error = None
                 except Exception as exc:  # a defect: reported to the agent, not lost
-                    error = LLMError(
-                        str(request.id),
-                        ErrorReason.INTERNAL,
-                        self._key.redact(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT],
-                    )
+                    text = f"{type(exc).__name__}: {exc}"
+                    error = self._error(str(request.id), ErrorReason.INTERNAL, text)
                 if error is not None:
                     await self._final(sink, agent_id, error, request.priority)
                 finished = True
@@ -434,12 +434,14 @@ class LLM:
             text = f"{describe(request)}: {exc}"
             sink.reject(ErrorRecord(sink.name, "NoRecordingError", text, None, {"agent": agent_id}))
             return self._error(rid, ErrorReason.NO_RECORDING, text), None
-        except (MalformedChunk, MalformedStream) as exc:
+        except MalformedChunk as exc:
+            return self._error(rid, ErrorReason.MALFORMED_CHUNK, exc.text(redact)), None
+        except MalformedStream as exc:
             return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
         except EventTooLarge as exc:
             return self._error(rid, ErrorReason.TOO_LARGE, str(exc)), None
         except ApiError as exc:
-            return self._error(rid, ErrorReason.API_ERROR, redact(str(exc))), None
+            return self._error(rid, ErrorReason.API_ERROR, exc.text(redact)), None
         except StreamCut as exc:
             return self._error(rid, ErrorReason.STREAM_CUT, str(exc)), None
         except httpx.ConnectTimeout:
@@ -452,6 +454,11 @@ class LLM:
             if dec.done:  # message_stop was delivered: what broke after it is no news
                 return None, None
             return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
+        except httpx.LocalProtocolError as exc:  # the client's own request is not HTTP
+            if dec.done:
+                return None, None
+            text = f"the request could not be sent (LocalProtocolError: {redact(str(exc))})"
+            return self._error(rid, ErrorReason.INVALID_REQUEST, text), None
         except httpx.TransportError as exc:
             if dec.done:  # message_stop was delivered: what broke after it is no news
                 return None, None
@@ -468,8 +475,8 @@ class LLM:
     def _error(
         self, rid: str, reason: ErrorReason, text: str, status: int | None = None
     ) -> LLMError:
-        return LLMError(rid, reason, text[:MESSAGE_LIMIT] if len(text) > MESSAGE_LIMIT else text,
-                        status)  # fmt: skip
+        """The ``llm_error`` of ``text`` (redacted again, then cut)."""
+        return LLMError(rid, reason, self._key.cut(text, MESSAGE_LIMIT), status)
 
     async def _http_error(
         self, rid: str, response: httpx.Response
@@ -486,7 +493,7 @@ class LLM:
                         stop.cancel()
         except (httpx.TransportError, httpx.DecodingError) as exc:  # the status still holds
             cut = f" (its body was cut: {type(exc).__name__})"
-        detail = self._key.redact(_error_detail(bytes(data[: self.config.max_event])))
+        detail = _error_detail(bytes(data[: self.config.max_event]), self._key.redact)
         text = f"HTTP {status} from the server{cut}: {detail}" if detail else f"HTTP {status}{cut}"
         if status == 429 or status >= 500:
             reason = ErrorReason.RATE_LIMITED if status == 429 else ErrorReason.SERVER_ERROR
@@ -580,8 +587,9 @@ def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:
     return Work(fn, args)
 
 
-def _error_detail(data: bytes) -> str:
-    """The message of an error body (either API's JSON shape), or the start of its text."""
+def _error_detail(data: bytes, redact: Callable[[str], str]) -> str:
+    """The message of an error body (either API's JSON shape), or the start of its text;
+    redacted before it is cut (a key the cut went through would leave its start)."""
     text = data.decode("utf-8", "replace").strip()
     try:
         obj = json.loads(text)
@@ -591,7 +599,7 @@ def _error_detail(data: bytes) -> str:
         error = obj["error"]
         kind, message = error.get("type"), error.get("message")
         text = f"{kind}: {message}" if kind else str(message)
-    return text[:MESSAGE_LIMIT]
+    return redact(text)[:MESSAGE_LIMIT]
 
 
 def retry_after(value: str | None) -> float | None:
