@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from engine_llm import EVENTS, LLM, Cassette, LLMConfig, Message, Request, Timeouts
+from engine_llm import EVENTS, LLM, Cassette, LLMConfig, Message, Request, Retry, Timeouts
 from engine_llm._request import body
 from test_plugin_llm import assert_one_final
 
@@ -274,3 +274,62 @@ def test_a_tenant_that_refuses_an_event_ends_the_stream_with_one_llm_error(
             assert rt.dead_letters() == []
 
     on_mock_clock(main)
+
+
+# -- finding: replay not deterministic -------------------------------------------------------
+
+RETRIED = [
+    {"status": 429, "t_response": 0.01, "headers": {"content-type": "application/json"},
+     "chunks": [(0.01, "{}")]},
+    {"t_response": 0.01, "chunks": [(0.02, chunk({"role": "assistant"})),
+                                    (0.03, chunk({"content": "x"})),
+                                    (0.04, chunk({}, "stop") + "data: [DONE]\n\n")]},
+]  # fmt: skip
+
+
+def test_a_replayed_retry_runs_at_the_same_times_every_run(tmp_path: Path) -> None:
+    """With no ``retry.seed``, replay seeds the jitter itself: a retried request replays at
+    the same virtual times, run after run (they differed by the OS's random jitter)."""
+    path = tmp_path / "retried.jsonl"
+    write_cassette(path, *RETRIED)
+
+    async def main() -> list[tuple[str, float]]:
+        entries, plugin = await replay(path)
+        assert plugin.statistics().retries == 1
+        return [(n, t) for n, _, t in entries]
+
+    runs = [on_mock_clock(main) for _ in range(5)]
+    assert [n for n, _ in runs[0]] == ["message_start", "text_delta", "message_stop"]
+    assert all(r == runs[0] for r in runs)
+
+
+def test_a_retry_after_date_counts_from_the_responses_date(tmp_path: Path) -> None:
+    """An HTTP-date ``Retry-After`` is a delay from the response's ``Date`` (recorded with
+    it), never from the wall clock of the replay."""
+    path = tmp_path / "dated.jsonl"
+    dated = dict(RETRIED[0])
+    dated["headers"] = {
+        "content-type": "application/json",
+        "date": "Wed, 21 Oct 2015 07:28:00 GMT",
+        "retry-after": "Wed, 21 Oct 2015 07:28:03 GMT",
+    }
+    write_cassette(path, dated, RETRIED[1])
+
+    async def main() -> list[tuple[str, float]]:
+        entries, _ = await replay(path, retry=Retry(backoff=0.01, max_delay=0.01))
+        return [(n, t) for n, _, t in entries]
+
+    got = on_mock_clock(main)
+    assert got[0][0] == "message_start"
+    assert got[0][1] == pytest.approx(0.01 + 3.0 + 0.02)  # the 429, 3 s, the first chunk
+
+
+def test_retry_after_dates() -> None:
+    from engine_llm._plugin import retry_after
+
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert retry_after("Wed, 21 Oct 2015 07:28:05 GMT", date) == 5.0
+    assert retry_after("Wed, 21 Oct 2015 07:27:00 GMT", date) == 0.0
+    assert retry_after("Wed, 21 Oct 2015 07:28:05 GMT", None, live=False) is None
+    assert (retry_after("Fri, 31 Dec 2100 23:59:59 GMT") or 0) > 0  # live: the wall clock
+    assert retry_after("7", date, live=False) == 7.0

@@ -21,7 +21,8 @@ replay raises the same class at the same time). The endpoint is relative to the 
 a cassette recorded against one server replays under any ``url``.
 
 What is kept out: request headers are never written (the API key travels there), response
-headers are reduced to ``content-type`` and ``retry-after``, and the key is redacted from
+headers are reduced to ``content-type`` and ``retry-after`` (with ``date`` beside it, what
+an HTTP-date ``Retry-After`` counts from), and the key is redacted from
 every chunk and error message should a server echo it, in its escaped forms too, and across
 chunk boundaries (a chunk that ends with what could be the key's start is written with the
 next one, or as ``[redacted]`` if the body ends there).
@@ -49,7 +50,7 @@ from engine import EngineError
 FORMAT = "engine-llm-cassette"
 VERSION = 1
 KEPT_HEADERS = ("content-type", "retry-after")
-"""The response headers a recording keeps."""
+"""The response headers a recording keeps (and ``date`` with a ``retry-after``)."""
 
 
 class CassetteError(EngineError):

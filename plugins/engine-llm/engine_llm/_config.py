@@ -57,7 +57,8 @@ class Retry:
     max_delay: float = attrs.field(default=30.0, validator=attrs.validators.ge(0.0))
     max_retry_after: float = attrs.field(default=60.0, validator=attrs.validators.ge(0.0))
     seed: int | None = None
-    """Seeds the jitter (None: from the OS), for runs that must repeat exactly."""
+    """Seeds the jitter, for runs that must repeat exactly. None: from the OS, except when
+    replaying a cassette, where it is 0 (a replay runs at the same times every time)."""
 
 
 @final

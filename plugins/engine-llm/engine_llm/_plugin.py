@@ -65,6 +65,10 @@ if TYPE_CHECKING:
 MESSAGE_LIMIT = 300
 """Characters of server text kept in an error message."""
 
+REPLAY_SEED = 0
+"""The jitter's seed when replaying with no ``retry.seed``: a replay runs at the same virtual
+times every time."""
+
 GONE = (AgentNotFoundError, AgentStoppedError)
 """The agent is no longer there: its stream stops."""
 
@@ -129,7 +133,10 @@ class LLM:
     def __init__(self, config: LLMConfig) -> None:
         self.config = config
         self._key = config.resolve_key()
-        self._rng = random.Random(config.retry.seed)
+        replaying = config.cassette is not None and config.cassette.mode == "replay"
+        seed = config.retry.seed
+        self._rng = random.Random(REPLAY_SEED if seed is None and replaying else seed)
+        self._live = not replaying
         self._sink: WorkSink | None = None
         self._early: list[tuple[Any, Any]] = []
         self._client: httpx.AsyncClient | None = None
@@ -497,7 +504,8 @@ class LLM:
         text = f"HTTP {status} from the server{cut}: {detail}" if detail else f"HTTP {status}{cut}"
         if status == 429 or status >= 500:
             reason = ErrorReason.RATE_LIMITED if status == 429 else ErrorReason.SERVER_ERROR
-            after = retry_after(response.headers.get("retry-after"))
+            headers = response.headers
+            after = retry_after(headers.get("retry-after"), headers.get("date"), live=self._live)
             if after is not None and after > self.config.retry.max_retry_after:
                 text += f" (Retry-After {after:g} s is over {self.config.retry.max_retry_after} s)"
                 return self._error(rid, reason, text, status), None
@@ -602,22 +610,35 @@ def _error_detail(data: bytes, redact: Callable[[str], str]) -> str:
     return redact(text)[:MESSAGE_LIMIT]
 
 
-def retry_after(value: str | None) -> float | None:
+def retry_after(value: str | None, date: str | None = None, live: bool = True) -> float | None:
     """A ``Retry-After`` header in seconds (delta-seconds or an HTTP date), None if absent or
-    not understood."""
+    not understood. An HTTP date counts from the response's ``Date`` header when it has one
+    (recorded with it: a replay waits as long as the recording did), else from the wall
+    clock when live; replaying a response without ``Date``, the date is not understood."""
     if not value:
         return None
     value = value.strip()
     try:
         seconds = float(value)
     except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        when = _http_date(value)
+        if when is None:
             return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - time.time()
+        now = _http_date(date) if date else None
+        if now is None:
+            if not live:
+                return None
+            now = time.time()
+        seconds = when - now
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def _http_date(value: str) -> float | None:
+    """An HTTP date as a POSIX timestamp (None if it is not one, or has no zone)."""
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError):
+        return None
+    return None if when.tzinfo is None else when.timestamp()

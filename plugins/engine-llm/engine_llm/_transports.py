@@ -98,6 +98,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         rec.status = response.status_code
         rec.t_response = trio.current_time() - start
         rec.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
+        if "retry-after" in rec.headers and "date" in response.headers:  # what it counts from
+            rec.headers["date"] = response.headers["date"]
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         return httpx.Response(
