@@ -30,7 +30,7 @@ instance picks its behaviour with its ``base_url``:
 ``no_done``     (OpenAI-compatible) the body ends after the finish reason, with no ``[DONE]``
 ``pings``       after the head, keep-alives forever (an SSE comment, or Anthropic's ``ping``
                 event) every ``delay`` seconds (default 0.02), and never a token
-``endless``     text tokens forever, every ``delay`` seconds
+``endless``     text tokens forever (100 characters each), every ``delay`` seconds
 ``pad``         this many characters before the presented key in an echo of it
 ``echo_key``    after this many tokens, an error event inside the stream that echoes the
                 presented key (after ``pad``), sent in two body chunks cut inside the key
@@ -271,11 +271,11 @@ async def forever(send: Any, switches: dict[str, str], anthropic: bool) -> None:
     delay = float(switches.get("delay", 0.02))
     if "pings" in switches:
         ping = sse({"type": "ping"}, "ping") if anthropic else b": ping\n\n"
-    elif anthropic:
+    elif anthropic:  # (a hundred characters a token)
         delta = {"type": "content_block_delta", "index": 0}
-        ping = sse({**delta, "delta": {"type": "text_delta", "text": "w "}}, delta["type"])
+        ping = sse({**delta, "delta": {"type": "text_delta", "text": "word " * 20}}, delta["type"])
     else:
-        choice = {"index": 0, "delta": {"content": "w "}, "finish_reason": None}
+        choice = {"index": 0, "delta": {"content": "word " * 20}, "finish_reason": None}
         ping = sse({"id": "chatcmpl-1", "model": "m", "choices": [choice]})
     while True:
         await send({"type": "http.response.body", "body": ping, "more_body": True})

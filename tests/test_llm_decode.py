@@ -383,3 +383,56 @@ def test_anthropic_refuses_events_out_of_order(events: list[str], match: str) ->
         dec.event("", data)
     with pytest.raises(MalformedChunk, match=match):
         dec.event("", events[-1])
+
+
+# -- hostile servers: bounded tool calls and message size ------------------------------------
+
+
+def test_tool_calls_per_message_are_bounded() -> None:
+    from engine_llm._decode import MAX_TOOL_CALLS
+
+    dec = OpenAIDecoder("r")
+    calls = [{"index": i, "id": f"c{i}", "function": {"name": "f"}} for i in range(MAX_TOOL_CALLS)]
+    dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": calls}}]}))
+    huge = [{"index": 10**18, "id": "x", "function": {"name": "f"}}]
+    with pytest.raises(MalformedChunk, match="more than 128 tool calls"):
+        dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": huge}}]}))
+    dec = AnthropicDecoder("r")
+    dec.event("", START)
+    for i in range(MAX_TOOL_CALLS):
+        block = {"type": "tool_use", "id": f"t{i}", "name": "f", "input": {}}
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": i, "content_block": block})
+        )
+        dec.event("", json.dumps({"type": "content_block_stop", "index": i}))
+    block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+    with pytest.raises(MalformedChunk, match="more than 128 tool calls"):
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": 999, "content_block": block})
+        )
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_message_has_a_size(api: str) -> None:
+    """Text and tool-call arguments together are bounded (``max_message`` characters)."""
+    from engine_llm._decode import MessageTooLarge
+
+    if api == "openai":
+        dec: Any = OpenAIDecoder("r", max_message=100)
+        text = json.dumps({"choices": [{"delta": {"content": "x" * 60}}]})
+        call = {"index": 0, "id": "c", "function": {"name": "f", "arguments": "[" * 50}}
+        tool = json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]})
+    else:
+        dec = AnthropicDecoder("r", max_message=100)
+        dec.event("", START)
+        text = json.dumps({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": "text_delta", "text": "x" * 60}})  # fmt: skip
+        block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": 1, "content_block": block})
+        )
+        piece = {"type": "input_json_delta", "partial_json": "[" * 50}
+        tool = json.dumps({"type": "content_block_delta", "index": 1, "delta": piece})
+    dec.event("", text)
+    with pytest.raises(MessageTooLarge, match="more than 100 characters"):
+        dec.event("", tool)

@@ -37,8 +37,13 @@ class Timeouts:
     first_token: FloatOrInfinity = attrs.field(default=60.0, validator=_pos)
     """From the start of an attempt to the first streamed event (headers included)."""
     between_tokens: FloatOrInfinity = attrs.field(default=30.0, validator=_pos)
-    """Between two streamed reads, once the stream has started. Time spent waiting for room
-    in the agent's mailbox (backpressure) does not count."""
+    """Between two streamed events, once the stream has started; a keep-alive (an SSE
+    comment, Anthropic's ``ping``) is not one. Time spent waiting for room in the agent's
+    mailbox (backpressure) does not count."""
+    total: FloatOrInfinity = attrs.field(default=float("inf"), validator=_pos)
+    """For the whole completion, from when it has a slot: every attempt and the waits
+    between them (a retry that would end after it is not made). Waiting for room in the
+    agent's mailbox does not count."""
 
 
 @final
@@ -103,6 +108,9 @@ class LLMConfig:
     """Streams open at once; more wait their turn (the first-token clock starts after)."""
     max_event: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1024))
     """Bytes of one streamed event (and of an error body read); more is ``too_large``."""
+    max_message: int = attrs.field(default=8 << 20, validator=attrs.validators.ge(1))
+    """Characters of one message's text and tool-call arguments together; more is
+    ``too_large`` (a server that never stops is not kept whole)."""
     timeouts: Timeouts = attrs.Factory(Timeouts)
     retry: Retry = attrs.Factory(Retry)
     cassette: Cassette | None = None

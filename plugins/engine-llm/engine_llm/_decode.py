@@ -6,8 +6,10 @@ is called when the body ends and either returns what completes the message or ra
 ``StreamCut``. A decoder is strict about what it uses and lenient about what it does not:
 a field of the wrong type, or data that is not JSON, raises ``MalformedChunk``; an event type
 it does not know (a newer server's) is skipped. An error event inside a stream raises
-``ApiError``. Nothing here knows about HTTP, trio or agents, so the engine-side cost of a
-token can be measured on these objects alone.
+``ApiError``. Hostile input is bounded: a message's text and tool-call arguments together
+over ``max_message`` characters raise ``MessageTooLarge``; more than ``MAX_TOOL_CALLS`` tool
+calls in one message is malformed. Nothing here knows about HTTP, trio or agents, so the
+engine-side cost of a token can be measured on these objects alone.
 
 OpenAI-compatible chat completions (``data: {chunk}`` ... ``data: [DONE]``): the first chunk
 gives ``message_start``; ``choices[0].delta.content`` gives ``text_delta``;
@@ -87,6 +89,19 @@ class StreamCut(EngineError):
     """Raised when a body ends before its message is complete."""
 
 
+class MessageTooLarge(EngineError):
+    """Raised when a message's text and tool-call arguments are over ``max_message``
+    characters together."""
+
+
+MAX_TOOL_CALLS = 128
+"""Tool calls one message may make (more is ``MalformedChunk``: a hostile server's indices
+would otherwise be kept without bound)."""
+
+MAX_MESSAGE = 8 << 20
+"""The default ``max_message``: characters of a message's text and tool-call arguments."""
+
+
 def _quote(data: str) -> str:
     return data if len(data) <= RAW_LIMIT else data[:RAW_LIMIT] + "..."
 
@@ -127,19 +142,35 @@ def _arguments(parts: list[str], name: str) -> Any:
 
 
 class _Decoder:
-    __slots__ = ("_calls", "_parts", "_started", "done", "request_id")
+    __slots__ = ("_calls", "_parts", "_size", "_started", "done", "max_message", "request_id")
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, max_message: int = MAX_MESSAGE) -> None:
         self.request_id = request_id
+        self.max_message = max_message
         self.done = False
         self._started = False
         self._parts: list[str] = []
         self._calls: list[ToolCall] = []
+        self._size = 0
+        """Characters of text and tool-call arguments so far."""
 
     def _text(self, text: str) -> tuple[str, TextDelta]:
+        self._grow(len(text))
         index = len(self._parts)
         self._parts.append(text)
         return TEXT_DELTA, TextDelta(self.request_id, text, index)
+
+    def _grow(self, n: int) -> None:
+        self._size += n
+        if self._size > self.max_message:
+            raise MessageTooLarge(
+                f"a message of more than {self.max_message} characters (text and tool-call "
+                "arguments)"
+            )
+
+    def _one_more_call(self, open_calls: int, data: str) -> None:
+        if len(self._calls) + open_calls >= MAX_TOOL_CALLS:
+            raise MalformedChunk(f"more than {MAX_TOOL_CALLS} tool calls in one message", data)
 
     def _stop(self, raw: str | None, usage: Usage) -> tuple[str, MessageStop]:
         self.done = True
@@ -154,8 +185,8 @@ class OpenAIDecoder(_Decoder):
 
     __slots__ = ("_finish", "_pending", "_usage")
 
-    def __init__(self, request_id: str) -> None:
-        super().__init__(request_id)
+    def __init__(self, request_id: str, max_message: int = MAX_MESSAGE) -> None:
+        super().__init__(request_id, max_message)
         self._finish: str | None = None
         self._usage = Usage()
         self._pending: dict[int, list[Any]] = {}
@@ -203,6 +234,9 @@ class OpenAIDecoder(_Decoder):
                     if type(content) is not str:
                         raise MalformedChunk("'content' is not a string", data)
                     parts = self._parts  # (self._text inlined: this is the hot line)
+                    self._size += len(content)
+                    if self._size > self.max_message:
+                        self._grow(0)  # (raises)
                     out.append((TEXT_DELTA, TextDelta(self.request_id, content, len(parts))))
                     parts.append(content)
                 calls = delta.get("tool_calls")
@@ -232,7 +266,10 @@ class OpenAIDecoder(_Decoder):
             index = call.get("index", 0)
             if type(index) is not int:
                 raise MalformedChunk("a tool call's 'index' is not an integer", data)
-            entry = self._pending.setdefault(index, [None, None, []])
+            entry = self._pending.get(index)
+            if entry is None:
+                self._one_more_call(len(self._pending), data)
+                entry = self._pending[index] = [None, None, []]
             if "id" in call and call["id"] is not None:
                 entry[0] = call["id"]
             function = call.get("function") or {}
@@ -244,6 +281,7 @@ class OpenAIDecoder(_Decoder):
             if piece:
                 if type(piece) is not str:
                     raise MalformedChunk("tool call arguments are not a string", data)
+                self._grow(len(piece))
                 entry[2].append(piece)
 
     def _finished(self) -> Out:
@@ -275,8 +313,8 @@ class AnthropicDecoder(_Decoder):
 
     __slots__ = ("_blocks", "_input", "_output", "_reason")
 
-    def __init__(self, request_id: str) -> None:
-        super().__init__(request_id)
+    def __init__(self, request_id: str, max_message: int = MAX_MESSAGE) -> None:
+        super().__init__(request_id, max_message)
         self._reason: str | None = None
         self._input: int | None = None
         self._output: int | None = None
@@ -309,6 +347,7 @@ class AnthropicDecoder(_Decoder):
                 block = self._blocks.get(_index(obj, data))
                 if block is None:
                     raise MalformedChunk("a tool input delta for no tool block", data)
+                self._grow(len(piece))
                 block[2].append(piece)
             return []
         if kind == "message_start":
@@ -338,7 +377,10 @@ class AnthropicDecoder(_Decoder):
                 ident, tool = block.get("id"), block.get("name")
                 if type(ident) is not str or type(tool) is not str:
                     raise MalformedChunk("a tool_use block without id and name", data)
-                self._blocks[_index(obj, data)] = [ident, tool, []]
+                index = _index(obj, data)
+                if index not in self._blocks:
+                    self._one_more_call(len(self._blocks), data)
+                self._blocks[index] = [ident, tool, []]
             elif block.get("type") == "text" and block.get("text"):
                 text = block["text"]
                 if type(text) is not str:
@@ -416,6 +458,9 @@ def _cut_text(started: bool, deltas: int) -> str:
     return f"the stream ended in the middle of the message (after {deltas} text deltas)"
 
 
-def decoder(api: str, request_id: str) -> OpenAIDecoder | AnthropicDecoder:
+def decoder(
+    api: str, request_id: str, max_message: int = MAX_MESSAGE
+) -> OpenAIDecoder | AnthropicDecoder:
     """A fresh decoder for one response of ``api`` ("openai" or "anthropic")."""
-    return AnthropicDecoder(request_id) if api == "anthropic" else OpenAIDecoder(request_id)
+    cls = AnthropicDecoder if api == "anthropic" else OpenAIDecoder
+    return cls(request_id, max_message)

@@ -20,7 +20,8 @@ Everything that can go wrong becomes one ``llm_error`` event for the agent, with
 connection is retried (``Retry``) as long as nothing has been delivered; once the agent has
 seen an event of a stream, a failure ends it. Timeouts run on trio's clock, so they hold
 under ``MockClock`` too: ``first_token`` from the start of an attempt to the first SSE event,
-``between_tokens`` between reads after that, ``connect`` inside httpx. ``max_streams`` streams
+``between_tokens`` between events after that (a keep-alive is not one), ``total`` for the
+whole completion, retries included, ``connect`` inside httpx. ``max_streams`` streams
 run at once; the others wait for a slot before their clocks start.
 
 The API key is sent in the request headers and nowhere else: errors are built from the
@@ -53,7 +54,15 @@ from engine.plugin_spec import ErrorRecord, WorkSink
 
 from ._cassette import CassetteWriter, Interaction, NoRecordingError, load
 from ._config import LLMConfig
-from ._decode import ApiError, MalformedChunk, StreamCut, decoder
+from ._decode import (
+    AnthropicDecoder,
+    ApiError,
+    MalformedChunk,
+    MessageTooLarge,
+    OpenAIDecoder,
+    StreamCut,
+    decoder,
+)
 from ._events import LLM_ERROR, MESSAGE_STOP, TEXT_DELTA, ErrorReason, LLMError
 from ._request import InvalidRequest, Request, as_request, body, describe
 from ._sse import EventTooLarge, MalformedStream, SSEDecoder
@@ -329,29 +338,59 @@ class LLM:
         assert self._slots is not None
         payload = body(cfg.api, request, cfg.model, cfg.max_tokens)
         async with self._slots:
+            end = trio.current_time() + cfg.timeouts.total
             attempt = 0
             while True:
                 attempt += 1
-                error, retry = await self._attempt(sink, agent_id, request, payload)
+                error, retry = await self._attempt(sink, agent_id, request, payload, end)
                 if error is None:
                     return None
                 if retry is None or attempt >= cfg.retry.attempts:
                     return attrs.evolve(error, attempts=attempt)
+                delay = self._backoff(attempt, retry)
+                if trio.current_time() + delay >= end:  # no time for another attempt
+                    return attrs.evolve(error, attempts=attempt)
                 self._retries += 1
-                await trio.sleep(self._backoff(attempt, retry))
+                await trio.sleep(delay)
 
     async def _attempt(
-        self, sink: WorkSink, agent_id: Any, request: Request, payload: dict[str, Any]
-    ) -> tuple[LLMError | None, float | None]:
+        self, sink: WorkSink, agent_id: Any, request: Request, payload: dict[str, Any],
+        end: float,
+    ) -> tuple[LLMError | None, float | None]:  # fmt: skip
         """One request: ``(None, None)`` when the stream is done, else the error and, if it
-        may be retried, the least delay the server asked for (0.0 when it asked none)."""
+        may be retried, the least delay the server asked for (0.0 when it asked none). It
+        ends at ``end`` (``timeouts.total``), later by the time spent waiting for room."""
+        dec = decoder(self.config.api, str(request.id), self.config.max_message)
+        with trio.CancelScope(deadline=end) as total:
+            return await self._exchange(sink, agent_id, request, payload, dec, total)
+        if dec.done:  # complete; only the end of the body was late
+            return None, None
+        text = f"the completion took more than {self.config.timeouts.total} s"
+        return self._error(str(request.id), ErrorReason.TOTAL_TIMEOUT, text), None
+
+    async def _untimed(
+        self, total: trio.CancelScope, sink: WorkSink, agent_id: Any, event: str, item: Any,
+        priority: int,
+    ) -> None:  # fmt: skip
+        """``_send``, whose wait for room ``timeouts.total`` does not count."""
+        saved = total.deadline
+        total.deadline = math.inf
+        start = trio.current_time()
+        try:
+            await self._send(sink, agent_id, event, item, priority)
+        finally:
+            total.deadline = saved + (trio.current_time() - start)
+
+    async def _exchange(
+        self, sink: WorkSink, agent_id: Any, request: Request, payload: dict[str, Any],
+        dec: OpenAIDecoder | AnthropicDecoder, total: trio.CancelScope,
+    ) -> tuple[LLMError | None, float | None]:  # fmt: skip
         cfg, rid = self.config, str(request.id)
         client = self._client
         if client is None:
             raise PluginWiringError("the plugin is closed")
         timeouts = cfg.timeouts
         sse = SSEDecoder(cfg.max_event)
-        dec = decoder(cfg.api, rid)
         priority = request.priority
         deadline = trio.current_time() + timeouts.first_token
         between = timeouts.between_tokens
@@ -392,24 +431,27 @@ class LLM:
                                     # a read that completed just before an interrupt: its
                                     # events must not follow the agent's `interrupted`
                                     await trio.lowlevel.checkpoint_if_cancelled()
-                                    streamed = True
+                                    progress = False
                                     for name, data in events:
+                                        if name != "ping":  # (a keep-alive is no token)
+                                            progress = True
                                         for event, item in dec.event(name, data):
                                             try:
                                                 send(agent_id, event, item, priority)
                                             except trio.WouldBlock:  # full: wait, untimed
                                                 clock.deadline = math.inf
-                                                await self._send(
-                                                    sink, agent_id, event, item, priority
+                                                await self._untimed(
+                                                    total, sink, agent_id, event, item, priority
                                                 )
                                             except EngineError:  # refused: _send says how
-                                                await self._send(
-                                                    sink, agent_id, event, item, priority
+                                                await self._untimed(
+                                                    total, sink, agent_id, event, item, priority
                                                 )
                                             else:
                                                 count[event] += 1
-                                if streamed:  # (one deadline write per chunk: they cost)
-                                    clock.deadline = trio.current_time() + between
+                                    if progress:  # (one deadline write per chunk: they cost)
+                                        streamed = True
+                                        clock.deadline = trio.current_time() + between
                             except trio.Cancelled as exc:  # an interrupt while waiting for room:
                                 cancelled = exc  # trio raises it again at the next read
                             except Exception as exc:
@@ -422,7 +464,7 @@ class LLM:
                         raise failure
                     clock.deadline = math.inf  # the body ended: waiting for room is untimed
                     for event, item in dec.end():
-                        await self._send(sink, agent_id, event, item, priority)
+                        await self._untimed(total, sink, agent_id, event, item, priority)
                     return None, None
             if dec.done:  # complete; only the end of the body was late
                 return None, None
@@ -445,7 +487,7 @@ class LLM:
             return self._error(rid, ErrorReason.MALFORMED_CHUNK, exc.text(redact)), None
         except MalformedStream as exc:
             return self._error(rid, ErrorReason.MALFORMED_CHUNK, redact(str(exc))), None
-        except EventTooLarge as exc:
+        except (EventTooLarge, MessageTooLarge) as exc:
             return self._error(rid, ErrorReason.TOO_LARGE, str(exc)), None
         except ApiError as exc:
             return self._error(rid, ErrorReason.API_ERROR, exc.text(redact)), None
