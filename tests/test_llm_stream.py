@@ -333,3 +333,44 @@ def test_retry_after_dates() -> None:
     assert retry_after("Wed, 21 Oct 2015 07:28:05 GMT", None, live=False) is None
     assert (retry_after("Fri, 31 Dec 2100 23:59:59 GMT") or 0) > 0  # live: the wall clock
     assert retry_after("7", date, live=False) == 7.0
+
+
+# -- finding: the plugin wired as an effector only -------------------------------------------
+
+
+def test_wired_as_an_effector_only_is_a_wiring_error_not_silence(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without its receptor side the plugin has no sink to start streams with: the requests
+    of the first moments wait for it (the receptor may start after the first batch), then
+    they are reported (a log error, and a ``PluginWiringError`` when the plugin closes),
+    later ones are refused at once (an effector failure naming the fix), and none is ever
+    carried into the next runtime. (They waited in a list forever, silently.)"""
+    from engine_llm import PluginWiringError
+
+    path = tmp_path / "none.jsonl"
+    write_cassette(path, {"chunks": [(0.1, chunk({"role": "assistant"}))]})
+    plugin = LLM(LLMConfig(cassette=Cassette(str(path))))
+
+    async def main() -> None:
+        async with engine.open_runtime(effectors=[plugin]) as rt:
+            rt.spawn(MACHINE, "a", data={"log": []})
+            await rt.send("a", "ask")
+            await trio.sleep(5)
+            assert "receptor" in caplog.text
+            await rt.send("a", "ask")
+            await trio.sleep(1)
+            (failure,) = rt.effector_failures()
+            assert isinstance(failure.error, PluginWiringError)
+            assert "receptor" in str(failure.error)
+        errors = [f.error for f in rt.effector_failures()]
+        assert len(errors) == 2
+        assert all(isinstance(e, PluginWiringError) for e in errors)
+        # wired properly now: nothing of the last runtime starts
+        async with engine.open_runtime(receptors=[plugin], effectors=[plugin]) as rt2:
+            rt2.spawn(MACHINE, "b", data={"log": []})
+            await trio.sleep(5)
+            assert plugin.statistics().requests == 0
+            assert rt2.data("b")["log"] == []
+
+    on_mock_clock(main)

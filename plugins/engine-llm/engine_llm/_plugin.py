@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import math
 import random
 import time
@@ -71,6 +72,15 @@ from ._transports import RecordingTransport, ReplayTransport
 if TYPE_CHECKING:
     from engine import OutputBatch
 
+WIRING_GRACE = 1.0
+"""Seconds (trio's clock) after ``aopen`` within which the receptor side must have started:
+requests emitted before it has wait for it; after, no receptor side is a wiring error."""
+
+MAX_EARLY = 4096
+"""Requests that may wait for the receptor side to start."""
+
+_log = logging.getLogger("engine_llm")
+
 MESSAGE_LIMIT = 300
 """Characters of server text kept in an error message."""
 
@@ -84,7 +94,9 @@ GONE = (AgentNotFoundError, AgentStoppedError)
 
 class PluginWiringError(EngineError):
     """Raised by ``run`` when the runtime's sink cannot start work (an engine without
-    ``WorkSink``), and by ``deliver`` before ``aopen`` (used as a receptor only)."""
+    ``WorkSink``); by ``deliver`` when the plugin was never opened, or its receptor side has
+    not started ``WIRING_GRACE`` seconds after it was (wired as an effector only); and by
+    ``aclose`` when requests waited for a receptor side that never came."""
 
 
 @final
@@ -148,6 +160,13 @@ class LLM:
         self._live = not replaying
         self._sink: WorkSink | None = None
         self._early: list[tuple[Any, Any]] = []
+        """Requests emitted before the receptor side started (``run`` starts them)."""
+        self._opened_at: float | None = None
+        self._wired = False
+        """``run`` has taken the sink in this runtime."""
+        self._generation = 0
+        self._stranded = 0
+        """Requests that waited for a receptor side that never started (this runtime)."""
         self._client: httpx.AsyncClient | None = None
         self._writer: CassetteWriter | None = None
         self._replay: ReplayTransport | None = None
@@ -198,6 +217,11 @@ class LLM:
         if self._client is not None:
             return
         cfg = self.config
+        self._early.clear()  # (nothing of another runtime is carried into this one)
+        self._opened_at = trio.current_time()
+        self._wired = False
+        self._generation += 1
+        self._stranded = 0
         base_path = httpx.URL(cfg.url).path.rstrip("/")
         transport: httpx.AsyncBaseTransport
         if cfg.cassette is not None and cfg.cassette.mode == "replay":
@@ -235,6 +259,12 @@ class LLM:
             self._client = None
         if self._writer is not None:
             self._writer.close()
+        stranded = self._stranded + len(self._early)
+        self._early.clear()
+        self._stranded = 0
+        self._opened_at = None
+        if stranded:
+            raise PluginWiringError(_unwired(stranded, "were never started"))
 
     async def run(self, sink: Any) -> None:
         """Keep the runtime's sink while it runs (streams deliver through it)."""
@@ -244,6 +274,7 @@ class LLM:
             )
         await self.aopen()
         self._sink = sink
+        self._wired = True
         early, self._early = self._early, []
         for agent_id, value in early:
             self._start(agent_id, value)
@@ -266,8 +297,8 @@ class LLM:
 
     def _start(self, agent_id: Any, value: Any) -> None:
         sink = self._sink
-        if sink is None:  # outputs before the receptor side started: started by run()
-            self._early.append((agent_id, value))
+        if sink is None:
+            self._unstarted(agent_id, value)
             return
         self._requests += 1
         fallback = f"{agent_id}:{self._requests}"
@@ -286,6 +317,32 @@ class LLM:
         except GONE as exc:
             sink.reject(ErrorRecord(sink.name, type(exc).__name__, str(exc), None,
                                     {"agent": agent_id}))  # fmt: skip
+
+    def _unstarted(self, agent_id: Any, value: Any) -> None:
+        """A request with no sink to start it: before the receptor side started, it waits
+        for it (a while, and a bounded number); after that side ended, the runtime is
+        shutting down and it is cancelled at once; else the wiring is wrong."""
+        if self._wired:  # run() ended: shutting down (aclose would cancel it anyway)
+            self._requests += 1
+            self._cancelled += 1
+            return
+        if self._opened_at is None:
+            raise PluginWiringError("engine-llm got a request before aopen: run it in a runtime")
+        late = trio.current_time() - self._opened_at > WIRING_GRACE
+        if late or len(self._early) >= MAX_EARLY:
+            raise PluginWiringError(_unwired(1, "is refused"))
+        if not self._early:
+            trio.lowlevel.spawn_system_task(self._watch, self._generation, name="engine-llm wiring")
+        self._early.append((agent_id, value))
+
+    async def _watch(self, generation: int) -> None:
+        """Report requests still waiting for the receptor side after ``WIRING_GRACE``."""
+        await trio.sleep(WIRING_GRACE)
+        if generation != self._generation or self._wired or not self._early:
+            return
+        self._stranded += len(self._early)
+        _log.error("%s", _unwired(len(self._early), "are dropped"))
+        self._early.clear()
 
     async def _refuse(self, sink: WorkSink, agent_id: Any, error: LLMError) -> None:
         await self._final(sink, agent_id, error, 1)
@@ -629,6 +686,14 @@ async def _sent(client: httpx.AsyncClient, request: httpx.Request) -> AsyncItera
         yield response
     finally:
         await response.aclose()
+
+
+def _unwired(n: int, fate: str) -> str:
+    return (
+        f"engine-llm is wired as an effector only: its receptor side, which starts the "
+        f"streams, never started, so {n} request(s) {fate}. Wire the same LLM object as a "
+        f"receptor too: open_runtime(receptors=[llm], effectors=[llm])"
+    )
 
 
 def _work(fn: Callable[..., Awaitable[None]], *args: Any) -> Work:
