@@ -32,8 +32,9 @@ the same request are served in the order they were recorded, the last one again 
 others are used (a 429 then a 200 replays as a retry that succeeds; a hundred agents asking
 the same thing share one recording). An interaction is written when it ends, and replay
 serves identical requests in the order they arrive: identical requests made at once may be
-paired with each other's recordings (an agent may get the 429 another got). A request with no recording raises
-``NoRecordingError`` naming it; the plugin turns that into an ``llm_error`` for the agent.
+paired with each other's recordings (an agent may get the 429 another got). A request with
+no recording raises ``NoRecordingError`` naming it; the plugin turns that into an
+``llm_error`` for the agent.
 """
 
 from __future__ import annotations
