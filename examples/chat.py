@@ -26,9 +26,10 @@ OpenAI-compatible server (or Anthropic's format with ``--api anthropic``; the ke
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 import trio.testing
@@ -109,7 +110,7 @@ def chat_machine() -> engine.Machine:
         call, answer = event.payload
         agent.data["history"].append(Message("tool", answer, tool_call_id=call.id))
         agent.data["pending"] -= 1
-        line = ("print", f"     [{call.name}({call.arguments['query']!r}) -> {answer}]\n")
+        line = ("print", f"     [{call.name}({_shown(call.arguments)}) -> {answer}]\n")
         if agent.data["pending"]:
             return Step(outputs=[line])
         return Step("waiting", outputs=[line, ask(agent.data["history"])])
@@ -129,16 +130,31 @@ def chat_machine() -> engine.Machine:
     return m
 
 
+def _query(arguments: Any) -> str | None:
+    """The tool's one argument, if the model called it as its schema says."""
+    query = arguments.get("query") if isinstance(arguments, dict) else None
+    return query if isinstance(query, str) else None
+
+
+def _shown(arguments: Any) -> str:
+    query = _query(arguments)
+    return repr(query) if query is not None else json.dumps(arguments)[:80]
+
+
 def tools_machine() -> engine.Machine:
     m = engine.Machine("tools", ["ready"], "ready", [], events=["call"])
 
     @m.handler("ready", "call")
     def call(agent: engine.AgentContext, event: engine.Event) -> Step:
+        """Always answers (a model may call the tool with any arguments: it is told what
+        was wrong, and the chat agent's turn goes on)."""
         reply_to, request = event.payload
-        assert isinstance(request, ToolCall)
-        query = str(request.arguments.get("query", "")).lower()
-        found = [text for city, text in FORECASTS.items() if city in query]
-        answer = found[0] if found else "no forecast for that place"
+        query = _query(request.arguments) if isinstance(request, ToolCall) else None
+        if query is None:
+            answer = 'error: the weather tool takes {"query": "<a city>"}'
+        else:
+            found = [text for city, text in FORECASTS.items() if city in query.lower()]
+            answer = found[0] if found else "no forecast for that place"
         return Step(actions=[Send(reply_to, "tool_result", (request, answer))])
 
     return m

@@ -27,13 +27,24 @@ instance picks its behaviour with its ``base_url``:
                 (so the key is not in the URL); a wrong key gets 401 with the presented key
                 echoed in the body (a careless server; the client must not repeat it)
 ``error``       after this many tokens, an error event inside the stream (overloaded)
+``no_done``     (OpenAI-compatible) the body ends after the finish reason, with no ``[DONE]``
+``pings``       after the head, keep-alives forever (an SSE comment, or Anthropic's ``ping``
+                event) every ``delay`` seconds (default 0.02), and never a token
+``endless``     text tokens forever (100 characters each), every ``delay`` seconds
+``pad``         this many characters before the presented key in an echo of it
+``echo_key``    after this many tokens, an error event inside the stream that echoes the
+                presented key (after ``pad``), sent in two body chunks cut inside the key
+``tool_args``   the tool's arguments: ``city`` gives ``{"city": <message>}``, ``list`` gives
+                ``[<message>]`` (a live model may call a tool with other arguments)
+``cut_body``    with ``status``: the error body is cut (the connection aborted inside it)
 ==============  ==========================================================================
 
 A conversation is the switches plus the last user message, so ``fail`` counts per agent when
 agents say different things. ``GET /stats`` returns the counters (requests, disconnects seen
-while streaming, streams active now and at most, attempts and disconnects per
-conversation). The process prints ``listening <url>`` on stdout once bound (port 0: any free
-port), and serves until killed.
+while streaming, streams active now and at most, at most by switches (``max_active_by``, so
+a test measures its own streams), attempts and disconnects per conversation). The process
+prints ``listening <url>`` on stdout once bound (port 0: any free port), and serves until
+killed.
 """
 
 from __future__ import annotations
@@ -57,6 +68,8 @@ class Stats:
         self.attempts: Counter[str] = Counter()
         self.disconnected: Counter[str] = Counter()
         self.max_active = 0
+        self.active_by: Counter[str] = Counter()
+        self.max_active_by: Counter[str] = Counter()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +77,7 @@ class Stats:
             "disconnects": self.disconnects,
             "active": self.active,
             "max_active": self.max_active,
+            "max_active_by": dict(self.max_active_by),
             "attempts": dict(self.attempts),
             "disconnected": dict(self.disconnected),
         }
@@ -172,8 +186,11 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             else headers.get("authorization", "").removeprefix("Bearer ")
         )
         if hashlib.sha256(presented.encode()).hexdigest()[:16] != switches["key"]:
+            pad = "y" * int(switches.get("pad", 0))
             await respond_json(
-                send, 401, error_body(anthropic, "authentication_error", f"bad key {presented}")
+                send,
+                401,
+                error_body(anthropic, "authentication_error", f"bad key {pad}{presented}"),
             )
             return
     status = int(switches.get("status", 429 if "fail" in switches else 0))
@@ -181,6 +198,17 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         extra = []
         if "retry_after" in switches:
             extra.append((b"retry-after", switches["retry_after"].encode()))
+        if "cut_body" in switches:
+            data = json.dumps(error_body(anthropic, "server_error", "try later " * 20)).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json"), *extra],
+                }
+            )
+            await send({"type": "http.response.body", "body": data[:40], "more_body": True})
+            raise Abort("cut inside the error body")
         await respond_json(send, status, error_body(anthropic, "server_error", "try later"), extra)
         return
 
@@ -192,8 +220,13 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
         }
     )
     events = (anthropic_events if anthropic else openai_events)(body, text, switches)
+    if "echo_key" in switches:
+        presented = headers.get("x-api-key", "") or headers.get("authorization", "")
+        switches["_key"] = "y" * int(switches.get("pad", 0)) + presented.removeprefix("Bearer ")
     STATS.active += 1
     STATS.max_active = max(STATS.max_active, STATS.active)
+    STATS.active_by[raw] += 1
+    STATS.max_active_by[raw] = max(STATS.max_active_by[raw], STATS.active_by[raw])
     try:
         async with trio.open_nursery() as nursery:
 
@@ -209,6 +242,7 @@ async def app(scope: Scope, receive: Any, send: Any) -> None:
             nursery.cancel_scope.cancel()
     finally:
         STATS.active -= 1
+        STATS.active_by[raw] -= 1
 
 
 BAD = b'data: {"choices": [{"delta": {"content": "oops"\n\n'
@@ -221,13 +255,47 @@ ERROR = {
 """An error event inside a stream (the ``error`` switch), by format (Anthropic's: True)."""
 
 
+def key_echo(anthropic: bool, key: str) -> tuple[bytes, bytes]:
+    """An error event inside the stream that echoes ``key``, in two pieces cut inside it."""
+    if anthropic:
+        event = {"type": "error", "error": {"type": "invalid_request_error", "message": key}}
+        data = sse(event, "error")
+    else:
+        data = sse({"error": {"message": f"you sent {key}", "type": "invalid_request_error"}})
+    cut = data.index(key.encode()) + len(key) // 2
+    return data[:cut], data[cut:]
+
+
+async def forever(send: Any, switches: dict[str, str], anthropic: bool) -> None:
+    """The ``pings`` and ``endless`` switches: a stream that never ends."""
+    delay = float(switches.get("delay", 0.02))
+    if "pings" in switches:
+        ping = sse({"type": "ping"}, "ping") if anthropic else b": ping\n\n"
+    elif anthropic:  # (a hundred characters a token)
+        delta = {"type": "content_block_delta", "index": 0}
+        ping = sse({**delta, "delta": {"type": "text_delta", "text": "word " * 20}}, delta["type"])
+    else:
+        choice = {"index": 0, "delta": {"content": "word " * 20}, "finish_reason": None}
+        ping = sse({"id": "chatcmpl-1", "model": "m", "choices": [choice]})
+    while True:
+        await send({"type": "http.response.body", "body": ping, "more_body": True})
+        await trio.sleep(delay)
+
+
 async def stream(
     send: Any, events: list[tuple[str, bytes]], switches: dict[str, str], anthropic: bool
 ) -> None:
     delay = float(switches.get("delay", 0))
     tokens = 0
     for kind, chunk in events:
+        if kind == "token" and ("pings" in switches or "endless" in switches):
+            await forever(send, switches, anthropic)
         if kind == "token":
+            if "echo_key" in switches and tokens == int(switches["echo_key"]):
+                for piece in key_echo(anthropic, switches["_key"]):
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                    await trio.sleep(0.05)  # (read apart: two chunks for the client)
+                break
             if "cut" in switches and tokens == int(switches["cut"]):
                 raise Abort("cut")
             if "stall" in switches and tokens == int(switches["stall"]):
@@ -263,8 +331,10 @@ def reply_tokens(text: str, limit: int | None) -> tuple[list[str], bool]:
     return tokens, False
 
 
-def argument_pieces(text: str) -> list[str]:
-    arguments = json.dumps({"query": text})
+def argument_pieces(text: str, switches: dict[str, str] | None = None) -> list[str]:
+    shape = (switches or {}).get("tool_args")
+    value: Any = {"city": text} if shape == "city" else [text] if shape == "list" else None
+    arguments = json.dumps({"query": text} if value is None else value)
     return [arguments[i : i + 7] for i in range(0, len(arguments), 7)]
 
 
@@ -301,7 +371,7 @@ def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> 
         finish = "tool_calls"
         call = {"index": 0, "id": "call_1", "type": "function"}
         out.append(("tool", chunk({"tool_calls": [{**call, "function": {"name": tool}}]})))
-        for piece in argument_pieces(text):
+        for piece in argument_pieces(text, switches):
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
             out.append(("tool", chunk(delta)))
     out.append(("tail", chunk({}, finish)))
@@ -314,7 +384,8 @@ def openai_events(body: dict[str, Any], text: str, switches: dict[str, str]) -> 
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         tail = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0}
         out.append(("tail", sse({**tail, "model": model, "choices": [], "usage": usage})))
-    out.append(("tail", sse("[DONE]")))
+    if "no_done" not in switches:
+        out.append(("tail", sse("[DONE]")))
     return out
 
 
@@ -357,7 +428,7 @@ def anthropic_events(body: dict[str, Any], text: str, switches: dict[str, str]) 
                 ),
             )
         )
-        for piece in argument_pieces(text):
+        for piece in argument_pieces(text, switches):
             delta = {"type": "input_json_delta", "partial_json": piece}
             out.append(
                 (

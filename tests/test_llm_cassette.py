@@ -275,3 +275,48 @@ def test_interrupt_during_a_replay_leaves_the_other_streams_on_time(tmp_path: Pa
             assert log(rt, "b")[-1][0] == "message_stop"
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_key_split_across_two_chunks_is_redacted_in_the_recording(tmp_path: Path) -> None:
+    """Recording redacts across chunk boundaries: a key cut in two by the network is still
+    a key (each chunk was redacted alone, so both halves were written)."""
+    import httpx
+    from engine_llm._cassette import CassetteWriter
+    from engine_llm._config import Secret
+    from engine_llm._transports import RecordingTransport
+
+    key = "sk-secret-0123456789abcdef0123"
+    pieces = [b'data: {"echo": "' + key[:10].encode(), key[10:].encode() + b'"}\n\n']
+    pieces.append(b"data: " + key[:5].encode())  # (a key's start at the very end: kept out)
+
+    class Chunks(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            for piece in pieces:
+                yield piece
+
+    class Inner(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, stream=Chunks())
+
+    path = tmp_path / "split.jsonl"
+
+    async def main() -> bytes:
+        writer = CassetteWriter(path)
+        transport = RecordingTransport(Inner(), writer, "/v1", Secret(key))
+        got = b""
+        client = httpx.AsyncClient(transport=transport, base_url="http://x/v1")
+        async with client, client.stream("POST", "chat/completions", json={"a": 1}) as response:
+            async for data in response.aiter_bytes():
+                got += data
+        writer.close()
+        return got
+
+    got = trio.run(main)
+    assert got == b"".join(pieces)  # the client reads what the server sent
+    text = path.read_text()
+    assert key[:8] not in text
+    assert key[10:18] not in text
+    (rec,) = load_cassette(path)
+    assert b"".join(data for _, data in rec.chunks) == (
+        b'data: {"echo": "[redacted]"}\n\ndata: [redacted]'
+    )

@@ -219,8 +219,11 @@ def test_openai_end_without_done_after_finish_is_complete_and_before_it_is_cut()
     ],
 )  # fmt: skip
 def test_anthropic_refuses_malformed_events(data: str, error: type[Exception]) -> None:
+    dec = AnthropicDecoder("r")
+    if '"content_block' in data or '"message_delta"' in data:  # (after a start: the shape)
+        dec.event("message_start", START)
     with pytest.raises(error):
-        AnthropicDecoder("r").event("", data)
+        dec.event("", data)
 
 
 def test_anthropic_skips_unknown_events_and_cut_streams_raise() -> None:
@@ -284,6 +287,15 @@ def test_requests_become_each_apis_body() -> None:
         {"messages": [], "max_tokens": 0},
         {"messages": [], "nonsense": 1},
         {"messages": [3]},
+        Request([Message("user", "x")], temperature=float("nan")),
+        {"messages": [], "temperature": "hot"},
+        {"messages": [], "temperature": True},
+        Request([Message("user", "x")], extra={"seed": object()}),
+        Request([Message("user", "x")], extra={"top_p": float("inf")}),
+        Request([Message("assistant", "", tool_calls=[ToolCall("r", "c", "f", {1, 2})])]),
+        Request([Message("user", "x")], tools=[Tool("f", "", {"default": float("nan")})]),
+        Request([Message("user", "x")], model=5),  # type: ignore[arg-type]
+        Request([Message("user", "x")], id=["a"]),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_requests_are_refused_with_a_reason(value: Any) -> None:
@@ -298,3 +310,129 @@ def test_the_vocabulary_is_frozen_values() -> None:
     with pytest.raises(AttributeError):
         error.reason = ErrorReason.API_ERROR  # type: ignore[misc]
     assert ErrorReason("stream_cut") is ErrorReason.STREAM_CUT
+
+
+# -- event names across chunk boundaries (SSE) and a strict Anthropic decoder ----------------
+
+NAMED = (
+    b"event: message_start\ndata: 1\n\n"
+    b": a comment\n\n"
+    b"event: foo\ndata: x\n\n"
+    b"data: plain\n\n"
+    b"event: multi\ndata: a\ndata: b\n\n"
+    b"event: ping\ndata: {}\n\n"
+    b"data: after\n\n"
+)
+
+
+def sse_pairs(chunks: list[bytes]) -> list[tuple[str, str]]:
+    sse = SSEDecoder()
+    return [pair for chunk in chunks for pair in sse.feed(chunk)]
+
+
+def test_an_event_name_left_from_the_last_chunk_names_the_next_data() -> None:
+    sse = SSEDecoder()
+    assert sse.feed(b"event: foo\n") == []
+    assert sse.feed(b"data: x\n\n") == [("foo", "x")]
+    assert sse.feed(b"data: y\n\n") == [("", "y")]  # the name was for that event only
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(NAMED)), max_size=12))
+def test_any_split_of_named_events_gives_the_same_pairs(cuts: list[int]) -> None:
+    whole = sse_pairs([NAMED])
+    assert whole == [("message_start", "1"), ("foo", "x"), ("", "plain"), ("multi", "a\nb"),
+                     ("ping", "{}"), ("", "after")]  # fmt: skip
+    points = sorted(set(cuts))
+    chunks = [NAMED[a:b] for a, b in zip([0, *points], [*points, len(NAMED)], strict=True)]
+    assert sse_pairs(chunks) == whole
+
+
+START = json.dumps({"type": "message_start", "message": {"id": "m", "model": "x", "usage": {}}})
+TEXT = json.dumps(
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}}
+)
+TOOL = json.dumps(
+    {"type": "content_block_start", "index": 1,
+     "content_block": {"type": "tool_use", "id": "t1", "name": "f", "input": {}}}
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("events", "match"),
+    [
+        ([TEXT], "before message_start"),
+        ([json.dumps({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})],
+         "before message_start"),
+        ([json.dumps({"type": "message_stop"})], "before message_start"),
+        ([TOOL], "before message_start"),
+        ([START, START], "second message_start"),
+        ([START, TOOL, json.dumps({"type": "message_stop"})], "never closed"),
+        ([START, json.dumps({"type": "content_block_start", "index": [1],
+                             "content_block": {"type": "tool_use", "id": "t", "name": "f"}})],
+         "'index'"),
+        ([START, json.dumps({"type": "content_block_stop", "index": {"a": 1}})], "'index'"),
+        ([START, TOOL, json.dumps({"type": "content_block_delta", "index": [1],
+                                   "delta": {"type": "input_json_delta", "partial_json": "{"}})],
+         "'index'"),
+    ],
+)  # fmt: skip
+def test_anthropic_refuses_events_out_of_order(events: list[str], match: str) -> None:
+    dec = AnthropicDecoder("r")
+    for data in events[:-1]:
+        dec.event("", data)
+    with pytest.raises(MalformedChunk, match=match):
+        dec.event("", events[-1])
+
+
+# -- hostile servers: bounded tool calls and message size ------------------------------------
+
+
+def test_tool_calls_per_message_are_bounded() -> None:
+    from engine_llm._decode import MAX_TOOL_CALLS
+
+    dec = OpenAIDecoder("r")
+    calls = [{"index": i, "id": f"c{i}", "function": {"name": "f"}} for i in range(MAX_TOOL_CALLS)]
+    dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": calls}}]}))
+    huge = [{"index": 10**18, "id": "x", "function": {"name": "f"}}]
+    with pytest.raises(MalformedChunk, match="more than 128 tool calls"):
+        dec.event("", json.dumps({"choices": [{"delta": {"tool_calls": huge}}]}))
+    dec = AnthropicDecoder("r")
+    dec.event("", START)
+    for i in range(MAX_TOOL_CALLS):
+        block = {"type": "tool_use", "id": f"t{i}", "name": "f", "input": {}}
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": i, "content_block": block})
+        )
+        dec.event("", json.dumps({"type": "content_block_stop", "index": i}))
+    block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+    with pytest.raises(MalformedChunk, match="more than 128 tool calls"):
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": 999, "content_block": block})
+        )
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_a_message_has_a_size(api: str) -> None:
+    """Text and tool-call arguments together are bounded (``max_message`` characters)."""
+    from engine_llm._decode import MessageTooLarge
+
+    if api == "openai":
+        dec: Any = OpenAIDecoder("r", max_message=100)
+        text = json.dumps({"choices": [{"delta": {"content": "x" * 60}}]})
+        call = {"index": 0, "id": "c", "function": {"name": "f", "arguments": "[" * 50}}
+        tool = json.dumps({"choices": [{"delta": {"tool_calls": [call]}}]})
+    else:
+        dec = AnthropicDecoder("r", max_message=100)
+        dec.event("", START)
+        text = json.dumps({"type": "content_block_delta", "index": 0,
+                           "delta": {"type": "text_delta", "text": "x" * 60}})  # fmt: skip
+        block = {"type": "tool_use", "id": "t", "name": "f", "input": {}}
+        dec.event(
+            "", json.dumps({"type": "content_block_start", "index": 1, "content_block": block})
+        )
+        piece = {"type": "input_json_delta", "partial_json": "[" * 50}
+        tool = json.dumps({"type": "content_block_delta", "index": 1, "delta": piece})
+    dec.event("", text)
+    with pytest.raises(MessageTooLarge, match="more than 100 characters"):
+        dec.event("", tool)

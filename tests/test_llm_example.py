@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import trio
+
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "chat.py"
 _spec = importlib.util.spec_from_file_location("chat_example", SCRIPT)
 assert _spec is not None
@@ -55,3 +58,26 @@ def test_live_against_a_server_then_replayed(llm_server: str, tmp_path: Path) ->
     assert turns == ["end_turn", "end_turn"]
     replayed, _ = run("--fast", "--cassette", str(cassette))
     assert replayed == live
+
+
+@pytest.mark.parametrize("shape", ["city", "list"])
+def test_a_tool_called_with_other_arguments_answers_with_an_error(
+    shape: str, llm_server: str
+) -> None:
+    """A live model may call the tool with arguments of another shape: the tool answers
+    with an error text the model sees, and the turn ends (the example hung: a KeyError in
+    the chat agent, an AttributeError in the tools agent, and turn_done never set)."""
+    switches = f"delay=0.005,tool=weather,tool_if=weather,tool_args={shape},tag=example-{shape}"
+    out = io.StringIO()
+    llm = chat.LLM(chat.LLMConfig(url=f"{llm_server}/s/{switches}/v1"))
+    console = chat.Console(out)
+
+    async def bounded() -> None:
+        with trio.fail_after(20):
+            await chat.converse(llm, console, ["What is the weather in Oslo today?"])
+
+    trio.run(bounded)
+    assert console.turns == ["end_turn"]
+    text = out.getvalue()
+    assert '-> error: the weather tool takes {"query": "<a city>"}' in text
+    assert "bot> echo: result: error:" in text

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import socket
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
@@ -135,6 +136,24 @@ def the_error(rt: engine.Runtime, agent: Any) -> LLMError:
     return error
 
 
+def assert_one_final(entries: list[tuple[str, Any]]) -> None:
+    """Each request ends with exactly one ``message_stop`` or ``llm_error``, the last of its
+    events (the invariant of the vocabulary), unless ``interrupted`` ended it."""
+    finals: Counter[str] = Counter()
+    last: dict[str, str] = {}
+    for name, payload in entries:
+        if name == "interrupted":
+            continue
+        rid = payload.request_id
+        assert finals[rid] == 0, f"{name} after the final event of {rid}: {entries}"
+        last[rid] = name
+        if name in ("message_stop", "llm_error"):
+            finals[rid] += 1
+    interrupted = any(name == "interrupted" for name, _ in entries)
+    for rid in last:
+        assert finals[rid] == 1 or interrupted, f"{rid} has no final event: {entries}"
+
+
 def stats(url: str) -> dict[str, Any]:
     result: dict[str, Any] = httpx.get(f"{url}/stats", timeout=5).json()
     return result
@@ -194,6 +213,7 @@ def test_an_agents_output_streams_its_events_back_in_order(api: str, llm_server:
             assert (stop.stop_reason, stop.text) == ("end_turn", "echo: tell me a story")
             assert stop.usage.output_tokens == 5
             assert {p.request_id for _, p in events} == {"a:1"}
+            assert_one_final(events)
             await until(lambda: plugin.statistics().active == 0)  # it reads the body's end
             s = plugin.statistics()
             assert (s.requests, s.completed, s.active, s.deltas) == (1, 1, 0, 5)
@@ -292,6 +312,8 @@ def test_interrupt_cancels_the_http_stream_at_once(api: str, llm_server: str) ->
             # the agent can ask again at once
             await rt.send("a", "ask", "again")
             await until(lambda: names(rt, "a")[-1:] == ["message_stop"])
+            assert_one_final(log(rt, "a"))
+            assert_one_final(log(rt, "b"))
 
     run(main)
 
@@ -300,7 +322,7 @@ def test_a_hundred_agents_stream_at_once(llm_server: str) -> None:
     agents = [f"agent-{i}" for i in range(100)]
 
     async def main() -> None:
-        plugin = make_llm(llm_server, "delay=0.05,tag=hundred", max_streams=100)
+        plugin = make_llm(llm_server, "delay=0.1,tag=hundred", max_streams=100)
         async with running(plugin, *agents) as rt:
             for agent in agents:
                 await rt.send(agent, "ask", f"question from {agent} please")
@@ -309,7 +331,8 @@ def test_a_hundred_agents_stream_at_once(llm_server: str) -> None:
                 assert names(rt, agent) == ["message_start", *["text_delta"] * 5, "message_stop"]
                 assert log(rt, agent)[-1][1].text == f"echo: question from {agent} please"
             assert plugin.statistics().completed == 100
-            assert stats(llm_server)["max_active"] >= 50  # they overlapped on the server
+            # they overlapped on the server (this test's streams: counted by their switches)
+            assert stats(llm_server)["max_active_by"]["delay=0.1,tag=hundred"] >= 50
 
     run(main)
 
@@ -334,6 +357,30 @@ def test_a_full_mailbox_slows_the_stream_and_drops_nothing(llm_server: str) -> N
             assert [d.index for d in deltas] == list(range(301))
             assert "".join(d.text for d in deltas) == f"echo: {words}"
             assert rt.statistics("slow").dropped == 0
+            assert_one_final(log(rt, "slow"))
+
+    run(main)
+
+
+def test_a_body_ending_without_done_into_a_full_mailbox(llm_server: str) -> None:
+    """The body ends (no ``[DONE]``: its ``message_stop`` comes from the end of the body)
+    while the mailbox is full: that last event waits for room untimed too."""
+
+    async def main() -> None:
+        switches = "no_done,first=0.3,tag=backpressure-end"  # (paused before it answers)
+        plugin = make_llm(llm_server, switches, timeouts={"between_tokens": 0.3})
+        async with running(plugin, "slow", capacity=4) as rt:
+            await rt.send("slow", "ask", "one two")  # message_start and three deltas: full
+            await until(lambda: rt.state("slow") == "waiting")
+            rt.pause("slow")
+            await until(lambda: plugin.statistics().waited >= 1)
+            await trio.sleep(0.8)  # more than between_tokens
+            assert rt.statistics("slow").depth == 4
+            rt.resume("slow")
+            await finished(rt, "slow")
+            assert names(rt, "slow") == ["message_start", *["text_delta"] * 3, "message_stop"]
+            assert_one_final(log(rt, "slow"))
+            assert plugin.statistics().failed == {}
 
     run(main)
 
@@ -375,11 +422,16 @@ FAST_RETRY = {"attempts": 3, "backoff": 0.01, "max_delay": 0.05, "seed": 1}
         ("stall=2,stall_for=5", {"timeouts": {"between_tokens": 0.2}}, "idle_timeout", None, 1, 2),
         ("status=429", {"retry": FAST_RETRY}, "rate_limited", 429, 3, 0),
         ("status=503", {"retry": FAST_RETRY}, "server_error", 503, 3, 0),
+        ("status=503,cut_body", {"retry": FAST_RETRY}, "server_error", 503, 3, 0),
         ("status=429,retry_after=1000", {"retry": FAST_RETRY}, "rate_limited", 429, 1, 0),
         ("status=400", {"retry": FAST_RETRY}, "http_error", 400, 1, 0),
         ("bad=2", {}, "malformed_chunk", None, 1, 2),
         ("cut=2", {}, "stream_cut", None, 1, 2),
         ("error=1", {}, "api_error", None, 1, 1),
+        # hostile servers: keep-alives are not tokens; a message has a size and a time
+        ("pings", {"timeouts": {"between_tokens": 0.3}}, "idle_timeout", None, 1, 0),
+        ("endless", {"max_message": 2048}, "too_large", None, 1, 20),
+        ("endless", {"timeouts": {"total": 0.5}}, "total_timeout", None, 1, -1),
     ],
 )
 @pytest.mark.parametrize("api", APIS)
@@ -402,15 +454,19 @@ def test_each_failure_becomes_one_llm_error_with_its_reason(
             error = the_error(rt, "a")
             assert (error.reason, error.status, error.attempts) == (reason, status, attempts)
             assert error.request_id == "a:1"
-            assert names(rt, "a").count("text_delta") == deltas
+            if deltas >= 0:  # (-1: as many as came in time)
+                assert names(rt, "a").count("text_delta") == deltas
             assert names(rt, "a")[-1] == "llm_error"
             assert rt.state("a") == "idle"
             assert plugin.statistics().failed == {reason: 1}
             if reason == "first_token_timeout":
                 assert trio.current_time() - t0 < 0.9  # not the server's 1 s
+            if reason == "total_timeout":
+                assert trio.current_time() - t0 < 2
             # the runtime goes on: the agent asks again (the server's switches still hold)
             await rt.send("a", "ask", "again")
             await until(lambda: len([n for n in names(rt, "a") if n in DONE]) == 2)
+            assert_one_final(log(rt, "a"))  # (a late event would come within the timeouts)
 
     run(main)
 
@@ -523,7 +579,13 @@ def test_invalid_requests_and_unknown_agents_never_stop_the_runtime(llm_server: 
 # -- the API key ---------------------------------------------------------------------------
 
 
-KEY = "sk-test-7f3a9c1e5b"
+KEY = "sk-proj-" + hashlib.sha256(b"engine-llm test key").hexdigest()[:56]
+"""A long key (64 characters): a cut inside it, or a piece of it, would show."""
+
+
+def leaks(text: str) -> list[str]:
+    """The 8-character pieces of ``KEY`` found in ``text``."""
+    return [KEY[i : i + 8] for i in range(len(KEY) - 7) if KEY[i : i + 8] in text]
 
 
 @pytest.mark.parametrize("api", APIS)
@@ -531,36 +593,77 @@ def test_the_key_is_sent_and_never_written_anywhere(
     api: str, llm_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch
 ) -> None:  # fmt: skip
-    """The key comes from the environment, reaches the server (which accepts it), and
-    appears in no event, error, rejected record, log line, repr or cassette, even from a
-    server that echoes a wrong key back in its error body."""
+    """The key comes from the environment (with a trailing newline: stripped), reaches the
+    server (which accepts it), and no piece of it appears in any event, error, rejected
+    record, log line, repr or cassette: not from a server that echoes a wrong key at the
+    very place an error message is cut, nor from one that echoes it inside the stream in
+    two chunks cut inside the key (recorded too)."""
     env = "ANTHROPIC_API_KEY" if api == "anthropic" else "OPENAI_API_KEY"
-    monkeypatch.setenv(env, KEY)
+    monkeypatch.setenv(env, KEY + "\n")
     cassette = tmp_path / "keys.jsonl"
     caplog.set_level(logging.DEBUG)
 
     async def main() -> None:
         digest = hashlib.sha256(KEY.encode()).hexdigest()[:16]
-        good = make_llm(
-            llm_server, f"key={digest}", api=api, cassette={"path": str(cassette), "mode": "record"}
-        )
-        # the server wants another key, and echoes the one it got: it must be redacted
-        wrong = make_llm(llm_server, "key=other", api=api)
-        async with running(good, "g") as rt:
-            await rt.send("g", "ask", "secret handshake")
-            await finished(rt, "g")
-            assert names(rt, "g")[-1] == "message_stop"
-            seen = [repr(log(rt, "g")), repr(good), repr(good.config), repr(good.statistics())]
-        async with running(wrong, "w") as rt:
-            await rt.send("w", "ask", "let me in")
-            await finished(rt, "w")
-            error = the_error(rt, "w")
-            assert (error.reason, error.status) == (ErrorReason.HTTP_ERROR, 401)
-            assert "bad key [redacted]" in error.message
-            seen += [repr(log(rt, "w")), repr(rt.rejected()), repr(rt.dead_letters())]
+        record = {"path": str(cassette), "mode": "record"}
+        good = make_llm(llm_server, f"key={digest}", api=api, cassette=record)
+        # the server wants another key, and echoes the one it got where the message is cut
+        wrong = make_llm(llm_server, "key=other,pad=250", api=api, cassette=record)
+        # the server echoes the key in an error event inside the stream, cut in two chunks
+        echo = make_llm(llm_server, f"key={digest},echo_key=1,pad=150", api=api, cassette=record)
+        seen: list[str] = []
+        for plugin, agent in ((good, "g"), (wrong, "w"), (echo, "e")):
+            async with running(plugin, agent) as rt:
+                await rt.send(agent, "ask", f"secret handshake {agent}")
+                await finished(rt, agent)
+                await until(lambda plugin=plugin: plugin.statistics().active == 0)
+                seen += [repr(log(rt, agent)), repr(rt.rejected()), repr(rt.dead_letters())]
+                seen += [repr(plugin), repr(plugin.config), repr(plugin.statistics())]
+                seen += [str(p) for _, p in log(rt, agent)]
+                if agent == "g":
+                    assert names(rt, "g")[-1] == "message_stop"
+                elif agent == "w":
+                    error = the_error(rt, "w")
+                    assert (error.reason, error.status) == (ErrorReason.HTTP_ERROR, 401)
+                    assert "bad key yyy" in error.message
+                else:
+                    assert the_error(rt, "e").reason == ErrorReason.API_ERROR
         text = "\n".join(seen) + cassette.read_text() + caplog.text
-        assert KEY not in text
-        assert "handshake" in cassette.read_text()  # it did record the stream
+        assert leaks(text) == []
+        assert "[redacted]" in cassette.read_text()  # the echoes were recorded, redacted
+        assert "handshake g" in cassette.read_text()  # it did record the streams
+
+    run(main)
+
+
+@pytest.mark.parametrize("bad", ["sk-abc\ndef", "sk-abc\x00def", "sk-abc\rdef", "sk-\u00e9t\u00e9"])
+def test_a_key_that_cannot_be_a_header_is_a_config_error_that_does_not_show_it(bad: str) -> None:
+    """Whitespace around a key is dropped; a control character (or a character that is not
+    ASCII) inside it cannot go in a header: a ``ConfigError`` naming where the key came
+    from, never the key (it was an h11 error quoting it, retried as connect_error)."""
+    with pytest.raises(engine.ConfigError) as caught:
+        LLM(LLMConfig(api_key=bad))
+    text = str(caught.value) + repr(caught.value)
+    assert "api_key" in text
+    assert bad not in text
+    assert "abc" not in text
+    assert "def" not in text
+    assert LLM(LLMConfig(api_key="  sk-fine\r\n"))._key.reveal() == "sk-fine"
+
+
+def test_a_request_the_client_cannot_send_is_not_retried(llm_server: str) -> None:
+    """h11 refuses a header (here a version with a newline): ``invalid_request`` at once,
+    not a ``connect_error`` retried."""
+
+    async def main() -> None:
+        plugin = make_llm(llm_server, api="anthropic", anthropic_version="2023-06-01\nx: y")
+        async with running(plugin, "a") as rt:
+            await rt.send("a", "ask", "hello")
+            await finished(rt, "a")
+            error = the_error(rt, "a")
+            assert (error.reason, error.attempts) == (ErrorReason.INVALID_REQUEST, 1)
+            assert "LocalProtocolError" in error.message
+            assert plugin.statistics().retries == 0
 
     run(main)
 

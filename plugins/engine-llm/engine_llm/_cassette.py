@@ -21,14 +21,20 @@ replay raises the same class at the same time). The endpoint is relative to the 
 a cassette recorded against one server replays under any ``url``.
 
 What is kept out: request headers are never written (the API key travels there), response
-headers are reduced to ``content-type`` and ``retry-after``, and the key is redacted from
-every chunk and error message should a server echo it.
+headers are reduced to ``content-type`` and ``retry-after`` (with ``date`` beside it, what
+an HTTP-date ``Retry-After`` counts from), and the key is redacted from
+every chunk and error message should a server echo it, in its escaped forms too, and across
+chunk boundaries (a chunk that ends with what could be the key's start is written with the
+next one, or as ``[redacted]`` if the body ends there).
 
 Replay matches a request by method, endpoint and its JSON body (keys sorted). Recordings of
 the same request are served in the order they were recorded, the last one again once the
 others are used (a 429 then a 200 replays as a retry that succeeds; a hundred agents asking
-the same thing share one recording). A request with no recording raises
-``NoRecordingError`` naming it; the plugin turns that into an ``llm_error`` for the agent.
+the same thing share one recording). An interaction is written when it ends, and replay
+serves identical requests in the order they arrive: identical requests made at once may be
+paired with each other's recordings (an agent may get the 429 another got). A request with
+no recording raises ``NoRecordingError`` naming it; the plugin turns that into an
+``llm_error`` for the agent.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from engine import EngineError
 FORMAT = "engine-llm-cassette"
 VERSION = 1
 KEPT_HEADERS = ("content-type", "retry-after")
-"""The response headers a recording keeps."""
+"""The response headers a recording keeps (and ``date`` with a ``retry-after``)."""
 
 
 class CassetteError(EngineError):

@@ -15,11 +15,13 @@ variable ``api_key_env``, by default ``OPENAI_API_KEY`` or ``ANTHROPIC_API_KEY``
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Literal, final
 
 import attrs
 
+from engine import ConfigError
 from engine.plugin_spec import FloatOrInfinity
 
 _pos = attrs.validators.gt(0.0)
@@ -35,8 +37,13 @@ class Timeouts:
     first_token: FloatOrInfinity = attrs.field(default=60.0, validator=_pos)
     """From the start of an attempt to the first streamed event (headers included)."""
     between_tokens: FloatOrInfinity = attrs.field(default=30.0, validator=_pos)
-    """Between two streamed reads, once the stream has started. Time spent waiting for room
-    in the agent's mailbox (backpressure) does not count."""
+    """Between two streamed events, once the stream has started; a keep-alive (an SSE
+    comment, Anthropic's ``ping``) is not one. Time spent waiting for room in the agent's
+    mailbox (backpressure) does not count."""
+    total: FloatOrInfinity = attrs.field(default=float("inf"), validator=_pos)
+    """For the whole completion, from when it has a slot: every attempt and the waits
+    between them (a retry that would end after it is not made). Waiting for room in the
+    agent's mailbox does not count."""
 
 
 @final
@@ -55,7 +62,8 @@ class Retry:
     max_delay: float = attrs.field(default=30.0, validator=attrs.validators.ge(0.0))
     max_retry_after: float = attrs.field(default=60.0, validator=attrs.validators.ge(0.0))
     seed: int | None = None
-    """Seeds the jitter (None: from the OS), for runs that must repeat exactly."""
+    """Seeds the jitter, for runs that must repeat exactly. None: from the OS, except when
+    replaying a cassette, where it is 0 (a replay runs at the same times every time)."""
 
 
 @final
@@ -100,29 +108,59 @@ class LLMConfig:
     """Streams open at once; more wait their turn (the first-token clock starts after)."""
     max_event: int = attrs.field(default=1 << 20, validator=attrs.validators.ge(1024))
     """Bytes of one streamed event (and of an error body read); more is ``too_large``."""
+    max_message: int = attrs.field(default=8 << 20, validator=attrs.validators.ge(1))
+    """Characters of one message's text and tool-call arguments together; more is
+    ``too_large`` (a server that never stops is not kept whole)."""
     timeouts: Timeouts = attrs.Factory(Timeouts)
     retry: Retry = attrs.Factory(Retry)
     cassette: Cassette | None = None
 
     def resolve_key(self) -> Secret:
-        """The key from the config or the environment (possibly none)."""
+        """The key from the config or the environment (possibly none), without the
+        whitespace around it (a key pasted with its newline).
+
+        Raises:
+            ConfigError: The key holds a control character or one that is not ASCII: it
+                cannot go in a header. The error says where the key came from and where
+                the character is, never the key.
+        """
+        raw: str | None
         if self.api_key is not None:
-            return Secret(self.api_key)
-        name = self.api_key_env or (
-            "ANTHROPIC_API_KEY" if self.api == "anthropic" else "OPENAI_API_KEY"
-        )
-        return Secret(os.environ.get(name) or None)
+            raw, where = self.api_key, "api_key"
+        else:
+            name = self.api_key_env or (
+                "ANTHROPIC_API_KEY" if self.api == "anthropic" else "OPENAI_API_KEY"
+            )
+            raw, where = os.environ.get(name), f"api_key (from the environment variable {name})"
+        key = (raw or "").strip()
+        for i, c in enumerate(key):
+            if not " " <= c <= "~":
+                what = "a control character" if c.isascii() else "a character that is not ASCII"
+                problem = f"{where}: {what} at position {i} cannot go in a header"
+                raise ConfigError("the engine-llm API key", [problem + " (the key is not shown)"])
+        return Secret(key or None)
 
 
 @final
 class Secret:
     """A key that does not print: ``repr`` and ``str`` say ``Secret(***)``; ``redact`` takes
-    it out of any text that is about to leave the plugin (an error body may echo it)."""
+    it out of any text that is about to leave the plugin (an error body may echo it), in
+    each form it may take there: as it is, escaped as in a ``repr`` or a JSON string."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_bforms", "_first", "_forms", "_value")
 
     def __init__(self, value: str | None) -> None:
         self._value = value
+        forms = set()
+        if value:
+            forms = {value, repr(value)[1:-1], json.dumps(value)[1:-1], repr(value.encode())[2:-1]}
+        self._forms = tuple(sorted(forms, key=len, reverse=True))
+        """The key's forms, longest first."""
+        self._bforms = tuple(form.encode() for form in self._forms)
+        self._first = frozenset(
+            b[-1] for f in self._bforms for b in (f[:k] for k in range(1, len(f)))
+        )
+        """The bytes a key's start may end with (one test tells most chunks apart)."""
 
     def __repr__(self) -> str:
         return "Secret(***)" if self._value else "Secret(None)"
@@ -137,13 +175,33 @@ class Secret:
         return self._value
 
     def redact(self, text: str) -> str:
-        if self._value and self._value in text:
-            return text.replace(self._value, "[redacted]")
+        """``text`` without the key (each of its forms becomes ``[redacted]``)."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "[redacted]")
         return text
 
+    def cut(self, text: str, limit: int) -> str:
+        """``text`` redacted, then cut to ``limit`` characters (in that order: a key that
+        the cut went through would leave its start)."""
+        text = self.redact(text)
+        return text if len(text) <= limit else text[:limit]
+
     def redact_bytes(self, data: bytes) -> bytes:
-        if self._value:
-            key = self._value.encode()
-            if key in data:
-                return data.replace(key, b"[redacted]")
+        for form in self._bforms:
+            if form in data:
+                data = data.replace(form, b"[redacted]")
         return data
+
+    def dangling(self, data: bytes) -> int:
+        """How many bytes at the end of ``data`` could be the start of the key (0 if none):
+        what a recording holds back until the next chunk tells."""
+        if not data or data[-1] not in self._first:
+            return 0
+        best = 0
+        for form in self._bforms:
+            for k in range(min(len(form) - 1, len(data)), best, -1):
+                if data.endswith(form[:k]):
+                    best = k
+                    break
+        return best

@@ -132,7 +132,10 @@ class ErrorReason(enum.StrEnum):
     FIRST_TOKEN_TIMEOUT = "first_token_timeout"
     """Nothing streamed within ``timeouts.first_token`` seconds of the request."""
     IDLE_TIMEOUT = "idle_timeout"
-    """Nothing streamed for ``timeouts.between_tokens`` seconds in the middle of a message."""
+    """Nothing streamed for ``timeouts.between_tokens`` seconds in the middle of a message
+    (keep-alives are not something)."""
+    TOTAL_TIMEOUT = "total_timeout"
+    """The completion took more than ``timeouts.total`` seconds, retries included."""
     RATE_LIMITED = "rate_limited"
     """HTTP 429 on every attempt, or a ``Retry-After`` longer than ``retry.max_retry_after``."""
     SERVER_ERROR = "server_error"
@@ -140,13 +143,19 @@ class ErrorReason(enum.StrEnum):
     HTTP_ERROR = "http_error"
     """Another status that is not 200 (400, 401, 404, ...): not retried."""
     MALFORMED_CHUNK = "malformed_chunk"
-    """A streamed event that is not JSON, or not the shape of its format."""
+    """A streamed event that is not JSON, or not the shape of its format, or out of order,
+    or a message with more than 128 tool calls."""
     STREAM_CUT = "stream_cut"
     """The stream ended (or the connection broke) before the message was complete."""
     API_ERROR = "api_error"
     """The server sent an error event inside the stream (overloaded, ...)."""
     TOO_LARGE = "too_large"
-    """One streamed event (or an error body) was over ``max_event`` bytes."""
+    """One streamed event (or an error body) was over ``max_event`` bytes, or the message's
+    text and tool-call arguments over ``max_message`` characters."""
+    REFUSED = "refused"
+    """The agent's mailbox refused an event (its tenant at ``max_queued`` with overflow
+    ``reject``): the stream stops there rather than drop it; this ``llm_error`` waits for
+    room."""
     INVALID_REQUEST = "invalid_request"
     """The agent's output was not a valid request."""
     NO_RECORDING = "no_recording"

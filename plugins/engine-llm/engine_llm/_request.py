@@ -18,6 +18,7 @@ is plain data).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Literal, final
 
@@ -111,19 +112,56 @@ class InvalidRequest(Exception):
 
 
 def as_request(value: Any) -> Request:
-    """``value`` as a ``Request``.
+    """``value`` as a ``Request``, checked: what the constructor lets through and no body
+    could carry (a ``temperature`` that is not a finite number, a ``model`` or ``id`` that
+    is not a string, ``extra``, tool parameters or tool-call arguments that are not JSON).
 
     Raises:
-        InvalidRequest: It is neither a ``Request`` nor a mapping that makes one.
+        InvalidRequest: It is neither a ``Request`` nor a mapping that makes one, or it
+            could not be sent.
     """
     if isinstance(value, Request):
-        return value
-    if isinstance(value, Mapping):
+        request = value
+    elif isinstance(value, Mapping):
         try:
-            return Request(**value)
+            request = Request(**value)
         except (TypeError, ValueError) as exc:
             raise InvalidRequest(f"not a valid request: {exc}") from None
-    raise InvalidRequest(f"a request must be a Request or a mapping, not {type(value).__name__}")
+    else:
+        raise InvalidRequest(
+            f"a request must be a Request or a mapping, not {type(value).__name__}"
+        )
+    _check(request)
+    return request
+
+
+def _check(request: Request) -> None:
+    t = request.temperature
+    if t is not None and (type(t) not in (int, float) or not math.isfinite(t)):
+        raise InvalidRequest(f"not a valid request: temperature must be a finite number, not {t!r}")
+    for name in ("model", "id"):
+        v = getattr(request, name)
+        if v is not None and type(v) is not str:
+            raise InvalidRequest(
+                f"not a valid request: {name} must be a string, not {type(v).__name__}"
+            )
+    if not isinstance(request.extra, Mapping):
+        raise InvalidRequest("not a valid request: extra must be a mapping")
+    _json(dict(request.extra), "extra")
+    for tool in request.tools:
+        _json(dict(tool.parameters), f"the parameters of tool {tool.name!r}")
+    for message in request.messages:
+        for call in message.tool_calls:
+            if not isinstance(call, ToolCall):
+                raise InvalidRequest("not a valid request: a tool call must be a ToolCall")
+            _json(call.arguments, f"the arguments of tool call {call.id!r}")
+
+
+def _json(value: Any, what: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"not a valid request: {what} is not JSON ({exc})") from None
 
 
 def body(api: str, request: Request, model: str, max_tokens: int) -> dict[str, Any]:

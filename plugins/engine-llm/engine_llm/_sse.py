@@ -56,6 +56,7 @@ class SSEDecoder:
             not self._buf
             and not self._data
             and not self._cr
+            and not self._event  # (an "event:" line of the last chunk names the next data)
             and chunk.endswith(b"\n\n")
             and b"\r" not in chunk
         ):  # whole events (what servers send): one or two lines each, cut without a loop

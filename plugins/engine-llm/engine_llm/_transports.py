@@ -98,6 +98,8 @@ class RecordingTransport(httpx.AsyncBaseTransport):
         rec.status = response.status_code
         rec.t_response = trio.current_time() - start
         rec.headers = {k: response.headers[k] for k in KEPT_HEADERS if k in response.headers}
+        if "retry-after" in rec.headers and "date" in response.headers:  # what it counts from
+            rec.headers["date"] = response.headers["date"]
         stream = response.stream
         assert isinstance(stream, httpx.AsyncByteStream)
         return httpx.Response(
@@ -125,12 +127,26 @@ class _RecordingStream(httpx.AsyncByteStream):
         self.start = start
         self.owner = owner
         self.written = False
+        self.carry: tuple[float, bytes] | None = None
+        """The end of a chunk that could be the start of the key, and that chunk's time."""
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         rec, key = self.rec, self.owner.key
         try:
             async for chunk in self.inner:
-                rec.chunks.append((trio.current_time() - self.start, key.redact_bytes(chunk)))
+                t = trio.current_time() - self.start
+                if self.carry:  # a key's start ended the last chunk: redact them together
+                    data = key.redact_bytes(self.carry[1] + chunk)
+                    t = self.carry[0]
+                    self.carry = None
+                else:
+                    data = key.redact_bytes(chunk)
+                keep = key.dangling(data)
+                if keep:  # held back until the next chunk tells whether it is the key
+                    self.carry = (t, data[-keep:])
+                    data = data[:-keep]
+                if data:
+                    rec.chunks.append((t, data))
                 yield chunk
         except httpx.TransportError as exc:
             rec.outcome = type(exc).__name__
@@ -141,6 +157,9 @@ class _RecordingStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         if not self.written:
             self.written = True
+            if self.carry is not None:  # the body ended on a key's start: not written
+                self.rec.chunks.append((self.carry[0], b"[redacted]"))
+                self.carry = None
             self.rec.t_end = trio.current_time() - self.start
             self.owner.writer.write(self.rec)
         await self.inner.aclose()
