@@ -33,9 +33,8 @@ class Coordinator:
     def layout(self) -> tuple[list[int], dict[Any, int], dict[int, str]]:
         return self.shards, self.directory, self.incarnations
 
-    def register(self, index: int, incarnation: str) -> tuple[list[int], dict[Any, int]]:
+    def register(self, index: int, incarnation: str) -> None:
         self.incarnations[index] = incarnation
-        return self.shards, self.directory
 
     def place(self, agent_id: Any, shard: int | None) -> None:
         if shard is None:
@@ -57,7 +56,6 @@ class Shard(ShardHost):
         self,
         name: str,
         index: int,
-        shards: list[int],
         setup: Callable[[], Iterable[Machine]],
         store: Callable[[int], Store] | None,
         runtime_options: dict[str, Any],
@@ -67,28 +65,27 @@ class Shard(ShardHost):
     ) -> None:
         import ray
 
+        # the layout first: a restarted shard routes what its recovery sends the right way
+        layout = ray.get(coordinator.layout.remote())
         super().__init__(
-            name, index, shards, setup, store, runtime_options, namespace, virtual_time
+            name, index, layout, setup, store, runtime_options, namespace, virtual_time
         )
-        layout, directory = ray.get(coordinator.register.remote(index, self.incarnation))
-        self.call(self._adopt, layout, directory)
-        for peer in layout:  # a restarted shard: its peers number their batches from 0
+        ray.get(coordinator.register.remote(index, self.incarnation))
+        for peer in layout[0]:  # a restarted shard: its peers number their batches from 0
             if peer != index:
                 with contextlib.suppress(ValueError):  # not created yet (the cluster starts)
                     self.peer(peer).peer_restarted.remote(index, self.incarnation)
-
-    def _adopt(self, shards: list[int], directory: dict[Any, int]) -> None:
-        self.routes.set_shards(shards)
-        self.routes.directory.update(directory)
 
     def ping(self) -> tuple[int, str]:
         return self.index, self.incarnation
 
     def peer_restarted(self, index: int, incarnation: str) -> None:
-        self.call(self.outbox.restarted, index, incarnation)
+        self.call(self.sender_restarted, index, incarnation)
 
-    def deliver(self, sender: int, incarnation: str, to: str, seq: int, items: list[Any]) -> None:
-        self.call(self.receive, sender, incarnation, to, seq, items)
+    def deliver(
+        self, sender: int, incarnation: str, to: str, seq: int, items: list[Any], stamp: float
+    ) -> None:
+        self.call(self.receive, sender, incarnation, to, seq, items, stamp)
 
     # -- the runtime's API, for the driver -------------------------------------------------
 
@@ -225,6 +222,9 @@ class Shard(ShardHost):
 
     def expect_agent(self, agent_id: Any, source: int, senders: list[int]) -> None:
         self.call(self.expect, agent_id, source, senders)
+
+    def unexpect_agent(self, agent_id: Any) -> None:
+        self.call(self.cancel_expect, agent_id)
 
     def move_agent_out(self, agent_id: Any, dest: int) -> None:
         self.call(self.move_out, agent_id, dest)

@@ -1,12 +1,18 @@
 """Ordered channels between shards: batches numbered per (sender, receiver) pair.
 
 Ray does not promise that calls from one caller to a threaded actor run in the order they
-were made, so every batch a shard sends another carries the sender's index, the sender's
-incarnation (a fresh id each time its process starts), the receiver's incarnation as the
-sender knows it, and a sequence number counted per receiver. The receiver applies a pair's
-batches in sequence order, holding early ones until the gap before them fills. A batch
-addressed to an earlier incarnation of the receiver (sent before the sender heard it had
-restarted) is applied at once: order is kept per pair except across a restart of either end.
+were made, so every batch a shard sends another carries the sender's index and incarnation
+(a fresh id each time its process starts), the receiver's incarnation as the sender knows
+it, and a sequence number counted per receiver incarnation. The receiver applies a pair's
+batches in sequence order, holding early ones until the gap before them fills.
+
+Restarts: a batch addressed to an earlier incarnation of the receiver, or sent by an earlier
+incarnation of the sender, is applied at once and not counted (order across a restart of
+either end is not kept, and what was in flight to a process that died is lost: cross-shard
+mail is at most once across a crash). A batch from an incarnation of the sender not seen
+before makes it the sender's current one. Counts of what was sent and received serve the
+driver's test for quiescence; they are kept per current incarnation so they balance again
+after a restart.
 """
 
 from __future__ import annotations
@@ -14,22 +20,27 @@ from __future__ import annotations
 from typing import Any, final
 
 Item = tuple[Any, ...]
-"""``("m", agent_id, event, payload, priority, sender)``, ``("arrive", agent_id, record)``,
-``("switch", agent_id, sender)``."""
+"""``("m", agent_id, event, payload, priority, sender)``, ``("arrive", agent_id, saved)``,
+``("switch", agent_id, sender)``, ``("settled", agent_id)``."""
+
+
+def messages(items: list[Item]) -> int:
+    return sum(1 for i in items if i[0] == "m")
 
 
 @final
 class Outbox:
     """What one shard owes the others, gathered during a drain and sent once after it."""
 
-    __slots__ = ("_incarnations", "_next", "pending", "sent")
+    __slots__ = ("_next", "incarnations", "pending", "sent")
 
-    def __init__(self) -> None:
+    def __init__(self, incarnations: dict[int, str]) -> None:
         self.pending: dict[int, list[Item]] = {}
         self._next: dict[int, int] = {}
-        self._incarnations: dict[int, str] = {}
-        self.sent: dict[int, int] = {}
-        """Messages (``"m"`` items) sent per receiver, for quiescence."""
+        self.incarnations = dict(incarnations)
+        """The receivers' incarnations as this shard knows them."""
+        self.sent: dict[tuple[int, str], int] = {}
+        """Messages sent per (receiver, its incarnation)."""
 
     def put(self, shard: int, item: Item) -> bool:
         """Queue an item; True when it is the first since the last ``take``."""
@@ -39,8 +50,8 @@ class Outbox:
 
     def restarted(self, shard: int, incarnation: str) -> None:
         """The receiver came back as ``incarnation``: its batches count from 0 again."""
-        if self._incarnations.get(shard) != incarnation:
-            self._incarnations[shard] = incarnation
+        if self.incarnations.get(shard) != incarnation:
+            self.incarnations[shard] = incarnation
             self._next[shard] = 0
 
     def take(self) -> list[tuple[int, str, int, list[Item]]]:
@@ -49,8 +60,10 @@ class Outbox:
         for shard, items in self.pending.items():
             seq = self._next.get(shard, 0)
             self._next[shard] = seq + 1
-            self.sent[shard] = self.sent.get(shard, 0) + sum(1 for i in items if i[0] == "m")
-            out.append((shard, self._incarnations.get(shard, ""), seq, items))
+            incarnation = self.incarnations.get(shard, "")
+            key = (shard, incarnation)
+            self.sent[key] = self.sent.get(key, 0) + messages(items)
+            out.append((shard, incarnation, seq, items))
         self.pending = {}
         return out
 
@@ -59,37 +72,56 @@ class Outbox:
 class Inbox:
     """Batches from other shards, released in each pair's order."""
 
-    __slots__ = ("_early", "_next", "received")
+    __slots__ = ("_early", "_next", "_retired", "current", "received")
 
-    def __init__(self) -> None:
-        self._next: dict[tuple[int, str], int] = {}
-        self._early: dict[tuple[int, str], dict[int, list[Item]]] = {}
+    def __init__(self, incarnations: dict[int, str]) -> None:
+        self.current = dict(incarnations)
+        """Each sender's current incarnation."""
+        self._retired: dict[int, set[str]] = {}
+        self._next: dict[int, int] = {}
+        self._early: dict[int, dict[int, list[Item]]] = {}
         self.received: dict[int, int] = {}
-        """Messages (``"m"`` items) received per sender, for quiescence."""
+        """Messages received from each sender's current incarnation."""
+
+    def restarted(self, sender: int, incarnation: str) -> list[list[Item]]:
+        """The sender came back as ``incarnation``: what its old one left early is released
+        (to apply at once), and its count starts again."""
+        old = self.current.get(sender)
+        if old == incarnation or incarnation in self._retired.get(sender, ()):
+            return []
+        if old is not None:
+            self._retired.setdefault(sender, set()).add(old)
+        self.current[sender] = incarnation
+        self._next[sender] = 0
+        self.received[sender] = 0
+        early = self._early.pop(sender, {})
+        return [early[seq] for seq in sorted(early)]
 
     def accept(
         self, sender: int, incarnation: str, current: bool, seq: int, items: list[Item]
     ) -> list[list[Item]]:
         """The batches that can be applied now, in order (none while a gap is open).
         ``current``: the batch was addressed to this incarnation of the receiver."""
-        if not current:
-            return [self._count(sender, items)]
-        key = (sender, incarnation)
-        expected = self._next.get(key, 0)
+        if not current or incarnation in self._retired.get(sender, ()):
+            return [items]  # across a restart: at once, not counted
+        released = []
+        if self.current.get(sender) != incarnation:  # a sender's new incarnation
+            released = self.restarted(sender, incarnation)
+        expected = self._next.get(sender, 0)
         if seq < expected:
-            return []  # a duplicate
+            return released  # a duplicate
         if seq > expected:
-            self._early.setdefault(key, {})[seq] = items
-            return []
-        ready = [self._count(sender, items)]
-        early = self._early.get(key)
+            self._early.setdefault(sender, {})[seq] = items
+            return released
+        ready = [*released, self._count(sender, items)]
+        early = self._early.get(sender)
         seq += 1
         while early and seq in early:
             ready.append(self._count(sender, early.pop(seq)))
             seq += 1
         if early is not None and not early:
-            del self._early[key]
-        self._next[key] = seq
+            del self._early[sender]
+        self._next[sender] = seq
         return ready
 
     def waiting(self) -> int:
@@ -97,7 +129,5 @@ class Inbox:
         return sum(len(e) for e in self._early.values())
 
     def _count(self, sender: int, items: list[Item]) -> list[Item]:
-        self.received[sender] = self.received.get(sender, 0) + sum(
-            1 for i in items if i[0] == "m"
-        )
+        self.received[sender] = self.received.get(sender, 0) + messages(items)
         return items

@@ -19,7 +19,7 @@ from ..core._types import Priority
 from ..store._stores import Store
 from ._actors import Coordinator, Shard, _Elsewhere
 from ._routing import Routes
-from ._shard import DRIVER, check_id, shard_name
+from ._shard import DRIVER, AgentMovedError, check_id, shard_name
 
 
 class ShardFailedError(EngineError):
@@ -92,10 +92,24 @@ class Cluster:
         )
         self._handles: dict[int, Any] = {}
         for index in indexes:
-            self._handles[index] = self._start(index, indexes)
-        self._wait([h.ping.remote() for h in self._handles.values()])
+            self._handles[index] = self._start(index)
+        self._introduce()
 
-    def _start(self, index: int, indexes: list[int]) -> Any:
+    def _introduce(self) -> None:
+        """Tell every shard every other's incarnation (a shard started before another
+        could not learn it at its start)."""
+        order = self.shards
+        pings = self._wait([self._handles[s].ping.remote() for s in order], order)
+        self._wait(
+            [
+                self._handles[s].peer_restarted.remote(index, incarnation)
+                for s in order
+                for index, incarnation in pings
+                if index != s
+            ]
+        )
+
+    def _start(self, index: int) -> Any:
         return (
             self._ray.remote(Shard)
             .options(
@@ -109,7 +123,6 @@ class Cluster:
             .remote(
                 self.name,
                 index,
-                indexes,
                 self._setup,
                 self._store,
                 self._options,
@@ -121,7 +134,9 @@ class Cluster:
 
     # -- calls ----------------------------------------------------------------------------
 
-    def _wait(self, refs: Any, shard: int = -1) -> Any:
+    def _wait(self, refs: Any, shards: int | list[int] = -1) -> Any:
+        """``ray.get``, with a shard's failure as ``ShardFailedError`` naming it (``shards``:
+        the shard of ``refs``, or of each of them) and an engine error as itself."""
         ray = self._ray
         try:
             return ray.get(refs)
@@ -131,6 +146,16 @@ class Cluster:
                 raise cause from None
             raise
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as exc:
+            shard = shards if isinstance(shards, int) else -1
+            if isinstance(shards, list):
+                for ref, index in zip(refs, shards, strict=True):
+                    try:
+                        ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+                        shard = index
+                        break
+                    except Exception:
+                        continue
             raise ShardFailedError(shard, type(exc).__name__) from None
 
     def _on(self, agent_id: Any, method: str, *args: Any) -> Any:
@@ -140,8 +165,8 @@ class Cluster:
             shard = self.routes(agent_id)
             try:
                 return self._wait(getattr(self._handles[shard], method).remote(*args), shard)
-            except _Elsewhere:
-                time.sleep(0.01)  # a move is under way: it ends soon
+            except (_Elsewhere, AgentMovedError):
+                time.sleep(0.01)  # a move is under way, or was: ask where it is now
         raise EngineError(f"agent {agent_id!r} kept moving")
 
     @property
@@ -236,7 +261,7 @@ class Cluster:
         if agent_id is not DRIVER:
             return self._on(agent_id, "read", "statistics", agent_id)
         order = self.shards
-        stats = self._wait([self._handles[s].statistics.remote() for s in order])
+        stats = self._wait([self._handles[s].statistics.remote() for s in order], order)
         return ClusterStatistics(
             tuple(stats),
             sum(s.agents for s in stats),
@@ -247,12 +272,14 @@ class Cluster:
 
     def agent_ids(self) -> list[Any]:
         """Every agent of every shard (resident or hibernated)."""
-        lists = self._wait([self._handles[s].agent_ids.remote() for s in self.shards])
+        order = self.shards
+        lists = self._wait([self._handles[s].agent_ids.remote() for s in order], order)
         return [a for part in lists for a in part]
 
     def dead_letters(self) -> list[Any]:
         """Dead letters of every shard, with mail that reached no agent between shards."""
-        lists = self._wait([self._handles[s].dead_letters.remote() for s in self.shards])
+        order = self.shards
+        lists = self._wait([self._handles[s].dead_letters.remote() for s in order], order)
         return [d for part in lists for d in part]
 
     def wait_until_idle(self, timeout: float = 60.0, poll: float = 0.002) -> None:
@@ -263,12 +290,13 @@ class Cluster:
         last = None
         while True:
             order = self.shards
-            answers = self._wait([self._handles[s].quiet.remote() for s in order])
+            answers = self._wait([self._handles[s].quiet.remote() for s in order], order)
             looks = dict(zip(order, answers, strict=True))
             idle = all(look[0] for look in looks.values())
-            # per pair of live shards: what one sent the other, and what that one received
+            # per pair of live shards: what one sent the other's current incarnation, and
+            # what that one received from the first's current incarnation
             pairs = {
-                (a, b): (looks[a][1].get(b, 0), looks[b][2].get(a, 0))
+                (a, b): (looks[a][2].get((b, looks[b][1]), 0), looks[b][3].get(a, 0))
                 for a in order
                 for b in order
                 if a != b
@@ -337,9 +365,8 @@ class Cluster:
         self._wait(self._handles[shard].expect_agent.remote(agent_id, source, senders), shard)
         try:
             self._wait(self._handles[source].move_agent_out.remote(agent_id, shard), source)
-        except EngineError:
-            self._wait(self._handles[shard].expect_agent.remote(agent_id, source, []), shard)
-            self._handles[shard].is_settled.remote(agent_id)
+        except EngineError:  # nothing moved: the new home forgets it
+            self._wait(self._handles[shard].unexpect_agent.remote(agent_id), shard)
             raise
         self._wait(self._coordinator.place.remote(agent_id, shard))
         self.routes.directory[agent_id] = shard
@@ -362,9 +389,8 @@ class Cluster:
         picks it (about 1/n of them; agents placed by ``move`` stay put); its number."""
         index = next(self._next_index)
         shards = [*self.shards, index]
-        handle = self._start(index, self.shards)
-        self._wait(handle.ping.remote(), index)
-        self._handles[index] = handle
+        self._handles[index] = self._start(index)
+        self._introduce()
         self._relayout(shards)
         return index
 

@@ -3,24 +3,26 @@
 Theory of operation: the actor's ``__init__`` starts a thread that runs ``open_runtime``
 (with the shard's own store and the commit log when the cluster has stores: a restarted
 shard recovers its agents there) and waits until it runs. Every actor method runs on one of
-Ray's threads and does its work on the trio thread (``trio.from_thread``), so the runtime is
-only ever touched by its own thread and nothing needs a lock.
+Ray's threads and does its work on the trio thread (``trio.from_thread``), so the runtime and
+the routing state are only ever touched by that thread and nothing needs a lock.
 
 Mail between shards: the runtime's ``route_sends`` gives the shard every ``Send`` action for
-an agent that is not here; the shard files it in its ``Outbox`` under the agent's shard and,
-once per drain (a callback the trio loop runs after the current step), sends each other
-shard one numbered batch (``_channel``). Received batches are applied in order per sender.
+an agent that is not resident; the shard files it in its ``Outbox`` under the agent's shard,
+and a sender task sends each other shard one numbered batch per drain (``_channel``).
+Received batches are applied in order per sender; an item that fails is reported (dead
+letter or ``failures``), never raised into the runtime. With virtual time every batch
+carries its sender's clock, and the receiver's clock moves up to it before applying it.
 
 A live move of agent X from shard A to shard B keeps every sender's order:
 1. ``expect``: B notes that X is coming from A and which senders it must hear from.
-2. ``move_out``: A captures X (its mail, timers and data), terminates it, forwards
-   everything for X to B from now on, and sends ``arrive`` with the record on its channel
-   to B.
+2. ``move_out``: A exports X (state, data, mail, timers as seconds from now), removes it
+   (requests waiting on it fail with ``AgentMovedError``: they were not processed, ask
+   again), forwards everything for X to B from now on, and sends ``arrive`` on its channel.
 3. Every other sender (each shard, and the driver) switches its route for X to B and sends a
    ``switch`` marker to A, which forwards it to B after whatever that sender had sent A for
-   X. Mail a sender sends B directly after switching is held at B until its marker comes.
-4. When B has the record and every marker, it restores X, then queues what A forwarded, then
-   what each sender sent directly, in order.
+   X. Mail a sender sends B directly before its marker has come is held at B.
+4. When B has X and every marker, it imports X, then queues what A forwarded, then what each
+   sender sent directly, in order; and tells A (``settled``), which stops forwarding.
 """
 
 from __future__ import annotations
@@ -40,52 +42,68 @@ from ..core._machine import Machine
 from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ..environment._open import open_runtime
 from ..runtime._runtime import Runtime
-from ..store._snapshot import capture, decode, encode, restore
 from ..store._stores import Store
 from ._channel import Inbox, Item, Outbox
 from ._routing import Routes
 
 DRIVER = -1
 """The sender number of the driver process."""
-UNDELIVERABLE_KEPT = 1000
+KEPT = 1000
+"""Undeliverable messages and failures each shard keeps (the newest)."""
+
+
+class AgentMovedError(EngineError):
+    """The agent moved to another shard while this request waited in its mailbox: the
+    request was not processed (the driver asks again where the agent is now)."""
+
+    def __init__(self, agent_id: Any) -> None:
+        super().__init__(f"agent {agent_id!r} moved to another shard before it took this")
+        self.agent_id = agent_id
+
+
+class ShardGoneError(EngineError):
+    """Mail for a shard that no longer exists (removed) or cannot be reached."""
 
 
 class ShardHost:
-    """The body of a shard actor (``ray.remote`` is applied by ``engine.cluster``)."""
+    """The body of a shard actor (``_actors.Shard`` exposes it to Ray)."""
 
     def __init__(
         self,
         name: str,
         index: int,
-        shards: list[int],
+        layout: tuple[list[int], dict[Any, int], dict[int, str]],
         setup: Callable[[], Iterable[Machine]],
         store: Callable[[int], Store] | None,
         runtime_options: dict[str, Any],
         namespace: str | None,
         virtual_time: bool = False,
     ) -> None:
+        shards, directory, incarnations = layout
         self.name = name
-        self.clock = trio.testing.MockClock() if virtual_time else None
         self.index = index
         self.incarnation = uuid.uuid4().hex
+        self.clock = trio.testing.MockClock() if virtual_time else None
         self._namespace = namespace
         self.machines = {m.name: m for m in setup()}
-        self.routes = Routes(shards)
-        self.outbox = Outbox()
-        self.inbox = Inbox()
+        self.routes = Routes(shards or [index], directory)
+        self.outbox = Outbox(incarnations)
+        self.inbox = Inbox(incarnations)
         self._peers: dict[int, Any] = {}
-        self._flushing = False
-        self.undeliverable: deque[DeadLetter] = deque(maxlen=UNDELIVERABLE_KEPT)
-        self.undeliverable_count = 0
+        self.undeliverable: deque[DeadLetter] = deque(maxlen=KEPT)
+        self.failures: deque[tuple[str, Any, BaseException]] = deque(maxlen=KEPT)
+        """``(what, about, error)`` of things that went wrong with no caller to tell."""
         # moves: agents that left (-> their shard), and agents on their way in
         self.forward: dict[Any, int] = {}
         self._coming: dict[Any, _Arrival] = {}
+        self.failed_moves: dict[Any, BaseException] = {}
         self._store = store(index) if store is not None else None
         self._options = runtime_options
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
+        self._outgoing = trio.Event()
         self.rt: Runtime | None = None
         self._thread = threading.Thread(target=self._host, name=f"shard-{index}", daemon=True)
         self._thread.start()
@@ -98,7 +116,7 @@ class ShardHost:
     def _host(self) -> None:
         try:
             trio.run(self._main, clock=self.clock)
-        except BaseException as exc:
+        except BaseException as exc:  # reported to whoever waits
             self._failure = exc
             self._ready.set()
 
@@ -116,6 +134,7 @@ class ShardHost:
             rt.route_sends(self._route)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                nursery.start_soon(self._sender)
                 self._ready.set()
                 await self._stop.wait()
                 nursery.cancel_scope.cancel()
@@ -133,13 +152,21 @@ class ShardHost:
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
         self._thread.join(timeout=30)
 
+    def fail(self, what: str, about: Any, error: BaseException) -> None:
+        self.failures.append((what, about, error))
+
     # -- routing (trio thread) ------------------------------------------------------------
 
     def _route(self, send: Any) -> bool:
-        """The runtime's router: a Send action for an agent not resident here."""
-        return self.offer(
-            send.agent_id, send.event, send.payload, int(send.priority), self.index, None
-        )
+        """The runtime's router, called in the drain loop: a Send action for an agent not
+        resident here. Never raises (the drain loop must go on)."""
+        try:
+            return self.offer(
+                send.agent_id, send.event, send.payload, int(send.priority), self.index, None
+            )
+        except Exception as exc:  # a bug here must not end the shard: report the message
+            self.dead_letter(send.agent_id, send.event, send.payload, 1, exc)
+            return True
 
     def offer(
         self,
@@ -154,6 +181,10 @@ class ShardHost:
         channel, None when made here): held for a move, forwarded, or sent on. False when it
         is for this shard (the runtime queues it, waking a hibernated agent, or dead-letters
         an unknown id)."""
+        try:
+            hash(agent_id)
+        except TypeError:
+            return False  # no agent has it: the runtime dead-letters it
         coming = self._coming.get(agent_id)
         if coming is not None:
             coming.offer((agent_id, event, payload, priority, sender), via)
@@ -167,15 +198,51 @@ class ShardHost:
         return True
 
     def _put(self, dest: int, item: Item) -> None:
-        if self.outbox.put(dest, item) and not self._flushing:
-            self._flushing = True
-            assert self._token is not None
-            self._token.run_sync_soon(self._flush)
+        if self.outbox.put(dest, item):
+            self._outgoing.set()
 
-    def _flush(self) -> None:
-        self._flushing = False
-        for dest, incarnation, seq, items in self.outbox.take():
-            self.peer(dest).deliver.remote(self.index, self.incarnation, incarnation, seq, items)
+    async def _sender(self) -> None:
+        """Send what the drains gathered, one batch per receiver per wake-up."""
+        while True:
+            await self._outgoing.wait()
+            self._outgoing = trio.Event()
+            stamp = trio.current_time()
+            for dest, incarnation, seq, items in self.outbox.take():
+                self._send(dest, incarnation, seq, items, stamp)
+
+    def _send(
+        self, dest: int, incarnation: str, seq: int, items: list[Item], stamp: float
+    ) -> None:
+        try:
+            handle = self.peer(dest)
+        except Exception as exc:  # a removed shard: nobody will take its mail
+            self._undeliverable(items, ShardGoneError(f"shard {dest} is gone ({exc})"))
+            return
+        try:
+            handle.deliver.remote(self.index, self.incarnation, incarnation, seq, items, stamp)
+            return
+        except Exception:  # an item that cannot cross processes: find it, send the rest
+            import ray.cloudpickle
+
+            good = []
+            for item in items:
+                try:
+                    ray.cloudpickle.dumps(item)  # type: ignore[no-untyped-call]
+                except Exception as exc:
+                    self._undeliverable([item], exc)
+                else:
+                    good.append(item)
+        try:  # the same number, so that the receiver sees no gap
+            handle.deliver.remote(self.index, self.incarnation, incarnation, seq, good, stamp)
+        except Exception as exc:
+            self._undeliverable(good, exc)
+
+    def _undeliverable(self, items: list[Item], error: BaseException) -> None:
+        for item in items:
+            if item[0] == "m":
+                self.dead_letter(item[1], item[2], item[3], item[4], error)
+            else:
+                self.fail(f"could not send {item[0]!r}", item[1], error)
 
     def peer(self, index: int) -> Any:
         handle = self._peers.get(index)
@@ -186,11 +253,31 @@ class ShardHost:
             self._peers[index] = handle
         return handle
 
-    def receive(self, sender: int, incarnation: str, to: str, seq: int, items: list[Item]) -> None:
-        current = to in ("", self.incarnation)
-        for batch in self.inbox.accept(sender, incarnation, current, seq, items):
+    def receive(
+        self,
+        sender: int,
+        incarnation: str,
+        to: str,
+        seq: int,
+        items: list[Item],
+        stamp: float,
+    ) -> None:
+        if self.clock is not None:  # virtual time: never behind the sender's instant
+            self.advance_to(stamp)
+        current = to == self.incarnation
+        self.apply_all(sender, self.inbox.accept(sender, incarnation, current, seq, items))
+
+    def apply_all(self, via: int, batches: list[list[Item]]) -> None:
+        for batch in batches:
             for item in batch:
-                self._apply(sender, item)
+                try:
+                    self._apply(via, item)
+                except Exception as exc:  # reported; the rest of the batch goes on
+                    self.fail(f"applying {item[0]!r}", item[1], exc)
+
+    def sender_restarted(self, index: int, incarnation: str) -> None:
+        self.outbox.restarted(index, incarnation)
+        self.apply_all(index, self.inbox.restarted(index, incarnation))
 
     def _apply(self, via: int, item: Item) -> None:
         kind = item[0]
@@ -199,15 +286,19 @@ class ShardHost:
             if not self.offer(agent_id, event, payload, priority, sender, via):
                 self.queue(agent_id, event, payload, priority)
         elif kind == "arrive":
-            _, agent_id, record = item
+            _, agent_id, saved = item
             coming = self._coming.get(agent_id)
-            if coming is None:  # not expected: restore it anyway rather than lose it
+            if coming is None:  # not expected: take it in anyway rather than lose it
                 coming = self._coming[agent_id] = _Arrival(via, set())
-            coming.record = record
+            coming.saved = saved
             self._settle(agent_id)
-        else:  # "switch"
+        elif kind == "switch":
             _, agent_id, sender = item
             self.switch(agent_id, sender)
+        else:  # "settled": the agent is in at its new home, which has every marker
+            agent_id = item[1]
+            if self.forward.get(agent_id) == via:
+                del self.forward[agent_id]
 
     def queue(self, agent_id: Any, event: Any, payload: Any, priority: int) -> None:
         """Queue mail for an agent of this shard; what cannot be queued is a dead letter."""
@@ -218,38 +309,52 @@ class ShardHost:
             self.dead_letter(agent_id, event, payload, priority, exc)
 
     def dead_letter(
-        self, agent_id: Any, event: Any, payload: Any, priority: int, exc: EngineError
+        self, agent_id: Any, event: Any, payload: Any, priority: Any, exc: BaseException
     ) -> None:
+        lane = priority if type(priority) is int and 0 <= priority <= 3 else 1
         self.undeliverable.append(
             DeadLetter(
                 agent_id,
                 str(event),
                 payload,
-                Priority(max(0, min(3, priority))),
+                Priority(lane),
                 DeadLetterReason.UNDELIVERABLE,
                 exc,
             )
         )
-        self.undeliverable_count += 1
 
     # -- moves (trio thread) --------------------------------------------------------------
 
     def expect(self, agent_id: Any, source: int, senders: list[int]) -> None:
         self.forward.pop(agent_id, None)
+        self.failed_moves.pop(agent_id, None)
         self._coming[agent_id] = _Arrival(source, set(senders))
+
+    def cancel_expect(self, agent_id: Any) -> None:
+        self._coming.pop(agent_id, None)
 
     def move_out(self, agent_id: Any, dest: int) -> None:
         rt = self.rt
         assert rt is not None
-        if agent_id not in rt.agent_ids():
-            rt.wake(agent_id)  # AgentNotFoundError when it is not here at all
-        (snapshot,) = capture(rt, [agent_id])
-        record = encode(snapshot)
-        rt._d.take_mail(agent_id)  # it moves with the record: no TERMINATED dead letters
-        rt.terminate(agent_id)  # (its pending requests fail: the driver asks again)
+        rt.wake(agent_id)  # AgentNotFoundError when it is not here at all
+        (saved,) = rt._export([agent_id])
+        taken = rt._d.take_mail(agent_id)  # it moves with the export: no dead letters
+        now = trio.current_time()
+        saved["machine"] = saved["machine"].name
+        saved["since"] = now - saved["since"]  # an age: the clocks of two processes differ
+        # requests waiting in its mail fail here (not processed: asked again where it goes)
+        n_front, n_post = len(saved["front"]), len(saved["postponed"])
+        cut = len(taken) - n_post
+        parts = (taken[:n_front], taken[n_front:cut], taken[cut:])
+        for key, part in zip(("front", "mail", "postponed"), parts, strict=True):
+            saved[key] = [(e, p, lane) for e, p, lane, request in part if not request]
+            for _, _, _, request in part:
+                if request:
+                    rt._on_request(request, False, AgentMovedError(agent_id))
+        rt.terminate(agent_id)
         self.forward[agent_id] = dest
         self.routes.directory[agent_id] = dest
-        self._put(dest, ("arrive", agent_id, record))
+        self._put(dest, ("arrive", agent_id, saved))
 
     def set_route(self, agent_id: Any, dest: int, source: int) -> None:
         """Send ``agent_id``'s mail to ``dest`` from now on, and tell ``source`` (where it
@@ -270,37 +375,48 @@ class ShardHost:
 
     def _settle(self, agent_id: Any) -> None:
         coming = self._coming[agent_id]
-        if coming.record is None or coming.waiting:
+        if coming.saved is None or coming.waiting:
             return
         del self._coming[agent_id]
-        assert self.rt is not None
+        rt = self.rt
+        assert rt is not None
+        saved = coming.saved
         try:
-            restore(self.rt, [decode(coming.record)], self.machines)
-        except EngineError as exc:
+            saved["machine"] = self.machines[saved["machine"]]
+            saved["since"] = trio.current_time() - saved["since"]
+            rt._import(saved)
+        except Exception as exc:  # kept for the driver's move to report; its mail too
+            self.failed_moves[agent_id] = exc
             for _, event, payload, priority, _sender in coming.mail():
                 self.dead_letter(agent_id, event, payload, priority, exc)
-            raise
+            return
         for _, event, payload, priority, _sender in coming.mail():
             self.queue(agent_id, event, payload, priority)
+        self._put(coming.source, ("settled", agent_id))
 
     def settled(self, agent_id: Any) -> bool:
+        """Whether the move of ``agent_id`` here is over (raises what made it fail)."""
+        error = self.failed_moves.get(agent_id)
+        if error is not None:
+            raise error
         return agent_id not in self._coming
 
     # -- reading (trio thread) -------------------------------------------------------------
 
-    def quiescence(self) -> tuple[bool, dict[int, int], dict[int, int]]:
-        """``(idle, sent per receiver, received per sender)``: idle when no agent has mail,
-        no batch is held for a gap or waiting to be sent, and no move is under way."""
+    def quiescence(self) -> tuple[bool, str, dict[tuple[int, str], int], dict[int, int]]:
+        """``(idle, incarnation, sent per (receiver, incarnation), received per sender)``:
+        idle when no agent has mail, no timer is overdue, no batch is held for a gap or
+        waiting to be sent, and no move is under way."""
         assert self.rt is not None
         due = self.rt.next_deadline()
         idle = (
             self.rt.statistics().ready == 0
-            and (due is None or due > trio.current_time())  # no timer waits to fire
+            and (due is None or due > trio.current_time())
             and not self.outbox.pending
             and not self.inbox.waiting()
             and not self._coming
         )
-        return idle, dict(self.outbox.sent), dict(self.inbox.received)
+        return idle, self.incarnation, dict(self.outbox.sent), dict(self.inbox.received)
 
     def advance_to(self, when: float) -> None:
         """Virtual time: move this shard's clock to ``when`` (timers due fire)."""
@@ -322,14 +438,14 @@ class ShardHost:
 
 
 class _Arrival:
-    """An agent on its way in: its record, and mail held until every sender switched."""
+    """An agent on its way in: its export, and mail held until every sender switched."""
 
-    __slots__ = ("_direct", "_forwarded", "record", "source", "waiting")
+    __slots__ = ("_direct", "_forwarded", "saved", "source", "waiting")
 
     def __init__(self, source: int, waiting: set[int]) -> None:
         self.source = source
         self.waiting = waiting
-        self.record: bytes | None = None
+        self.saved: dict[str, Any] | None = None
         self._forwarded: list[tuple[Any, ...]] = []  # from the old home, in its order
         self._direct: dict[int, list[tuple[Any, ...]]] = {}  # per sender not yet switched
 
@@ -360,6 +476,4 @@ def check_id(agent_id: Any) -> None:
         raise InvalidArgumentError(
             f"agent ids must be hashable, got {type(agent_id).__name__}"
         ) from None
-
-
 
