@@ -14,7 +14,7 @@ def setup() -> list[engine.Machine]:
     """``relay``: forwards numbered messages along a ring and logs what it got; ``sink``:
     logs ``(sender, n)`` per message, answers ``log`` requests; ``counter``."""
     relay = engine.Machine(
-        "relay", ["on"], "on", [], events=["hop", "fan", "log", "hi"], unhandled="ignore"
+        "relay", ["on"], "on", [], events=["hop", "fan", "log", "hi", "raw"], unhandled="ignore"
     )
 
     @relay.handler("on", "hop")
@@ -37,6 +37,11 @@ def setup() -> list[engine.Machine]:
         ]
         return Step(actions=sends)
 
+    @relay.handler("on", "raw")
+    def raw(ctx: Any, ev: Any) -> Step:
+        target, payload = ev.payload  # any target, any payload (hostile ones included)
+        return Step(actions=[Send(target, "hi", payload)])
+
     @relay.handler("on", "log")
     def log(ctx: Any, ev: Any) -> Step:
         return Step(actions=[Reply(ctx.data)])
@@ -53,13 +58,15 @@ def setup() -> list[engine.Machine]:
 
     @ticker.handler("on", "start")
     def start(ctx: Any, ev: Any) -> Step:
-        ctx.data = {"partner": ev.payload, "got": []}
-        return Step(actions=[Timer("t", 1.0, "tick")])
+        partner, period = ev.payload
+        ctx.data = {"partner": partner, "period": period, "got": []}
+        return Step(actions=[Timer("t", period, "tick")])
 
     @ticker.handler("on", "tick")
     def tick(ctx: Any, ev: Any) -> Step:
         now = trio.current_time()
-        return Step(actions=[Timer("t", 1.0, "tick"), Send(ctx.data["partner"], "hi", now)])
+        period = ctx.data["period"]
+        return Step(actions=[Timer("t", period, "tick"), Send(ctx.data["partner"], "hi", now)])
 
     @ticker.handler("on", "hi")
     def got(ctx: Any, ev: Any) -> None:

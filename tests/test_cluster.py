@@ -220,8 +220,12 @@ def crash_and_recover(impl: str, store: Any) -> None:
         for n in range(20):  # under the commit log, a send returns once it is committed
             c.send(sinks[n % 3], "hi", ("driver", n))
         c.wait_until_idle()
+        (sender,) = ids_on(c, 0, 1, "s")  # traffic between the shards before the crash
+        c.spawn("relay", sender)
+        c.send(sender, "fan", (sinks, 1000, 5))
+        c.wait_until_idle()
         before = [c.data(a) for a in sinks]
-        assert sum(len(b) for b in before) == 20
+        assert sum(len(b) for b in before) == 35
         c.kill_shard(1)
         failed = None
         for _ in range(200):  # a call caught by the crash fails, typed
@@ -278,14 +282,18 @@ def test_virtual_time_in_lock_step(ray_local: Any, impl: str) -> None:
         (b,) = ids_on(c, 1, 1, "t")
         c.spawn("ticker", a)
         c.spawn("ticker", b)
-        c.send(a, "start", b)
-        c.send(b, "start", a)
+        c.send(a, "start", (b, 1.0))  # a ticks every second, b every 0.75 s
+        c.send(b, "start", (a, 0.75))
         c.run_until(10.5)
         assert c.now() == 10.5
-        for agent_id in (a, b):
-            got = c.data(agent_id)["got"]
-            assert got == [(float(t), float(t)) for t in range(1, 11)]
-        assert c.on_each_shard(lambda rt: sorted(rt.agent_ids())) == [[a], [b]]
+        # each tick's message is taken at the instant it was sent, on the other shard
+        assert c.data(b)["got"] == [(float(t), float(t)) for t in range(1, 11)]
+        assert c.data(a)["got"] == [(0.75 * k, 0.75 * k) for k in range(1, 15)]
+        c.move(a, 1)  # a moves with its timer (as seconds left: exact in lock-step)
+        c.run_until(20.5)
+        assert c.data(b)["got"][-1] == (20.0, 20.0)
+        assert [t for t, _ in c.data(b)["got"]] == [float(t) for t in range(1, 21)]
+        assert c.on_each_shard(lambda rt: sorted(rt.agent_ids())) == [[], sorted([a, b])]
     finally:
         c.close()
     real = Cluster(cluster_machines.setup, shards=1)
@@ -296,6 +304,88 @@ def test_virtual_time_in_lock_step(ray_local: Any, impl: str) -> None:
         real.close()
 
 
+def test_hostile_sends_between_shards_are_dead_letters(cluster: Cluster) -> None:
+    """A handler sending an unhashable id or a payload that cannot cross processes costs
+    only that message (a dead letter); the shards go on."""
+    (a,) = ids_on(cluster, 0, 1, "h")
+    (b,) = ids_on(cluster, 1, 1, "h")
+    cluster.spawn("relay", a)
+    cluster.spawn("relay", b)
+    cluster.send(a, "raw", (["unhashable"], 1))
+    cluster.send(a, "raw", (b, (x for x in range(3))))  # a generator: not picklable
+    cluster.send(a, "raw", (b, "fine"))
+    cluster.wait_until_idle()
+    assert cluster.data(b) == ["fine"]
+    letters = cluster.dead_letters()
+    assert len(letters) == 2
+    assert all(d.reason == engine.DeadLetterReason.UNDELIVERABLE for d in letters)
+    cluster.send(b, "raw", (a, "back"))  # both shards still serve
+    cluster.wait_until_idle()
+    assert cluster.data(a) == ["back"]
+
+
+def test_moves_over_three_shards_and_a_removal(ray_local: Any, impl: str) -> None:
+    """An agent moved twice, then sent home by a shard's removal: mail from every shard and
+    the driver reaches it in order, and no shard keeps forwarding it."""
+    c = Cluster(cluster_machines.setup, shards=3, runtime_options={"implementation": impl})
+    try:
+        (x,) = ids_on(c, 0, 1, "x")
+        senders = [ids_on(c, s, 1, f"s{s}-")[0] for s in (0, 1, 2)]
+        for agent_id in [x, *senders]:
+            c.spawn("relay", agent_id)
+
+        def burst(first: int) -> None:
+            c.send_many(senders, ["fan"] * 3, payloads=[([x], first, 10)] * 3)
+
+        burst(0)
+        c.move(x, 2)
+        burst(10)
+        c.move(x, 1)
+        burst(20)
+        c.remove_shard(1)
+        assert c.shard_of(x) == 0
+        burst(30)
+        c.wait_until_idle()
+        got = c.data(x)
+        for s in senders:
+            assert [n for who, n in got if who == s] == list(range(40))
+        assert c.routing() == [(0, 0, 0, 0), (0, 0, 0, 0)]  # nothing forwarded or held
+        assert c.dead_letters() == []
+    finally:
+        c.close()
+
+
+def test_a_request_waiting_in_a_moving_agents_mail_is_answered_once(cluster: Cluster) -> None:
+    """A request queued behind a paused agent when it moves is not lost or run twice: the
+    old home fails it with AgentMovedError and the driver asks the new home."""
+    (a,) = ids_on(cluster, 0, 1, "q")
+    cluster.spawn("relay", a)
+    cluster.on_each_shard(_pause_if_here, a)
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(cluster.request(a, "log")))
+    thread.start()
+    time.sleep(0.5)  # the request waits in the paused agent's mailbox
+    cluster.send(a, "hi", ("driver", 1))
+    cluster.move(a, 1)
+    cluster.on_each_shard(_resume_if_here, a)
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(answers) == 1
+    cluster.wait_until_idle()
+    assert cluster.data(a) == [("driver", 1)]
+    assert cluster.statistics(a).processed == 2  # the message and one request
+
+
+def _pause_if_here(rt: Any, agent_id: Any) -> None:
+    if agent_id in rt.agent_ids():
+        rt.pause(agent_id)
+
+
+def _resume_if_here(rt: Any, agent_id: Any) -> None:
+    if agent_id in rt.agent_ids():
+        rt.resume(agent_id)
+
+
 def test_engine_errors_cross_processes() -> None:
     for exc in (
         engine.AgentNotFoundError("x"),
@@ -303,6 +393,7 @@ def test_engine_errors_cross_processes() -> None:
         engine.AgentStoppedError("x", "is stopped"),
         engine.InvalidArgumentError("bad"),
         ShardFailedError(2, "died"),
+        engine.HandlerError("a", "s", "e", ValueError("v")),
     ):
         back = pickle.loads(pickle.dumps(exc))
         assert type(back) is type(exc)

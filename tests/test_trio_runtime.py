@@ -483,6 +483,29 @@ def test_runtime_owed_messages_wait_for_room(impl: str) -> None:
     run(main)
 
 
+def test_timers_of_an_agent_restored_into_a_running_runtime_fire(impl: str) -> None:
+    """Restoring (or importing) an agent with a timer into a runtime whose dispatch task is
+    parked with no deadline wakes that task, so the timer fires on time (it never fired)."""
+    from engine.store import capture, restore
+
+    m = Machine("t", ["idle", "rang"], "idle", [("idle", "ring", "rang")], events=["arm", "ring"])
+    m.handler("idle", "arm")(lambda ctx, ev: Step(actions=[Timer("bell", 1.0, "ring")]))
+    source = engine.Runtime(implementation=impl)
+    source.spawn(m, "a")
+    source.send_nowait("a", "arm")
+    source.run_until_idle()
+    (snapshot,) = capture(source, ["a"])
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl) as rt:
+            await trio.sleep(5)  # parked, nothing due
+            restore(rt, [snapshot], [m])
+            await trio.sleep(2)
+            assert rt.state("a") == "rang"
+
+    run(main)
+
+
 def test_portal_from_another_thread(impl: str) -> None:
     async def main() -> None:
         async with open_runtime(implementation=impl) as rt:

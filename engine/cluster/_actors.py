@@ -178,6 +178,15 @@ class Shard(ShardHost):
     def advance(self, when: float) -> None:
         self.call(self.advance_to, when)
 
+    def routing(self) -> Any:
+        """``(agents forwarded elsewhere, agents on their way in, batches held for a gap,
+        failures)`` of this shard's routing."""
+
+        def run() -> tuple[int, int, int, int]:
+            return len(self.forward), len(self._coming), self.inbox.waiting(), len(self.failures)
+
+        return self.call(run)
+
     def statistics(self) -> Any:
         assert self.rt is not None
         return self.call(self.rt.statistics)

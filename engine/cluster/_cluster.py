@@ -270,6 +270,13 @@ class Cluster:
             sum(s.dead_letters for s in stats),
         )
 
+    def routing(self) -> list[tuple[int, int, int, int]]:
+        """Per shard: agents it still forwards to their new shard (a move not yet settled),
+        agents on their way in, batches held for a gap, and failures it kept (mail or
+        moves that went wrong with no caller to tell)."""
+        order = self.shards
+        return list(self._wait([self._handles[s].routing.remote() for s in order], order))
+
     def agent_ids(self) -> list[Any]:
         """Every agent of every shard (resident or hibernated)."""
         order = self.shards

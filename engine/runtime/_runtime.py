@@ -931,6 +931,8 @@ class Runtime:
         pending.sort(key=lambda t: t[0])
         for _, *timer in pending:
             self._timers.arm(*timer)
+        if pending and self._host is not None:  # a parked dispatch task: a sooner deadline
+            self._host.poke()
 
     def _finish_import(self, agents: Sequence[tuple[AgentRef, dict[str, Any]]]) -> None:
         """After ``_import(..., wake=False)`` of many agents: arm their timers in their
