@@ -40,6 +40,8 @@ def setup() -> list[engine.Machine]:
     @relay.handler("on", "raw")
     def raw(ctx: Any, ev: Any) -> Step:
         target, payload = ev.payload  # any target, any payload (hostile ones included)
+        if payload == "a generator":
+            payload = (x for x in range(3))
         return Step(actions=[Send(target, "hi", payload)])
 
     @relay.handler("on", "log")
@@ -73,3 +75,14 @@ def setup() -> list[engine.Machine]:
         ctx.data["got"].append((ev.payload, trio.current_time()))
 
     return [relay, ticker]
+
+
+def pause_if_here(rt: Any, agent_id: Any) -> None:
+    """For ``on_each_shard``: pause the agent on the shard that has it."""
+    if agent_id in rt.agent_ids():
+        rt.pause(agent_id)
+
+
+def resume_if_here(rt: Any, agent_id: Any) -> None:
+    if agent_id in rt.agent_ids():
+        rt.resume(agent_id)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import attrs
 import trio
 
 from ..core._exceptions import AgentNotFoundError, EngineError
@@ -201,7 +202,7 @@ class Shard(ShardHost):
     def dead_letters(self) -> Any:
         def run() -> list[Any]:
             assert self.rt is not None
-            return [*self.rt.dead_letters(), *self.undeliverable]
+            return [portable(d) for d in (*self.rt.dead_letters(), *self.undeliverable)]
 
         return self.call(run)
 
@@ -256,6 +257,22 @@ class Shard(ShardHost):
 
     def shutdown(self) -> None:
         self.close()
+
+
+def portable(letter: Any) -> Any:
+    """A dead letter that can cross to the driver: a payload or error that cannot be
+    pickled is replaced by its description."""
+    import ray.cloudpickle
+
+    try:
+        ray.cloudpickle.dumps(letter)  # type: ignore[no-untyped-call]
+    except Exception:
+        return attrs.evolve(
+            letter,
+            payload=f"<{type(letter.payload).__name__}: cannot leave its shard>",
+            error=EngineError(repr(letter.error)),
+        )
+    return letter
 
 
 class _Elsewhere(EngineError):

@@ -158,13 +158,22 @@ class Cluster:
                         continue
             raise ShardFailedError(shard, type(exc).__name__) from None
 
+    def _remote(self, shard: int, method: str, *args: Any) -> Any:
+        """Start ``method`` on a shard; arguments that cannot cross processes are refused."""
+        try:
+            return getattr(self._handles[shard], method).remote(*args)
+        except TypeError as exc:  # Ray could not serialise an argument
+            raise InvalidArgumentError(
+                f"{method}: an argument cannot be sent to a shard ({str(exc).splitlines()[0]})"
+            ) from None
+
     def _on(self, agent_id: Any, method: str, *args: Any) -> Any:
         """Call ``method`` on the agent's shard; again where it moved if it was not there."""
         check_id(agent_id)
         for _ in range(_RETRIES):
             shard = self.routes(agent_id)
             try:
-                return self._wait(getattr(self._handles[shard], method).remote(*args), shard)
+                return self._wait(self._remote(shard, method, *args), shard)
             except (_Elsewhere, AgentMovedError):
                 time.sleep(0.01)  # a move is under way, or was: ask where it is now
         raise EngineError(f"agent {agent_id!r} kept moving")
@@ -193,7 +202,7 @@ class Cluster:
         full). Raises the errors of ``Runtime.send_nowait``."""
         check_id(agent_id)
         shard = self.routes(agent_id)
-        self._wait(self._handles[shard].send.remote(agent_id, event, payload, int(priority)), shard)
+        self._wait(self._remote(shard, "send", agent_id, event, payload, int(priority)), shard)
 
     def send_many(
         self,
@@ -222,7 +231,9 @@ class Cluster:
         refs = []
         for shard, idx in parts.items():
             refs.append(
-                self._handles[shard].send_many.remote(
+                self._remote(
+                    shard,
+                    "send_many",
                     [ids[i] for i in idx],
                     [evs[i] for i in idx],
                     priorities if pr is None else [pr[i] for i in idx],

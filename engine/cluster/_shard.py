@@ -43,7 +43,7 @@ from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ..environment._open import open_runtime
 from ..runtime._runtime import Runtime
 from ..store._stores import Store
-from ._channel import Inbox, Item, Outbox
+from ._channel import Inbox, Item, Outbox, messages
 from ._routing import Routes
 
 DRIVER = -1
@@ -216,7 +216,8 @@ class ShardHost:
         try:
             handle = self.peer(dest)
         except Exception as exc:  # a removed shard: nobody will take its mail
-            self._undeliverable(items, ShardGoneError(f"shard {dest} is gone ({exc})"))
+            gone = ShardGoneError(f"shard {dest} is gone ({exc})")
+            self._undeliverable(dest, incarnation, items, gone)
             return
         try:
             handle.deliver.remote(self.index, self.incarnation, incarnation, seq, items, stamp)
@@ -229,15 +230,21 @@ class ShardHost:
                 try:
                     ray.cloudpickle.dumps(item)  # type: ignore[no-untyped-call]
                 except Exception as exc:
-                    self._undeliverable([item], exc)
+                    self._undeliverable(dest, incarnation, [item], exc)
                 else:
                     good.append(item)
         try:  # the same number, so that the receiver sees no gap
             handle.deliver.remote(self.index, self.incarnation, incarnation, seq, good, stamp)
         except Exception as exc:
-            self._undeliverable(good, exc)
+            self._undeliverable(dest, incarnation, good, exc)
 
-    def _undeliverable(self, items: list[Item], error: BaseException) -> None:
+    def _undeliverable(
+        self, dest: int, incarnation: str, items: list[Item], error: BaseException
+    ) -> None:
+        """Items that never left: dead letters (messages) or failures, and not counted as
+        sent (so that the pair still balances)."""
+        key = (dest, incarnation)
+        self.outbox.sent[key] = self.outbox.sent.get(key, 0) - messages(items)
         for item in items:
             if item[0] == "m":
                 self.dead_letter(item[1], item[2], item[3], item[4], error)
