@@ -14,10 +14,12 @@ example beyond ``executeAgent`` itself; the flow below follows its steps and its
 
 from __future__ import annotations
 
+import gc
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 import trio.testing
@@ -31,6 +33,7 @@ from engine.services.organizations import (
     _execute,
     open_organizations,
 )
+from engine.store import MemoryStore, agent_key
 
 
 def run(fn: Callable[[], Awaitable[None]]) -> None:
@@ -514,5 +517,339 @@ def test_priorities_are_the_mailbox_lanes(impl: str) -> None:
                 orgs.runtime.resume(("o", "a"))
             assert results["high"].output == ["high"]
             assert results["low"].output == ["high", "low"]
+
+    run(main)
+
+
+# -- review fixes: each test below failed before its fix ------------------------------------
+
+
+def with_factory(version: int = 1) -> tuple[engine.Machine, Callable[[], Any]]:
+    """A package and its starting-memory factory (v2's memory has a schema field)."""
+
+    def fresh() -> Any:
+        return {"seen": []} if version == 1 else {"seen": [], "schema": 2}
+
+    return assistant(version), fresh
+
+
+def test_a_removed_agent_waiting_in_the_line_does_not_come_back(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(max_queue_size=1, rate_limit_per_minute=1))
+            orgs.deploy("o", "assistant")
+            for k in range(4):
+                orgs.add_agent("o", f"a{k}", "assistant", data={"seen": []})
+            outcomes: dict[str, Any] = {}
+
+            async def one(agent: str) -> None:
+                try:
+                    outcomes[agent] = await orgs.execute_agent("o", agent, agent)
+                except engine.EngineError as exc:
+                    outcomes[agent] = exc
+
+            async with trio.open_nursery() as nursery:
+                for k in range(4):
+                    nursery.start_soon(one, f"a{k}")
+                    await trio.sleep(0.001)
+                assert orgs.metrics("o").waiting == 2
+                orgs.remove_agent("o", "a3")  # waiting in the line
+            assert isinstance(outcomes["a3"], engine.AgentNotFoundError)
+            assert ("o", "a3") not in rt
+            assert rt.tenant_statistics("o").agents + len(rt.hibernated_ids()) == 3
+            orgs.add_agent("o", "a3", "assistant", data={"seen": []})  # the name is free
+            assert [outcomes[f"a{k}"].output for k in range(3)] == [["a0"], ["a1"], ["a2"]]
+
+    run(main)
+
+
+def test_the_line_does_not_read_every_tenants_statistics(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(max_queue_size=2, rate_limit_per_minute=60))
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []}, long_running=False)
+            calls = [0]
+            real = rt.tenant_statistics
+
+            def counting(*args: Any) -> Any:
+                calls[0] += 1
+                return real(*args)
+
+            rt.tenant_statistics = counting  # type: ignore[method-assign]
+            results = await executions_in_order(orgs, "o", ["a"] * 20)
+            assert sum(r.queued for r in results) > 0
+            assert calls[0] == 0
+
+    run(main)
+
+
+def test_a_failed_store_keeps_the_answer(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            m = engine.Machine("p", ["s"], "s", [], events=["execute"])
+
+            @m.handler("s", "execute")
+            def execute(ctx: Any, ev: Any) -> Step:
+                ctx.data["bad"] = object()  # cannot be encoded
+                return Step(actions=[Reply("the answer")])
+
+            orgs.register_package(m)
+            orgs.create("o")
+            orgs.deploy("o", "p")
+            orgs.add_agent("o", "a", "p", data={})
+            result = await orgs.execute_agent("o", "a")
+            assert (result.output, result.stored) == ("the answer", False)
+            assert isinstance(result.store_error, engine.store.CodecError)
+            assert rt.status(("o", "a")) is engine.AgentStatus.IDLE  # still in memory
+            metrics = orgs.metrics("o")
+            assert (metrics.executions, metrics.failures) == (1, 0)
+
+    run(main)
+
+
+def test_the_layer_keeps_no_copy_of_an_agents_data(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            orgs.register_package(assistant(1))
+            orgs.create("o")
+            orgs.deploy("o", "assistant")
+            for k in range(3):
+                orgs.add_agent("o", f"a{k}", "assistant", data={"tag": "unique-7f3a", "seen": []})
+                orgs.store_memory("o", f"a{k}")
+            gc.collect()
+            alive = [o for o in gc.get_objects() if type(o) is dict and o.get("tag") == "unique-7f3a"]
+            assert alive == []
+
+    run(main)
+
+
+def test_an_expired_agent_starts_on_the_deployed_versions_memory(impl: str) -> None:
+    def to_v2(state: str, data: Any) -> Any:
+        return {**data, "schema": 2}
+
+    async def main() -> None:
+        async with open_organizations(
+            implementation=impl, metrics_interval=None, memory_ttl=100
+        ) as orgs:
+            v1, fresh1 = with_factory(1)
+            v2, fresh2 = with_factory(2)
+            orgs.register_package(v1, data=fresh1)
+            orgs.register_package(v2, data=fresh2)
+            orgs.create("o")
+            orgs.deploy("o", "assistant", 1)
+            orgs.add_agent("o", "a", "assistant")  # the package's starting memory
+            assert orgs.memory("o", "a") == {"seen": []}
+            await orgs.execute_agent("o", "a", "one")
+            orgs.deploy("o", "assistant", 2, states={"ready": "idle"}, migrate=to_v2)
+            await trio.sleep(200)  # expires asleep, on v1's data
+            result = await orgs.execute_agent("o", "a", "two")
+            assert (result.memory, result.version, result.output) == ("expired", 2, ("v2", ["two"]))
+            assert orgs.memory("o", "a") == {"seen": ["two"], "schema": 2}
+
+    run(main)
+
+
+def test_the_line_honours_timeout_and_refuses_nothing_while_it_waits(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(max_queue_size=1))
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "stuck", "assistant", data={"seen": []}, long_running=False)
+            orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            rt.pause(("o", "stuck"))
+            rt.send_nowait(("o", "stuck"), "execute", "x")  # the queue filled around the layer
+            start = trio.current_time()
+            with trio.fail_after(60), pytest.raises(eo.ExecutionFailedError) as caught:
+                await orgs.execute_agent("o", "a", "hi", timeout=5)
+            assert trio.current_time() - start == pytest.approx(5, abs=0.01)
+            assert caught.value.stage == "line"
+            assert isinstance(caught.value.__cause__, trio.TooSlowError)
+            assert rt.tenant_statistics("o").rejected <= 1
+            assert rt.status(("o", "a")) is engine.AgentStatus.HIBERNATED
+            assert orgs.metrics("o").waiting == 0
+
+    run(main)
+
+
+def test_the_line_has_a_length_limit_serves_priorities_and_shows_its_length(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=1.0) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            assert ResourceLimits().max_waiting == 1000
+            orgs.create(
+                "o", ResourceLimits(max_queue_size=1, rate_limit_per_minute=1, max_waiting=3)
+            )
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []}, long_running=False)
+            order: list[str] = []
+
+            async def one(label: str, priority: int) -> None:
+                await orgs.execute_agent("o", "a", label, priority=priority)
+                order.append(label)
+
+            async with trio.open_nursery() as nursery:
+                for label, priority in [("first", 1), ("held", 1), ("low", 0), ("normal", 1),
+                                        ("high", 2)]:  # fmt: skip
+                    nursery.start_soon(one, label, priority)
+                    await trio.sleep(0.001)
+                assert orgs.metrics("o").waiting == 3
+                with pytest.raises(eo.OrganizationLimitError, match="max_waiting") as caught:
+                    await orgs.execute_agent("o", "a", "one too many")
+                assert caught.value.limit == "max_waiting"
+                await trio.sleep(2)
+                assert orgs.history("o")["waiting"][-1] == 3
+            assert order == ["first", "held", "high", "normal", "low"]
+            assert rt.data(("o", "a"))["seen"] == ["first", "held", "high", "normal", "low"]
+            await trio.sleep(2)
+            assert orgs.history("o")["waiting"][-1] == 0
+
+    run(main)
+
+
+def test_reading_memory_does_not_wake_the_agent_or_move_its_expiry(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(
+            implementation=impl, metrics_interval=None, memory_ttl=100
+        ) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o")
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            await orgs.execute_agent("o", "a", "one")
+            woken = rt.statistics().woken
+            since = rt.status_since(("o", "a"))
+            for _ in range(3):
+                await trio.sleep(30)
+                assert orgs.memory("o", "a") == {"seen": ["one"]}
+            assert rt.statistics().woken == woken
+            assert rt.status_since(("o", "a")) == since
+            await trio.sleep(20)  # 110 s asleep: expired, whatever was read
+            assert orgs.memory("o", "a") is None
+
+    run(main)
+
+
+def test_a_refused_execution_leaves_the_agent_asleep(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(max_queue_size=1, overflow="refuse"))
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "stuck", "assistant", data={"seen": []}, long_running=False)
+            orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            orgs.store_memory("o", "a")
+            rt.pause(("o", "stuck"))
+            rt.send_nowait(("o", "stuck"), "execute", "x")
+            with pytest.raises(eo.OrganizationLimitError):
+                await orgs.execute_agent("o", "a", "hi")
+            assert rt.status(("o", "a")) is engine.AgentStatus.HIBERNATED
+            woken = rt.statistics().woken
+            with pytest.raises(engine.UnknownEventError):
+                await orgs.execute_agent("o", "a", "hi", event="nope")
+            assert rt.statistics().woken == woken
+            assert rt.status(("o", "a")) is engine.AgentStatus.HIBERNATED
+
+    run(main)
+
+
+def test_a_given_up_execution_still_stores_the_agent(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.create("o", ResourceLimits(rate_limit_per_minute=1))
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            await orgs.execute_agent("o", "a", "one")
+            with trio.move_on_after(1):
+                await orgs.execute_agent("o", "a", "two")  # held by the rate: given up
+            with pytest.raises(eo.ExecutionFailedError):
+                await orgs.execute_agent("o", "a", "three", timeout=1)
+            await trio.sleep(300)
+            assert rt.status(("o", "a")) is engine.AgentStatus.HIBERNATED
+            assert orgs.memory("o", "a") == {"seen": ["one", "two", "three"]}
+
+    run(main)
+
+
+def test_removed_and_destroyed_agents_leave_no_records(impl: str) -> None:
+    store = MemoryStore()
+
+    async def main() -> None:
+        async with open_organizations(
+            store=store, implementation=impl, metrics_interval=None
+        ) as orgs:
+            orgs.register_package(assistant(1))
+            orgs.create("o")
+            orgs.deploy("o", "assistant")
+            for k in range(3):
+                orgs.add_agent("o", f"a{k}", "assistant", data={"seen": []})
+                await orgs.execute_agent("o", f"a{k}", "x")
+            assert all(store.history(agent_key(("o", f"a{k}"))) for k in range(3))
+            orgs.remove_agent("o", "a0")
+            assert store.history(agent_key(("o", "a0"))) == []
+            orgs.add_agent("o", "a0", "assistant", data={"seen": []})
+            assert orgs.memory("o", "a0") == {"seen": []}
+            orgs.destroy("o")
+            assert store.latest() == []
+
+    run(main)
+
+
+def test_a_rollback_is_always_an_upgrade_back(impl: str) -> None:
+    """The runtime's upgrade stack is shared: a rollback never pops it (the last upgrade
+    there may be anyone's, at the depth the organization's had)."""
+    other_v1 = engine.Machine("other", ["s"], "s", [], events=["execute"], version=1)
+    other_v2 = engine.Machine("other", ["s"], "s", [], events=["execute"], version=2)
+
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
+            rt = orgs.runtime
+            orgs.register_package(assistant(1))
+            orgs.register_package(assistant(2))
+            orgs.create("acme")
+            orgs.deploy("acme", "assistant", 1)
+            orgs.add_agent("acme", "a", "assistant", data={"seen": []}, long_running=False)
+            rt.spawn(other_v1, "other")
+            orgs.deploy("acme", "assistant", 2, states={"ready": "idle"})
+            rt.rollback_upgrade()  # someone undoes it around the layer ...
+            rt.upgrade(other_v1, other_v2)  # ... and upgrades their own: the same depth
+            assert rt.machine(("acme", "a")).version == 1
+            back = orgs.rollback("acme", "assistant")
+            assert back.version == 1
+            assert rt.machine("other") is other_v2  # not undone
+            assert rt.upgrades == 2
+
+    run(main)
+
+
+def test_the_history_of_a_new_organization_starts_when_it_was_created(impl: str) -> None:
+    async def main() -> None:
+        async with open_organizations(implementation=impl, metrics_interval=1.0) as orgs:
+            orgs.register_package(assistant(1))
+            orgs.create("o")
+            orgs.deploy("o", "assistant")
+            orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            for i in range(5):
+                await orgs.execute_agent("o", "a", i)
+            await trio.sleep(3)
+            orgs.destroy("o")
+            orgs.create("o")
+            await trio.sleep(2.5)
+            history = orgs.history("o")
+            created = np.asarray(history["time"]) >= 3
+            assert np.isnan(history["processed"][~created]).all()
+            assert (history["processed"][created] == 0).all()
 
     run(main)
