@@ -30,7 +30,6 @@ from engine import Reply, Step
 from engine.services.organizations import (
     ExecutionResult,
     ResourceLimits,
-    _execute,
     open_organizations,
 )
 from engine.store import MemoryStore, agent_key
@@ -81,8 +80,9 @@ def test_the_organization_flow(impl: str) -> None:
             )
             acme = orgs.create("acme", limits)
             assert (acme.name, acme.limits, acme.packages, acme.agents) == ("acme", limits, {}, ())
-            orgs.register_package(assistant(1))
-            orgs.register_package(assistant(2))
+            # each version's starting memory: what an agent whose memory expired starts with
+            orgs.register_package(assistant(1), data=lambda: {"seen": []})
+            orgs.register_package(assistant(2), data=lambda: {"seen": []})
             assert orgs.packages() == {"assistant": (1, 2)}
             installed = orgs.deploy("acme", "assistant", 1)
             assert (installed.version, installed.previous) == (1, None)
@@ -113,7 +113,8 @@ def test_the_organization_flow(impl: str) -> None:
             assert again.memory == "restored"
             assert again.output == ["job 0", "more"]
             assert orgs.memory("acme", "a0") == {"seen": ["job 0", "more"]}
-            # ... and expires after its TTL: the agent starts again from its initial memory
+            # ... and expires after its TTL: the agent starts again from its package's
+            # starting memory
             await trio.sleep(3601)
             assert orgs.memory("acme", "a0") is None
             fresh = await orgs.execute_agent("acme", "a0", "anew")
@@ -127,7 +128,7 @@ def test_the_organization_flow(impl: str) -> None:
             assert orgs.machine("acme", "assistant").version == 2
             back = orgs.rollback("acme", "assistant")
             assert (back.version, back.previous, back.undo) == (1, 2, True)
-            assert orgs.runtime.upgrades == 0  # the runtime's last upgrade: rollback_upgrade
+            assert orgs.runtime.upgrades == 2  # an upgrade back (never rollback_upgrade)
             r1 = await orgs.execute_agent("acme", "a0", "on v1")
             assert (r1.version, r1.output) == (1, ["anew", "on v2", "on v1"])
             assert orgs.get("acme").packages == {"assistant": 1}
@@ -141,7 +142,8 @@ def test_the_organization_flow(impl: str) -> None:
             history = orgs.history("acme")
             assert history["processed"][-1] == 12
             assert history["time"].shape == history["processed"].shape
-            assert list(history) == ["time", *engine.observe.TENANT_COLUMNS]
+            assert list(history) == ["time", *engine.observe.TENANT_COLUMNS, "waiting"]
+            assert history["waiting"][-1] == 0
 
             # destroy: its agents and their memory are gone, the name can be used again
             orgs.destroy("acme")
@@ -358,8 +360,9 @@ def test_a_cancelled_waiter_leaves_the_line_and_order_holds(impl: str) -> None:
 
 
 def test_a_queue_filled_around_the_layer_still_drains(impl: str) -> None:
-    """Executions refused while none of the organization's own is in flight (no execution
-    of theirs will finish to give them a turn) try again every ``POLL`` seconds."""
+    """An execution refused by the engine although the layer counted room (the queue was
+    filled around the layer) keeps its place and looks at the queue again, backing off from
+    ``POLL`` seconds, without sending."""
 
     async def main() -> None:
         async with open_organizations(implementation=impl) as orgs:
@@ -380,7 +383,8 @@ def test_a_queue_filled_around_the_layer_still_drains(impl: str) -> None:
                 nursery.start_soon(resume_later)
                 results = await executions_in_order(orgs, "o", ["a", "a"])
             assert [r.queued for r in results] == [True, True]
-            assert 1 <= results[0].waited <= 1 + 2 * _execute.POLL
+            assert 1 <= results[0].waited <= 2  # looks at 0.05, 0.15, ... 0.75, 1.55 s
+            assert rt.tenant_statistics("o").rejected == 2  # one refused send each
             assert results[-1].output == ["around 1", "around 2", "job 0", "job 1"]
 
     run(main)
@@ -570,7 +574,7 @@ def test_the_line_does_not_read_every_tenants_statistics(impl: str) -> None:
         async with open_organizations(implementation=impl, metrics_interval=None) as orgs:
             rt = orgs.runtime
             orgs.register_package(assistant(1))
-            orgs.create("o", ResourceLimits(max_queue_size=2, rate_limit_per_minute=60))
+            orgs.create("o", ResourceLimits(max_queue_size=2, rate_limit_per_minute=6, burst=1))
             orgs.deploy("o", "assistant")
             orgs.add_agent("o", "a", "assistant", data={"seen": []}, long_running=False)
             calls = [0]
@@ -623,7 +627,9 @@ def test_the_layer_keeps_no_copy_of_an_agents_data(impl: str) -> None:
                 orgs.add_agent("o", f"a{k}", "assistant", data={"tag": "unique-7f3a", "seen": []})
                 orgs.store_memory("o", f"a{k}")
             gc.collect()
-            alive = [o for o in gc.get_objects() if type(o) is dict and o.get("tag") == "unique-7f3a"]
+            alive = [
+                o for o in gc.get_objects() if type(o) is dict and o.get("tag") == "unique-7f3a"
+            ]
             assert alive == []
 
     run(main)
@@ -664,6 +670,7 @@ def test_the_line_honours_timeout_and_refuses_nothing_while_it_waits(impl: str) 
             orgs.deploy("o", "assistant")
             orgs.add_agent("o", "stuck", "assistant", data={"seen": []}, long_running=False)
             orgs.add_agent("o", "a", "assistant", data={"seen": []})
+            orgs.store_memory("o", "a")
             rt.pause(("o", "stuck"))
             rt.send_nowait(("o", "stuck"), "execute", "x")  # the queue filled around the layer
             start = trio.current_time()
@@ -848,8 +855,9 @@ def test_the_history_of_a_new_organization_starts_when_it_was_created(impl: str)
             orgs.create("o")
             await trio.sleep(2.5)
             history = orgs.history("o")
-            created = np.asarray(history["time"]) >= 3
-            assert np.isnan(history["processed"][~created]).all()
-            assert (history["processed"][created] == 0).all()
+            times = np.asarray(history["time"])  # (the reading at 3 s: either side)
+            assert np.isnan(history["processed"][times < 3]).all()  # the predecessor's
+            assert np.isnan(history["waiting"][times < 3]).all()
+            assert (history["processed"][times > 3] == 0).all()
 
     run(main)
