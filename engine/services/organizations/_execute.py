@@ -152,7 +152,10 @@ async def execute(
         queued = True
         try:
             with trio.fail_at(deadline):
-                await line.wait(priority)
+                token = await line.wait(priority)
+                while line.blocked and not line.closed:  # one ahead looks again: behind it
+                    line.back(token)
+                    token = await line.wait(priority, head=True)
         except trio.TooSlowError as exc:
             org.failures += 1
             org.executions += 1
@@ -160,10 +163,13 @@ async def execute(
         try:
             _still(mgr, name, org, agent, entry)
         except EngineError:
+            line.sent(token)
             line.free()
             raise
-    elif not queue:
-        line.taken += 1
+    else:
+        token = None
+        if not queue:
+            line.taken += 1
     waited = clock() - start
     placed = True  # a place in the line's count is ours until freed
     sent = False
@@ -197,6 +203,7 @@ async def execute(
             try:
                 left = None if deadline == math.inf else max(deadline - clock(), 1e-9)
                 sent = True
+                line.sent(token)  # (the next caller runs after the message is queued)
                 output = await rt.request(eid, event, payload, priority=priority, timeout=left)
             except TenantLimitError as exc:  # refused at the send: nothing was queued
                 sent = False
@@ -207,6 +214,7 @@ async def execute(
                     raise OrganizationLimitError(name, exc) from exc
                 queued = True  # filled around the layer: look again, without sending
                 org.retrying += 1
+                line.block()
                 try:
                     await _room_again(rt, org, deadline)
                 except trio.TooSlowError as slow:
@@ -215,6 +223,7 @@ async def execute(
                     raise ExecutionFailedError(name, agent, "line", slow) from slow
                 finally:
                     org.retrying -= 1
+                    line.unblock()
                 _still(mgr, name, org, agent, entry)
                 waited += clock() - t_execute
                 t_execute = clock()
@@ -230,6 +239,7 @@ async def execute(
         line.free()
     finally:
         if placed:
+            line.sent(token)
             line.free()
             if entry.long_running:
                 if sent:  # given up with its message queued: store the agent once processed
