@@ -243,8 +243,9 @@ async def execute(
             line.free()
             if entry.long_running:
                 if sent:  # given up with its message queued: store the agent once processed
-                    with trio.CancelScope(shield=True), contextlib.suppress(EngineError):
-                        await rt.start(_store_later, mgr, name, org, agent, entry)
+                    with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                        await rt.start(_store_later, mgr, name, org, agent, entry)  # (closing:
+                        # not running, or its nursery closed: the agent stays in memory)
                 elif memory != "resident":
                     with contextlib.suppress(EngineError):
                         rt.hibernate(eid)
