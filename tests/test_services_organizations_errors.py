@@ -121,6 +121,9 @@ def test_errors_are_in_the_engines_tree() -> None:
         {"weight": math.nan},
         {"overflow": "drop"},
         {"overflow": None},
+        {"max_waiting": -1},
+        {"max_waiting": 1.5},
+        {"max_waiting": True},
     ],
 )
 def test_bad_limits_are_refused(kwargs: dict[str, Any]) -> None:
@@ -145,6 +148,11 @@ def test_organizations_need_a_runtime_with_a_store(impl: str) -> None:
         Organizations(engine.Runtime(implementation=impl))
     with pytest.raises(engine.InvalidArgumentError):
         Organizations("a runtime")  # type: ignore[arg-type]
+    rt = engine.Runtime(implementation=impl)
+    engine.store.Hibernation(rt, MemoryStore())
+    for bad in ({"store": "s"}, {"codec": 1}, {"log": 1}):
+        with pytest.raises(engine.InvalidArgumentError):
+            Organizations(rt, **bad)
 
 
 def test_organization_errors_change_nothing(impl: str) -> None:
@@ -302,6 +310,7 @@ def test_failed_executions_keep_the_cause(impl: str) -> None:
 
             error = await failure("boom")  # the handler raised
             assert error.stage == "execute"
+            assert rt.status(("acme", "a")) is engine.AgentStatus.HIBERNATED  # stored anyway
             assert isinstance(error.__cause__, engine.HandlerError)
             assert isinstance(error.__cause__.__cause__, ValueError)
             with pytest.raises(engine.UnknownEventError):  # bad input: nothing woken or sent

@@ -96,7 +96,7 @@ async def _room_again(rt: Runtime, org: Org, deadline: float) -> None:
     with trio.fail_at(deadline):
         while True:
             await trio.sleep(pause)
-            if org.line.closed or rt.tenant_statistics(org.name).queued < limit:
+            if org.line.closed or not limit or rt.tenant_statistics(org.name).queued < limit:
                 return
             pause = min(pause * 2, POLL_MAX)
 
@@ -175,6 +175,7 @@ async def execute(
     sent = False
     eid = (name, agent)
     memory = "resident"
+    asleep = False  # to be stored again if the execution fails: woken by it, or it failed
     try:
         # -- 3. restore --------------------------------------------------------------------
         t_restore = clock()
@@ -182,8 +183,10 @@ async def execute(
             if rt.status(eid) is AgentStatus.HIBERNATED:
                 rt.wake(eid)
                 memory = "restored"
+                asleep = True
         except AgentNotFoundError:  # expired asleep (checked: still ours): afresh
             memory = "expired"
+            asleep = True
             try:
                 _agents.respawn(mgr, org, agent, entry)
             except TenantLimitError as exc:
@@ -207,10 +210,7 @@ async def execute(
                 output = await rt.request(eid, event, payload, priority=priority, timeout=left)
             except TenantLimitError as exc:  # refused at the send: nothing was queued
                 sent = False
-                if not queue:
-                    if entry.long_running and memory != "resident":  # back to sleep
-                        with contextlib.suppress(EngineError):
-                            rt.hibernate(eid)
+                if not queue:  # (an agent it woke goes back to sleep: see finally)
                     raise OrganizationLimitError(name, exc) from exc
                 queued = True  # filled around the layer: look again, without sending
                 org.retrying += 1
@@ -230,6 +230,7 @@ async def execute(
                 continue
             except (EngineError, trio.TooSlowError) as exc:
                 sent = isinstance(exc, trio.TooSlowError)  # (its message may still be queued)
+                asleep = True  # (a long-running agent is stored after a failure too)
                 org.failures += 1
                 org.executions += 1
                 raise ExecutionFailedError(name, agent, "execute", exc) from exc
@@ -246,7 +247,7 @@ async def execute(
                     with trio.CancelScope(shield=True), contextlib.suppress(Exception):
                         await rt.start(_store_later, mgr, name, org, agent, entry)  # (closing:
                         # not running, or its nursery closed: the agent stays in memory)
-                elif memory != "resident":
+                elif asleep:
                     with contextlib.suppress(EngineError):
                         rt.hibernate(eid)
     # -- 5. store --------------------------------------------------------------------------
