@@ -11,7 +11,8 @@ starts with always fits that version. Reading a hibernated agent's memory reads 
 the store (``engine.store.decode``) without waking it, so its expiry does not move. Removing
 an agent (or destroying its organization) removes its records from the store
 (``Store.forget``; under ``durability="log"`` the engine's tombstone, which ``compact``
-drops).
+drops, except that the engine writes a commit round's tombstones before its hibernation
+records: an agent hibernated and removed in one round keeps its hibernation record).
 """
 
 from __future__ import annotations
