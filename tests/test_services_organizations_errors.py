@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -47,16 +46,35 @@ def package(version: int = 1) -> engine.Machine:
 
 
 def state_of(orgs: Organizations) -> tuple[Any, ...]:
-    """What a refused call must leave unchanged."""
+    """What a refused call must leave unchanged: the organizations, tenants, agents and
+    their statuses and data, the store's records, the packages, the upgrades and the
+    counters of the runtime and of each organization."""
     rt = orgs.runtime
+    ids = [*rt.agent_ids(), *rt.hibernated_ids()]
+    store = orgs._store
+    assert store is not None
+    stats = rt.statistics()
+    counters = [
+        (m.executions, m.failures, m.queued, m.waiting, m.tenant.processed, m.tenant.rejected)
+        for m in map(orgs.metrics, orgs.names())
+    ]
     return (
         [orgs.get(n) for n in orgs.names()],
         [t.name for t in rt.tenants()],
-        sorted(map(repr, rt.agent_ids())),
-        sorted(map(repr, rt.hibernated_ids())),
+        sorted((repr(i), rt.status(i).name) for i in ids),
+        sorted(repr(rt.data(i)) for i in rt.agent_ids()),
+        sorted((r.agent, r.record) for r in store.latest()),
         orgs.packages(),
         rt.upgrades,
+        (stats.processed, stats.failed, stats.rejected, stats.woken, stats.hibernations),
+        counters,
     )
+
+
+def layout_of(orgs: Organizations) -> tuple[Any, ...]:
+    """``state_of`` but the statuses and counters (a failed execution changes those)."""
+    state = state_of(orgs)
+    return (*state[:2], *state[3:7])
 
 
 def test_public_names_are_exported_once_and_classes_are_final() -> None:
@@ -103,6 +121,9 @@ def test_errors_are_in_the_engines_tree() -> None:
         {"weight": math.nan},
         {"overflow": "drop"},
         {"overflow": None},
+        {"max_waiting": -1},
+        {"max_waiting": 1.5},
+        {"max_waiting": True},
     ],
 )
 def test_bad_limits_are_refused(kwargs: dict[str, Any]) -> None:
@@ -127,6 +148,11 @@ def test_organizations_need_a_runtime_with_a_store(impl: str) -> None:
         Organizations(engine.Runtime(implementation=impl))
     with pytest.raises(engine.InvalidArgumentError):
         Organizations("a runtime")  # type: ignore[arg-type]
+    rt = engine.Runtime(implementation=impl)
+    engine.store.Hibernation(rt, MemoryStore())
+    for bad in ({"store": "s"}, {"codec": 1}, {"log": 1}):
+        with pytest.raises(engine.InvalidArgumentError):
+            Organizations(rt, **bad)
 
 
 def test_organization_errors_change_nothing(impl: str) -> None:
@@ -181,6 +207,24 @@ def test_package_errors_change_nothing(impl: str) -> None:
                     orgs.deploy("acme", "p", bad)  # type: ignore[arg-type]
             with pytest.raises(engine.InvalidArgumentError, match="installing"):
                 orgs.deploy("acme", "p", states={"s": "s"})
+            with pytest.raises(engine.InvalidArgumentError, match="callable"):
+                orgs.register_package(package(2), data={"not": "a factory"})  # type: ignore[arg-type]
+            assert orgs.packages() == {"p": (1,)}
+            orgs.register_package(package(2))
+            orgs.deploy("acme", "p", 1)
+            before = state_of(orgs)
+            for bad in (
+                {"states": 5}, {"states": {"s": 1}}, {"migrate": 5}, {"check": "x"},
+                {"canary": 0}, {"canary": 1.5},
+            ):  # fmt: skip
+                with pytest.raises(engine.InvalidArgumentError):
+                    orgs.deploy("acme", "p", 2, **bad)
+            with pytest.raises(engine.InvalidArgumentError):
+                orgs.rollback("acme", "p", states=5)  # type: ignore[arg-type]
+            assert state_of(orgs) == before
+            orgs.destroy("acme")
+            orgs.create("acme")
+            before = state_of(orgs)
             for call in (orgs.rollback, orgs.machine):
                 with pytest.raises(eo.PackageNotFoundError, match="not deployed"):
                     call("acme", "p")
@@ -206,8 +250,6 @@ def test_agent_errors_change_nothing(impl: str) -> None:
                     orgs.add_agent("acme", bad, "p")  # type: ignore[arg-type]
             with pytest.raises(engine.InvalidArgumentError, match="long_running"):
                 orgs.add_agent("acme", "b", "p", long_running=1)  # type: ignore[arg-type]
-            with pytest.raises(engine.InvalidArgumentError, match="copied"):
-                orgs.add_agent("acme", "b", "p", data={"lock": threading.Lock()})
             for missing in ("b", ["unhashable"]):
                 for call in (orgs.remove_agent, orgs.memory, orgs.store_memory):
                     with pytest.raises(engine.AgentNotFoundError):
@@ -226,6 +268,7 @@ def test_agent_errors_change_nothing(impl: str) -> None:
             assert state_of(orgs) == before
             assert orgs.metrics("acme").executions == 0
             # past max_memory_mb with nothing to hibernate: refused, nothing added
+            assert ResourceLimits(max_memory_mb=1e-12).to_limits().max_memory == 1  # not 0
             orgs.create("tiny", ResourceLimits(max_memory_mb=0.00001))
             orgs.deploy("tiny", "p")
             with pytest.raises(eo.OrganizationLimitError, match="max_memory") as caught:
@@ -260,12 +303,18 @@ def test_failed_executions_keep_the_cause(impl: str) -> None:
                 assert "acme" in str(error)
                 return error
 
+            async def failure_of(agent: str) -> eo.ExecutionFailedError:
+                with pytest.raises(eo.ExecutionFailedError) as caught:
+                    await orgs.execute_agent("acme", agent, "x")
+                return caught.value
+
             error = await failure("boom")  # the handler raised
             assert error.stage == "execute"
+            assert rt.status(("acme", "a")) is engine.AgentStatus.HIBERNATED  # stored anyway
             assert isinstance(error.__cause__, engine.HandlerError)
             assert isinstance(error.__cause__.__cause__, ValueError)
-            error = await failure(event="nope")  # not an event of the package
-            assert isinstance(error.__cause__, engine.UnknownEventError)
+            with pytest.raises(engine.UnknownEventError):  # bad input: nothing woken or sent
+                await orgs.execute_agent("acme", "a", event="nope")
             error = await failure(event="slow")  # past max_execution_time_s
             assert isinstance(error.__cause__.__cause__, engine.TurnDeadlineError)
             rt.pause(("acme", "a"))
@@ -273,10 +322,11 @@ def test_failed_executions_keep_the_cause(impl: str) -> None:
             assert isinstance(error.__cause__, trio.TooSlowError)
             rt.resume(("acme", "a"))
             await rt.wait_until_idle()  # (the late message is processed; nobody waits)
-            # memory that cannot be encoded: the store stage fails, the agent stays in memory
-            error = await failure("unstorable")
-            assert error.stage == "store"
-            assert isinstance(error.__cause__, engine.store.CodecError)
+            # memory that cannot be encoded: the store stage fails, the answer stands, the
+            # agent stays in memory
+            kept = await orgs.execute_agent("acme", "a", "unstorable")
+            assert (kept.output, kept.stored) == ("unstorable", False)
+            assert isinstance(kept.store_error, engine.store.CodecError)
             assert rt.status(("acme", "a")) is engine.AgentStatus.IDLE
             del rt.data(("acme", "a"))["bad"]
             assert (await orgs.execute_agent("acme", "a", "fine")).stored
@@ -287,7 +337,17 @@ def test_failed_executions_keep_the_cause(impl: str) -> None:
             assert isinstance(error.__cause__, engine.store.CorruptRecordError)
             assert rt.status(("acme", "a")) is engine.AgentStatus.HIBERNATED
             metrics = orgs.metrics("acme")
-            assert (metrics.executions, metrics.failures) == (6, 5)
+            assert (metrics.executions, metrics.failures) == (6, 4)  # the restore counted
+            # an expired agent whose starting memory cannot be made: a restore failure
+            orgs.register_package(package(2), data=lambda: 1 / 0)
+            orgs.deploy("acme", "p", 2)
+            orgs.add_agent("acme", "b", "p", data={})
+            orgs.store_memory("acme", "b")
+            rt.terminate(("acme", "b"))  # (as expiry would have removed it)
+            error = await failure_of("b")
+            assert error.stage == "restore"
+            assert isinstance(error.__cause__, ZeroDivisionError)
+            assert orgs.metrics("acme").failures == 5
             with pytest.raises(engine.InvalidArgumentError, match="metrics history"):
                 orgs.history("acme")
 
@@ -318,7 +378,7 @@ def test_reentrant_calls_from_a_handler_change_nothing(impl: str) -> None:
             orgs.create("acme")
             orgs.deploy("acme", "p", 1)
             orgs.add_agent("acme", "a", "p", data={}, long_running=False)
-            before = state_of(orgs)
+            before = layout_of(orgs)
             for call in (
                 lambda: orgs.deploy("acme", "p", 2),
                 lambda: orgs.destroy("acme"),
@@ -326,7 +386,7 @@ def test_reentrant_calls_from_a_handler_change_nothing(impl: str) -> None:
                 with pytest.raises(eo.ExecutionFailedError) as caught:
                     await orgs.execute_agent("acme", "a", call)
                 assert isinstance(caught.value.__cause__.__cause__, engine.RuntimeBusyError)
-                assert state_of(orgs) == before
+                assert layout_of(orgs) == before
             # what the engine allows from a handler works through the layer too
             await orgs.execute_agent("acme", "a", lambda: orgs.create("globex"))
             assert orgs.names() == ["acme", "globex"]

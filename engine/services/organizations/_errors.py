@@ -96,10 +96,12 @@ class OrganizationLimitError(TenantLimitError):
 
 
 class ExecutionFailedError(EngineError):
-    """Raised by ``execute_agent`` when a stage of the execution failed: ``"restore"`` (the
-    agent's memory could not be read back), ``"execute"`` (the handler failed, the agent was
-    stopped, the answer timed out) or ``"store"`` (its memory could not be written; the agent
-    stays in memory, nothing is lost). The error is ``__cause__``."""
+    """Raised by ``execute_agent`` when a stage of the execution failed: ``"line"`` (its
+    ``timeout`` passed while it waited for room: nothing was sent), ``"restore"`` (the
+    agent's memory could not be read back, or an expired agent could not start again) or
+    ``"execute"`` (the handler failed, the agent was stopped, the answer timed out). The
+    error is ``__cause__``. A failed store does not fail the execution: its result says
+    ``stored=False`` with the ``store_error``."""
 
     def __init__(self, organization: str, agent: Any, stage: str, cause: BaseException) -> None:
         try:

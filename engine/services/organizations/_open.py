@@ -29,10 +29,13 @@ async def open_organizations(
         **kwargs: ``engine.open_runtime``'s other arguments (``implementation``,
             ``sample_every``, ``durability``, ...).
     """
+    store = MemoryStore() if store is None else store
     async with open_runtime(
-        store=MemoryStore() if store is None else store,
-        expire_after=memory_ttl,
-        metrics_history=metrics_interval,
-        **kwargs,
+        store=store, expire_after=memory_ttl, metrics_history=metrics_interval, **kwargs
     ) as rt:
-        yield Organizations(rt)
+        yield Organizations(
+            rt,
+            store=store,
+            codec=kwargs.get("codec"),
+            log=kwargs.get("durability", "none") == "log",
+        )

@@ -10,9 +10,16 @@ handlers, rebuilt from the machine's public tables, and is made once per organiz
 version (a rollback returns the agents to the very object they left). Deploying is then
 ``rt.upgrade`` of the organization's copies: its agents in memory move between two steps,
 and its hibernated agents move when they wake, along the runtime's chain of upgrades (the
-copy's name and version identify it). A rollback is ``rt.rollback_upgrade()`` when the
-organization's deployment is the runtime's last upgrade, and otherwise an upgrade back to the
-previous version with the inverse state mapping (the same default ``rollback_upgrade`` uses).
+copy's name and version identify it). A rollback is always an upgrade back to the previous
+version with the inverse state mapping (the same default ``rollback_upgrade`` uses), never
+``rt.rollback_upgrade()``: the runtime's stack of upgrades is shared by every organization
+and any other user of the runtime, so its last entry may be anyone's. Each deployment and
+each rollback stays on that stack (``rt.upgrades`` only grows), and so do the machine copies
+it names, also once the organization is destroyed: the engine has no public way to drop an
+upgrade from the middle of its stack.
+
+A version may come with a starting-memory factory (``register_package(data=)``): what an
+agent added without data, and an agent whose memory expired, starts with on that version.
 """
 
 from __future__ import annotations
@@ -33,18 +40,31 @@ if TYPE_CHECKING:
 
 @final
 class Packages:
-    """The registered package versions: name -> version -> template machine."""
+    """The registered package versions: name -> version -> template machine, and the
+    versions' starting-memory factories."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, dict[int, Machine]] = {}
+        self._data: dict[tuple[str, int], Callable[[], Any]] = {}
 
-    def register(self, machine: Machine) -> None:
+    def register(self, machine: Machine, data: Callable[[], Any] | None = None) -> None:
         if not isinstance(machine, Machine):
             raise InvalidArgumentError(f"a package is an engine.Machine, got {brief(machine)}")
-        versions = self._by_name.setdefault(machine.name, {})
+        if data is not None and not callable(data):
+            raise InvalidArgumentError(
+                f"data must be a callable making an agent's starting memory, got {brief(data)}"
+            )
+        versions = self._by_name.get(machine.name, {})
         if machine.version in versions:
             raise PackageExistsError(machine.name, machine.version)
-        versions[machine.version] = machine
+        self._by_name.setdefault(machine.name, versions)[machine.version] = machine
+        if data is not None:
+            self._data[(machine.name, machine.version)] = data
+
+    def starting_memory(self, name: str, version: int) -> Any:
+        """A new starting memory of ``name`` at ``version`` (None without a factory)."""
+        factory = self._data.get((name, version))
+        return None if factory is None else factory()
 
     def get(self, name: Any, version: Any = None) -> Machine:
         """The template of ``name`` at ``version`` (None: the highest registered)."""
@@ -87,6 +107,20 @@ def copy_machine(template: Machine, name: str) -> Machine:
     return copy
 
 
+def check_upgrade_arguments(states: Any, migrate: Any, check: Any, canary: Any) -> None:
+    """Typed errors for arguments of the wrong kind, before anything changes."""
+    if states is not None and not (
+        isinstance(states, Mapping)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in states.items())
+    ):
+        raise InvalidArgumentError(f"states must be a mapping of str to str, got {brief(states)}")
+    for label, value in (("migrate", migrate), ("check", check)):
+        if value is not None and not callable(value):
+            raise InvalidArgumentError(f"{label} must be callable or None, got {brief(value)}")
+    if canary is not None and (type(canary) is not int or canary < 1):
+        raise InvalidArgumentError(f"canary must be an int >= 1 or None, got {brief(canary)}")
+
+
 def deploy(
     mgr: Organizations,
     org: Org,
@@ -98,6 +132,7 @@ def deploy(
     canary: int | None,
 ) -> Deployment:
     """See ``Organizations.deploy``."""
+    check_upgrade_arguments(states, migrate, check, canary)
     template = mgr._registry.get(package, version)
     stack = org.deployed.get(template.name)
     new = org.machines.get((template.name, template.version))
@@ -122,7 +157,6 @@ def deploy(
     report = rt.upgrade(old, new, states=states, migrate=migrate, check=check, canary=canary)
     org.machines[(template.name, new.version)] = new
     stack.append((new, dict(report.states)))
-    mgr._last_upgrade = (org.name, template.name, rt.upgrades)
     return Deployment(
         org.name, template.name, new.version, old.version, report.agents,
         report.dead_letters, report.timers_dropped, dict(report.states),
@@ -137,6 +171,7 @@ def rollback(
     migrate: Callable[[str, Any], Any] | None,
 ) -> Deployment:
     """See ``Organizations.rollback``."""
+    check_upgrade_arguments(states, migrate, None, None)
     try:
         stack = org.deployed[package]
     except (KeyError, TypeError):
@@ -146,20 +181,15 @@ def rollback(
             f"package {brief(package)} of organization {org.name!r}: no deployment to roll back"
         )
     (previous, _), (current, mapping) = stack[-2:]
-    rt = mgr.runtime
-    if mgr._last_upgrade == (org.name, package, rt.upgrades):  # the runtime's last upgrade
-        report = rt.rollback_upgrade(states=states, migrate=migrate)
-    else:
-        if states is None:  # the inverse of the deployment's mapping, as rollback_upgrade's
-            inverse: dict[str, str] = {}
-            for source, target in mapping.items():
-                inverse.setdefault(target, source)
-            states = {
-                t: inverse.get(t, t) for t in current.states if inverse.get(t, t) in previous.states
-            }
-        report = rt.upgrade(current, previous, states=states, migrate=migrate)
+    if states is None:  # the inverse of the deployment's mapping, as rollback_upgrade's
+        inverse: dict[str, str] = {}
+        for source, target in mapping.items():
+            inverse.setdefault(target, source)
+        states = {
+            t: inverse.get(t, t) for t in current.states if inverse.get(t, t) in previous.states
+        }
+    report = mgr.runtime.upgrade(current, previous, states=states, migrate=migrate)
     stack.pop()
-    mgr._last_upgrade = None
     return Deployment(
         org.name, package, previous.version, current.version, report.agents,
         report.dead_letters, report.timers_dropped, dict(report.states), undo=True,

@@ -23,14 +23,13 @@ def check_name(kind: str, value: Any) -> str:
     return value
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class Agent:
-    """An agent of an organization: its package and whether its memory is stored."""
+    """An agent of an organization: its package and whether its memory is stored (its
+    memory itself is the engine's: the layer keeps no copy of it)."""
 
     package: str
     long_running: bool
-    data: Any
-    """A copy of the data it was added with: its memory when it starts again after expiry."""
 
 
 @attrs.define(eq=False)
@@ -44,8 +43,13 @@ class Org:
     machines: dict[tuple[str, int], Machine] = attrs.Factory(dict)
     deployed: dict[str, list[tuple[Machine, dict[str, str]]]] = attrs.Factory(dict)
     agents: dict[str, Agent] = attrs.Factory(dict)
-    line: Line = attrs.Factory(Line)
-    in_flight: int = 0
+    line: Line = attrs.field(
+        init=False,
+        default=attrs.Factory(lambda self: Line(self.limits.max_queue_size), takes_self=True),
+    )
+    retrying: int = 0
+    """Executions refused by the engine although the layer counted room (its queue was
+    filled around the layer), waiting to try again."""
     executions: int = 0
     failures: int = 0
     queued: int = 0

@@ -53,8 +53,12 @@ class ResourceLimits:
         burst: Tokens of the rate's bucket (``Limits.burst``; 0: the rate).
         weight: Its share of the dispatcher when organizations compete (the tenant's weight;
             the old design's ``maxCPUPercent`` had no cap the engine could enforce).
-        overflow: ``"queue"`` (past ``max_queue_size`` an execution waits, in order, for room)
+        overflow: ``"queue"`` (past ``max_queue_size`` an execution waits in the
+            organization's line, higher priorities first and in order inside one, for room)
             or ``"refuse"`` (it raises ``OrganizationLimitError``).
+        max_waiting: Executions that may wait in the line at once (0: no limit); past it,
+            ``OrganizationLimitError`` (limit ``"max_waiting"``). The layer's own limit: the
+            engine has no line.
     """
 
     max_concurrent_agents: int = 0
@@ -65,8 +69,13 @@ class ResourceLimits:
     burst: int = 0
     weight: float = 1.0
     overflow: str = "queue"
+    max_waiting: int = 1000
 
     def __attrs_post_init__(self) -> None:
+        if type(self.max_waiting) is not int or not 0 <= self.max_waiting <= 2**31:
+            raise InvalidArgumentError(
+                f"max_waiting must be an int in 0..2**31, got {brief(self.max_waiting)}"
+            )
         if self.overflow not in OVERFLOW:
             raise InvalidArgumentError(
                 f"overflow must be 'queue' or 'refuse', got {brief(self.overflow)}"
@@ -84,7 +93,7 @@ class ResourceLimits:
             burst=self.burst,
             turn_deadline=self.max_execution_time_s,
             on_deadline="fail",
-            max_memory=int(self.max_memory_mb * MB),
+            max_memory=math.ceil(self.max_memory_mb * MB),  # (a positive amount: >= 1 byte)
         )
 
 
@@ -117,11 +126,13 @@ class ExecutionResult:
     """The package version deployed when the answer came."""
     memory: str
     """``"resident"`` (it was in memory), ``"restored"`` (woken from the store) or
-    ``"expired"`` (its memory had expired: it started again from the package's initial
-    state and the data it was added with)."""
+    ``"expired"`` (its memory had expired: it started again from the deployed version's
+    initial state and starting memory, ``register_package(data=)``)."""
     stored: bool
     """Its memory was written back to the store (a long-running agent with no other
-    execution queued)."""
+    execution queued). False with ``store_error`` set: writing it failed; the answer is
+    still the answer, the agent stays in memory (nothing is lost) and the next execution
+    that empties its mailbox tries again."""
     queued: bool
     """It waited in the organization's line for room (``max_queue_size``)."""
     waited: float
@@ -131,6 +142,8 @@ class ExecutionResult:
     """From sending the input to the answer (a rate limit's delay included)."""
     store: float
     total: float
+    store_error: BaseException | None = None
+    """Why its memory could not be stored (a ``CodecError``, a ``StoreError``), or None."""
 
 
 @final
@@ -150,8 +163,8 @@ class Deployment:
     states: Mapping[str, str]
     """Where each state of ``previous`` went."""
     undo: bool = False
-    """This was ``rollback``; it used ``rt.rollback_upgrade`` when the organization's
-    deployment was the runtime's last upgrade, else an upgrade back."""
+    """This was ``rollback``: an upgrade back to the previous version (never
+    ``rt.rollback_upgrade``, whose stack every organization and user of the runtime shares)."""
 
 
 @final
@@ -167,7 +180,8 @@ class OrganizationMetrics:
     queued: int
     """Executions that waited in the line, so far."""
     waiting: int
-    """Executions in the line now."""
+    """Executions waiting now: in the line, and refused by the engine (a queue filled around
+    the layer) waiting to try again. ``history`` has it as the ``waiting`` column."""
     mean_execution_s: float
     """Mean of ``ExecutionResult.total`` (NaN before the first)."""
     tenant: TenantStatistics
