@@ -11,9 +11,9 @@ earliest timer due anywhere. So every message sent at an instant is processed at
 instant, nothing is lost, and the messages one agent sends another arrive in the order they
 were sent. What the engine does not fix is how messages from different senders interleave
 at a receiver within one instant: that depends on when Ray delivers each shard's batches.
-A sharded simulation is therefore deterministic (the same seed gives the same result on
-any number of shards and on either hot path) when, and only when, its outcome at each
-instant does not depend on the order in which that instant's messages are processed.
+So a sharded simulation is deterministic (the same seed gives the same result on any number
+of shards, on either hot path, run after run) when its outcome at each instant does not
+depend on the order in which that instant's messages are processed.
 
 This model is order-independent within an instant:
 (a) every random draw comes from a counter-based stream keyed by (seed, person, day,
@@ -22,8 +22,8 @@ This model is order-independent within an instant:
 (b) the authority vaccinates at half-day instants (day + 0.5), so a vaccine never races an
     infection (infections and recoveries happen at whole days);
 (c) an infection of someone no longer susceptible is ignored, so several infections of one
-    person at one instant give the same result in any order. An ill person recovers on
-    its own tick (no second timer racing it at the same instant).
+    person at one instant give the same result in any order. (An ill person recovers on
+    its own tick: no second timer due at the same instant.)
 What stays order-dependent is not part of the result: which of several infectors reaching
 someone at one instant came first. The result is the per-day S/I/R/V curve and every
 person's final state; ``digest`` hashes both.
@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import logging
 import sys
 import time
 from pathlib import Path
@@ -77,17 +76,18 @@ def uniform(seed: int, person: int, day: int, contact: int) -> float:
     return (mix(mix(mix(mix(seed) ^ person) ^ day) ^ contact) >> 11) * 2.0**-53
 
 
-def person_machine(p: Params) -> engine.Machine:
+def person_machine(
+    p: Params, contacts: npt.NDArray[np.int32], illness: list[int]
+) -> engine.Machine:
     """``person``: S -infect-> I -(illness over, on a tick)-> R, S -vaccinate-> V. An ill
     person ticks every day and infects each contact k when ``uniform(seed, me, day, k) <
     beta``; its data is the day it fell ill."""
-    contacts, illness, _, _ = world(p)
     person = engine.Machine(
         "person",
         states=list(STATES),
         initial="S",
-        transitions=[("S", "infect", "I"), ("I", "recover", "R"), ("S", "vaccinate", "V")],
-        events=["infect", "tick", "recover", "vaccinate"],
+        transitions=[("S", "infect", "I"), ("S", "vaccinate", "V")],  # I -> R: see meet
+        events=["infect", "tick", "vaccinate"],
         unhandled="ignore",  # infections of the immune, vaccines for the ill, ...
     )
     beta, seed = p.beta, mix(p.seed)
@@ -121,8 +121,8 @@ def person_machine(p: Params) -> engine.Machine:
 
 def setup(p: Params) -> list[engine.Machine]:
     """The machines of every shard (called there; the world is made from the seed)."""
-    _, _, _, order = world(p)
-    return [person_machine(p), authority_machine(p, order)]
+    contacts, illness, _, order = world(p)
+    return [person_machine(p, contacts, illness), authority_machine(p, order)]
 
 
 @attrs.frozen
@@ -276,23 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     if not 1 <= args.shards <= 64:
         parser.error("argument --shards: must be in [1, 64]")
     try:
-        params = Params(
-            agents=args.agents,
-            seed=args.seed,
-            days=args.days,
-            implementation=args.implementation,
-        )
+        params = Params(args.agents, args.seed, days=args.days, implementation=args.implementation)
     except engine.InvalidArgumentError as exc:
         parser.error(str(exc))
     import ray
 
     if not ray.is_initialized():
-        ray.init(
-            num_cpus=max(2, args.shards),
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,
-        )
+        quiet = {"logging_level": "ERROR", "log_to_driver": False}
+        ray.init(num_cpus=max(2, args.shards), include_dashboard=False, **quiet)
     print(f"SIR epidemic: {params.agents:,} agents, seed {params.seed}, {args.shards} shards")
     result = simulate(params, args.shards)
     print(summary(result))

@@ -41,6 +41,7 @@ def same(a: Any, b: Any) -> None:
     assert np.array_equal(a.curve, b.curve)
     assert np.array_equal(a.states, b.states)
     assert a.digest == b.digest
+    assert a.messages == b.messages  # the same infections, ticks and vaccines
 
 
 def test_a_real_epidemic(run: Run) -> None:
