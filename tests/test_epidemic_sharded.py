@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from engine import hotpath
+
 pytestmark = pytest.mark.cluster
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "examples"))
@@ -19,6 +21,8 @@ import epidemic  # noqa: E402
 import epidemic_sharded as sharded  # noqa: E402
 
 AGENTS, DAYS = 2_000, 60
+HOT = "python" if hotpath.NO_EXTENSIONS else "native"
+"""The compiled hot path, unless the build is pure on purpose (ENGINE_NO_EXTENSIONS=1)."""
 Run = Callable[..., Any]
 
 
@@ -45,8 +49,8 @@ def same(a: Any, b: Any) -> None:
 
 
 def test_a_real_epidemic(run: Run) -> None:
-    r = run(2, "native")
-    assert r.implementation == "native"
+    r = run(2, HOT)
+    assert r.implementation == HOT
     assert r.shards == 2
     assert (r.curve.sum(axis=1) == AGENTS).all()
     assert (np.diff(r.curve[:, sharded.S]) <= 0).all()  # nobody becomes susceptible again
@@ -62,28 +66,29 @@ def test_a_real_epidemic(run: Run) -> None:
 
 
 def test_same_seed_same_outcome_on_any_number_of_shards(run: Run) -> None:
-    one = run(1, "native")
-    same(run(2, "native"), one)
-    same(run(3, "native"), one)
+    one = run(1, HOT)
+    same(run(2, HOT), one)
+    same(run(3, HOT), one)
 
 
+@pytest.mark.skipif(hotpath.NO_EXTENSIONS, reason="ENGINE_NO_EXTENSIONS=1: one hot path")
 def test_same_seed_same_outcome_on_the_pure_python_hot_path(run: Run) -> None:
     twin = run(3, "python")
     assert twin.implementation == "python"
-    same(twin, run(1, "native"))
+    same(twin, run(1, HOT))
 
 
 def test_a_rerun_gives_the_same_outcome(run: Run) -> None:
     """Another cluster, other timings of the batches between shards: the same outcome."""
-    first = run(3, "native")
-    p = sharded.Params(agents=AGENTS, seed=1, days=DAYS, implementation="native")
+    first = run(3, HOT)
+    p = sharded.Params(agents=AGENTS, seed=1, days=DAYS, implementation=HOT)
     same(sharded.simulate(p, 3), first)
 
 
 def test_another_seed_gives_another_epidemic(run: Run) -> None:
-    other = run(2, "native", 2)
-    assert not np.array_equal(other.curve, run(2, "native").curve)
-    assert other.digest != run(2, "native").digest
+    other = run(2, HOT, 2)
+    assert not np.array_equal(other.curve, run(2, HOT).curve)
+    assert other.digest != run(2, HOT).digest
 
 
 def test_draws_are_keyed_not_sequential() -> None:
@@ -106,7 +111,7 @@ def test_the_single_process_demo_depends_on_processing_order(
     """Why the sharded model needed keyed draws: in examples/epidemic.py the shared random
     stream follows the processing order, so merely infecting the same patients zero in
     another order changes the epidemic."""
-    p = epidemic.Params(agents=AGENTS, seed=1, days=DAYS, implementation="native")
+    p = epidemic.Params(agents=AGENTS, seed=1, days=DAYS, implementation=HOT)
     before = epidemic.simulate(p)
     world = epidemic.world
 
@@ -117,3 +122,22 @@ def test_the_single_process_demo_depends_on_processing_order(
     monkeypatch.setattr(epidemic, "world", reversed_world)
     after = epidemic.simulate(p)
     assert not np.array_equal(before.curve, after.curve)
+
+
+def test_script_prints_the_outcome_and_writes_png(
+    ray_local: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "curves.png"
+    sharded.main(["--agents", "300", "--days", "15", "--shards", "2", "--plot", str(png)])
+    out = capsys.readouterr().out
+    for label in ("shards               2", "final S / I / R / V", "blake2b"):
+        assert label in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args", [["--shards", "0"], ["--agents", "0"], ["--days", "0"]])
+def test_script_refuses_bad_arguments(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        sharded.main([*args, "--plot", ""])
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
