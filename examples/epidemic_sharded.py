@@ -282,8 +282,10 @@ def main(argv: list[str] | None = None) -> None:
     import ray
 
     if not ray.is_initialized():
-        quiet = {"logging_level": "ERROR", "log_to_driver": False}
-        ray.init(num_cpus=max(2, args.shards), include_dashboard=False, **quiet)
+        # the shards import the engine this process imported (PYTHONPATH before site-packages)
+        here = {"PYTHONPATH": str(Path(engine.__file__).resolve().parent.parent)}
+        quiet = {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}
+        ray.init(num_cpus=max(2, args.shards), runtime_env={"env_vars": here}, **quiet)
     print(f"SIR epidemic: {params.agents:,} agents, seed {params.seed}, {args.shards} shards")
     result = simulate(params, args.shards)
     print(summary(result))

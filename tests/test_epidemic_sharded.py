@@ -4,6 +4,7 @@ hot paths, run after run; another seed gives another epidemic."""
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import engine
 from engine import hotpath
 
 pytestmark = pytest.mark.cluster
@@ -46,6 +48,17 @@ def same(a: Any, b: Any) -> None:
     assert np.array_equal(a.states, b.states)
     assert a.digest == b.digest
     assert a.messages == b.messages  # the same infections, ticks and vaccines
+
+
+def test_the_shards_run_this_engine(ray_local: Any) -> None:
+    """Not whichever checkout the editable install points at (see the ray_local fixture)."""
+    p = sharded.Params(agents=10, contacts=2, initial=1)
+    sharded.ship()
+    c = sharded.Cluster(functools.partial(sharded.setup, p), shards=1, virtual_time=True)
+    try:
+        assert c.on_each_shard(lambda rt: engine.__file__) == [engine.__file__]
+    finally:
+        c.close()
 
 
 def test_a_real_epidemic(run: Run) -> None:
