@@ -51,7 +51,7 @@ from engine.cluster import Cluster
 
 try:
     import epidemic
-except ImportError:  # imported from outside examples/ (the tests load it by path)
+except ImportError:  # imported from elsewhere than examples/ (not on the path then)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import epidemic
 from epidemic import DAY, DEFAULT, NOBODY, Params, authority_machine, world
