@@ -213,15 +213,24 @@ def progress_bar(p: Params, out: TextIO, *, disable: bool | None = None) -> tqdm
     return tqdm(total=p.days, desc="days", unit="day", file=out, disable=disable)
 
 
-def simulate(p: Params, *, bar: tqdm[Any] | None = None) -> Result:
-    """Run the epidemic of ``p`` to its end (nobody infected) or ``p.days``, moving ``bar``
-    (see ``progress_bar``) one day at a time and closing it at the end."""
+def world(p: Params) -> tuple[npt.NDArray[np.int32], list[int], list[int], list[int]]:
+    """What the seed decides before day 0: each person's contacts (a row of ``p.contacts``
+    others), illness length in days, the people infected on day 0, and the order the
+    authority vaccinates in. Cheap and deterministic: examples/epidemic_sharded.py makes it
+    again on every shard."""
     gen = np.random.default_rng(p.seed)
     contacts = gen.integers(0, p.agents - 1, size=(p.agents, p.contacts), dtype=np.int32)
     contacts += contacts >= np.arange(p.agents, dtype=np.int32)[:, None]  # nobody meets itself
     illness = gen.integers(p.illness[0], p.illness[1] + 1, size=p.agents).tolist()
     patients_zero = gen.choice(p.agents, size=p.initial, replace=False).tolist()
     order = gen.permutation(p.agents).tolist()
+    return contacts, illness, patients_zero, order
+
+
+def simulate(p: Params, *, bar: tqdm[Any] | None = None) -> Result:
+    """Run the epidemic of ``p`` to its end (nobody infected) or ``p.days``, moving ``bar``
+    (see ``progress_bar``) one day at a time and closing it at the end."""
+    contacts, illness, patients_zero, order = world(p)
     rng = random.Random(p.seed)
 
     log_entries: array[int] = array("q")

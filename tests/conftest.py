@@ -117,13 +117,21 @@ def llm_server() -> Iterator[str]:
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[Any]:
     """A real local Ray instance for the session (2 CPUs, no dashboard), stopped at the end;
-    the shards' machine modules of tests/ are shipped to its workers by value."""
+    the shards' machine modules of tests/ are shipped to its workers by value, and the
+    workers import the engine this process imported (not whichever checkout the editable
+    install points at)."""
     import cluster_machines
     import ray
     import ray.cloudpickle
 
     ray.cloudpickle.register_pickle_by_value(cluster_machines)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(engine.__file__).parent.parent)}},
+    )
     try:
         yield ray
     finally:
