@@ -104,6 +104,7 @@ class ShardHost:
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._outgoing = trio.Event()
+        self._nursery: trio.Nursery | None = None
         self.rt: Runtime | None = None
         self._thread = threading.Thread(target=self._host, name=f"shard-{index}", daemon=True)
         self._thread.start()
@@ -115,29 +116,10 @@ class ShardHost:
 
     def _host(self) -> None:
         try:
-            trio.run(self._main, clock=self.clock)
+            trio.run(_run, self, clock=self.clock)
         except BaseException as exc:  # reported to whoever waits
             self._failure = exc
             self._ready.set()
-
-    async def _main(self) -> None:
-        durable = self._store is not None
-        async with open_runtime(
-            store=self._store,
-            durability="log" if durable else "none",
-            restore=list(self.machines.values()) if durable else None,
-            **self._options,
-        ) as rt:
-            self.rt = rt
-            self._token = trio.lowlevel.current_trio_token()
-            self._stop = trio.Event()
-            rt.route_sends(self._route)
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                nursery.start_soon(self._sender)
-                self._ready.set()
-                await self._stop.wait()
-                nursery.cancel_scope.cancel()
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn`` on the trio thread (from one of Ray's)."""
@@ -200,15 +182,6 @@ class ShardHost:
     def _put(self, dest: int, item: Item) -> None:
         if self.outbox.put(dest, item):
             self._outgoing.set()
-
-    async def _sender(self) -> None:
-        """Send what the drains gathered, one batch per receiver per wake-up."""
-        while True:
-            await self._outgoing.wait()
-            self._outgoing = trio.Event()
-            stamp = trio.current_time()
-            for dest, incarnation, seq, items in self.outbox.take():
-                self._send(dest, incarnation, seq, items, stamp)
 
     def _send(
         self, dest: int, incarnation: str, seq: int, items: list[Item], stamp: float
@@ -435,13 +408,49 @@ class ShardHost:
     def start_following(self) -> None:
         """Keep transition records while a driver follows them (a subscription task)."""
         assert self.rt is not None
-        rt = self.rt
+        assert self._nursery is not None
+        self._nursery.start_soon(_follow, self.rt)
 
-        async def hold() -> None:
-            async with rt.subscribe():
-                await trio.sleep_forever()
 
-        self._nursery.start_soon(hold)
+# The shard's coroutines are functions, not methods: Ray makes an actor whose class has a
+# coroutine method an asyncio actor, whose methods all run on one event loop thread, and a
+# call blocked there (a request waiting for its answer) would stall every other.
+
+
+async def _run(host: ShardHost) -> None:
+    """The trio thread's main: the runtime, its router, and the batch sender."""
+    durable = host._store is not None
+    async with open_runtime(
+        store=host._store,
+        durability="log" if durable else "none",
+        restore=list(host.machines.values()) if durable else None,
+        **host._options,
+    ) as rt:
+        host.rt = rt
+        host._token = trio.lowlevel.current_trio_token()
+        host._stop = trio.Event()
+        rt.route_sends(host._route)
+        async with trio.open_nursery() as nursery:
+            host._nursery = nursery
+            nursery.start_soon(_send_batches, host)
+            host._ready.set()
+            await host._stop.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def _send_batches(host: ShardHost) -> None:
+    """Send what the drains gathered, one batch per receiver per wake-up."""
+    while True:
+        await host._outgoing.wait()
+        host._outgoing = trio.Event()
+        stamp = trio.current_time()
+        for dest, incarnation, seq, items in host.outbox.take():
+            host._send(dest, incarnation, seq, items, stamp)
+
+
+async def _follow(rt: Runtime) -> None:
+    async with rt.subscribe():
+        await trio.sleep_forever()
 
 
 class _Arrival:
