@@ -3,9 +3,11 @@
 Theory of operation: nothing here holds state of its own. A container is a tenant of the
 engine runtime, plus one record under the reserved key ``engine:conversations:container:<id>``
 so that a reopened store knows its tenants before its agents are restored (agents' readers
-skip reserved keys). An image is an agent of the conversation machine: online, it is resident
-and its data is read in place; offline, it is hibernated, and its data is read from its
-record in the store with ``engine.store.decode``, without waking it. Ids: images are
+skip reserved keys). An image is an agent of the conversation machine: resident, its data is
+read in place; hibernated, its data is read from its record in the store with
+``engine.store.decode``, without waking it. It is online while an agent runs it (resident,
+run, not stopped since); one woken by a read, or left resident by a command that timed out,
+is offline. Ids: images are
 ``img_<hex>``, sessions ``ses_<hex>``, and an image's n-th agent is ``<image id>#<n>``.
 """
 
