@@ -286,15 +286,15 @@ class ActivityService:
         (nothing queued), except that a full mailbox is waited for: it goes to the agent it
         was meant for, or raises ``ActivityAgentNotFoundError`` if that agent is terminated
         while it waits (never to another agent that took the id)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         entry, checked = self._check(agent_id, activity)
         ref = entry.ref
         delay = _ROOM_POLL[0]
         while True:
-            if entry.ended or not ref.alive:
-                if entry.ended or not self.owns(agent_id, entry):
+            if entry.ended or not ref.alive:  # terminated (or moved) while it waited
+                if not self.owns(agent_id, entry):
                     self._forget(agent_id, entry)
-                    raise ActivityAgentNotFoundError(agent_id)
-                raise ActivityAgentNotFoundError(agent_id)  # (moved: not the same agent)
+                raise ActivityAgentNotFoundError(agent_id)
             try:
                 ref.send_nowait(checked.type, checked, checked.priority)
                 break
@@ -305,7 +305,8 @@ class ActivityService:
                     raise
             await entry.wait(delay)
             delay = min(delay * 2, _ROOM_POLL[1])
-        await self.runtime.flush()  # committed, under durability="log" (as rt.send)
+        # committed, under durability="log" (as rt.send; cancelled here, it stays queued)
+        await self.runtime.flush()
 
     async def process(
         self,
