@@ -16,8 +16,8 @@ differs (a leftover of an interrupted turn) is ignored, and the layer interrupts
 user message that arrives mid-turn is postponed (the engine retries it once the turn ends);
 ``run``, ``update`` and ``user`` carry their command's deadline (trio's clock, None: none)
 and are dropped unanswered once it has passed, so a command that timed out is withdrawn,
-never done later. Bus events leave as
-``(TAG, ConversationEvent)`` outputs and a request to save the image as ``(SAVE, image_id)``;
+never done later (the handler reads trio's clock; a replay outside trio takes them all).
+Bus events leave as ``(TAG, ConversationEvent)`` outputs and a request to save the image as ``(SAVE, image_id)``;
 the runtime's effector turns them into handler calls and snapshots, outside the handlers.
 Payloads of the plugin are read by attribute (``.text``, ``.stop_reason``), never imported.
 """
@@ -60,8 +60,8 @@ def expired(deadline: Any) -> bool:
         return False
     try:
         return bool(trio.current_time() >= deadline)
-    except RuntimeError:  # run outside trio (a replay): its requester is long gone
-        return True
+    except RuntimeError:  # run outside trio (a replay): taken, as nearly all were
+        return False
 
 
 def agent_id_of(image_id: str, run: int) -> str:
