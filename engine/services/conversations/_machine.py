@@ -17,8 +17,9 @@ user message that arrives mid-turn is postponed (the engine retries it once the 
 ``run``, ``update`` and ``user`` carry their command's deadline (trio's clock, None: none)
 and are dropped unanswered once it has passed, so a command that timed out is withdrawn,
 never done later (the handler reads trio's clock; a replay outside trio takes them all).
-Bus events leave as ``(TAG, ConversationEvent)`` outputs and a request to save the image as ``(SAVE, image_id)``;
-the runtime's effector turns them into handler calls and snapshots, outside the handlers.
+Bus events leave as ``(TAG, ConversationEvent)`` outputs and a request to save the image as
+``(SAVE, image_id)``; the runtime's effector turns them into handler calls and snapshots,
+outside the handlers.
 Payloads of the plugin are read by attribute (``.text``, ``.stop_reason``), never imported.
 """
 
