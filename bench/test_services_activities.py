@@ -6,11 +6,15 @@ and processed, timed from the first send to the agent idle again, in two ways on
 runtime (``open_runtime`` with ``metrics=True``, as ``open_activity_service`` opens its own):
 
 * ``engine``: the raw engine doing the same work: an agent of a one-state machine with one
-  event, ``STATE_CHANGE``, whose Python handler stores the payload's payload as the agent's
-  data; sent the same ``Activity`` object as payload, at its priority, with ``rt.send``.
-* ``service``: ``service.send(agent_id, activity)`` (checks the activity, its type and the
-  agent, notes the status stamp), processed by the service's handler (notes the stamp,
-  applies the type, the workflow if any, stores the state).
+  event, ``STATE_CHANGE``, whose Python handler stores the payload's ``"payload"`` as the
+  agent's data; each message's payload is built in the timed loop, the same plain mapping
+  ``{"id", "type", "payload"}`` the service side sends, with ``rt.send``.
+* ``service``: ``service.send(agent_id, {"id", "type", "payload"})``, a plain mapping built
+  in the timed loop as the design's users write activities, so the layer's own per-message
+  work is timed: it checks the mapping and makes the ``Activity``, checks its type and the
+  agent, notes the status stamp, queues it through the agent's ref; processed by the
+  service's handler (notes the stamp, applies the type, the workflow if any, stores the
+  state).
 
 Each round runs both in turn on warm agents; reported per test is the median over rounds of
 (service time / engine time) as ``ratio`` and each mode's µs per activity. Two tests: the
@@ -31,6 +35,8 @@ import trio
 import engine
 from engine.services.activities import Activity, ActivityType, open_activity_service
 
+NORMAL = Activity("x", "STATE_CHANGE").priority  # an activity's default lane
+
 ACTIVITIES = int(
     os.environ.get(
         "BENCH_ACTIVITIES", min(100_000, int(os.environ.get("BENCH_MESSAGES", "1000000")))
@@ -46,7 +52,7 @@ def raw_machine() -> engine.Machine:
 
     @machine.handler("active", ActivityType.STATE_CHANGE.value)
     def apply(agent: Any, event: Any) -> None:
-        agent.data = event.payload.payload
+        agent.data = event.payload["payload"]
 
     return machine
 
@@ -54,7 +60,7 @@ def raw_machine() -> engine.Machine:
 def measure(benchmark: Any, impl: str, awaited: bool) -> None:
     n = ACTIVITIES
     rounds = ROUNDS if impl == "native" else 1
-    activities = [Activity(f"a{i}", "STATE_CHANGE", i) for i in range(n)]
+    kind = ActivityType.STATE_CHANGE.value
     times: dict[str, list[float]] = {"engine": [], "service": []}
 
     async def main() -> None:
@@ -65,19 +71,21 @@ def measure(benchmark: Any, impl: str, awaited: bool) -> None:
 
                 async def engine_mode() -> None:
                     if awaited:
-                        for a in activities:
-                            await rt.send("raw", a.type, a, a.priority)
+                        for i in range(n):
+                            payload = {"id": f"a{i}", "type": kind, "payload": i}
+                            await rt.send("raw", kind, payload, NORMAL)
                     else:
-                        for a in activities:
-                            rt.send_nowait("raw", a.type, a, a.priority)
+                        for i in range(n):
+                            payload = {"id": f"a{i}", "type": kind, "payload": i}
+                            rt.send_nowait("raw", kind, payload, NORMAL)
 
                 async def service_mode() -> None:
                     if awaited:
-                        for a in activities:
-                            await service.send("svc", a)
+                        for i in range(n):
+                            await service.send("svc", {"id": f"a{i}", "type": kind, "payload": i})
                     else:
-                        for a in activities:
-                            service.send_nowait("svc", a)
+                        for i in range(n):
+                            service.send_nowait("svc", {"id": f"a{i}", "type": kind, "payload": i})
 
                 for _ in range(rounds):
                     for mode, body in (("engine", engine_mode), ("service", service_mode)):

@@ -447,7 +447,8 @@ def test_outcome_keep_and_public_names() -> None:
     public = {
         "KEEP", "Activity", "ActivityAgent", "ActivityAgentExistsError",
         "ActivityAgentNotFoundError", "ActivityAgentState", "ActivityError", "ActivityRecord",
-        "ActivityService", "ActivityServiceStatistics", "ActivityStream", "ActivityType",
+        "ActivityService", "ActivityServiceStatistics", "ActivityStream", "ActivityTimeoutError",
+        "ActivityType",
         "InvalidActivityError",
         "Outcome", "ProcessingError", "ProcessingMetrics", "StatusTimes",
         "UnknownActivityTypeError", "UnknownCommandError", "open_activity_service",

@@ -597,7 +597,9 @@ def test_an_image_woken_by_another_call_is_run_by_its_next_message(impl: str) ->
         await rt.request("image_run", {"image_id": image_id})
         await rt.request("image_stop", {"image_id": image_id})
         assert rt.engine.data(image_id)["stopping"]  # a read of the engine wakes it
-        assert (await rt.request("image_get", {"image_id": image_id})).data["record"].online
+        record = (await rt.request("image_get", {"image_id": image_id})).data["record"]
+        assert (record.online, record.agent_id) == (False, None)  # woken is not run
+        assert (await rt.request("agent_list")).data["agents"] == []
         again = await rt.request("image_run", {"image_id": image_id})
         assert again.data == {"image_id": image_id, "agent_id": f"{image_id}#2", "reused": False}
         sent = await rt.request("message_send", {"image_id": image_id, "content": "hi"})

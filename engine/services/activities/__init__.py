@@ -20,6 +20,7 @@ from ._agent import ActivityAgent as ActivityAgent
 from ._errors import ActivityAgentExistsError as ActivityAgentExistsError
 from ._errors import ActivityAgentNotFoundError as ActivityAgentNotFoundError
 from ._errors import ActivityError as ActivityError
+from ._errors import ActivityTimeoutError as ActivityTimeoutError
 from ._errors import InvalidActivityError as InvalidActivityError
 from ._errors import ProcessingError as ProcessingError
 from ._errors import UnknownActivityTypeError as UnknownActivityTypeError

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
+import trio
 
 from ... import AgentRef, AgentStatus, HandlerError
 from ._errors import InvalidActivityError, ProcessingError, brief
@@ -33,9 +34,27 @@ class Entry:
     ref: AgentRef
     """The engine agent (stale once it went away or was moved: ``ActivityService._entry``)."""
     workflow: Workflow | None
+    ended: bool = False
+    """Terminated by the service (or the service closed): its waiters give up."""
+    waiters: set[trio.CancelScope] = attrs.field(factory=set)
+    """Scopes of blocked sends and subscription reads: cancelled when it ends, to look."""
     idle: float | None = None
     processing: float | None = None
     error: float | None = None
+
+    def end(self) -> None:
+        self.ended = True
+        for scope in self.waiters:
+            scope.cancel()
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if the agent ends meanwhile."""
+        with trio.CancelScope(deadline=trio.current_time() + seconds) as scope:
+            self.waiters.add(scope)
+            try:
+                await trio.sleep_forever()
+            finally:
+                self.waiters.discard(scope)
 
     def note(self, status: AgentStatus, since: float) -> None:
         if status is AgentStatus.IDLE:

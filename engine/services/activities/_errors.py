@@ -11,6 +11,8 @@ from __future__ import annotations
 import reprlib
 from typing import TYPE_CHECKING, Any, final
 
+import trio
+
 from ... import (
     AgentExistsError,
     AgentNotFoundError,
@@ -87,6 +89,22 @@ class UnknownCommandError(ActivityError, InvalidArgumentError):
     def __init__(self, command: object) -> None:
         super().__init__(f"no command handler registered for {brief(command)}")
         self.command = command
+
+
+@final
+class ActivityTimeoutError(ActivityError, trio.TooSlowError, TimeoutError):
+    """Raised by ``process`` when the activity was not processed within its ``timeout``.
+    The activity stays queued: it may still be processed later (and change the state); it
+    is not withdrawn. Also a ``trio.TooSlowError`` (what ``process`` raised before)."""
+
+    def __init__(self, agent_id: Any, activity_id: Any, timeout: float) -> None:
+        super().__init__(
+            f"activity {brief(activity_id)} of agent {brief(agent_id)} was not processed "
+            f"within {timeout} s (it stays queued)"
+        )
+        self.agent_id = agent_id
+        self.activity_id = activity_id
+        self.timeout = timeout
 
 
 @final

@@ -4,17 +4,17 @@ It opens like the engine itself: with no runtime given it runs its own under
 ``engine.open_runtime`` (with ``metrics=True``, so the average processing time is known);
 given a running ``Runtime`` it joins it, so its agents live beside the host's own machines,
 tenants, stores and plugins. Either way the service's agents live as long as the service:
-those still there at exit are terminated (their queued activities become dead letters).
+those still there at exit are terminated (their queued activities become dead letters);
+an agent that took one of their ids behind the service's back is left alone.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ... import AgentNotFoundError, Runtime, open_runtime
+from ... import Runtime, open_runtime
 from ._agent import Workflow
 from ._errors import InvalidActivityError, brief
 from ._machine import Handler
@@ -81,7 +81,4 @@ async def _serve(
     try:
         yield service
     finally:
-        for agent_id in list(service.entries):
-            with contextlib.suppress(AgentNotFoundError):  # (terminated behind its back)
-                rt.terminate(agent_id)
-        service.entries.clear()
+        service.close()

@@ -10,22 +10,39 @@ only the current status (``rt.status_since``), so the service notes that stamp b
 replaced: at every ``send`` (an IDLE spell ends only with a send) and at the start of every
 step (a step runs during each PROCESSING spell, and the step that ends an ERROR spell runs
 while ERROR still shows; during a step the stamp is when the shown status began).
+
+The service touches only its own agents: an ``Entry``'s ref is the one agent it made. The
+ref goes stale when the agent is terminated, replaced, hibernated or upgraded; the service
+takes the new ref after its own upgrades (``register_type``) and when the id is hibernated
+(then it is the same agent, asleep), never otherwise: an agent spawned on the id behind the
+service's back, even on its machine, is not the service's. A send that waits for room goes
+through the entry's ref, so it reaches the agent it was meant for or fails not-found.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, final
 
 import trio
 
-from ... import AgentNotFoundError, AgentStatus, HandlerError, Runtime, Supervision
+from ... import (
+    AgentNotFoundError,
+    AgentStatus,
+    HandlerError,
+    MailboxFullError,
+    Runtime,
+    Supervision,
+    TenantLimitError,
+)
 from . import _machine
 from ._agent import ActivityAgent, Entry, Workflow, as_activity, check_callable, hashable, unwrap
 from ._errors import (
     ActivityAgentExistsError,
     ActivityAgentNotFoundError,
+    ActivityTimeoutError,
     InvalidActivityError,
     UnknownActivityTypeError,
     UnknownCommandError,
@@ -43,6 +60,12 @@ from ._values import (
 )
 
 _RESUME = Supervision("resume")  # a failed activity leaves the state and goes on
+_ROOM_POLL = (0.001, 0.05)
+"""A blocked send looks for room this often (growing from the first to the second, in
+seconds); the engine has no public wait for room that names an agent's ref."""
+_END_POLL = 1.0
+"""A subscription looks this often whether its agent was terminated behind the service's
+back (a terminate through the service ends it at once)."""
 
 
 @final
@@ -115,9 +138,13 @@ class ActivityService:
         kinds = {**self._kinds, name: _machine.custom(handler)}
         old = self.machine
         new = _machine.build(self._name, old.version + 1, kinds, self)
+        mine = [(i, e) for i, e in self.entries.items() if e.ref.alive]
         if self.entries:
             self.runtime.upgrade(old, new)  # refused in a run: nothing changed yet
         self._kinds, self.machine = kinds, new
+        for agent_id, entry in mine:  # the same agents, moved onto ``new``: new refs
+            if agent_id in self.runtime and self.runtime.machine(agent_id) is new:
+                entry.ref = self.runtime.ref(agent_id)
 
     def register_command(self, name: str, handler: _machine.Handler) -> None:
         """Register ``handler(state, activity) -> Outcome | None`` for COMMAND activities
@@ -169,13 +196,37 @@ class ActivityService:
             ActivityAgentNotFoundError: No agent of this service has that id.
         """
         await trio.lowlevel.checkpoint()
-        self._entry(agent_id)
+        entry = self._entry(agent_id)
         try:
             return self.runtime.terminate(agent_id)
         except AgentNotFoundError:
             raise ActivityAgentNotFoundError(agent_id) from None
         finally:
+            self._forget(agent_id, entry)
+
+    def _forget(self, agent_id: Any, entry: Entry) -> None:
+        if self.entries.get(agent_id) is entry:
             del self.entries[agent_id]
+        entry.end()
+
+    def close(self) -> None:
+        """Terminate the service's own agents still there (never one that took an id of
+        theirs behind the service's back)."""
+        for agent_id, entry in list(self.entries.items()):
+            if self.owns(agent_id, entry):
+                with contextlib.suppress(AgentNotFoundError):
+                    self.runtime.terminate(agent_id)
+            self._forget(agent_id, entry)
+
+    def owns(self, agent_id: Any, entry: Entry) -> bool:
+        """The entry's agent is still there: its ref is live, or the id is hibernated (the
+        ref went stale when it was)."""
+        if entry.ended:
+            return False
+        if entry.ref.alive:
+            return True
+        rt = self.runtime
+        return agent_id in rt and rt.status(agent_id) is AgentStatus.HIBERNATED
 
     def agent(self, agent_id: Any) -> ActivityAgent:
         """The handle of an existing agent (raises ``ActivityAgentNotFoundError``)."""
@@ -194,13 +245,12 @@ class ActivityService:
             entry = None
         if entry is None:
             raise ActivityAgentNotFoundError(agent_id)
-        if not entry.ref.alive:  # terminated or replaced behind the service's back, or moved
-            rt = self.runtime  # (by an upgrade or a hibernation): found again, or forgotten
-            if agent_id in rt and rt.machine(agent_id) is self.machine:
-                entry.ref = rt.ref(agent_id)
-            else:
-                del self.entries[agent_id]
+        if not entry.ref.alive:  # hibernated (woken now, the same agent), or terminated or
+            if not self.owns(agent_id, entry):  # replaced behind the service's back
+                self._forget(agent_id, entry)
                 raise ActivityAgentNotFoundError(agent_id)
+            self.runtime.wake(agent_id)
+            entry.ref = self.runtime.ref(agent_id)
         return entry
 
     # -- sending ---------------------------------------------------------------------------
@@ -233,9 +283,30 @@ class ActivityService:
     async def send(self, agent_id: Any, activity: Activity | Mapping[str, Any]) -> None:
         """Queue an activity (waits while a bounded mailbox is full); it is processed by the
         runtime's dispatch task, in priority order. Raises what ``send_nowait`` raises
-        (nothing queued), except that a full mailbox is waited for."""
-        _, checked = self._check(agent_id, activity)
-        await self.runtime.send(agent_id, checked.type, checked, checked.priority)
+        (nothing queued), except that a full mailbox is waited for: it goes to the agent it
+        was meant for, or raises ``ActivityAgentNotFoundError`` if that agent is terminated
+        while it waits (never to another agent that took the id)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        entry, checked = self._check(agent_id, activity)
+        ref = entry.ref
+        delay = _ROOM_POLL[0]
+        while True:
+            if entry.ended or not ref.alive:  # terminated (or moved) while it waited
+                if not self.owns(agent_id, entry):
+                    self._forget(agent_id, entry)
+                raise ActivityAgentNotFoundError(agent_id)
+            try:
+                ref.send_nowait(checked.type, checked, checked.priority)
+                break
+            except MailboxFullError:
+                pass
+            except TenantLimitError as exc:
+                if not exc.wait:
+                    raise
+            await entry.wait(delay)
+            delay = min(delay * 2, _ROOM_POLL[1])
+        # committed, under durability="log" (as rt.send; cancelled here, it stays queued)
+        await self.runtime.flush()
 
     async def process(
         self,
@@ -248,7 +319,9 @@ class ActivityService:
 
         Raises:
             ProcessingError: Processing failed (the cause is ``__cause__``).
-            trio.TooSlowError: Not processed within ``timeout`` seconds.
+            ActivityTimeoutError: Not processed within ``timeout`` seconds (also a
+                ``trio.TooSlowError``). The activity stays queued: it may still be processed
+                later.
             engine.AgentStoppedError: The agent was terminated first.
             And what ``send_nowait`` raises (nothing queued).
         """
@@ -258,6 +331,9 @@ class ActivityService:
             results = await self.runtime.request(
                 agent_id, checked.type, checked, priority=checked.priority, timeout=timeout
             )
+        except trio.TooSlowError:
+            assert timeout is not None
+            raise ActivityTimeoutError(agent_id, checked.id, timeout) from None
         except HandlerError as err:
             cause = unwrap(err)
             if cause is err or cause is None:
@@ -298,11 +374,13 @@ class ActivityService:
         self, agent_id: Any, from_seq: int | None = None
     ) -> AsyncIterator[ActivityStream]:
         """Follow the activities the agent processes (the engine's record stream: it never
-        takes one from the mailbox); ``from_seq`` resumes from a cursor.
+        takes one from the mailbox); ``from_seq`` resumes from a cursor. The stream ends
+        (``StopAsyncIteration``) once the agent is terminated: at once through the service,
+        within a second behind its back.
 
         Raises:
             ActivityAgentNotFoundError: No agent of this service has that id.
         """
-        self._entry(agent_id)
+        entry = self._entry(agent_id)
         async with self.runtime.subscribe(agent_id, from_seq) as records:
-            yield ActivityStream(records, agent_id)
+            yield ActivityStream(records, agent_id, lambda: self.owns(agent_id, entry), entry)

@@ -38,6 +38,7 @@ from ._values import COMMANDS as COMMANDS
 from ._values import EVENT_TYPES as EVENT_TYPES
 from ._values import LIFECYCLE_EVENTS as LIFECYCLE_EVENTS
 from ._values import MAX_TEXT as MAX_TEXT
+from ._values import MAX_WAITING as MAX_WAITING
 from ._values import MESSAGE_EVENTS as MESSAGE_EVENTS
 from ._values import STREAM_EVENTS as STREAM_EVENTS
 from ._values import ConversationEvent as ConversationEvent
@@ -47,6 +48,7 @@ from ._values import ImageNotFoundError as ImageNotFoundError
 from ._values import ImageRecord as ImageRecord
 from ._values import RequestTimeoutError as RequestTimeoutError
 from ._values import Response as Response
+from ._values import SaveFailure as SaveFailure
 from ._values import UnknownCommandError as UnknownCommandError
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "EVENT_TYPES",
     "LIFECYCLE_EVENTS",
     "MAX_TEXT",
+    "MAX_WAITING",
     "MESSAGE_EVENTS",
     "STREAM_EVENTS",
     "BusStatistics",
@@ -67,6 +70,7 @@ __all__ = [
     "ImageRecord",
     "RequestTimeoutError",
     "Response",
+    "SaveFailure",
     "UnknownCommandError",
     "open_conversations",
 ]

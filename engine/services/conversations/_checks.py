@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import trio
+
 import engine
 
 from ._values import MAX_TEXT, _brief
@@ -89,3 +91,10 @@ def check_timeout(timeout: object) -> float:
     if math.isnan(timeout) or timeout <= 0:
         raise engine.InvalidArgumentError(f"timeout must be positive, not {_brief(timeout)}")
     return float(timeout)
+
+
+def deadline() -> float | None:
+    """The calling command's deadline on trio's clock (None: none), which its messages
+    carry so that an agent drops them once it has passed."""
+    at = trio.current_effective_deadline()
+    return None if at == math.inf else at

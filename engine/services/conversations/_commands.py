@@ -4,8 +4,10 @@ Theory of operation: a command first checks all of its data (a mapping of known 
 values of the right types and sizes) and raises ``InvalidArgumentError`` before it changes
 anything; then it does its work through the engine: tenants for containers, spawn /
 hibernate / wake / terminate for images and their agents, ``request`` for what an image's
-agent must do itself (take a user message, change its definition). Each returns the
-response's data as a plain dict.
+agent must do itself (take a user message, change its definition). What goes to the store
+is written before memory changes (a failed write changes nothing). A message the agent must
+take carries the command's deadline: past it, the agent drops it, so a command that timed
+out is withdrawn, never done later. Each returns the response's data as a plain dict.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import engine
 
-from ._checks import container_id, fields, image_config, image_of, text
-from ._images import new_image_id, new_session_id, write_container
+from ._checks import container_id, deadline, fields, image_config, image_of, text
+from ._images import forget_container, new_image_id, new_session_id, write_container
 from ._machine import CONVERSATION, STOPPED, agent_id_of, new_image
+from ._values import MAX_WAITING
 
 if TYPE_CHECKING:
     from ._runtime import ConversationRuntime
@@ -31,8 +34,12 @@ async def container_create(
     cid = container_id(crt, fields(data, ("container_id",))["container_id"], exists=False)
     if cid in crt.container_ids():
         return {"container_id": cid, "created": False}
-    crt.engine.add_tenant(cid)
-    write_container(crt.store, cid)
+    write_container(crt.store, cid)  # first: a tenant the store lacks is lost on reopen
+    try:
+        crt.engine.add_tenant(cid)
+    except BaseException:
+        forget_container(crt.store, cid)
+        raise
     crt.emit("container_created", {"container_id": cid}, container_id=cid, correlation_id=rid)
     return {"container_id": cid, "created": True}
 
@@ -62,7 +69,11 @@ async def image_create(
         cid, session, config["name"], config.get("description", ""), config.get("system_prompt", "")
     )
     crt.engine.spawn(CONVERSATION, image_id, data=body, tenant=cid)
-    crt.engine.hibernate(image_id)  # offline until it runs: its record is in the store now
+    try:
+        crt.engine.hibernate(image_id)  # offline until it runs: its record is in the store now
+    except BaseException:
+        crt.engine.terminate(image_id)
+        raise
     context = {
         "container_id": cid,
         "image_id": image_id,
@@ -94,12 +105,12 @@ async def image_update(
     updates = image_config(given["updates"], partial=True)
     if "name" in updates and not updates["name"]:
         raise engine.InvalidArgumentError("name is empty")
-    offline = not crt.images.online(image_id)
-    if offline:
-        crt.engine.wake(image_id)
-    await crt.engine.request(image_id, "update", updates)
-    if offline:
-        crt.engine.hibernate(image_id)
+    woken = crt.engine.wake(image_id)
+    try:
+        await crt.engine.request(image_id, "update", (updates, deadline()))
+    finally:  # the update is withdrawn if this timed out (the agent drops it past its deadline)
+        if woken:
+            crt.rest(image_id)
     record = crt.images.record(image_id)
     crt.emit(
         "image_updated", {"image_id": image_id, "updates": updates}, **crt.scope(image_id, rid)
@@ -142,7 +153,14 @@ async def message_send(
     content = text(given["content"], "content")
     image_id = image_of(crt, given)
     agent_id, _ = await crt.run_image(image_id, rid)
-    reply = await crt.engine.request(image_id, "user", (content, rid))
+    rt = crt.engine
+    if rt.state(image_id) != "idle":  # mid-turn: it waits; so many may wait, no more
+        waiting = sum(1 for m in (*rt.queued(image_id), *rt.postponed(image_id)) if m[1] == "user")
+        if waiting >= MAX_WAITING:
+            raise engine.AgentBusyError(
+                agent_id, f"holds {waiting} messages for its next turns already"
+            )
+    reply = await rt.request(image_id, "user", (content, rid, deadline()))
     if reply == STOPPED:
         raise engine.AgentStoppedError(agent_id, "was stopped before it took the message")
     return {"image_id": image_id, "agent_id": agent_id, "message_id": reply["id"]}
@@ -157,7 +175,7 @@ async def agent_interrupt(
         raise engine.AgentNotFoundError(given.get("agent_id", image_id))
     busy = crt.engine.state(image_id) != "idle"
     if busy:
-        crt.engine.interrupt(image_id)
+        crt.interrupt_turn(image_id)
     agent_id = agent_id_of(image_id, crt.images.data(image_id)["run"])
     return {"image_id": image_id, "agent_id": agent_id, "interrupted": busy}
 

@@ -3,14 +3,17 @@
 Theory of operation: nothing here holds state of its own. A container is a tenant of the
 engine runtime, plus one record under the reserved key ``engine:conversations:container:<id>``
 so that a reopened store knows its tenants before its agents are restored (agents' readers
-skip reserved keys). An image is an agent of the conversation machine: online, it is resident
-and its data is read in place; offline, it is hibernated, and its data is read from its
-record in the store with ``engine.store.decode``, without waking it. Ids: images are
+skip reserved keys). An image is an agent of the conversation machine: resident, its data is
+read in place; hibernated, its data is read from its record in the store with
+``engine.store.decode``, without waking it. It is online while an agent runs it (resident,
+run, not stopped since); one woken by a read, or left resident by a command that timed out,
+is offline. Ids: images are
 ``img_<hex>``, sessions ``ses_<hex>``, and an image's n-th agent is ``<image id>#<n>``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any
@@ -55,6 +58,12 @@ def write_container(store: engine.store.Store, container_id: str) -> None:
     store.write([(CONTAINER_KEY + container_id, now, body)])
 
 
+def forget_container(store: engine.store.Store, container_id: str) -> None:
+    """Withdraw a container's record (best effort: a failure here is not raised)."""
+    with contextlib.suppress(Exception):
+        store.write([(CONTAINER_KEY + container_id, time.time(), engine.store.TOMBSTONE)])
+
+
 def forget_image(store: engine.store.Store, image_id: str) -> None:
     """A tombstone for a deleted image, so that a reopened store does not bring it back."""
     store.write([(engine.store.agent_key(image_id), time.time(), engine.store.TOMBSTONE)])
@@ -68,8 +77,16 @@ class Images:
         self.store = store
         self.codec = codec
 
-    def online(self, image_id: str) -> bool:
+    def resident(self, image_id: str) -> bool:
+        """In memory (running, or woken by a call without running)."""
         return self.rt.status(image_id) is not engine.AgentStatus.HIBERNATED
+
+    def online(self, image_id: str) -> bool:
+        """An agent runs it: resident, run at least once and not stopped since."""
+        if not self.resident(image_id):
+            return False
+        data = self.rt.data(image_id)
+        return bool(data["run"]) and not data["stopping"]
 
     def data(self, image_id: object) -> dict[str, Any]:
         """An image's data, read without waking it.
@@ -80,7 +97,7 @@ class Images:
         if not is_image_id(image_id) or image_id not in self.rt:
             raise ImageNotFoundError(image_id)
         assert isinstance(image_id, str)
-        if self.online(image_id):
+        if self.resident(image_id):
             if self.rt.machine(image_id) is not CONVERSATION:
                 raise ImageNotFoundError(image_id)
             data: dict[str, Any] = self.rt.data(image_id)
@@ -111,12 +128,14 @@ class Images:
             agent_id=agent_id_of(image_id, data["run"]) if online else None,
         )
 
-    def ids(self, *, online_only: bool = False) -> list[str]:
-        """Ids of every image (or of the online ones), resident first."""
+    def ids(self, *, online_only: bool = False, resident_only: bool = False) -> list[str]:
+        """Ids of every image (or of the online ones, or the resident ones), resident first."""
         resident = [
             i for i in self.rt.agent_ids() if is_image_id(i) and self.rt.machine(i) is CONVERSATION
         ]
         if online_only:
+            return [i for i in resident if self.online(i)]
+        if resident_only:
             return resident
         return resident + [i for i in self.rt.hibernated_ids() if is_image_id(i)]
 
@@ -129,7 +148,13 @@ class Images:
         if type(agent_id) is not str or "#" not in agent_id:
             raise engine.AgentNotFoundError(agent_id)
         image_id = agent_id.rpartition("#")[0]
-        if not is_image_id(image_id) or image_id not in self.rt or not self.online(image_id):
+        if (
+            not is_image_id(image_id)
+            or image_id not in self.rt
+            or not self.resident(image_id)
+            or self.rt.machine(image_id) is not CONVERSATION
+            or not self.online(image_id)
+        ):
             raise engine.AgentNotFoundError(agent_id)
         data = self.data(image_id)
         if agent_id_of(image_id, data["run"]) != agent_id:

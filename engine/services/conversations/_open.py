@@ -5,12 +5,16 @@ containers it holds (so they are tenants before the images that name them are re
 then ``engine.open_runtime`` restores the images (offline ones stay hibernated: they cost a
 dictionary entry until they run) and wires the LLM plugin and the layer's effector. The
 effector exists before the ``ConversationRuntime`` that it feeds, so it keeps what restored
-agents emit until the runtime is bound. On exit every online image is stopped (shielded, at
-most ``shutdown_timeout`` seconds), so the store holds every conversation.
+agents emit until the runtime is bound. On exit every resident image is stopped (shielded
+from outside, at most ``shutdown_timeout`` seconds: a stop cut short is undone), so the
+store holds every conversation; an exit by an outer cancel (the engine's tasks are being
+cancelled too, nothing would answer a stop) skips the stops and only writes what the saver
+would, so it ends at once: images stopped by nobody keep their last saved turn.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -46,7 +50,8 @@ async def open_conversations(
             ``SQLiteStore(path)`` or ``PostgresStore(dsn)``; what it holds is reopened.
         timeout: Default seconds a command may take.
         codec: The store's codec (``open_runtime``'s).
-        shutdown_timeout: Seconds allowed at exit to stop the online images.
+        shutdown_timeout: Seconds allowed at exit to stop the resident images (none is
+            stopped at an exit by an outer cancel).
         save_turns: Write a snapshot of an image each time its turn ends (False: only when
             it stops, and at exit; for a runtime whose ``durability="log"`` keeps every
             change anyway, or that accepts losing the turns since a stop in a crash).
@@ -54,6 +59,7 @@ async def open_conversations(
 
     Raises:
         InvalidArgumentError: A bad argument.
+        StoreError: At exit, an image could not be written (the others were stopped).
     """
     timeout = check_timeout(timeout)
     shutdown_timeout = check_timeout(shutdown_timeout)
@@ -80,11 +86,15 @@ async def open_conversations(
         try:
             yield crt
         finally:
-            with trio.move_on_after(shutdown_timeout) as scope:
-                scope.shield = True
-                await crt.close()
-                if save_turns:
-                    crt.save_now()
+            error = None
+            if trio.current_effective_deadline() != -math.inf:  # (not cancelled from outside)
+                with trio.move_on_after(shutdown_timeout) as scope:
+                    scope.shield = True
+                    error = await crt.close()
+            if save_turns:
+                crt.save_now()
+            if error is not None:  # an image that could not be written: say so
+                raise error
 
 
 class _Effector:

@@ -68,6 +68,10 @@ EVENT_TYPES = LIFECYCLE_EVENTS + MESSAGE_EVENTS + STREAM_EVENTS
 MAX_TEXT = 1 << 20
 """The longest text (characters) a command accepts: ids, names, prompts, message content."""
 
+MAX_WAITING = 64
+"""The most messages an image holds for its next turns (mid-turn); ``message_send`` past it
+is refused with ``engine.AgentBusyError``."""
+
 
 @final
 @attrs.frozen
@@ -159,6 +163,17 @@ class HandlerFailure:
     handler: str
     """The handler's repr."""
     error: BaseException
+
+
+@final
+@attrs.frozen
+class SaveFailure:
+    """A snapshot of an image that the background saver could not write: kept, counted and
+    retried at the next save, never raised into the runtime."""
+
+    image_id: str
+    error: BaseException
+    timestamp: float
 
 
 class UnknownCommandError(engine.EngineError, KeyError):
