@@ -932,21 +932,7 @@ def test_order_holds_with_executions_given_up(impl: str, seed: int) -> None:
     run(main)
 
 
-@pytest.mark.parametrize(
-    "flushed",
-    [
-        True,
-        pytest.param(
-            False,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="engine: CommitLog.capture writes a round's tombstones before its "
-                "included hibernation records, so an agent hibernated and terminated in one "
-                "round ends with its hibernation record (not the layer's to fix)",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("flushed", [True, False])
 def test_under_the_commit_log_removed_agents_get_the_engines_tombstones(
     impl: str, flushed: bool
 ) -> None:

@@ -85,7 +85,7 @@ class CommitLog:
         """Number of the last commit written (everything captured up to it is durable)."""
         self.records_written = 0
         self._writing = threading.Lock()  # commits are written one at a time, in order
-        self._included: list[tuple[Any, str, float, bytes]] = []
+        self._included: list[tuple[int, tuple[Any, str, float, bytes]]] = []
         self.on_written: list[Callable[[list[tuple[Any, bytes]]], object]] = []
         """Called (from the writing thread) with ``Commit.included`` once a commit is written."""
         rt._gone = []
@@ -104,8 +104,11 @@ class CommitLog:
     def include(self, items: Sequence[tuple[Any, str, float, bytes]]) -> None:
         """Have the next commit write these ``(agent id, agent key, taken_at, record)`` too
         (after every commit captured before): records of agents that left the runtime, such
-        as hibernated ones."""
-        self._included += items
+        as hibernated ones. They keep their place among the terminations of the round, so
+        an agent hibernated and then terminated (or terminated, spawned again and
+        hibernated) in one round ends with the record of what happened last."""
+        at = len(self.rt._gone or [])
+        self._included += [(at, item) for item in items]
 
     def capture(self) -> Commit | None:
         """Take the next commit: a record of every agent changed since the last capture and a
@@ -125,8 +128,13 @@ class CommitLog:
         try:
             codec = self.codec
             wall = time.time()
-            records = [(agent_key(agent_id, codec), wall, TOMBSTONE) for agent_id in gone]
-            records += [(key, at, record) for _, key, at, record in included]
+            records = []
+            done = 0  # tombstones and included records in the order they happened
+            for at, (_, key, taken, record) in included:
+                records += [(agent_key(a, codec), wall, TOMBSTONE) for a in gone[done:at]]
+                done = max(done, at)
+                records.append((key, taken, record))
+            records += [(agent_key(a, codec), wall, TOMBSTONE) for a in gone[done:]]
             records += encode_slots(rt, slots, codec)
         except BaseException:
             for slot in slots.tolist():  # undo the capture: the next one tries again
@@ -135,8 +143,8 @@ class CommitLog:
             raise
         rt._gone = []
         self.captured += 1
-        done = [(agent_id, record) for agent_id, _, _, record in included]
-        return Commit(self.captured, records, len(slots), len(gone), done)
+        written = [(agent_id, record) for _, (agent_id, _, _, record) in included]
+        return Commit(self.captured, records, len(slots), len(gone), written)
 
     def write(self, commit: Commit) -> None:
         """Write a captured commit in one store transaction (from any thread; commits must
