@@ -39,7 +39,7 @@ from engine.cluster import Cluster, Routes
 
 pytestmark = pytest.mark.cluster
 
-MESSAGES = int(os.environ.get("BENCH_CLUSTER_MESSAGES", "4000000"))
+MESSAGES = int(os.environ.get("BENCH_CLUSTER_MESSAGES", "16000000"))
 HOPS = int(os.environ.get("BENCH_CLUSTER_HOPS", "300"))
 PINGS = int(os.environ.get("BENCH_CLUSTER_PINGS", "2000"))
 ROUNDS = int(os.environ.get("BENCH_CLUSTER_ROUNDS", "3"))
