@@ -8,7 +8,6 @@ an unregistered type an ``engine.UnknownEventError`` (types are the machine's ev
 
 from __future__ import annotations
 
-import reprlib
 from typing import TYPE_CHECKING, Any, final
 
 import trio
@@ -21,30 +20,11 @@ from ... import (
     InvalidArgumentError,
     UnknownEventError,
 )
+from ...core._exceptions import _text as _text  # the engine's short reprs of hostile input
+from ...core._exceptions import brief as brief
 
 if TYPE_CHECKING:
     from ._values import Activity
-
-_repr = reprlib.Repr()
-_repr.maxstring = 60
-_repr.maxother = 60
-_repr.maxlong = 40
-
-
-def brief(value: object) -> str:
-    """A repr short enough for a message, even of hostile input (a huge int, a bad repr)."""
-    try:
-        return _repr.repr(value)
-    except Exception:
-        return f"<{type(value).__name__} object>"
-
-
-def _text(error: BaseException) -> str:
-    try:
-        text = str(error)
-    except Exception:
-        return f"<{type(error).__name__} whose str() raised>"
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class ActivityError(EngineError):
