@@ -10,6 +10,13 @@ import engine
 from engine import Reply, Send, Step, Timer
 
 
+class Unreadable(Exception):
+    """Pickles as ``Unreadable(1)``, which its constructor refuses."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a)
+
+
 def setup() -> list[engine.Machine]:
     """``relay``: forwards numbered messages along a ring and logs what it got; ``sink``:
     logs ``(sender, n)`` per message, answers ``log`` requests; ``counter``."""
@@ -42,6 +49,11 @@ def setup() -> list[engine.Machine]:
         target, payload = ev.payload  # any target, any payload (hostile ones included)
         if payload == "a generator":
             payload = (x for x in range(3))
+        elif payload == "unreadable":  # pickles, but cannot be unpickled
+            payload = Unreadable(1, 2)
+        elif payload == "keep a generator":  # data that cannot leave the shard
+            ctx.data = (x for x in range(3))
+            return Step()
         return Step(actions=[Send(target, "hi", payload)])
 
     @relay.handler("on", "log")

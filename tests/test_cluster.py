@@ -324,6 +324,24 @@ def test_hostile_sends_between_shards_are_dead_letters(cluster: Cluster) -> None
     cluster.send(b, "raw", (a, "back"))  # both shards still serve
     cluster.wait_until_idle()
     assert cluster.data(a) == ["back"]
+    # a batch the receiver cannot read is reported there; its number is not lost
+    cluster.send(a, "raw", (b, "unreadable"))
+    cluster.wait_until_idle()
+    assert cluster.routing()[1][3] == 1  # one failure kept on b's shard
+    cluster.send(a, "raw", (b, "after"))
+    cluster.wait_until_idle()
+    assert cluster.data(b) == ["fine", "after"]
+    # an agent holding what cannot be pickled cannot move; nothing changes
+    cluster.send(a, "raw", (None, "keep a generator"))
+    cluster.wait_until_idle()
+    with pytest.raises(engine.InvalidArgumentError):
+        cluster.move(a, 1)
+    assert cluster.shard_of(a) == 0
+    assert cluster.routing()[0][:3] == (0, 0, 0)
+    assert cluster.routing()[1][:3] == (0, 0, 0)
+    cluster.send(b, "raw", (a, "still here"))
+    cluster.wait_until_idle()
+    assert cluster.statistics(a).processed == 8  # every message it was sent, nothing lost
 
 
 def test_moves_over_three_shards_and_a_removal(ray_local: Any, impl: str) -> None:

@@ -531,6 +531,41 @@ def test_work_is_cancelled_at_its_tenants_turn_deadline(impl: str) -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
+def test_interrupt_waits_for_its_tenants_room_under_the_wait_policy(impl: str) -> None:
+    """A tenant full under ``overflow="wait"`` delays the runtime's own ``interrupted`` (as
+    it delays ``await rt.send``) instead of dead-lettering it; "reject" dead-letters it."""
+    m = Machine("w", ["on"], "on", [], events=["x", "interrupted"], unhandled="ignore")
+    log: list[str] = []
+    for name in ("x", "interrupted"):
+        m.handler("*", name)(lambda ctx, ev, name=name: log.append(name))
+
+    async def forever() -> None:
+        await trio.sleep_forever()
+
+    async def main() -> None:
+        async with open_runtime(implementation=impl) as rt:
+            rt.add_tenant("t", limits=Limits(max_queued=1, overflow="wait"))
+            rt.spawn(m, "a", tenant="t")
+            rt.pause("a")
+            rt.send_nowait("a", "x")
+            rt.start_work("a", Work(forever))
+            assert rt.interrupt("a") == 1
+            await trio.sleep(1)
+            assert rt.dead_letters() == []
+            rt.resume("a")
+            await rt.wait_until_idle()
+            await trio.sleep(1)
+            await rt.wait_until_idle()
+            assert log == ["x", "interrupted"]
+            rt.update_tenant("t", limits=Limits(max_queued=1, overflow="reject"))
+            rt.pause("a")
+            rt.send_nowait("a", "x")
+            rt.interrupt("a")
+            assert [d.event for d in rt.dead_letters()] == ["interrupted"]
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
 def test_work_a_plugin_started_is_not_held_to_the_turn_deadline(impl: str) -> None:
     """``start_work`` (a plugin's I/O for an agent, e.g. an LLM stream) is not a turn: the
     tenant's turn deadline, which cancels handler-started work, leaves it alone."""

@@ -84,9 +84,16 @@ class Shard(ShardHost):
         self.call(self.sender_restarted, index, incarnation)
 
     def deliver(
-        self, sender: int, incarnation: str, to: str, seq: int, items: list[Any], stamp: float
+        self,
+        sender: int,
+        incarnation: str,
+        to: str,
+        seq: int,
+        blob: Any,
+        stamp: float,
+        sent: int,
     ) -> None:
-        self.call(self.receive, sender, incarnation, to, seq, items, stamp)
+        self.call(self.receive, sender, incarnation, to, seq, blob, stamp, sent)
 
     # -- the runtime's API, for the driver -------------------------------------------------
 

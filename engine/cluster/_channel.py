@@ -79,7 +79,7 @@ class Inbox:
         """Each sender's current incarnation."""
         self._retired: dict[int, set[str]] = {}
         self._next: dict[int, int] = {}
-        self._early: dict[int, dict[int, list[Item]]] = {}
+        self._early: dict[int, dict[int, tuple[list[Item], int]]] = {}
         self.received: dict[int, int] = {}
         """Messages received from each sender's current incarnation."""
 
@@ -95,13 +95,21 @@ class Inbox:
         self._next[sender] = 0
         self.received[sender] = 0
         early = self._early.pop(sender, {})
-        return [early[seq] for seq in sorted(early)]
+        return [early[seq][0] for seq in sorted(early)]
 
     def accept(
-        self, sender: int, incarnation: str, current: bool, seq: int, items: list[Item]
+        self,
+        sender: int,
+        incarnation: str,
+        current: bool,
+        seq: int,
+        items: list[Item],
+        sent: int,
     ) -> list[list[Item]]:
         """The batches that can be applied now, in order (none while a gap is open).
-        ``current``: the batch was addressed to this incarnation of the receiver."""
+        ``current``: the batch was addressed to this incarnation of the receiver; ``sent``:
+        the messages the sender counted in it (counted here even if some could not be
+        read, so that the pair balances)."""
         if not current or incarnation in self._retired.get(sender, ()):
             return [items]  # across a restart: at once, not counted
         released = []
@@ -111,13 +119,13 @@ class Inbox:
         if seq < expected:
             return released  # a duplicate
         if seq > expected:
-            self._early.setdefault(sender, {})[seq] = items
+            self._early.setdefault(sender, {})[seq] = (items, sent)
             return released
-        ready = [*released, self._count(sender, items)]
+        ready = [*released, self._count(sender, items, sent)]
         early = self._early.get(sender)
         seq += 1
         while early and seq in early:
-            ready.append(self._count(sender, early.pop(seq)))
+            ready.append(self._count(sender, *early.pop(seq)))
             seq += 1
         if early is not None and not early:
             del self._early[sender]
@@ -128,6 +136,6 @@ class Inbox:
         """Batches held for a gap."""
         return sum(len(e) for e in self._early.values())
 
-    def _count(self, sender: int, items: list[Item]) -> list[Item]:
-        self.received[sender] = self.received.get(sender, 0) + messages(items)
+    def _count(self, sender: int, items: list[Item], sent: int) -> list[Item]:
+        self.received[sender] = self.received.get(sender, 0) + sent
         return items

@@ -383,8 +383,9 @@ class Cluster:
         self._wait(self._handles[shard].expect_agent.remote(agent_id, source, senders), shard)
         try:
             self._wait(self._handles[source].move_agent_out.remote(agent_id, shard), source)
-        except EngineError:  # nothing moved: the new home forgets it
-            self._wait(self._handles[shard].unexpect_agent.remote(agent_id), shard)
+        except BaseException:  # nothing moved: the new home forgets it
+            with contextlib.suppress(Exception):
+                self._wait(self._handles[shard].unexpect_agent.remote(agent_id), shard)
             raise
         self._wait(self._coordinator.place.remote(agent_id, shard))
         self.routes.directory[agent_id] = shard

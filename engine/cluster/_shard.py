@@ -28,6 +28,7 @@ A live move of agent X from shard A to shard B keeps every sender's order:
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import uuid
 from collections import deque
@@ -118,6 +119,14 @@ class ShardHost:
         try:
             trio.run(_run, self, clock=self.clock)
         except BaseException as exc:  # reported to whoever waits
+            if self._ready.is_set() and self._stop is not None and not self._stop.is_set():
+                # the runtime died under a running shard: end the process, so that Ray
+                # restarts it and it recovers from its store (a live actor with a dead
+                # runtime would fail every call and never come back)
+                import traceback
+
+                traceback.print_exception(exc)
+                os._exit(70)
             self._failure = exc
             self._ready.set()
 
@@ -192,24 +201,28 @@ class ShardHost:
             gone = ShardGoneError(f"shard {dest} is gone ({exc})")
             self._undeliverable(dest, incarnation, items, gone)
             return
+        # The items go as bytes, so that Ray always runs the receiver's ``deliver`` (an
+        # item it could not unpickle would fail the task before it, and its number would
+        # never arrive: the pair would wait on the gap for ever); the receiver unpickles.
+        kept = items
         try:
-            handle.deliver.remote(self.index, self.incarnation, incarnation, seq, items, stamp)
-            return
-        except Exception:  # an item that cannot cross processes: find it, send the rest
-            import ray.cloudpickle
-
-            good = []
+            blob: bytes | list[bytes] = _dumps(items)
+        except Exception:  # an item that cannot cross processes: each on its own
+            blob, kept = [], []
             for item in items:
                 try:
-                    ray.cloudpickle.dumps(item)  # type: ignore[no-untyped-call]
+                    blob.append(_dumps(item))
                 except Exception as exc:
                     self._undeliverable(dest, incarnation, [item], exc)
                 else:
-                    good.append(item)
-        try:  # the same number, so that the receiver sees no gap
-            handle.deliver.remote(self.index, self.incarnation, incarnation, seq, good, stamp)
-        except Exception as exc:
-            self._undeliverable(dest, incarnation, good, exc)
+                    kept.append(item)
+        me, mine = self.index, self.incarnation
+        try:
+            handle.deliver.remote(me, mine, incarnation, seq, blob, stamp, messages(kept))
+        except Exception as exc:  # the number still goes, empty, so that no gap is left
+            self._undeliverable(dest, incarnation, kept, exc)
+            with contextlib.suppress(Exception):
+                handle.deliver.remote(me, mine, incarnation, seq, [], stamp, 0)
 
     def _undeliverable(
         self, dest: int, incarnation: str, items: list[Item], error: BaseException
@@ -239,13 +252,32 @@ class ShardHost:
         incarnation: str,
         to: str,
         seq: int,
-        items: list[Item],
+        blob: bytes | list[bytes],
         stamp: float,
+        sent: int,
     ) -> None:
         if self.clock is not None:  # virtual time: never behind the sender's instant
             self.advance_to(stamp)
+        items = self._unpickle(sender, blob)
         current = to == self.incarnation
-        self.apply_all(sender, self.inbox.accept(sender, incarnation, current, seq, items))
+        batches = self.inbox.accept(sender, incarnation, current, seq, items, sent)
+        self.apply_all(sender, batches)
+
+    def _unpickle(self, sender: int, blob: bytes | list[bytes]) -> list[Item]:
+        """The items of a batch; what cannot be unpickled here is reported and skipped."""
+        if isinstance(blob, bytes):
+            try:
+                return list(_loads(blob))
+            except Exception as exc:
+                self.fail(f"a batch from shard {sender} could not be read", None, exc)
+                return []
+        items = []
+        for one in blob:
+            try:
+                items.append(_loads(one))
+            except Exception as exc:
+                self.fail(f"an item from shard {sender} could not be read", None, exc)
+        return items
 
     def apply_all(self, via: int, batches: list[list[Item]]) -> None:
         for batch in batches:
@@ -258,6 +290,18 @@ class ShardHost:
     def sender_restarted(self, index: int, incarnation: str) -> None:
         self.outbox.restarted(index, incarnation)
         self.apply_all(index, self.inbox.restarted(index, incarnation))
+        for agent_id, coming in list(self._coming.items()):
+            if coming.source == index and coming.saved is None:  # its export died with it
+                del self._coming[agent_id]
+                self.failed_moves[agent_id] = ShardGoneError(
+                    f"shard {index} restarted while agent {agent_id!r} was leaving it"
+                )
+                lost = self.failed_moves[agent_id]
+                for _, event, payload, priority, _sender in coming.mail():
+                    self.dead_letter(agent_id, event, payload, priority, lost)
+            elif index in coming.waiting:  # a restarted sender routes by the new layout
+                coming.switched(index)
+                self._settle(agent_id)
 
     def _apply(self, via: int, item: Item) -> None:
         kind = item[0]
@@ -292,10 +336,14 @@ class ShardHost:
         self, agent_id: Any, event: Any, payload: Any, priority: Any, exc: BaseException
     ) -> None:
         lane = priority if type(priority) is int and 0 <= priority <= 3 else 1
+        try:
+            name = str(event)
+        except Exception:  # a hostile event object
+            name = f"<{type(event).__name__}>"
         self.undeliverable.append(
             DeadLetter(
                 agent_id,
-                str(event),
+                name,
                 payload,
                 Priority(lane),
                 DeadLetterReason.UNDELIVERABLE,
@@ -318,9 +366,15 @@ class ShardHost:
         assert rt is not None
         rt.wake(agent_id)  # AgentNotFoundError when it is not here at all
         (saved,) = rt._export([agent_id])
+        saved["machine"] = saved["machine"].name
+        try:  # everything it holds must cross processes, checked before anything changes
+            _dumps(saved)
+        except Exception as exc:
+            raise InvalidArgumentError(
+                f"agent {agent_id!r} cannot move: what it holds cannot be pickled ({exc})"
+            ) from None
         taken = rt._d.take_mail(agent_id)  # it moves with the export: no dead letters
         now = trio.current_time()
-        saved["machine"] = saved["machine"].name
         saved["since"] = now - saved["since"]  # an age: the clocks of two processes differ
         # requests waiting in its mail fail here (not processed: asked again where it goes)
         n_front, n_post = len(saved["front"]), len(saved["postponed"])
@@ -331,15 +385,19 @@ class ShardHost:
             for _, _, _, request in part:
                 if request:
                     rt._on_request(request, False, AgentMovedError(agent_id))
+        record = _dumps(saved)  # a subset of what pickled above
         rt.terminate(agent_id)
         self.forward[agent_id] = dest
         self.routes.directory[agent_id] = dest
-        self._put(dest, ("arrive", agent_id, saved))
+        self._put(dest, ("arrive", agent_id, record))
 
     def set_route(self, agent_id: Any, dest: int, source: int) -> None:
         """Send ``agent_id``'s mail to ``dest`` from now on, and tell ``source`` (where it
         was) with a marker that follows everything sent there before."""
         self.routes.directory[agent_id] = dest
+        # a forward entry left from an earlier move (its "settled" not here yet) would send
+        # this shard's own later mail the long way, behind the marker below
+        self.forward.pop(agent_id, None)
         if source != self.index:
             self._put(source, ("switch", agent_id, self.index))
 
@@ -360,8 +418,8 @@ class ShardHost:
         del self._coming[agent_id]
         rt = self.rt
         assert rt is not None
-        saved = coming.saved
         try:
+            saved = _loads(coming.saved)
             saved["machine"] = self.machines[saved["machine"]]
             saved["since"] = trio.current_time() - saved["since"]
             rt._import(saved)
@@ -461,7 +519,7 @@ class _Arrival:
     def __init__(self, source: int, waiting: set[int]) -> None:
         self.source = source
         self.waiting = waiting
-        self.saved: dict[str, Any] | None = None
+        self.saved: bytes | None = None
         self._forwarded: list[tuple[Any, ...]] = []  # from the old home, in its order
         self._direct: dict[int, list[tuple[Any, ...]]] = {}  # per sender not yet switched
 
@@ -478,6 +536,18 @@ class _Arrival:
 
     def mail(self) -> list[tuple[Any, ...]]:
         return self._forwarded
+
+
+def _dumps(value: Any) -> bytes:
+    import ray.cloudpickle
+
+    return ray.cloudpickle.dumps(value)  # type: ignore[no-any-return,no-untyped-call]
+
+
+def _loads(blob: bytes) -> Any:
+    import ray.cloudpickle
+
+    return ray.cloudpickle.loads(blob)
 
 
 def shard_name(cluster: str, index: int) -> str:

@@ -281,8 +281,11 @@ class Host:
         it. An agent gone or stopped meanwhile gets a dead letter instead."""
         try:
             ref.send_nowait(event, payload, priority)
-        except MailboxFullError:
-            self.nursery.start_soon(self._deliver_when_room, ref, event, payload, priority)
+        except (MailboxFullError, TenantLimitError) as exc:
+            if isinstance(exc, TenantLimitError) and not exc.wait:
+                self._undeliverable(ref, event, payload, priority, exc)
+            else:  # no room, or its tenant holds it back under the "wait" policy
+                self.nursery.start_soon(self._deliver_when_room, ref, event, payload, priority)
         except Exception as exc:
             self._undeliverable(ref, event, payload, priority, exc)
 
@@ -290,7 +293,10 @@ class Host:
         while True:  # no checkpoint between a refusal and the park: no wake-up is missed
             try:
                 ref.send_nowait(event, payload, priority)
-            except MailboxFullError:
+            except (MailboxFullError, TenantLimitError) as exc:
+                if isinstance(exc, TenantLimitError) and not exc.wait:
+                    self._undeliverable(ref, event, payload, priority, exc)
+                    return
                 await self._progress.park()
                 continue
             except Exception as exc:
