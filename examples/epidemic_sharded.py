@@ -43,7 +43,7 @@ from pathlib import Path
 import attrs
 import numpy as np
 import numpy.typing as npt
-import trio
+from trio import current_time  # (handlers use this: trio < 0.25's module cannot be pickled)
 
 import engine
 from engine import Send, Step, Timer
@@ -96,7 +96,7 @@ def person_machine(
     recovers = Step(state="R")  # no tick armed: the last one
 
     def today() -> int:
-        return round(trio.current_time() / DAY)
+        return round(current_time() / DAY)
 
     @person.handler("S", "infect")
     def fall_ill(agent: engine.AgentContext, event: engine.Event) -> Step:
