@@ -294,6 +294,13 @@ def test_virtual_time_in_lock_step(ray_local: Any, impl: str) -> None:
         assert c.data(b)["got"][-1] == (20.0, 20.0)
         assert [t for t, _ in c.data(b)["got"]] == [float(t) for t in range(1, 21)]
         assert c.on_each_shard(lambda rt: sorted(rt.agent_ids())) == [[], sorted([a, b])]
+        for bad in (float("nan"), float("inf"), "10"):
+            with pytest.raises(engine.InvalidArgumentError):
+                c.run_until(bad)  # type: ignore[arg-type]
+        for bad in (float("nan"), float("inf"), 0, -1):
+            with pytest.raises(engine.InvalidArgumentError):
+                c.wait_until_idle(timeout=bad)
+        assert c.now() == 20.5  # nothing moved
     finally:
         c.close()
     real = Cluster(cluster_machines.setup, shards=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -304,6 +305,9 @@ class Cluster:
         """Block until no shard has mail, nothing is between shards and no move is under
         way, seen twice in a row with the same counts (so nothing was in flight between
         the two looks)."""
+        for name, value in (("timeout", timeout), ("poll", poll)):
+            if not isinstance(value, (int, float)) or not 0 < value < math.inf:
+                raise InvalidArgumentError(f"{name} must be a positive finite number")
         deadline = time.monotonic() + timeout
         last = None
         while True:
@@ -348,6 +352,8 @@ class Cluster:
         README)."""
         if not self.virtual_time:
             raise InvalidArgumentError("run_until needs Cluster(virtual_time=True)")
+        if not isinstance(when, (int, float)) or not math.isfinite(when):
+            raise InvalidArgumentError(f"run_until takes a finite time, got {when!r}")
         while True:
             self.wait_until_idle()
             times = self._wait([self._handles[s].time.remote() for s in self.shards])
