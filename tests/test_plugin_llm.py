@@ -341,9 +341,10 @@ def test_a_full_mailbox_slows_the_stream_and_drops_nothing(llm_server: str) -> N
     words = " ".join(f"w{i}" for i in range(300))
 
     async def main() -> None:
-        plugin = make_llm(llm_server, "tag=backpressure", timeouts={"between_tokens": 0.5})
+        plugin = make_llm(llm_server, "first=1,tag=backpressure", timeouts={"between_tokens": 0.5})
         async with running(plugin, "slow", capacity=4) as rt:
             await rt.send("slow", "ask", words)
+            # (the answer starts a second later: a loaded machine still sees it waiting)
             await until(lambda: rt.state("slow") == "waiting")
             rt.pause("slow")  # it stops reading its mailbox: 4 events fit, then the stream waits
             await until(lambda: plugin.statistics().waited >= 1)
@@ -391,10 +392,10 @@ def test_interrupt_while_the_stream_waits_for_room(llm_server: str) -> None:
     words = " ".join(f"w{i}" for i in range(100))
 
     async def main() -> None:
-        plugin = make_llm(llm_server, "tag=interrupt-full")
+        plugin = make_llm(llm_server, "first=1,tag=interrupt-full")
         async with running(plugin, "full", capacity=2) as rt:
             await rt.send("full", "ask", words)
-            await until(lambda: rt.state("full") == "waiting")
+            await until(lambda: rt.state("full") == "waiting")  # (first=1: a second to see it)
             rt.pause("full")
             await until(lambda: plugin.statistics().waited >= 1)
             # the stream is cancelled at once; the runtime's own `interrupted` waits for room
