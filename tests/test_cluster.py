@@ -4,6 +4,7 @@ shard recovered from its store. Both hot paths run in the shards."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 import time
@@ -423,3 +424,26 @@ def test_bad_arguments(ray_local: Any) -> None:
         Cluster(cluster_machines.setup, shards=0)
     with pytest.raises(engine.InvalidArgumentError):
         Cluster("not callable", shards=2)  # type: ignore[arg-type]
+
+
+def test_a_connection_without_the_clusters_key_costs_only_itself(cluster: Cluster) -> None:
+    """Shards send each other batches over TCP (the data plane): a connection that does not
+    open with the cluster's key is closed and reported, before any of it is unpickled."""
+    import socket
+
+    host, port = cluster._wait(cluster.handle(0).where.remote())
+    bomb = pickle.dumps(("m",) * 10)  # never read: the key comes first
+    for hostile in (b"k" * 36 + bomb, b"\xff" * 4096, b"\0" * 35):
+        with socket.create_connection((host, port), timeout=10) as s:
+            s.sendall(hostile)
+            if len(hostile) < 36:
+                s.shutdown(socket.SHUT_WR)  # a hello cut short
+            with contextlib.suppress(ConnectionResetError):  # (bytes left unread: a reset)
+                assert s.recv(1) == b""  # the shard hung up
+    ring = [f"n{i}" for i in range(6)]
+    for agent_id in ring:
+        cluster.spawn("relay", agent_id)
+    cluster.send("n0", "hop", (ring, 59))  # traffic between the shards goes on
+    cluster.wait_until_idle()
+    assert [cluster.request(a, "log") for a in ring] == [10] * 6
+    assert cluster.routing()[0][3] == 2  # the two with a wrong key; the short one just ended

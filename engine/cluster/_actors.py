@@ -63,13 +63,23 @@ class Shard(ShardHost):
         namespace: str | None,
         coordinator: Any,
         virtual_time: bool,
+        key: bytes,
     ) -> None:
         import ray
 
         # the layout first: a restarted shard routes what its recovery sends the right way
         layout = ray.get(coordinator.layout.remote())
         super().__init__(
-            name, index, layout, setup, store, runtime_options, namespace, virtual_time
+            name,
+            index,
+            layout,
+            setup,
+            store,
+            runtime_options,
+            namespace,
+            virtual_time,
+            key=key,
+            bind=ray.util.get_node_ip_address(),  # type: ignore[no-untyped-call]
         )
         ray.get(coordinator.register.remote(index, self.incarnation))
         for peer in layout[0]:  # a restarted shard: its peers number their batches from 0
@@ -83,17 +93,10 @@ class Shard(ShardHost):
     def peer_restarted(self, index: int, incarnation: str) -> None:
         self.call(self.sender_restarted, index, incarnation)
 
-    def deliver(
-        self,
-        sender: int,
-        incarnation: str,
-        to: str,
-        seq: int,
-        blob: Any,
-        stamp: float,
-        sent: int,
-    ) -> None:
-        self.call(self.receive, sender, incarnation, to, seq, blob, stamp, sent)
+    def where(self) -> tuple[str, int]:
+        """The address of this shard's data plane (its peers connect there)."""
+        assert self.address is not None
+        return self.address
 
     # -- the runtime's API, for the driver -------------------------------------------------
 

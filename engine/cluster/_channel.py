@@ -30,7 +30,8 @@ def messages(items: list[Item]) -> int:
 
 @final
 class Outbox:
-    """What one shard owes the others, gathered during a drain and sent once after it."""
+    """What one shard owes the others, gathered per receiver until its connection takes
+    it (everything queued while the previous batch was written goes as the next one)."""
 
     __slots__ = ("_next", "incarnations", "pending", "sent")
 
@@ -43,10 +44,13 @@ class Outbox:
         """Messages sent per (receiver, its incarnation)."""
 
     def put(self, shard: int, item: Item) -> bool:
-        """Queue an item; True when it is the first since the last ``take``."""
-        first = not self.pending
-        self.pending.setdefault(shard, []).append(item)
-        return first
+        """Queue an item; True when it is the first for ``shard`` since its last ``take``."""
+        queued = self.pending.get(shard)
+        if queued is None:
+            self.pending[shard] = [item]
+            return True
+        queued.append(item)
+        return False
 
     def restarted(self, shard: int, incarnation: str) -> None:
         """The receiver came back as ``incarnation``: its batches count from 0 again."""
@@ -54,18 +58,18 @@ class Outbox:
             self.incarnations[shard] = incarnation
             self._next[shard] = 0
 
-    def take(self) -> list[tuple[int, str, int, list[Item]]]:
-        """``(receiver, its incarnation, seq, items)`` per receiver with something queued."""
-        out = []
-        for shard, items in self.pending.items():
-            seq = self._next.get(shard, 0)
-            self._next[shard] = seq + 1
-            incarnation = self.incarnations.get(shard, "")
-            key = (shard, incarnation)
-            self.sent[key] = self.sent.get(key, 0) + messages(items)
-            out.append((shard, incarnation, seq, items))
-        self.pending = {}
-        return out
+    def take(self, shard: int) -> tuple[str, int, list[Item]] | None:
+        """``(receiver's incarnation, seq, items)`` of what is queued for ``shard``, as one
+        numbered batch (None when nothing is)."""
+        items = self.pending.pop(shard, None)
+        if items is None:
+            return None
+        seq = self._next.get(shard, 0)
+        self._next[shard] = seq + 1
+        incarnation = self.incarnations.get(shard, "")
+        key = (shard, incarnation)
+        self.sent[key] = self.sent.get(key, 0) + messages(items)
+        return incarnation, seq, items
 
 
 @final

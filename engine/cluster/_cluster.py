@@ -6,6 +6,7 @@ import contextlib
 import itertools
 import logging
 import math
+import secrets
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -83,6 +84,7 @@ class Cluster:
         self._options = dict(runtime_options or {})
         self._num_cpus = num_cpus
         self.virtual_time = bool(virtual_time)
+        self._key = secrets.token_bytes(32)  # what shards present to each other (_wire)
         self._next_index = itertools.count(shards)
         indexes = list(range(shards))
         self.routes = Routes(indexes)
@@ -130,6 +132,7 @@ class Cluster:
                 self._namespace,
                 self._coordinator,
                 self.virtual_time,
+                self._key,
             )
         )
 
@@ -488,9 +491,7 @@ class ClusterSubscription:
         """``(shard, Transition)`` recorded since the last poll, in each shard's order."""
         c = self._cluster
         order = [s for s in c.shards if s in self._cursor]
-        answers = c._wait(
-            [c.handle(s).records.remote(self._cursor[s], limit) for s in order]
-        )
+        answers = c._wait([c.handle(s).records.remote(self._cursor[s], limit) for s in order])
         out = []
         for shard, (gap, items, after) in zip(order, answers, strict=True):
             self._cursor[shard] = after

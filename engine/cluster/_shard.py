@@ -8,7 +8,9 @@ the routing state are only ever touched by that thread and nothing needs a lock.
 
 Mail between shards: the runtime's ``route_sends`` gives the shard every ``Send`` action for
 an agent that is not resident; the shard files it in its ``Outbox`` under the agent's shard,
-and a sender task sends each other shard one numbered batch per drain (``_channel``).
+and a task per peer writes what is queued for it as one numbered batch (``_channel``) on a
+TCP connection of its own (``_wire``): at least one batch per drain, bigger while the
+connection is busy.
 Received batches are applied in order per sender; an item that fails is reported (dead
 letter or ``failures``), never raised into the runtime. With virtual time every batch
 carries its sender's clock, and the receiver's clock moves up to it before applying it.
@@ -30,9 +32,11 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import trio
@@ -44,6 +48,7 @@ from ..core._types import DeadLetter, DeadLetterReason, Priority
 from ..environment._open import open_runtime
 from ..runtime._runtime import Runtime
 from ..store._stores import Store
+from . import _wire
 from ._channel import Inbox, Item, Outbox, messages
 from ._routing import Routes
 
@@ -51,6 +56,9 @@ DRIVER = -1
 """The sender number of the driver process."""
 KEPT = 1000
 """Undeliverable messages and failures each shard keeps (the newest)."""
+REACH = 60.0
+"""Seconds a shard keeps trying to reach a peer (one that restarts) before its mail for it
+becomes undeliverable."""
 
 
 class AgentMovedError(EngineError):
@@ -79,6 +87,8 @@ class ShardHost:
         runtime_options: dict[str, Any],
         namespace: str | None,
         virtual_time: bool = False,
+        key: bytes = b"",
+        bind: str = "127.0.0.1",
     ) -> None:
         shards, directory, incarnations = layout
         self.name = name
@@ -104,7 +114,11 @@ class ShardHost:
         self._failure: BaseException | None = None
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self._outgoing = trio.Event()
+        self.key = key.ljust(32, b"\0")[:32]
+        self._bind = bind
+        self.address: tuple[str, int] | None = None
+        """Where this shard's data plane listens (``_wire``)."""
+        self._links: dict[int, _Link] = {}
         self._nursery: trio.Nursery | None = None
         self.rt: Runtime | None = None
         self._thread = threading.Thread(target=self._host, name=f"shard-{index}", daemon=True)
@@ -190,39 +204,54 @@ class ShardHost:
 
     def _put(self, dest: int, item: Item) -> None:
         if self.outbox.put(dest, item):
-            self._outgoing.set()
+            link = self._links.get(dest)
+            if link is None:
+                link = self._links[dest] = _Link()
+                assert self._nursery is not None
+                self._nursery.start_soon(_write, self, dest, link)
+            link.wake.set()
 
-    def _send(
+    def _frame(
         self, dest: int, incarnation: str, seq: int, items: list[Item], stamp: float
-    ) -> None:
-        try:
-            handle = self.peer(dest)
-        except Exception as exc:  # a removed shard: nobody will take its mail
-            gone = ShardGoneError(f"shard {dest} is gone ({exc})")
-            self._undeliverable(dest, incarnation, items, gone)
-            return
-        # The items go as bytes, so that Ray always runs the receiver's ``deliver`` (an
-        # item it could not unpickle would fail the task before it, and its number would
-        # never arrive: the pair would wait on the gap for ever); the receiver unpickles.
+    ) -> tuple[list[bytes], list[Item]]:
+        """The pieces of one batch on the wire, and the items it carries. An item that
+        cannot cross processes (or is larger than a part may be) stays behind as
+        undeliverable, and the batch still goes with its number, so that no gap is left."""
         kept = items
         try:
-            blob: bytes | list[bytes] = _dumps(items)
-        except Exception:  # an item that cannot cross processes: each on its own
-            blob, kept = [], []
+            parts = [_dumps(items)]
+            whole = len(parts[0]) <= _wire.MAX_PART
+        except Exception:
+            whole = False
+        if not whole:
+            parts, kept = [], []
             for item in items:
                 try:
-                    blob.append(_dumps(item))
+                    blob = _dumps(item)
+                    if len(blob) > _wire.MAX_PART:
+                        raise InvalidArgumentError(
+                            f"a cross-shard message of {len(blob)} bytes pickled "
+                            f"(at most {_wire.MAX_PART})"
+                        )
                 except Exception as exc:
                     self._undeliverable(dest, incarnation, [item], exc)
                 else:
+                    parts.append(blob)
                     kept.append(item)
-        me, mine = self.index, self.incarnation
+        header = (self.index, self.incarnation, incarnation, seq, stamp, messages(kept), whole)
+        return _wire.frame((*header, [len(p) for p in parts]), parts), kept
+
+    def _address_of(self, dest: int) -> tuple[str, int]:
+        """Where ``dest`` listens (on one of Ray's threads: it waits for a restarting
+        shard). ``ShardGoneError`` when no such shard exists any more."""
+        import ray
+
         try:
-            handle.deliver.remote(me, mine, incarnation, seq, blob, stamp, messages(kept))
-        except Exception as exc:  # the number still goes, empty, so that no gap is left
-            self._undeliverable(dest, incarnation, kept, exc)
-            with contextlib.suppress(Exception):
-                handle.deliver.remote(me, mine, incarnation, seq, [], stamp, 0)
+            handle = self.peer(dest)
+        except ValueError as exc:  # removed: no actor has the name
+            raise ShardGoneError(f"shard {dest} is gone ({exc})") from None
+        address: tuple[str, int] = ray.get(handle.where.remote(), timeout=REACH)
+        return address
 
     def _undeliverable(
         self, dest: int, incarnation: str, items: list[Item], error: BaseException
@@ -490,20 +519,105 @@ async def _run(host: ShardHost) -> None:
         rt.route_sends(host._route)
         async with trio.open_nursery() as nursery:
             host._nursery = nursery
-            nursery.start_soon(_send_batches, host)
+            serve = partial(trio.serve_tcp, partial(_serve, host), 0, host=host._bind)
+            listeners = await nursery.start(serve)
+            host.address = (host._bind, listeners[0].socket.getsockname()[1])
             host._ready.set()
             await host._stop.wait()
             nursery.cancel_scope.cancel()
 
 
-async def _send_batches(host: ShardHost) -> None:
-    """Send what the drains gathered, one batch per receiver per wake-up."""
+async def _serve(host: ShardHost, stream: trio.SocketStream) -> None:
+    """One peer's connection: its batches, applied as they come. Whatever goes wrong
+    ends this connection only (the peer reconnects and sends again)."""
+    reader = _wire.Reader(stream)
+    try:
+        sender = await reader.hello(host.key)
+        while True:
+            header, blob = await reader.batch()
+            _, incarnation, to, seq, stamp, sent, _, _ = header
+            try:
+                host.receive(sender, incarnation, to, seq, blob, stamp, sent)
+            except Exception as exc:  # a bug here must not end the shard
+                host.fail(f"a batch from shard {sender}", seq, exc)
+    except (EOFError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass  # the peer closed, died or restarted
+    except Exception as exc:  # a broken protocol: this connection ends
+        host.fail("a connection from a peer", None, exc)
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def _connect(host: ShardHost, dest: int) -> trio.SocketStream:
+    ip, port = await trio.to_thread.run_sync(host._address_of, dest, abandon_on_cancel=True)
+    stream = await trio.open_tcp_stream(ip, port)
+    try:
+        await stream.send_all(_wire.hello(host.key, host.index))
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
+async def _write(host: ShardHost, dest: int, link: _Link) -> None:
+    """The connection to ``dest``: everything queued for it since the last write goes as
+    the next batch (so a busy connection gathers bigger batches)."""
+    stream: trio.SocketStream | None = None
+    opened_for = ""  # the receiver's incarnation as known when the stream was opened
+    try:
+        while True:
+            await link.wake.wait()
+            link.wake = trio.Event()
+            taken = host.outbox.take(dest)
+            if taken is None:
+                continue
+            incarnation, seq, items = taken
+            if stream is not None and incarnation != opened_for:
+                # the receiver restarted: its old connection may still take a write (the
+                # kernel's buffer) that nobody reads; a new incarnation gets a new one
+                await trio.aclose_forcefully(stream)
+                stream = None
+            opened_for = incarnation
+            try:
+                pieces, kept = host._frame(dest, incarnation, seq, items, trio.current_time())
+            except Exception as exc:  # a bug: the batch is reported, the connection goes on
+                host._undeliverable(dest, incarnation, items, exc)
+                continue
+            stream = await _transmit(host, dest, stream, pieces)
+            if stream is None:  # never reached it: what the batch held is undeliverable
+                gone = ShardGoneError(f"shard {dest} cannot be reached")
+                host._undeliverable(dest, incarnation, kept, gone)
+    finally:
+        if stream is not None:
+            await trio.aclose_forcefully(stream)
+
+
+async def _transmit(
+    host: ShardHost, dest: int, stream: trio.SocketStream | None, pieces: list[bytes]
+) -> trio.SocketStream | None:
+    """Write one batch, connecting (again) when needed: a peer that restarted is reached
+    at its new address, trying for about ``REACH`` seconds. None when it was not reached
+    (the shard is gone, or did not come back)."""
+    deadline = time.monotonic() + REACH
+    pause = 0.01
     while True:
-        await host._outgoing.wait()
-        host._outgoing = trio.Event()
-        stamp = trio.current_time()
-        for dest, incarnation, seq, items in host.outbox.take():
-            host._send(dest, incarnation, seq, items, stamp)
+        try:
+            if stream is None:
+                stream = await _connect(host, dest)
+            for piece in pieces:
+                await stream.send_all(piece)
+            return stream
+        except ShardGoneError:
+            return None
+        except Exception:  # a broken connection, a refused one, a shard restarting
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+                stream = None
+            if time.monotonic() > deadline or dest not in host.routes.shards:
+                return None  # (a shard removed from the layout will not come back)
+            # real time: a virtual clock would never get there
+            await trio.to_thread.run_sync(time.sleep, pause, abandon_on_cancel=True)
+            pause = min(pause * 2, 1.0)
 
 
 async def _follow(rt: Runtime) -> None:
@@ -538,6 +652,15 @@ class _Arrival:
         return self._forwarded
 
 
+class _Link:
+    """The state of one peer's connection task: set ``wake`` when mail is queued for it."""
+
+    __slots__ = ("wake",)
+
+    def __init__(self) -> None:
+        self.wake = trio.Event()
+
+
 def _dumps(value: Any) -> bytes:
     import ray.cloudpickle
 
@@ -562,4 +685,3 @@ def check_id(agent_id: Any) -> None:
         raise InvalidArgumentError(
             f"agent ids must be hashable, got {type(agent_id).__name__}"
         ) from None
-
