@@ -5,9 +5,10 @@ runtime under trio in a thread of its process (``open_runtime``: the compiled di
 timers, the commit log into its own store, recovery), built from the machines a ``setup``
 callable returns. An agent lives on the shard that rendezvous hashing of its id picks,
 unless the directory (kept by a coordinator actor and copied on every shard) says it moved.
-The driver calls the shard an id lives on; a ``Send`` action for an agent on another shard
-is gathered per destination and sent as one numbered batch per drain, applied in order per
-sender and receiver. Moves hand an agent over with its snapshot and keep every sender's
+The driver calls the shard an id lives on (Ray is the control plane); a ``Send`` action for
+an agent on another shard is gathered per destination and written as numbered batches on a
+TCP connection per pair of shards (the data plane, ``_wire``), applied in order per sender
+and receiver. Moves hand an agent over with its snapshot and keep every sender's
 order (``_shard``). A shard killed mid-run is restarted by Ray and recovers its agents from
 its store, as one runtime does after a crash.
 

@@ -1,10 +1,12 @@
 """Ordered channels between shards: batches numbered per (sender, receiver) pair.
 
-Ray does not promise that calls from one caller to a threaded actor run in the order they
-were made, so every batch a shard sends another carries the sender's index and incarnation
-(a fresh id each time its process starts), the receiver's incarnation as the sender knows
-it, and a sequence number counted per receiver incarnation. The receiver applies a pair's
-batches in sequence order, holding early ones until the gap before them fills.
+Batches travel on one TCP connection per pair (``_wire``), in order while it lasts; but a
+connection can break and be opened again, and either end can restart. So every batch a shard
+sends another carries the sender's index and incarnation (a fresh id each time its process
+starts), the receiver's incarnation as the sender knows it, and a sequence number counted
+per receiver incarnation. The receiver applies a pair's batches in sequence order, holding
+early ones until the gap before them fills, and drops one it has already applied (sent again
+after a reconnection).
 
 Restarts: a batch addressed to an earlier incarnation of the receiver, or sent by an earlier
 incarnation of the sender, is applied at once and not counted (order across a restart of
