@@ -440,10 +440,21 @@ def test_a_connection_without_the_clusters_key_costs_only_itself(cluster: Cluste
                 s.shutdown(socket.SHUT_WR)  # a hello cut short
             with contextlib.suppress(ConnectionResetError):  # (bytes left unread: a reset)
                 assert s.recv(1) == b""  # the shard hung up
+    # connections that never say who they are: a bounded number stays open, then new ones
+    # are closed at once
+    silent = [socket.create_connection((host, port), timeout=10) for _ in range(64)]
+    try:
+        time.sleep(1.0)  # all taken in by the shard
+        with socket.create_connection((host, port), timeout=10) as s:
+            assert s.recv(1) == b""
+    finally:
+        for s in silent:
+            s.close()
     ring = [f"n{i}" for i in range(6)]
     for agent_id in ring:
         cluster.spawn("relay", agent_id)
     cluster.send("n0", "hop", (ring, 59))  # traffic between the shards goes on
     cluster.wait_until_idle()
     assert [cluster.request(a, "log") for a in ring] == [10] * 6
-    assert cluster.routing()[0][3] == 2  # the two with a wrong key; the short one just ended
+    # the two with a wrong key and the one over the bound (the short one just ended)
+    assert cluster.routing()[0][3] == 3

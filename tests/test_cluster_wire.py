@@ -121,3 +121,61 @@ def test_the_shard_actor_has_no_coroutine_methods() -> None:
         name for name, fn in inspect.getmembers(Shard) if inspect.iscoroutinefunction(fn)
     ]
     assert coroutines == []
+
+
+class FakeHost:
+    """What ``_serve`` uses of a shard: its key, its count of strangers, its failures and
+    its ``receive``."""
+
+    def __init__(self) -> None:
+        self.key = KEY
+        self._strangers = 0
+        self.failures: list[tuple[str, Any, BaseException]] = []
+        self.received: list[tuple[Any, ...]] = []
+
+    def fail(self, what: str, about: Any, error: BaseException) -> None:
+        self.failures.append((what, about, error))
+
+    def receive(self, *args: Any) -> None:
+        if args[3] == 1:
+            raise RuntimeError("a bug in applying")
+        self.received.append(args)
+
+
+def test_a_silent_connection_is_closed_after_the_hello_time() -> None:
+    from engine.cluster import _shard
+
+    host = FakeHost()
+
+    async def main() -> None:
+        _client, server = trio.testing.memory_stream_pair()  # (a client that never writes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_shard._serve, host, server)
+            await trio.sleep(_shard.HELLO_WITHIN - 1)
+            assert host._strangers == 1
+            assert host.failures == []
+            await trio.sleep(2)
+            assert host._strangers == 0
+        ((_, _, error),) = host.failures
+        assert isinstance(error, _wire.WireError)
+        assert "present the key" in str(error)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_batch_that_fails_to_apply_costs_only_itself() -> None:
+    from engine.cluster import _shard
+
+    host = FakeHost()
+    frames = [_wire.frame((2, "i", "t", seq, 0.0, 1, True, [1]), [b"x"]) for seq in range(3)]
+
+    async def main() -> None:
+        client, server = trio.testing.memory_stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_shard._serve, host, server)
+            await client.send_all(_wire.hello(KEY, 2) + b"".join(b"".join(f) for f in frames))
+            await client.aclose()
+
+    trio.run(main)
+    assert [args[3] for args in host.received] == [0, 2]  # seq 1 raised; 2 still came
+    assert [what for what, _, _ in host.failures] == ["a batch from shard 2"]

@@ -56,6 +56,10 @@ DRIVER = -1
 """The sender number of the driver process."""
 KEPT = 1000
 """Undeliverable messages and failures each shard keeps (the newest)."""
+STRANGERS = 64
+"""Connections a shard keeps open at once before they presented the cluster's key."""
+HELLO_WITHIN = 10.0
+"""Seconds a connection has to present the key (on the shard's clock)."""
 REACH = 60.0
 """Seconds a shard keeps trying to reach a peer (one that restarts) before its mail for it
 becomes undeliverable."""
@@ -119,6 +123,7 @@ class ShardHost:
         self.address: tuple[str, int] | None = None
         """Where this shard's data plane listens (``_wire``)."""
         self._links: dict[int, _Link] = {}
+        self._strangers = 0
         self._nursery: trio.Nursery | None = None
         self.rt: Runtime | None = None
         self._thread = threading.Thread(target=self._host, name=f"shard-{index}", daemon=True)
@@ -531,8 +536,18 @@ async def _serve(host: ShardHost, stream: trio.SocketStream) -> None:
     """One peer's connection: its batches, applied as they come. Whatever goes wrong
     ends this connection only (the peer reconnects and sends again)."""
     reader = _wire.Reader(stream)
+    sender: int | None = None
     try:
-        sender = await reader.hello(host.key)
+        if host._strangers >= STRANGERS:  # a flood of connections that never say who
+            raise _wire.WireError(f"over {STRANGERS} connections have not presented the key")
+        host._strangers += 1
+        try:
+            with trio.move_on_after(HELLO_WITHIN):
+                sender = await reader.hello(host.key)
+        finally:
+            host._strangers -= 1
+        if sender is None:
+            raise _wire.WireError(f"a connection did not present the key in {HELLO_WITHIN} s")
         while True:
             header, blob = await reader.batch()
             _, incarnation, to, seq, stamp, sent, _, _ = header
