@@ -5,8 +5,9 @@ connection can break and be opened again, and either end can restart. So every b
 sends another carries the sender's index and incarnation (a fresh id each time its process
 starts), the receiver's incarnation as the sender knows it, and a sequence number counted
 per receiver incarnation. The receiver applies a pair's batches in sequence order, holding
-early ones until the gap before them fills, and drops one it has already applied (sent again
-after a reconnection).
+early ones until the gap before them fills, and drops a number it has already applied. (A
+batch lost on a broken connection while the receiver stays up is not sent again yet: its
+gap holds the pair's later batches; see the README's "Not built yet".)
 
 Restarts: a batch addressed to an earlier incarnation of the receiver, or sent by an earlier
 incarnation of the sender, is applied at once and not counted (order across a restart of

@@ -4,13 +4,14 @@ Theory of operation: the actor's ``__init__`` starts a thread that runs ``open_r
 (with the shard's own store and the commit log when the cluster has stores: a restarted
 shard recovers its agents there) and waits until it runs. Every actor method runs on one of
 Ray's threads and does its work on the trio thread (``trio.from_thread``), so the runtime and
-the routing state are only ever touched by that thread and nothing needs a lock.
+the routing state are only ever touched by that thread and nothing needs a lock (the cache
+of peers' actor handles, filled from worker threads too, is a plain dict under the GIL).
 
 Mail between shards: the runtime's ``route_sends`` gives the shard every ``Send`` action for
 an agent that is not resident; the shard files it in its ``Outbox`` under the agent's shard,
 and a task per peer writes what is queued for it as one numbered batch (``_channel``) on a
-TCP connection of its own (``_wire``): at least one batch per drain, bigger while the
-connection is busy.
+TCP connection of its own (``_wire``): one batch per wake-up of that task, bigger while
+the connection is busy.
 Received batches are applied in order per sender; an item that fails is reported (dead
 letter or ``failures``), never raised into the runtime. With virtual time every batch
 carries its sender's clock, and the receiver's clock moves up to it before applying it.
@@ -534,7 +535,7 @@ async def _run(host: ShardHost) -> None:
 
 async def _serve(host: ShardHost, stream: trio.SocketStream) -> None:
     """One peer's connection: its batches, applied as they come. Whatever goes wrong
-    ends this connection only (the peer reconnects and sends again)."""
+    ends this connection only (the peer connects again for its next batch)."""
     reader = _wire.Reader(stream)
     sender: int | None = None
     try:

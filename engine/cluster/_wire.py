@@ -4,7 +4,8 @@ Ray stays the control plane (starting shards, moves, restarts, the driver's call
 of cross-shard mail go straight from the sender's trio thread to the receiver's over a
 socket: no Ray task per batch and no hop between threads on either side, which is most of
 what a batch cost when each was an actor call. The stream keeps each pair's order; the
-numbering of ``_channel`` still serves restarts and duplicates after a reconnection.
+numbering of ``_channel`` still serves restarts (batches are not acknowledged or sent
+again yet).
 
 A connection opens with the cluster's key (32 random bytes the driver made; a peer that
 does not present it is closed before anything it sent is read further) and the sender's
