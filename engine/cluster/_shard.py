@@ -119,7 +119,9 @@ class ShardHost:
         self._failure: BaseException | None = None
         self._stop: trio.Event | None = None
         self._token: trio.lowlevel.TrioToken | None = None
-        self.key = key.ljust(32, b"\0")[:32]
+        if type(key) is not bytes or len(key) != 32:  # (no default key anyone could present)
+            raise InvalidArgumentError("a shard needs the cluster's 32-byte key")
+        self.key = key
         self._bind = bind
         self.address: tuple[str, int] | None = None
         """Where this shard's data plane listens (``_wire``)."""
@@ -596,9 +598,9 @@ async def _write(host: ShardHost, dest: int, link: _Link) -> None:
             opened_for = incarnation
             try:
                 pieces, kept = host._frame(dest, incarnation, seq, items, trio.current_time())
-            except Exception as exc:  # a bug: the batch is reported, the connection goes on
+            except Exception as exc:  # a bug: the batch is reported, its number still goes
                 host._undeliverable(dest, incarnation, items, exc)
-                continue
+                pieces, kept = host._frame(dest, incarnation, seq, [], trio.current_time())
             stream = await _transmit(host, dest, stream, pieces)
             if stream is None:  # never reached it: what the batch held is undeliverable
                 gone = ShardGoneError(f"shard {dest} cannot be reached")

@@ -18,6 +18,7 @@ be pickled whole. A header is at most ``MAX_HEADER`` bytes and a part ``MAX_PART
 
 from __future__ import annotations
 
+import hmac
 import pickle
 import struct
 from typing import Any
@@ -74,8 +75,6 @@ class Reader:
     async def hello(self, key: bytes) -> int:
         """The sender's index, once it presented ``key``."""
         presented, sender = HELLO.unpack(await self.exactly(HELLO.size))
-        import hmac
-
         if not hmac.compare_digest(presented, key):
             raise WireError("a connection did not present the cluster's key")
         return int(sender)
